@@ -1,0 +1,19 @@
+//! rampart's shared vocabulary. Everything here is plain data: no I/O, no clock.
+//!
+//! - [`span`]: files of a site, positions in them, and the [`Origin`] every
+//!   compiled rule carries back to the line that produced it.
+//! - [`diag`]: diagnostics with stable codes ([`codes`]).
+//! - [`net`]: families, protocols, ports, address ranges, actions.
+//! - [`files`]: a site as a set of (relative path, bytes): the only input the
+//!   pure core reads. The shell fills it from a directory or from etcd.
+
+pub mod codes;
+pub mod diag;
+pub mod files;
+pub mod net;
+pub mod span;
+
+pub use diag::{Diagnostic, Diagnostics, Severity};
+pub use files::SiteFiles;
+pub use net::{Action, Direction, Family, IpRange, LogLevel, PortRange, Proto, Verdict};
+pub use span::{FileId, Origin, SourceMap, Span};
