@@ -784,8 +784,16 @@ const IN_MACROS: &[(&str, &[&str])] = &[
     ("DNS", &["in/udp/53", "in/tcp/53"]),
 ];
 
+/// An outbound macro: (name, service keys, usual IPv4 peer alias, usual IPv6 peer alias).
+type OutMacro = (
+    &'static str,
+    &'static [&'static str],
+    Option<&'static str>,
+    Option<&'static str>,
+);
+
 /// Outbound macros with the alias each usually talks to (v4, v6).
-const OUT_MACROS: &[(&str, &[&str], Option<&str>, Option<&str>)] = &[
+const OUT_MACROS: &[OutMacro] = &[
     (
         "DNS",
         &["out/udp/53", "out/tcp/53"],
