@@ -242,3 +242,28 @@ fn the_benchmark_site_has_the_promised_size() {
         .sum();
     assert_eq!(rules, 200_000);
 }
+
+#[test]
+fn the_checker_used_above_does_catch_broken_sites() {
+    let site = generate(&params(2, 4, 5, 1)).unwrap();
+    let broken = |extra: &str| {
+        let mut s = site.clone();
+        let mut fw = s.get("firewall/100.fw").unwrap().to_vec();
+        fw.extend_from_slice(extra.as_bytes());
+        s.insert("firewall/100.fw", fw);
+        let (errs, _) = lint::check_site(&s);
+        assert!(!errs.is_empty(), "not caught: {extra}");
+    };
+    broken("IN Ssh(ACCEPT)\n");
+    broken("IN SSH(ACCEPT) -source nosuchalias\n");
+    broken("IN SSH(ACCEPT) -source +nosuchset\n");
+    broken("GROUP nosuchgroup\n");
+    broken("IN ACCEPT -p tcp -dport 70000\n");
+    broken("IN ACCEPT -p tcp -dport 90:80\n");
+    broken("IN ACCEPT -source 10.0.0.5/24\n");
+    broken("IN ACCEPT -source 10.0.0.1 -dest 2001:db8::1\n");
+    broken("IN ACCEPT -p icmp -source office_net6\n");
+    broken("IN ACCEPT -i net7\n");
+    broken("FORWARD ACCEPT\n");
+    broken("IN ACCEPT -dport 80\n");
+}
