@@ -620,23 +620,23 @@ fn address(v: &str, refs: &Refs) -> Result<Option<Fam>, String> {
     Ok(fam)
 }
 
-/// Checks a whole site; returns every problem found and the number of rule
-/// lines per file.
+/// Nodes with their bridges, guests with their NIC names.
+#[derive(Default, Debug)]
+pub struct Topology {
+    pub bridges: HashMap<String, BTreeSet<String>>,
+    pub guest_nics: BTreeMap<u64, BTreeSet<String>>,
+}
+
+/// Checks a whole site with a `site.toml`; returns every problem found and
+/// the number of rule lines per file.
 pub fn check_site(site: &SiteFiles) -> (Vec<String>, BTreeMap<String, usize>) {
     let mut errs = Vec::new();
-    let mut counts = BTreeMap::new();
-    let macros = macros();
     let text = |p: &str| String::from_utf8(site.get(p).unwrap_or_default().to_vec()).unwrap();
 
     // site.toml: nodes, bridges, guests, NICs
     let toml: toml::Value = toml::from_str(&text("site.toml")).expect("site.toml parses");
     let mut bridges: HashMap<String, BTreeSet<String>> = HashMap::new();
-    for n in toml
-        .get("node")
-        .and_then(|v| v.as_array())
-        .into_iter()
-        .flatten()
-    {
+    for n in toml.get("node").and_then(|v| v.as_array()).into_iter().flatten() {
         let name = n["name"].as_str().unwrap().to_string();
         let br: BTreeSet<String> = n["bridges"].as_table().unwrap().keys().cloned().collect();
         for addrs in n["bridges"].as_table().unwrap().values() {
@@ -654,12 +654,7 @@ pub fn check_site(site: &SiteFiles) -> (Vec<String>, BTreeMap<String, usize>) {
     }
     let mut guest_nics: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
     let mut macs = HashSet::new();
-    for g in toml
-        .get("guest")
-        .and_then(|v| v.as_array())
-        .into_iter()
-        .flatten()
-    {
+    for g in toml.get("guest").and_then(|v| v.as_array()).into_iter().flatten() {
         let id = g["id"].as_integer().unwrap() as u64;
         let node = g["node"].as_str().unwrap();
         let kind = g["kind"].as_str().unwrap();
@@ -692,6 +687,22 @@ pub fn check_site(site: &SiteFiles) -> (Vec<String>, BTreeMap<String, usize>) {
             errs.push(format!("site.toml: guest id {id} twice"));
         }
     }
+    let topo = Topology {
+        bridges,
+        guest_nics,
+    };
+    let (more, counts) = check_fw(site, &topo);
+    errs.extend(more);
+    (errs, counts)
+}
+
+/// Checks every `.fw` file of a site against a topology.
+pub fn check_fw(site: &SiteFiles, topo: &Topology) -> (Vec<String>, BTreeMap<String, usize>) {
+    let mut errs = Vec::new();
+    let mut counts = BTreeMap::new();
+    let macros = macros();
+    let text = |p: &str| String::from_utf8(site.get(p).unwrap_or_default().to_vec()).unwrap();
+    let (bridges, guest_nics) = (&topo.bridges, &topo.guest_nics);
 
     // cluster.fw
     let cluster = parse_fw(

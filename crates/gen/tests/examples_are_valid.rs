@@ -1,0 +1,248 @@
+//! The bundled example sites (`examples/homelab`, `examples/pve-tree`) are
+//! valid by the same strict checker the generator is held to, their Proxmox
+//! `.conf` files agree with `site.toml`, and the home lab uses every rule
+//! example of the Proxmox firewall document.
+
+mod lint;
+
+use rampart_types::SiteFiles;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn load(dir: &Path) -> SiteFiles {
+    fn walk(root: &Path, dir: &Path, out: &mut SiteFiles) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap()).collect();
+        entries.sort_by_key(|e| e.path());
+        for e in entries {
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    let mut s = SiteFiles::new();
+    walk(dir, dir, &mut s);
+    s
+}
+
+fn text(site: &SiteFiles, p: &str) -> String {
+    String::from_utf8(site.get(p).unwrap().to_vec()).unwrap()
+}
+
+/// A NIC as a Proxmox guest `.conf` describes it.
+#[derive(Debug, PartialEq, Eq, Clone)]
+struct ConfNic {
+    name: String,
+    bridge: String,
+    mac: String,
+    firewall: bool,
+    /// Containers only: `ip=` and `ip6=` (not dhcp/auto).
+    addresses: BTreeSet<String>,
+}
+
+/// (vmid) -> (node, kind, NICs) from nodes/<node>/{qemu-server,lxc}/<vmid>.conf
+fn conf_guests(site: &SiteFiles) -> BTreeMap<u64, (String, String, Vec<ConfNic>)> {
+    let mut out = BTreeMap::new();
+    for (path, bytes) in &site.files {
+        let parts: Vec<&str> = path.split('/').collect();
+        let (node, kind, file) = match parts.as_slice() {
+            ["nodes", node, "qemu-server", f] => (*node, "vm", *f),
+            ["nodes", node, "lxc", f] => (*node, "ct", *f),
+            _ => continue,
+        };
+        let id: u64 = file.strip_suffix(".conf").unwrap().parse().unwrap();
+        let mut nics = Vec::new();
+        for line in std::str::from_utf8(bytes).unwrap().lines() {
+            if line.starts_with('[') {
+                break; // snapshots follow
+            }
+            let Some((key, val)) = line.split_once(": ") else { continue };
+            if !(key.starts_with("net") && key[3..].parse::<u32>().is_ok()) {
+                continue;
+            }
+            let mut nic = ConfNic {
+                name: key.to_string(),
+                bridge: String::new(),
+                mac: String::new(),
+                firewall: false,
+                addresses: BTreeSet::new(),
+            };
+            for (i, kv) in val.split(',').enumerate() {
+                let (k, v) = kv.split_once('=').unwrap();
+                match k {
+                    "bridge" => nic.bridge = v.to_string(),
+                    "firewall" => nic.firewall = v == "1",
+                    "hwaddr" => nic.mac = v.to_ascii_uppercase(),
+                    "ip" | "ip6" if v != "dhcp" && v != "auto" && v != "manual" => {
+                        nic.addresses.insert(v.to_string());
+                    }
+                    _ if i == 0 && kind == "vm" => nic.mac = v.to_ascii_uppercase(),
+                    _ => {}
+                }
+            }
+            assert!(!nic.bridge.is_empty(), "{path}: {key} without bridge");
+            assert!(nic.mac.len() == 17, "{path}: {key} without MAC");
+            nics.push(nic);
+        }
+        out.insert(id, (node.to_string(), kind.to_string(), nics));
+    }
+    out
+}
+
+#[test]
+fn homelab_is_valid() {
+    let site = load(&repo().join("examples/homelab"));
+    let (errs, counts) = lint::check_site(&site);
+    assert!(errs.is_empty(), "{errs:#?}");
+    assert_eq!(counts.keys().filter(|k| k.ends_with("host.fw")).count(), 3);
+    assert!(counts.len() >= 3 + 6 + 1, "{counts:?}");
+}
+
+#[test]
+fn homelab_conf_files_agree_with_site_toml() {
+    let site = load(&repo().join("examples/homelab"));
+    let confs = conf_guests(&site);
+    let toml: toml::Value = toml::from_str(&text(&site, "site.toml")).unwrap();
+    let guests = toml["guest"].as_array().unwrap();
+    assert!(confs.values().any(|(_, k, _)| k == "vm"));
+    assert!(confs.values().any(|(_, k, _)| k == "ct"));
+    let mut seen = BTreeSet::new();
+    for g in guests {
+        let id = g["id"].as_integer().unwrap() as u64;
+        let Some((node, kind, nics)) = confs.get(&id) else {
+            panic!("guest {id} has no .conf");
+        };
+        seen.insert(id);
+        assert_eq!(g["node"].as_str().unwrap(), node, "guest {id} node");
+        assert_eq!(g["kind"].as_str().unwrap(), kind, "guest {id} kind");
+        let tnics = g["nics"].as_array().unwrap();
+        assert_eq!(tnics.len(), nics.len(), "guest {id} NIC count");
+        for (t, c) in tnics.iter().zip(nics) {
+            assert_eq!(t["name"].as_str().unwrap(), c.name, "guest {id}");
+            assert_eq!(t["bridge"].as_str().unwrap(), c.bridge, "guest {id} {}", c.name);
+            assert_eq!(t["mac"].as_str().unwrap().to_ascii_uppercase(), c.mac, "guest {id} {}", c.name);
+            assert_eq!(t["firewall"].as_bool().unwrap(), c.firewall, "guest {id} {}", c.name);
+            if kind == "ct" {
+                let addrs: BTreeSet<String> = t["addresses"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a.as_str().unwrap().to_string())
+                    .collect();
+                assert_eq!(addrs, c.addresses, "guest {id} {} addresses", c.name);
+            }
+        }
+    }
+    assert_eq!(seen.len(), confs.len(), "a .conf without a site.toml guest");
+}
+
+/// Every configuration example of the Proxmox VE firewall document
+/// (`shared/seeds/001`), as written there.
+const DOCUMENT_EXAMPLES: &[&str] = &[
+    "# enable firewall (cluster wide setting, default is disabled)",
+    "enable: 1",
+    "IN SSH(ACCEPT) -i net0",
+    "IN SSH(ACCEPT) -i net0 # a comment",
+    "IN SSH(ACCEPT) -i net0 -source 192.168.2.192  # only allow SSH from 192.168.2.192",
+    "IN SSH(ACCEPT) -i net0 -source 10.0.0.1-10.0.0.10 # accept SSH for ip range",
+    "IN SSH(ACCEPT) -i net0 -source 10.0.0.1,10.0.0.2,10.0.0.3 #accept ssh for ip list",
+    "IN SSH(ACCEPT) -i net0 -source +mynetgroup   # accept ssh for ipset mynetgroup",
+    "IN SSH(ACCEPT) -i net0 -source myserveralias   #accept ssh for alias myserveralias",
+    "|IN SSH(ACCEPT) -i net0 # disabled rule",
+    "[group webserver]",
+    "IN  ACCEPT -p tcp -dport 80",
+    "IN  ACCEPT -p tcp -dport 443",
+    "GROUP webserver",
+    "IN HTTP(ACCEPT) -source +management",
+    "[IPSET management]",
+    "192.168.2.10",
+    "[IPSET blacklist]",
+    "77.240.159.182",
+    "213.87.123.0/24",
+    "[IPSET ipfilter-net0] # only allow specified IPs on net0",
+    "ips: 1",
+    "ips_queues: 0",
+];
+
+#[test]
+fn homelab_uses_every_example_of_the_proxmox_document() {
+    let site = load(&repo().join("examples/homelab"));
+    let lines: BTreeSet<String> = site
+        .files
+        .iter()
+        .filter(|(k, _)| k.ends_with(".fw"))
+        .flat_map(|(_, v)| {
+            String::from_utf8(v.clone())
+                .unwrap()
+                .lines()
+                .map(|l| l.trim_end().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for ex in DOCUMENT_EXAMPLES {
+        assert!(lines.contains(*ex), "example not used verbatim: {ex:?}");
+    }
+    // the local_network alias is overridden in cluster.fw
+    let cluster = text(&site, "firewall/cluster.fw");
+    assert!(cluster.lines().any(|l| l.starts_with("local_network ")));
+    // the -i net0 examples sit in guests that have net0 (checked by the
+    // linter), and mynetgroup/myserveralias are defined (likewise)
+}
+
+/// Topology of a bare /etc/pve tree: nodes from corosync.conf, guests and
+/// their NICs from the .conf files, bridges as the guests use them.
+fn pve_topology(site: &SiteFiles) -> lint::Topology {
+    let mut topo = lint::Topology::default();
+    let corosync = text(site, "corosync.conf");
+    for line in corosync.lines() {
+        if let Some(n) = line.trim().strip_prefix("name: ") {
+            if corosync.contains("nodelist") {
+                topo.bridges.entry(n.trim().to_string()).or_default().insert("vmbr0".into());
+            }
+        }
+    }
+    for (id, (node, _, nics)) in conf_guests(site) {
+        let br = topo.bridges.get_mut(&node).unwrap_or_else(|| panic!("guest {id} on {node}, not in corosync.conf"));
+        for n in &nics {
+            br.insert(n.bridge.clone());
+        }
+        topo.guest_nics.insert(id, nics.iter().map(|n| n.name.clone()).collect());
+    }
+    topo
+}
+
+#[test]
+fn pve_tree_is_a_valid_bare_proxmox_tree() {
+    let site = load(&repo().join("examples/pve-tree"));
+    assert!(site.get("site.toml").is_none(), "pve-tree has no site.toml on purpose");
+    let topo = pve_topology(&site);
+    // totem cluster_name is not a node
+    assert!(topo.bridges.len() >= 2, "{:?}", topo.bridges.keys());
+    assert!(!topo.guest_nics.is_empty());
+    let (errs, counts) = lint::check_fw(&site, &topo);
+    assert!(errs.is_empty(), "{errs:#?}");
+    assert!(counts.keys().any(|k| k.ends_with("host.fw")));
+    for id in topo.guest_nics.keys() {
+        // every guest with a .fw file was checked against its NICs
+        if site.get(&format!("firewall/{id}.fw")).is_some() {
+            assert!(counts.contains_key(&format!("firewall/{id}.fw")));
+        }
+    }
+    // ring0_addr of every node is an IP address
+    let corosync = text(&site, "corosync.conf");
+    let rings: Vec<_> = corosync
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("ring0_addr: "))
+        .collect();
+    assert_eq!(rings.len(), topo.bridges.len());
+    for r in rings {
+        r.parse::<std::net::IpAddr>().unwrap();
+    }
+}
