@@ -15,14 +15,21 @@ fn repo() -> PathBuf {
 
 fn load(dir: &Path) -> SiteFiles {
     fn walk(root: &Path, dir: &Path, out: &mut SiteFiles) {
-        let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap()).collect();
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .collect();
         entries.sort_by_key(|e| e.path());
         for e in entries {
             let p = e.path();
             if p.is_dir() {
                 walk(root, &p, out);
             } else {
-                let rel = p.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
+                let rel = p
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .replace('\\', "/");
                 out.insert(rel, std::fs::read(&p).unwrap());
             }
         }
@@ -63,7 +70,9 @@ fn conf_guests(site: &SiteFiles) -> BTreeMap<u64, (String, String, Vec<ConfNic>)
             if line.starts_with('[') {
                 break; // snapshots follow
             }
-            let Some((key, val)) = line.split_once(": ") else { continue };
+            let Some((key, val)) = line.split_once(": ") else {
+                continue;
+            };
             if !(key.starts_with("net") && key[3..].parse::<u32>().is_ok()) {
                 continue;
             }
@@ -126,9 +135,24 @@ fn homelab_conf_files_agree_with_site_toml() {
         assert_eq!(tnics.len(), nics.len(), "guest {id} NIC count");
         for (t, c) in tnics.iter().zip(nics) {
             assert_eq!(t["name"].as_str().unwrap(), c.name, "guest {id}");
-            assert_eq!(t["bridge"].as_str().unwrap(), c.bridge, "guest {id} {}", c.name);
-            assert_eq!(t["mac"].as_str().unwrap().to_ascii_uppercase(), c.mac, "guest {id} {}", c.name);
-            assert_eq!(t["firewall"].as_bool().unwrap(), c.firewall, "guest {id} {}", c.name);
+            assert_eq!(
+                t["bridge"].as_str().unwrap(),
+                c.bridge,
+                "guest {id} {}",
+                c.name
+            );
+            assert_eq!(
+                t["mac"].as_str().unwrap().to_ascii_uppercase(),
+                c.mac,
+                "guest {id} {}",
+                c.name
+            );
+            assert_eq!(
+                t["firewall"].as_bool().unwrap(),
+                c.firewall,
+                "guest {id} {}",
+                c.name
+            );
             if kind == "ct" {
                 let addrs: BTreeSet<String> = t["addresses"]
                     .as_array()
@@ -204,16 +228,23 @@ fn pve_topology(site: &SiteFiles) -> lint::Topology {
     for line in corosync.lines() {
         if let Some(n) = line.trim().strip_prefix("name: ") {
             if corosync.contains("nodelist") {
-                topo.bridges.entry(n.trim().to_string()).or_default().insert("vmbr0".into());
+                topo.bridges
+                    .entry(n.trim().to_string())
+                    .or_default()
+                    .insert("vmbr0".into());
             }
         }
     }
     for (id, (node, _, nics)) in conf_guests(site) {
-        let br = topo.bridges.get_mut(&node).unwrap_or_else(|| panic!("guest {id} on {node}, not in corosync.conf"));
+        let br = topo
+            .bridges
+            .get_mut(&node)
+            .unwrap_or_else(|| panic!("guest {id} on {node}, not in corosync.conf"));
         for n in &nics {
             br.insert(n.bridge.clone());
         }
-        topo.guest_nics.insert(id, nics.iter().map(|n| n.name.clone()).collect());
+        topo.guest_nics
+            .insert(id, nics.iter().map(|n| n.name.clone()).collect());
     }
     topo
 }
@@ -221,7 +252,10 @@ fn pve_topology(site: &SiteFiles) -> lint::Topology {
 #[test]
 fn pve_tree_is_a_valid_bare_proxmox_tree() {
     let site = load(&repo().join("examples/pve-tree"));
-    assert!(site.get("site.toml").is_none(), "pve-tree has no site.toml on purpose");
+    assert!(
+        site.get("site.toml").is_none(),
+        "pve-tree has no site.toml on purpose"
+    );
     let topo = pve_topology(&site);
     // totem cluster_name is not a node
     assert!(topo.bridges.len() >= 2, "{:?}", topo.bridges.keys());

@@ -636,7 +636,12 @@ pub fn check_site(site: &SiteFiles) -> (Vec<String>, BTreeMap<String, usize>) {
     // site.toml: nodes, bridges, guests, NICs
     let toml: toml::Value = toml::from_str(&text("site.toml")).expect("site.toml parses");
     let mut bridges: HashMap<String, BTreeSet<String>> = HashMap::new();
-    for n in toml.get("node").and_then(|v| v.as_array()).into_iter().flatten() {
+    for n in toml
+        .get("node")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+    {
         let name = n["name"].as_str().unwrap().to_string();
         let br: BTreeSet<String> = n["bridges"].as_table().unwrap().keys().cloned().collect();
         for addrs in n["bridges"].as_table().unwrap().values() {
@@ -654,7 +659,12 @@ pub fn check_site(site: &SiteFiles) -> (Vec<String>, BTreeMap<String, usize>) {
     }
     let mut guest_nics: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
     let mut macs = HashSet::new();
-    for g in toml.get("guest").and_then(|v| v.as_array()).into_iter().flatten() {
+    for g in toml
+        .get("guest")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+    {
         let id = g["id"].as_integer().unwrap() as u64;
         let node = g["node"].as_str().unwrap();
         let kind = g["kind"].as_str().unwrap();
