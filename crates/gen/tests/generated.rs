@@ -266,4 +266,15 @@ fn the_checker_used_above_does_catch_broken_sites() {
     broken("IN ACCEPT -i net7\n");
     broken("FORWARD ACCEPT\n");
     broken("IN ACCEPT -dport 80\n");
+
+    // and a site.toml with a reused address
+    let mut s = site.clone();
+    let toml = String::from_utf8(s.get("site.toml").unwrap().to_vec()).unwrap();
+    s.insert(
+        "site.toml",
+        toml.replacen("10.0.0.10/", "10.0.0.11/", 1)
+            .replacen("10.0.1.10/", "10.0.0.11/", 1),
+    );
+    let (errs, _) = lint::check_site(&s);
+    assert!(errs.iter().any(|e| e.contains("used twice")), "{errs:?}");
 }

@@ -636,6 +636,7 @@ pub fn check_site(site: &SiteFiles) -> (Vec<String>, BTreeMap<String, usize>) {
     // site.toml: nodes, bridges, guests, NICs
     let toml: toml::Value = toml::from_str(&text("site.toml")).expect("site.toml parses");
     let mut bridges: HashMap<String, BTreeSet<String>> = HashMap::new();
+    let mut used_ips: HashSet<IpAddr> = HashSet::new();
     for n in toml
         .get("node")
         .and_then(|v| v.as_array())
@@ -647,9 +648,13 @@ pub fn check_site(site: &SiteFiles) -> (Vec<String>, BTreeMap<String, usize>) {
         for addrs in n["bridges"].as_table().unwrap().values() {
             for a in addrs.as_array().unwrap() {
                 let a = a.as_str().unwrap();
-                let ip = a.split('/').next().unwrap();
-                if ip.parse::<IpAddr>().is_err() {
-                    errs.push(format!("site.toml: node {name}: bad address {a}"));
+                match a.split('/').next().unwrap().parse::<IpAddr>() {
+                    Err(_) => errs.push(format!("site.toml: node {name}: bad address {a}")),
+                    Ok(ip) => {
+                        if !used_ips.insert(ip) {
+                            errs.push(format!("site.toml: node {name}: address {ip} used twice"));
+                        }
+                    }
                 }
             }
         }
@@ -687,8 +692,13 @@ pub fn check_site(site: &SiteFiles) -> (Vec<String>, BTreeMap<String, usize>) {
             }
             for a in nic["addresses"].as_array().unwrap() {
                 let a = a.as_str().unwrap();
-                if a.split('/').next().unwrap().parse::<IpAddr>().is_err() {
-                    errs.push(format!("site.toml: guest {id}: bad address {a}"));
+                match a.split('/').next().unwrap().parse::<IpAddr>() {
+                    Err(_) => errs.push(format!("site.toml: guest {id}: bad address {a}")),
+                    Ok(ip) => {
+                        if !used_ips.insert(ip) {
+                            errs.push(format!("site.toml: guest {id}: address {ip} used twice"));
+                        }
+                    }
                 }
             }
             nics.insert(nic["name"].as_str().unwrap().to_string());
