@@ -1,6 +1,9 @@
 //! Write a generated site to a directory, and print how long generating took.
 //!
-//! `cargo run --release -p rampart-gen --example gen_site -- NODES GUESTS RULES SEED OUT_DIR`
+//! `cargo run --release -p rampart-gen --example gen_site -- NODES GUESTS RULES SEED OUT_DIR [pve-tree]`
+//!
+//! With `pve-tree`, the site is laid out as a bare `/etc/pve` tree
+//! (`corosync.conf` and guest `.conf` files instead of `site.toml`).
 //!
 //! The library itself does no I/O; this example (like `rampart gen-site`) is
 //! the shell around it.
@@ -10,8 +13,9 @@ use std::time::Instant;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.len() != 5 {
-        eprintln!("usage: gen_site NODES GUESTS RULES_PER_GUEST SEED OUT_DIR");
+    let pve_tree = args.len() == 6 && args[5] == "pve-tree";
+    if args.len() != 5 && !pve_tree {
+        eprintln!("usage: gen_site NODES GUESTS RULES_PER_GUEST SEED OUT_DIR [pve-tree]");
         std::process::exit(2);
     }
     let num = |i: usize| -> u64 {
@@ -27,7 +31,12 @@ fn main() {
         seed: num(3),
     };
     let t = Instant::now();
-    let site = match rampart_gen::generate(&params) {
+    let result = if pve_tree {
+        rampart_gen::generate_pve_tree(&params)
+    } else {
+        rampart_gen::generate(&params)
+    };
+    let site = match result {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");

@@ -104,13 +104,47 @@ impl std::error::Error for GenError {}
 
 /// Generate a whole site. See the crate documentation for what it contains.
 pub fn generate(p: &GenParams) -> Result<SiteFiles, GenError> {
+    generate_as(p, Layout::SiteToml)
+}
+
+/// The same site as [`generate`] (identical `.fw` files), laid out as a bare
+/// Proxmox VE `/etc/pve` tree: no `site.toml`, but `corosync.conf` (nodes and
+/// their `ring0_addr`) and `nodes/<node>/qemu-server/<vmid>.conf` /
+/// `nodes/<node>/lxc/<vmid>.conf` for every guest. VM `.conf` files carry no
+/// addresses (as in Proxmox); container ones carry `ip=`/`ip6=`.
+pub fn generate_pve_tree(p: &GenParams) -> Result<SiteFiles, GenError> {
+    generate_as(p, Layout::PveTree)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    SiteToml,
+    PveTree,
+}
+
+fn generate_as(p: &GenParams, layout: Layout) -> Result<SiteFiles, GenError> {
     let plan = Plan::new(p)?;
     let mut rng = Rng::new(p.seed);
     let guests = plan_guests(p, &plan, &mut rng);
     let cluster = Cluster::new(p, &guests);
 
     let mut files = SiteFiles::new();
-    files.insert("site.toml", site_toml(p, &plan, &guests));
+    match layout {
+        Layout::SiteToml => files.insert("site.toml", site_toml(p, &plan, &guests)),
+        Layout::PveTree => {
+            files.insert("corosync.conf", corosync_conf(p, &plan));
+            for g in &guests {
+                let (dir, text) = match g.kind {
+                    Kind::Vm => ("qemu-server", vm_conf(g)),
+                    Kind::Ct => ("lxc", ct_conf(g, &plan)),
+                };
+                files.insert(
+                    format!("nodes/{}/{dir}/{}.conf", node_name(g.node), g.id),
+                    text,
+                );
+            }
+        }
+    }
     files.insert("firewall/cluster.fw", cluster.render(p, &plan, &mut rng));
     for n in 0..p.nodes {
         files.insert(
@@ -366,6 +400,88 @@ fn site_toml(p: &GenParams, plan: &Plan, guests: &[Guest]) -> String {
         }
         s.push_str("]\n\n");
     }
+    s
+}
+
+// ---------------------------------------------------------------------------
+// /etc/pve files: corosync.conf, qemu-server/*.conf, lxc/*.conf
+
+fn corosync_conf(p: &GenParams, plan: &Plan) -> String {
+    let mut s = String::with_capacity(128 * p.nodes as usize + 512);
+    s.push_str("logging {\n  debug: off\n  to_syslog: yes\n}\n\nnodelist {\n");
+    for n in 0..p.nodes {
+        let _ = writeln!(
+            s,
+            "  node {{\n    name: {}\n    nodeid: {}\n    quorum_votes: 1\n    ring0_addr: {}\n  }}",
+            node_name(n),
+            n + 1,
+            plan.node4(n)
+        );
+    }
+    s.push_str(
+        "}\n\nquorum {\n  provider: corosync_votequorum\n}\n\n\
+         totem {\n  cluster_name: rampart-gen\n  config_version: 1\n  interface {\n    linknumber: 0\n  }\n  \
+         ip_version: ipv4-6\n  link_mode: passive\n  secauth: on\n  version: 2\n}\n",
+    );
+    s
+}
+
+fn vm_conf(g: &Guest) -> String {
+    let mut s = format!(
+        "boot: order=scsi0;net0\ncores: 2\nmemory: 2048\nname: vm{}\n",
+        g.id
+    );
+    for nic in &g.nics {
+        let _ = writeln!(
+            s,
+            "net{}: virtio={},bridge={},firewall={}",
+            nic.n,
+            mac_str(&nic.mac),
+            nic.bridge,
+            u8::from(nic.firewall)
+        );
+    }
+    let _ = write!(
+        s,
+        "ostype: l26\nscsi0: local-lvm:vm-{}-disk-0,iothread=1,size=32G\nscsihw: virtio-scsi-single\nsockets: 1\n",
+        g.id
+    );
+    s
+}
+
+fn ct_conf(g: &Guest, plan: &Plan) -> String {
+    let mut s = format!("arch: amd64\ncores: 1\nhostname: ct{}\nmemory: 512\n", g.id);
+    for nic in &g.nics {
+        let _ = write!(
+            s,
+            "net{}: name=eth{},bridge={},firewall={}",
+            nic.n,
+            nic.n,
+            nic.bridge,
+            u8::from(nic.firewall)
+        );
+        if nic.n == 0 {
+            let gw = Ipv4Addr::from(u32::from(plan.net4(g.node)) + 1);
+            let gw6 = Ipv6Addr::from(u128::from(plan.net6(g.node)) + 1);
+            let _ = write!(s, ",gw={gw},gw6={gw6}");
+        }
+        let _ = write!(
+            s,
+            ",hwaddr={},ip={}/{}",
+            mac_str(&nic.mac),
+            nic.v4,
+            nic.prefix
+        );
+        if let Some(v6) = nic.v6 {
+            let _ = write!(s, ",ip6={v6}/64");
+        }
+        s.push_str(",type=veth\n");
+    }
+    let _ = write!(
+        s,
+        "ostype: debian\nrootfs: local-lvm:vm-{}-disk-0,size=8G\nswap: 512\nunprivileged: 1\n",
+        g.id
+    );
     s
 }
 

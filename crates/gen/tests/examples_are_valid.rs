@@ -6,7 +6,7 @@
 mod lint;
 
 use rampart_types::SiteFiles;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 fn repo() -> PathBuf {
@@ -43,81 +43,20 @@ fn text(site: &SiteFiles, p: &str) -> String {
     String::from_utf8(site.get(p).unwrap().to_vec()).unwrap()
 }
 
-/// A NIC as a Proxmox guest `.conf` describes it.
-#[derive(Debug, PartialEq, Eq, Clone)]
-struct ConfNic {
-    name: String,
-    bridge: String,
-    mac: String,
-    firewall: bool,
-    /// Containers only: `ip=` and `ip6=` (not dhcp/auto).
-    addresses: BTreeSet<String>,
-}
-
-/// (vmid) -> (node, kind, NICs) from nodes/<node>/{qemu-server,lxc}/<vmid>.conf
-fn conf_guests(site: &SiteFiles) -> BTreeMap<u64, (String, String, Vec<ConfNic>)> {
-    let mut out = BTreeMap::new();
-    for (path, bytes) in &site.files {
-        let parts: Vec<&str> = path.split('/').collect();
-        let (node, kind, file) = match parts.as_slice() {
-            ["nodes", node, "qemu-server", f] => (*node, "vm", *f),
-            ["nodes", node, "lxc", f] => (*node, "ct", *f),
-            _ => continue,
-        };
-        let id: u64 = file.strip_suffix(".conf").unwrap().parse().unwrap();
-        let mut nics = Vec::new();
-        for line in std::str::from_utf8(bytes).unwrap().lines() {
-            if line.starts_with('[') {
-                break; // snapshots follow
-            }
-            let Some((key, val)) = line.split_once(": ") else {
-                continue;
-            };
-            if !(key.starts_with("net") && key[3..].parse::<u32>().is_ok()) {
-                continue;
-            }
-            let mut nic = ConfNic {
-                name: key.to_string(),
-                bridge: String::new(),
-                mac: String::new(),
-                firewall: false,
-                addresses: BTreeSet::new(),
-            };
-            for (i, kv) in val.split(',').enumerate() {
-                let (k, v) = kv.split_once('=').unwrap();
-                match k {
-                    "bridge" => nic.bridge = v.to_string(),
-                    "firewall" => nic.firewall = v == "1",
-                    "hwaddr" => nic.mac = v.to_ascii_uppercase(),
-                    "ip" | "ip6" if v != "dhcp" && v != "auto" && v != "manual" => {
-                        nic.addresses.insert(v.to_string());
-                    }
-                    _ if i == 0 && kind == "vm" => nic.mac = v.to_ascii_uppercase(),
-                    _ => {}
-                }
-            }
-            assert!(!nic.bridge.is_empty(), "{path}: {key} without bridge");
-            assert!(nic.mac.len() == 17, "{path}: {key} without MAC");
-            nics.push(nic);
-        }
-        out.insert(id, (node.to_string(), kind.to_string(), nics));
-    }
-    out
-}
-
 #[test]
 fn homelab_is_valid() {
     let site = load(&repo().join("examples/homelab"));
     let (errs, counts) = lint::check_site(&site);
     assert!(errs.is_empty(), "{errs:#?}");
     assert_eq!(counts.keys().filter(|k| k.ends_with("host.fw")).count(), 3);
-    assert!(counts.len() >= 3 + 6 + 1, "{counts:?}");
+    // cluster.fw, 3 host.fw, 7 guest .fw
+    assert_eq!(counts.len(), 11, "{counts:?}");
 }
 
 #[test]
 fn homelab_conf_files_agree_with_site_toml() {
     let site = load(&repo().join("examples/homelab"));
-    let confs = conf_guests(&site);
+    let confs = lint::conf_guests(&site);
     let toml: toml::Value = toml::from_str(&text(&site, "site.toml")).unwrap();
     let guests = toml["guest"].as_array().unwrap();
     assert!(confs.values().any(|(_, k, _)| k == "vm"));
@@ -220,35 +159,6 @@ fn homelab_uses_every_example_of_the_proxmox_document() {
     // linter), and mynetgroup/myserveralias are defined (likewise)
 }
 
-/// Topology of a bare /etc/pve tree: nodes from corosync.conf, guests and
-/// their NICs from the .conf files, bridges as the guests use them.
-fn pve_topology(site: &SiteFiles) -> lint::Topology {
-    let mut topo = lint::Topology::default();
-    let corosync = text(site, "corosync.conf");
-    for line in corosync.lines() {
-        if let Some(n) = line.trim().strip_prefix("name: ") {
-            if corosync.contains("nodelist") {
-                topo.bridges
-                    .entry(n.trim().to_string())
-                    .or_default()
-                    .insert("vmbr0".into());
-            }
-        }
-    }
-    for (id, (node, _, nics)) in conf_guests(site) {
-        let br = topo
-            .bridges
-            .get_mut(&node)
-            .unwrap_or_else(|| panic!("guest {id} on {node}, not in corosync.conf"));
-        for n in &nics {
-            br.insert(n.bridge.clone());
-        }
-        topo.guest_nics
-            .insert(id, nics.iter().map(|n| n.name.clone()).collect());
-    }
-    topo
-}
-
 #[test]
 fn pve_tree_is_a_valid_bare_proxmox_tree() {
     let site = load(&repo().join("examples/pve-tree"));
@@ -256,7 +166,7 @@ fn pve_tree_is_a_valid_bare_proxmox_tree() {
         site.get("site.toml").is_none(),
         "pve-tree has no site.toml on purpose"
     );
-    let topo = pve_topology(&site);
+    let topo = lint::pve_topology(&site);
     // totem cluster_name is not a node
     assert!(topo.bridges.len() >= 2, "{:?}", topo.bridges.keys());
     assert!(!topo.guest_nics.is_empty());

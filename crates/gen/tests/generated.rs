@@ -2,7 +2,7 @@
 
 mod lint;
 
-use rampart_gen::{generate, GenError, GenParams};
+use rampart_gen::{generate, generate_pve_tree, GenError, GenParams};
 
 fn params(nodes: u32, guests: u32, rules: u32, seed: u64) -> GenParams {
     GenParams {
@@ -277,4 +277,55 @@ fn the_checker_used_above_does_catch_broken_sites() {
     );
     let (errs, _) = lint::check_site(&s);
     assert!(errs.iter().any(|e| e.contains("used twice")), "{errs:?}");
+}
+
+#[test]
+fn the_pve_tree_layout_is_the_same_site_without_site_toml() {
+    let p = params(4, 120, 8, 11);
+    let toml_site = generate(&p).unwrap();
+    let tree = generate_pve_tree(&p).unwrap();
+    assert_eq!(tree, generate_pve_tree(&p).unwrap(), "deterministic");
+    assert!(tree.get("site.toml").is_none());
+    assert!(tree.get("corosync.conf").is_some());
+    // identical firewall files
+    for (k, v) in &toml_site.files {
+        if k.ends_with(".fw") {
+            assert_eq!(tree.get(k), Some(v.as_slice()), "{k}");
+        }
+    }
+    // one .conf per guest, on the guest's node, with the same NICs
+    let confs = lint::conf_guests(&tree);
+    assert_eq!(confs.len(), 120);
+    let toml: toml::Value =
+        toml::from_str(std::str::from_utf8(toml_site.get("site.toml").unwrap()).unwrap()).unwrap();
+    for g in toml["guest"].as_array().unwrap() {
+        let id = g["id"].as_integer().unwrap() as u64;
+        let (node, kind, nics) = &confs[&id];
+        assert_eq!(g["node"].as_str().unwrap(), node);
+        assert_eq!(g["kind"].as_str().unwrap(), kind);
+        let tnics = g["nics"].as_array().unwrap();
+        assert_eq!(tnics.len(), nics.len());
+        for (t, c) in tnics.iter().zip(nics) {
+            assert_eq!(t["name"].as_str().unwrap(), c.name);
+            assert_eq!(t["bridge"].as_str().unwrap(), c.bridge);
+            assert_eq!(t["mac"].as_str().unwrap(), c.mac);
+            assert_eq!(t["firewall"].as_bool().unwrap(), c.firewall);
+            if kind == "ct" {
+                let addrs: std::collections::BTreeSet<String> = t["addresses"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a.as_str().unwrap().to_string())
+                    .collect();
+                assert_eq!(addrs, c.addresses);
+            } else {
+                assert!(c.addresses.is_empty(), "VM .conf files carry no addresses");
+            }
+        }
+    }
+    // and the firewall files check against the topology read from the tree
+    let topo = lint::pve_topology(&tree);
+    assert_eq!(topo.bridges.len(), 4);
+    let (errs, _) = lint::check_fw(&tree, &topo);
+    assert!(errs.is_empty(), "{errs:#?}");
 }

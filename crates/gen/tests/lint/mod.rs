@@ -816,3 +816,95 @@ pub fn check_fw(site: &SiteFiles, topo: &Topology) -> (Vec<String>, BTreeMap<Str
     }
     (errs, counts)
 }
+
+/// A NIC as a Proxmox guest `.conf` describes it.
+#[derive(Debug, PartialEq, Eq, Clone)]
+pub struct ConfNic {
+    pub name: String,
+    pub bridge: String,
+    pub mac: String,
+    pub firewall: bool,
+    /// Containers only: `ip=` and `ip6=` (not dhcp/auto).
+    pub addresses: BTreeSet<String>,
+}
+
+/// (vmid) -> (node, kind, NICs) from nodes/<node>/{qemu-server,lxc}/<vmid>.conf
+pub fn conf_guests(site: &SiteFiles) -> BTreeMap<u64, (String, String, Vec<ConfNic>)> {
+    let mut out = BTreeMap::new();
+    for (path, bytes) in &site.files {
+        let parts: Vec<&str> = path.split('/').collect();
+        let (node, kind, file) = match parts.as_slice() {
+            ["nodes", node, "qemu-server", f] => (*node, "vm", *f),
+            ["nodes", node, "lxc", f] => (*node, "ct", *f),
+            _ => continue,
+        };
+        let id: u64 = file.strip_suffix(".conf").unwrap().parse().unwrap();
+        let mut nics = Vec::new();
+        for line in std::str::from_utf8(bytes).unwrap().lines() {
+            if line.starts_with('[') {
+                break; // snapshots follow
+            }
+            let Some((key, val)) = line.split_once(": ") else {
+                continue;
+            };
+            if !(key.starts_with("net") && key[3..].parse::<u32>().is_ok()) {
+                continue;
+            }
+            let mut nic = ConfNic {
+                name: key.to_string(),
+                bridge: String::new(),
+                mac: String::new(),
+                firewall: false,
+                addresses: BTreeSet::new(),
+            };
+            for (i, kv) in val.split(',').enumerate() {
+                let (k, v) = kv.split_once('=').unwrap();
+                match k {
+                    "bridge" => nic.bridge = v.to_string(),
+                    "firewall" => nic.firewall = v == "1",
+                    "hwaddr" => nic.mac = v.to_ascii_uppercase(),
+                    "ip" | "ip6" if v != "dhcp" && v != "auto" && v != "manual" => {
+                        nic.addresses.insert(v.to_string());
+                    }
+                    _ if i == 0 && kind == "vm" => nic.mac = v.to_ascii_uppercase(),
+                    _ => {}
+                }
+            }
+            assert!(!nic.bridge.is_empty(), "{path}: {key} without bridge");
+            assert!(nic.mac.len() == 17, "{path}: {key} without MAC");
+            nics.push(nic);
+        }
+        out.insert(id, (node.to_string(), kind.to_string(), nics));
+    }
+    out
+}
+
+/// Topology of a bare /etc/pve tree: nodes from corosync.conf, guests and
+/// their NICs from the .conf files, bridges as the guests use them.
+pub fn pve_topology(site: &SiteFiles) -> Topology {
+    let mut topo = Topology::default();
+    let corosync =
+        String::from_utf8(site.get("corosync.conf").expect("corosync.conf").to_vec()).unwrap();
+    for line in corosync.lines() {
+        if let Some(n) = line.trim().strip_prefix("name: ") {
+            if corosync.contains("nodelist") {
+                topo.bridges
+                    .entry(n.trim().to_string())
+                    .or_default()
+                    .insert("vmbr0".into());
+            }
+        }
+    }
+    for (id, (node, _, nics)) in conf_guests(site) {
+        let br = topo
+            .bridges
+            .get_mut(&node)
+            .unwrap_or_else(|| panic!("guest {id} on {node}, not in corosync.conf"));
+        for n in &nics {
+            br.insert(n.bridge.clone());
+        }
+        topo.guest_nics
+            .insert(id, nics.iter().map(|n| n.name.clone()).collect());
+    }
+    topo
+}
