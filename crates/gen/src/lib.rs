@@ -3,8 +3,10 @@
 //! [`generate`] turns a [`GenParams`] (nodes, guests, rules per guest, seed)
 //! into a [`SiteFiles`] map: `site.toml`, `firewall/cluster.fw`,
 //! `nodes/<node>/host.fw` and one `firewall/<vmid>.fw` per guest, all in the
-//! Proxmox VE firewall format. The same parameters always give the same bytes;
-//! nothing here reads a clock, the environment or the file system.
+//! Proxmox VE firewall format. [`generate_pve_tree`] gives the same site as a
+//! bare `/etc/pve` tree (`corosync.conf` and guest `.conf` files instead of
+//! `site.toml`). The same parameters always give the same bytes; nothing here
+//! reads a clock, the environment or the file system.
 //!
 //! Everything generated is meant to be *valid*: only real macros (as spelled
 //! in the macro table), ports 1-65535, CIDRs without host bits, one address
