@@ -811,6 +811,10 @@ pub fn parse_site_toml(file: FileId, text: &str) -> (Option<WgSite>, Diagnostics
         let Some(public_key) = parse_key(&rc.public_key, &l, &mut d) else {
             continue;
         };
+        let persistent_keepalive = match &rc.persistent_keepalive {
+            None => 25,
+            Some(k) => keepalive(k, &l, &mut d).unwrap_or(25),
+        };
         let via: Vec<(String, Span)> = if rc.via.is_empty() {
             net.gateways.iter().map(|g| (g.clone(), span)).collect()
         } else {
@@ -850,10 +854,7 @@ pub fn parse_site_toml(file: FileId, text: &str) -> (Option<WgSite>, Diagnostics
                 .iter()
                 .filter_map(|a| parse_addr(a, &l, &mut d))
                 .collect(),
-            persistent_keepalive: match &rc.persistent_keepalive {
-                None => 25,
-                Some(k) => keepalive(k, &l, &mut d).unwrap_or(25),
-            },
+            persistent_keepalive,
             routes: rc
                 .routes
                 .iter()
