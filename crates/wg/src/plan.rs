@@ -215,6 +215,13 @@ fn usable(p: &IpNet, a: IpAddr) -> bool {
     off >= first && off - first < count
 }
 
+/// The address `name` gets in `pool` of network `net` when nothing else
+/// claims the same slot.
+pub fn home_address(net: &str, name: &str, pool: &IpNet) -> IpAddr {
+    let (base, first, count) = hosts(pool);
+    to_addr(pool, base + first + slot(net, name, pool) % count)
+}
+
 fn slot(net: &str, name: &str, p: &IpNet) -> u128 {
     let mut h = Sha256::new();
     h.update(net.as_bytes());
@@ -262,15 +269,35 @@ fn allocate(net: &Network, parts: &mut [Part], d: &mut Diagnostics) {
             p.addrs.push((a, span));
         }
     }
-    let mut order: Vec<usize> = (0..parts.len()).collect();
-    order.sort_by(|&a, &b| parts[a].name.cmp(parts[b].name));
     for (pool, pool_span) in &net.pool {
         let (base, first, count) = hosts(pool);
-        for &i in &order {
-            if parts[i].addrs.iter().any(|(a, _)| pool.contains(a)) {
-                continue;
+        // Phase 1: every participant whose home slot no other one shares
+        // (and no explicit address holds) takes it. Its address then depends
+        // on nothing but its own name. Phase 2: the colliding ones probe
+        // linearly from their home slot, in the order of their own hash
+        // (then name), which does not depend on who else exists.
+        let mut order: Vec<(u128, usize)> = (0..parts.len())
+            .filter(|&i| !parts[i].addrs.iter().any(|(a, _)| pool.contains(a)))
+            .map(|i| (slot(&net.name, parts[i].name, pool), i))
+            .collect();
+        order.sort_by(|a, b| (a.0, parts[a.1].name).cmp(&(b.0, parts[b.1].name)));
+        let mut homes: HashMap<u128, usize> = HashMap::new();
+        for &(h, _) in &order {
+            *homes.entry(h % count).or_default() += 1;
+        }
+        let mut rest = Vec::new();
+        for &(h, i) in &order {
+            let a = to_addr(pool, base + first + h % count);
+            if homes[&(h % count)] == 1 && !taken.contains_key(&a) {
+                taken.insert(a, i);
+                let span = parts[i].span;
+                parts[i].addrs.push((a, span));
+            } else {
+                rest.push((h, i));
             }
-            let start = slot(&net.name, parts[i].name, pool) % count;
+        }
+        for &(h, i) in &rest {
+            let start = h % count;
             let mut got = None;
             let mut k: u128 = 0;
             while k < count && k < 1 << 20 {
