@@ -1,0 +1,362 @@
+//! A real overlay: network namespaces joined by veth through a bridge,
+//! wireguard-go in each, configured from rampart's generated `wg setconf`
+//! text, keys from a rampart key store, routes from the plan; then UDP
+//! echoes across the overlay between every pair, and from a road warrior
+//! through its gateway to every member.
+//!
+//! wireguard-go's control socket directory (/var/run/wireguard) is not per
+//! network namespace, so every instance runs in its own mount namespace with
+//! a private tmpfs there; `wg` reaches it with `nsenter -m -n -t PID`.
+//! Everything is created inside namespaces this test makes and removed on
+//! drop, also on failure.
+//!
+//! No `ping` is assumed: the test binary re-executes itself inside a
+//! namespace as a tiny UDP echo server or prober (see `zz_helper`).
+mod common;
+
+use rampart_keystore::KeyStore;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+const HELPER: &str = "RAMPART_WG_TEST_HELPER";
+const PORT: u16 = 7777;
+
+/// Not a test: the UDP echo server / prober the namespaces run.
+#[test]
+fn zz_helper() {
+    let Ok(mode) = std::env::var(HELPER) else {
+        return;
+    };
+    match mode.as_str() {
+        "serve" => {
+            let s = UdpSocket::bind(("::", PORT)).expect("bind echo");
+            let mut buf = [0u8; 1500];
+            loop {
+                if let Ok((n, from)) = s.recv_from(&mut buf) {
+                    let _ = s.send_to(&buf[..n], from);
+                }
+            }
+        }
+        "probe" => {
+            let target: IpAddr = std::env::var("RAMPART_WG_TARGET").unwrap().parse().unwrap();
+            let s = if target.is_ipv4() {
+                UdpSocket::bind("0.0.0.0:0")
+            } else {
+                UdpSocket::bind("[::]:0")
+            }
+            .unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            let to = SocketAddr::new(target, PORT);
+            let mut buf = [0u8; 64];
+            for _ in 0..30 {
+                let _ = s.send_to(b"rampart", to);
+                if let Ok((n, from)) = s.recv_from(&mut buf) {
+                    if &buf[..n] == b"rampart" && from.ip().to_canonical() == target {
+                        std::process::exit(0);
+                    }
+                }
+            }
+            std::process::exit(1);
+        }
+        other => panic!("unknown helper mode {other}"),
+    }
+}
+
+fn run(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("spawn");
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+struct Lab {
+    namespaces: Vec<String>,
+    children: Vec<Child>,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+impl Lab {
+    fn netns(&mut self, name: &str) {
+        run(&["ip", "netns", "add", name]);
+        self.namespaces.push(name.to_string());
+        run(&["ip", "-n", name, "link", "set", "lo", "up"]);
+    }
+
+    /// wireguard-go in the foreground, in its own mount namespace; returns its pid.
+    fn wireguard_go(&mut self, ns: &str, iface: &str) -> u32 {
+        let script = format!("mkdir -p /run/wireguard && mount -t tmpfs -o mode=0700 tmpfs /run/wireguard && exec wireguard-go -f {iface}");
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns,
+                "unshare",
+                "-m",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                &script,
+            ])
+            .env("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("wireguard-go");
+        let pid = child.id();
+        self.children.push(child);
+        // Wait for the control socket.
+        for _ in 0..100 {
+            let ok = Command::new("nsenter")
+                .args(["-t", &pid.to_string(), "-m", "-n", "wg", "show", iface])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+            if ok {
+                return pid;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("wireguard-go in {ns} did not come up");
+    }
+
+    fn helper(&mut self, ns: &str, mode: &str, target: Option<&str>) -> Command {
+        let exe = std::env::current_exe().unwrap();
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns]).arg(exe).args([
+            "--exact",
+            "zz_helper",
+            "--nocapture",
+            "--test-threads=1",
+        ]);
+        c.env(HELPER, mode);
+        if let Some(t) = target {
+            c.env("RAMPART_WG_TARGET", t);
+        }
+        c.stdout(Stdio::null()).stderr(Stdio::null());
+        c
+    }
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+#[test]
+fn three_node_mesh_and_a_road_warrior_talk_over_wireguard_go() {
+    if !is_root() {
+        eprintln!("skipped: needs root for network namespaces");
+        return;
+    }
+    let id = format!(
+        "{}x{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    );
+    let nodes = ["hv1", "hv2", "hv3", "laptop"];
+    let ns = |n: &str| format!("rwg{id}{n}");
+    let mut lab = Lab {
+        namespaces: Vec::new(),
+        children: Vec::new(),
+    };
+    let sw = format!("rwg{id}sw");
+    lab.netns(&sw);
+    run(&["ip", "-n", &sw, "link", "add", "br0", "type", "bridge"]);
+    run(&["ip", "-n", &sw, "link", "set", "br0", "up"]);
+    for (i, n) in nodes.iter().enumerate() {
+        let name = ns(n);
+        lab.netns(&name);
+        let v = format!("v{i}");
+        run(&[
+            "ip", "-n", &sw, "link", "add", &v, "type", "veth", "peer", "name", "eth0", "netns",
+            &name,
+        ]);
+        run(&["ip", "-n", &sw, "link", "set", &v, "master", "br0", "up"]);
+        run(&[
+            "ip",
+            "-n",
+            &name,
+            "addr",
+            "add",
+            &format!("192.0.2.{}/24", i + 1),
+            "dev",
+            "eth0",
+        ]);
+        run(&["ip", "-n", &name, "link", "set", "eth0", "up"]);
+    }
+
+    // Keys: one store per participant; only public keys go into the site.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut pubs = Vec::new();
+    let mut stores = Vec::new();
+    for n in &nodes {
+        let ks = KeyStore::open(tmp.path().join(n)).unwrap();
+        pubs.push(ks.enroll("core").unwrap());
+        stores.push(ks);
+    }
+    let mut site = String::new();
+    for (i, n) in nodes[..3].iter().enumerate() {
+        site.push_str(&format!(
+            "[[node]]\nname = \"{n}\"\nendpoint = \"192.0.2.{}\"\n",
+            i + 1
+        ));
+    }
+    site.push_str("[[wireguard]]\nname = \"core\"\ninterface = \"wg0\"\npool = [\"10.99.0.0/24\", \"fd99::/64\"]\nlisten_port = 51820\nmtu = 1420\n");
+    for (i, n) in nodes[..3].iter().enumerate() {
+        site.push_str(&format!(
+            "[[wireguard.member]]\nname = \"{n}\"\npublic_key = \"{}\"\n",
+            pubs[i]
+        ));
+    }
+    site.push_str(&format!(
+        "[[client]]\nnetwork = \"core\"\nname = \"laptop\"\npublic_key = \"{}\"\nvia = [\"hv1\"]\n",
+        pubs[3]
+    ));
+    let (plan, diags) = rampart_wg::check(Default::default(), &site);
+    assert!(!diags.has_errors(), "{diags:?}");
+    let plan = plan.unwrap();
+
+    // Bring every interface up from the plan.
+    for (k, n) in nodes.iter().enumerate() {
+        let name = ns(n);
+        let iface = plan.get("core", n).unwrap();
+        let pid = lab.wireguard_go(&name, &iface.interface).to_string();
+        let conf = tmp.path().join(format!("{n}.setconf"));
+        std::fs::write(&conf, rampart_wg::wg_setconf(iface)).unwrap();
+        let key = stores[k].key_path("core");
+        run(&[
+            "nsenter",
+            "-t",
+            &pid,
+            "-m",
+            "-n",
+            "wg",
+            "setconf",
+            &iface.interface,
+            conf.to_str().unwrap(),
+        ]);
+        run(&[
+            "nsenter",
+            "-t",
+            &pid,
+            "-m",
+            "-n",
+            "wg",
+            "set",
+            &iface.interface,
+            "private-key",
+            key.to_str().unwrap(),
+        ]);
+        for a in &iface.addresses {
+            run(&[
+                "ip",
+                "-n",
+                &name,
+                "addr",
+                "add",
+                &a.to_string(),
+                "dev",
+                &iface.interface,
+                "nodad",
+            ]);
+        }
+        run(&[
+            "ip",
+            "-n",
+            &name,
+            "link",
+            "set",
+            &iface.interface,
+            "mtu",
+            "1420",
+            "up",
+        ]);
+        for r in &iface.routes {
+            run(&[
+                "ip",
+                "-n",
+                &name,
+                "route",
+                "replace",
+                &r.dest.to_string(),
+                "dev",
+                &r.dev,
+            ]);
+        }
+        // hv1 forwards for the road warrior (sysctls are per namespace).
+        if *n == "hv1" {
+            run(&[
+                "ip",
+                "netns",
+                "exec",
+                &name,
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+                "net.ipv6.conf.all.forwarding=1",
+            ]);
+        }
+        let server = lab.helper(&name, "serve", None).spawn().unwrap();
+        lab.children.push(server);
+        // The plan's private key never appears in what we fed wg.
+        let secret = stores[k].load("core").unwrap().expose_base64();
+        assert!(!std::fs::read_to_string(&conf).unwrap().contains(&secret));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+
+    let mut failures = Vec::new();
+    for from in &nodes {
+        for to in &nodes {
+            if from == to {
+                continue;
+            }
+            for a in &plan.get("core", to).unwrap().addresses {
+                let ok = lab
+                    .helper(&ns(from), "probe", Some(&a.addr().to_string()))
+                    .status()
+                    .unwrap()
+                    .success();
+                if !ok {
+                    failures.push(format!("{from} -> {to} ({})", a.addr()));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "no echo over the overlay: {failures:?}"
+    );
+
+    // Control: an address outside the overlay's AllowedIPs is not reachable
+    // through it (the plan gave laptop only the pool through hv1).
+    let ok = lab
+        .helper(&ns("laptop"), "probe", Some("10.98.0.1"))
+        .status()
+        .unwrap()
+        .success();
+    assert!(!ok);
+}
