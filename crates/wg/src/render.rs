@@ -109,7 +109,9 @@ pub fn wg_quick_conf_with_key(i: &InterfacePlan, key: &PrivateKey) -> String {
 
 /// `wg setconf` text (also what wireguard-go's UAPI takes via `wg`):
 /// ListenPort and peers, no Address/Table/MTU and no private key (set it
-/// with `wg set IF private-key FILE`).
+/// with `wg set IF private-key FILE`). Note that `wg setconf` *clears* the
+/// private key when the text has none, so every `wg setconf IF FILE` must be
+/// followed by `wg set IF private-key KEYFILE` (the tunnel test does).
 pub fn wg_setconf(i: &InterfacePlan) -> String {
     let mut out = String::with_capacity(64 + i.peers.len() * 160);
     let _ = writeln!(out, "[Interface]");

@@ -51,7 +51,7 @@ fn zz_helper() {
                 .unwrap();
             let to = SocketAddr::new(target, PORT);
             let mut buf = [0u8; 64];
-            for _ in 0..30 {
+            for _ in 0..20 {
                 let _ = s.send_to(b"rampart", to);
                 if let Ok((n, from)) = s.recv_from(&mut buf) {
                     if &buf[..n] == b"rampart" && from.ip().to_canonical() == target {
@@ -103,7 +103,7 @@ impl Lab {
 
     /// wireguard-go in the foreground, in its own mount namespace; returns its pid.
     fn wireguard_go(&mut self, ns: &str, iface: &str) -> u32 {
-        let script = format!("mkdir -p /run/wireguard && mount -t tmpfs -o mode=0700 tmpfs /run/wireguard && exec wireguard-go -f {iface}");
+        let script = format!("mount -t tmpfs -o mode=0755 tmpfs /run && mkdir -m 0700 /run/wireguard && exec wireguard-go -f {iface}");
         let child = Command::new("ip")
             .args([
                 "netns",
@@ -241,10 +241,13 @@ fn three_node_mesh_and_a_road_warrior_talk_over_wireguard_go() {
     let plan = plan.unwrap();
 
     // Bring every interface up from the plan.
+    let mut pids = Vec::new();
     for (k, n) in nodes.iter().enumerate() {
         let name = ns(n);
         let iface = plan.get("core", n).unwrap();
-        let pid = lab.wireguard_go(&name, &iface.interface).to_string();
+        let pid_n = lab.wireguard_go(&name, &iface.interface);
+        pids.push(pid_n);
+        let pid = pid_n.to_string();
         let conf = tmp.path().join(format!("{n}.setconf"));
         std::fs::write(&conf, rampart_wg::wg_setconf(iface)).unwrap();
         let key = stores[k].key_path("core");
@@ -349,6 +352,72 @@ fn three_node_mesh_and_a_road_warrior_talk_over_wireguard_go() {
     assert!(
         failures.is_empty(),
         "no echo over the overlay: {failures:?}"
+    );
+
+    // Remove hv3 from the site, recompile, setconf the others: hv1 and hv2
+    // no longer accept hv3, while hv1 <-> hv2 keeps working.
+    let without = site.replace(
+        &format!(
+            "[[wireguard.member]]\nname = \"hv3\"\npublic_key = \"{}\"\n",
+            pubs[2]
+        ),
+        "",
+    );
+    assert_ne!(without, site);
+    let (plan2, d2) = rampart_wg::check(Default::default(), &without);
+    assert!(!d2.has_errors(), "{d2:?}");
+    let plan2 = plan2.unwrap();
+    for (k, n) in ["hv1", "hv2"].iter().enumerate() {
+        let iface = plan2.get("core", n).unwrap();
+        assert!(iface.peers.iter().all(|p| p.name != "hv3"));
+        let conf = tmp.path().join(format!("{n}.setconf2"));
+        std::fs::write(&conf, rampart_wg::wg_setconf(iface)).unwrap();
+        let pid = pids[k].to_string();
+        run(&[
+            "nsenter",
+            "-t",
+            &pid,
+            "-m",
+            "-n",
+            "wg",
+            "setconf",
+            &iface.interface,
+            conf.to_str().unwrap(),
+        ]);
+        // `wg setconf` resets the private key too: set it again from the store.
+        let key = stores[k].key_path("core");
+        run(&[
+            "nsenter",
+            "-t",
+            &pid,
+            "-m",
+            "-n",
+            "wg",
+            "set",
+            &iface.interface,
+            "private-key",
+            key.to_str().unwrap(),
+        ]);
+    }
+    let hv1 = plan.get("core", "hv1").unwrap().addresses[0]
+        .addr()
+        .to_string();
+    let hv2 = plan.get("core", "hv2").unwrap().addresses[0]
+        .addr()
+        .to_string();
+    assert!(
+        !lab.helper(&ns("hv3"), "probe", Some(&hv1))
+            .status()
+            .unwrap()
+            .success(),
+        "hv1 still accepts removed hv3"
+    );
+    assert!(
+        lab.helper(&ns("hv2"), "probe", Some(&hv1))
+            .status()
+            .unwrap()
+            .success(),
+        "hv2 lost hv1"
     );
 
     // Control: an address outside the overlay's AllowedIPs is not reachable
