@@ -525,6 +525,10 @@ pub fn compile_with(site: &WgSite, key_dir: &str) -> (Plan, Diagnostics) {
             None
         };
 
+        let has_dup_keys = {
+            let mut seen = HashSet::new();
+            parts.iter().any(|p| !seen.insert(p.key))
+        };
         for i in 0..n {
             let me = &parts[i];
             let fwd = forwarder(i);
@@ -585,7 +589,7 @@ pub fn compile_with(site: &WgSite, key_dir: &str) -> (Plan, Diagnostics) {
                 }
             }
 
-            check_interface(me, &parts, &entries, &mut d);
+            check_interface(me, &parts, &entries, has_dup_keys, &mut d);
 
             let own_pools: Vec<IpNet> = me
                 .addrs
@@ -705,11 +709,13 @@ fn check_interface(
     me: &Part,
     parts: &[Part],
     entries: &BTreeMap<usize, Vec<Entry>>,
+    has_dup_keys: bool,
     d: &mut Diagnostics,
 ) {
     // Keys: own key on a peer (E0604), two peers with one key (E0603).
+    // Only possible when the network holds a key twice (checked once).
     let mut keys: HashMap<PublicKey, usize> = HashMap::new();
-    for &h in entries.keys() {
+    for &h in entries.keys().filter(|_| has_dup_keys) {
         let p = &parts[h];
         if p.key == me.key {
             d.push(
@@ -767,10 +773,13 @@ fn check_interface(
     }
     // Overlaps between peers (E0605): a sweep over sorted ranges. Pool
     // summaries are meant to be overridden by longer prefixes; /0 is E0606.
+    // Tunnel addresses are distinct host prefixes (E0609 guards that), so
+    // without routed subnets nothing can overlap.
+    let has_routes = entries.values().flatten().any(|e| e.kind == Kind::Route);
     let mut ivs: Vec<(u8, u128, u128, usize, &Entry)> = entries
         .iter()
         .flat_map(|(&h, es)| es.iter().map(move |e| (h, e)))
-        .filter(|(_, e)| e.kind != Kind::Pool && e.net.prefix_len() != 0)
+        .filter(|(_, e)| has_routes && e.kind != Kind::Pool && e.net.prefix_len() != 0)
         .map(|(h, e)| {
             let (f, s, t) = range(&e.net);
             (f, s, t, h, e)

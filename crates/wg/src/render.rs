@@ -7,11 +7,32 @@
 //! for a file the key store itself keeps.
 
 use crate::keys::PrivateKey;
-use crate::plan::{InterfacePlan, Plan, Role};
+use crate::plan::{InterfacePlan, PeerPlan, Plan, Role};
+use std::collections::HashMap;
 use std::fmt::Write;
+
+fn allowed_ips(out: &mut String, ips: &[ipnet::IpNet]) {
+    if ips.is_empty() {
+        return;
+    }
+    out.push_str("AllowedIPs = ");
+    for (k, n) in ips.iter().enumerate() {
+        if k > 0 {
+            out.push_str(", ");
+        }
+        let _ = write!(out, "{n}");
+    }
+    out.push('\n');
+}
 
 fn peers(out: &mut String, i: &InterfacePlan, psk_inline: bool) {
     for p in &i.peers {
+        peer(out, p, psk_inline);
+    }
+}
+
+fn peer(out: &mut String, p: &PeerPlan, psk_inline: bool) {
+    {
         let _ = writeln!(out, "\n[Peer]\n# {}\nPublicKey = {}", p.name, p.public_key);
         if let (Some(f), false) = (&p.preshared_key_file, psk_inline) {
             // wg-quick has no PresharedKeyFile: set it after the interface is up.
@@ -20,10 +41,7 @@ fn peers(out: &mut String, i: &InterfacePlan, psk_inline: bool) {
         if let Some(e) = &p.endpoint {
             let _ = writeln!(out, "Endpoint = {e}");
         }
-        if !p.allowed_ips.is_empty() {
-            let a: Vec<String> = p.allowed_ips.iter().map(|n| n.to_string()).collect();
-            let _ = writeln!(out, "AllowedIPs = {}", a.join(", "));
-        }
+        allowed_ips(out, &p.allowed_ips);
         if let Some(k) = p.persistent_keepalive {
             let _ = writeln!(out, "PersistentKeepalive = {k}");
         }
@@ -84,6 +102,34 @@ pub fn wg_quick_conf(i: &InterfacePlan) -> String {
     out
 }
 
+/// The `.conf` of every interface of a plan, in plan order. Same text as
+/// [`wg_quick_conf`] one by one, but a peer block identical on many
+/// interfaces (a mesh: the same peer, endpoint and AllowedIPs everywhere)
+/// is formatted once and copied.
+pub fn wg_quick_confs(plan: &Plan) -> Vec<String> {
+    let mut cache: HashMap<(&str, &str), Vec<(&PeerPlan, String)>> = HashMap::new();
+    let mut outs = Vec::with_capacity(plan.interfaces.len());
+    for i in &plan.interfaces {
+        let mut out = String::new();
+        interface_common(&mut out, i);
+        post_up(&mut out, i);
+        for p in &i.peers {
+            let slot = cache.entry((i.network.as_str(), p.name.as_str())).or_default();
+            match slot.iter().find(|(q, _)| *q == p) {
+                Some((_, b)) => out.push_str(b),
+                None => {
+                    let mut b = String::new();
+                    peer(&mut b, p, false);
+                    out.push_str(&b);
+                    slot.push((p, b));
+                }
+            }
+        }
+        outs.push(out);
+    }
+    outs
+}
+
 /// The same `.conf` with `PrivateKey` inline: only for a file kept inside
 /// the key store (0600), e.g. for a stock `wg-quick up FILE`.
 pub fn wg_quick_conf_with_key(i: &InterfacePlan, key: &PrivateKey) -> String {
@@ -123,10 +169,7 @@ pub fn wg_setconf(i: &InterfacePlan) -> String {
         if let Some(e) = &p.endpoint {
             let _ = writeln!(out, "Endpoint = {e}");
         }
-        if !p.allowed_ips.is_empty() {
-            let a: Vec<String> = p.allowed_ips.iter().map(|n| n.to_string()).collect();
-            let _ = writeln!(out, "AllowedIPs = {}", a.join(", "));
-        }
+        allowed_ips(&mut out, &p.allowed_ips);
         if let Some(k) = p.persistent_keepalive {
             let _ = writeln!(out, "PersistentKeepalive = {k}");
         }

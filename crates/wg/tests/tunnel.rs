@@ -402,9 +402,6 @@ fn three_node_mesh_and_a_road_warrior_talk_over_wireguard_go() {
     let hv1 = plan.get("core", "hv1").unwrap().addresses[0]
         .addr()
         .to_string();
-    let hv2 = plan.get("core", "hv2").unwrap().addresses[0]
-        .addr()
-        .to_string();
     assert!(
         !lab.helper(&ns("hv3"), "probe", Some(&hv1))
             .status()
