@@ -19,7 +19,8 @@ pub mod schema;
 pub use keys::{PresharedKey, PrivateKey, PublicKey};
 pub use plan::{compile, InterfacePlan, PeerPlan, Plan, Route};
 pub use render::{
-    client_config, qr_png, qr_terminal, wg_quick_conf, wg_quick_conf_with_key, wg_quick_confs, wg_setconf,
+    client_config, qr_png, qr_terminal, wg_quick_conf, wg_quick_conf_with_key, wg_quick_confs,
+    wg_setconf,
 };
 pub use schema::{parse_site_toml, scan_private_keys, WgSite};
 

@@ -529,7 +529,10 @@ pub fn compile_with(site: &WgSite, key_dir: &str) -> (Plan, Diagnostics) {
             let mut seen = HashSet::new();
             parts.iter().any(|p| !seen.insert(p.key))
         };
-        for i in 0..n {
+        // Each interface depends only on the shared, read-only participant
+        // table: build them on every core (results stay in order).
+        let build = |i: usize| -> (InterfacePlan, Diagnostics) {
+            let mut d = Diagnostics::new();
             let me = &parts[i];
             let fwd = forwarder(i);
             // peer index -> entries
@@ -650,7 +653,7 @@ pub fn compile_with(site: &WgSite, key_dir: &str) -> (Plan, Diagnostics) {
             }
             routes.sort();
             routes.dedup();
-            plan.interfaces.push(InterfacePlan {
+            let ip = InterfacePlan {
                 network: net.name.clone(),
                 owner: me.name.to_string(),
                 role: if me.client {
@@ -680,7 +683,34 @@ pub fn compile_with(site: &WgSite, key_dir: &str) -> (Plan, Diagnostics) {
                 private_key_file: private_key_file(key_dir, &net.name),
                 peers,
                 routes,
-            });
+            };
+            (ip, d)
+        };
+        let threads = std::thread::available_parallelism()
+            .map(|x| x.get())
+            .unwrap_or(1)
+            .min(8);
+        let results: Vec<(InterfacePlan, Diagnostics)> = if n < 64 || threads < 2 {
+            (0..n).map(build).collect()
+        } else {
+            let chunk = n.div_ceil(threads);
+            std::thread::scope(|sc| {
+                let handles: Vec<_> = (0..n)
+                    .step_by(chunk)
+                    .map(|lo| {
+                        let build = &build;
+                        sc.spawn(move || (lo..(lo + chunk).min(n)).map(build).collect::<Vec<_>>())
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().expect("plan worker"))
+                    .collect()
+            })
+        };
+        for (ip, dd) in results {
+            plan.interfaces.push(ip);
+            d.extend(dd);
         }
 
         // Pairs that can never meet (E0613).

@@ -110,20 +110,35 @@ pub fn wg_quick_confs(plan: &Plan) -> Vec<String> {
     let mut cache: HashMap<(&str, &str), Vec<(&PeerPlan, String)>> = HashMap::new();
     let mut outs = Vec::with_capacity(plan.interfaces.len());
     for i in &plan.interfaces {
-        let mut out = String::new();
-        interface_common(&mut out, i);
-        post_up(&mut out, i);
+        let mut head = String::new();
+        interface_common(&mut head, i);
+        post_up(&mut head, i);
+        // Pass 1: make sure every peer block is cached, and size the output
+        // exactly (growing a 150 kB string by doubling costs page faults).
+        let mut len = head.len();
         for p in &i.peers {
-            let slot = cache.entry((i.network.as_str(), p.name.as_str())).or_default();
+            let slot = cache
+                .entry((i.network.as_str(), p.name.as_str()))
+                .or_default();
             match slot.iter().find(|(q, _)| *q == p) {
-                Some((_, b)) => out.push_str(b),
+                Some((_, b)) => len += b.len(),
                 None => {
                     let mut b = String::new();
                     peer(&mut b, p, false);
-                    out.push_str(&b);
+                    len += b.len();
                     slot.push((p, b));
                 }
             }
+        }
+        let mut out = String::with_capacity(len);
+        out.push_str(&head);
+        for p in &i.peers {
+            let slot = &cache[&(i.network.as_str(), p.name.as_str())];
+            let (_, b) = slot
+                .iter()
+                .find(|(q, _)| *q == p)
+                .expect("cached in pass 1");
+            out.push_str(b);
         }
         outs.push(out);
     }
