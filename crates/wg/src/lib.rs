@@ -7,15 +7,18 @@
 //!   topology, explicit routes, and every WireGuard check of bad-inputs 32-40.
 //! - [`render`]: wg-quick `.conf`, `wg setconf` text, road-warrior client
 //!   configs, QR codes (terminal and PNG bytes).
+//! - [`diff`]: the change between two plans of an interface, as `wg set`.
 //! - [`keys`]: x25519 keys compatible with `wg genkey` / `wg pubkey`.
 //!
 //! The key store (files on disk) lives in the `rampart-keystore` crate.
 
+pub mod diff;
 pub mod keys;
 pub mod plan;
 pub mod render;
 pub mod schema;
 
+pub use diff::{diff, InterfaceDiff, PeerChange};
 pub use keys::{PresharedKey, PrivateKey, PublicKey};
 pub use plan::{compile, InterfacePlan, PeerPlan, Plan, Route};
 pub use render::{

@@ -367,12 +367,40 @@ fn three_node_mesh_and_a_road_warrior_talk_over_wireguard_go() {
     let (plan2, d2) = rampart_wg::check(Default::default(), &without);
     assert!(!d2.has_errors(), "{d2:?}");
     let plan2 = plan2.unwrap();
-    for (k, n) in ["hv1", "hv2"].iter().enumerate() {
-        let iface = plan2.get("core", n).unwrap();
-        assert!(iface.peers.iter().all(|p| p.name != "hv3"));
-        let conf = tmp.path().join(format!("{n}.setconf2"));
+    // hv1 learns it as a diff (`wg set ... peer K remove`, sessions kept);
+    // hv2 by a full `wg setconf`, which also resets the private key.
+    {
+        let (old, new) = (
+            plan.get("core", "hv1").unwrap(),
+            plan2.get("core", "hv1").unwrap(),
+        );
+        assert!(new.peers.iter().all(|p| p.name != "hv3"));
+        let d = rampart_wg::diff(Some(old), new);
+        assert!(
+            d.peers
+                .iter()
+                .any(|c| matches!(c, rampart_wg::PeerChange::Remove(_))),
+            "{d:?}"
+        );
+        let pid = pids[0].to_string();
+        let mut args = vec![
+            "nsenter".to_string(),
+            "-t".into(),
+            pid,
+            "-m".into(),
+            "-n".into(),
+            "wg".into(),
+        ];
+        args.extend(d.wg_set_args(&new.interface));
+        let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        run(&args);
+    }
+    {
+        let iface = plan2.get("core", "hv2").unwrap();
+        let conf = tmp.path().join("hv2.setconf2");
         std::fs::write(&conf, rampart_wg::wg_setconf(iface)).unwrap();
-        let pid = pids[k].to_string();
+        let pid = pids[1].to_string();
+        let ifc = iface.interface.as_str();
         run(&[
             "nsenter",
             "-t",
@@ -381,11 +409,10 @@ fn three_node_mesh_and_a_road_warrior_talk_over_wireguard_go() {
             "-n",
             "wg",
             "setconf",
-            &iface.interface,
+            ifc,
             conf.to_str().unwrap(),
         ]);
-        // `wg setconf` resets the private key too: set it again from the store.
-        let key = stores[k].key_path("core");
+        let key = stores[1].key_path("core");
         run(&[
             "nsenter",
             "-t",
@@ -394,7 +421,7 @@ fn three_node_mesh_and_a_road_warrior_talk_over_wireguard_go() {
             "-n",
             "wg",
             "set",
-            &iface.interface,
+            ifc,
             "private-key",
             key.to_str().unwrap(),
         ]);
@@ -408,6 +435,16 @@ fn three_node_mesh_and_a_road_warrior_talk_over_wireguard_go() {
             .unwrap()
             .success(),
         "hv1 still accepts removed hv3"
+    );
+    let hv2 = plan.get("core", "hv2").unwrap().addresses[0]
+        .addr()
+        .to_string();
+    assert!(
+        !lab.helper(&ns("hv3"), "probe", Some(&hv2))
+            .status()
+            .unwrap()
+            .success(),
+        "hv2 still accepts removed hv3"
     );
     assert!(
         lab.helper(&ns("hv2"), "probe", Some(&hv1))
