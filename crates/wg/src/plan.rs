@@ -89,6 +89,16 @@ pub struct Route {
     pub table: Option<u32>,
 }
 
+impl InterfacePlan {
+    /// The sources the listen port must admit: the peers' endpoints, or
+    /// `None` when some peer roams (a client, a member behind NAT) and any
+    /// source must be allowed.
+    pub fn listen_sources(&self) -> Option<Vec<&str>> {
+        self.listen_port?;
+        self.peers.iter().map(|p| p.endpoint.as_deref()).collect()
+    }
+}
+
 impl Plan {
     pub fn get(&self, network: &str, owner: &str) -> Option<&InterfacePlan> {
         self.interfaces
@@ -350,6 +360,7 @@ pub fn compile(site: &WgSite) -> (Plan, Diagnostics) {
     compile_with(site, DEFAULT_KEY_DIR)
 }
 
+#[allow(clippy::needless_range_loop)] // participants are indices into one table
 pub fn compile_with(site: &WgSite, key_dir: &str) -> (Plan, Diagnostics) {
     let mut d = Diagnostics::new();
     let mut plan = Plan {
@@ -815,7 +826,7 @@ fn check_interface(
             (f, s, t, h, e)
         })
         .collect();
-    ivs.sort_by(|a, b| (a.0, a.1, std::cmp::Reverse(a.2)).cmp(&(b.0, b.1, std::cmp::Reverse(b.2))));
+    ivs.sort_by_key(|a| (a.0, a.1, std::cmp::Reverse(a.2)));
     let mut cur: Option<(u8, u128, usize, &Entry)> = None;
     for &(f, s, t, h, e) in &ivs {
         if let Some((cf, cend, ch, ce)) = cur {

@@ -351,7 +351,7 @@ impl<'a> Lines<'a> {
 
 // ---------------------------------------------------------------- checks
 
-const PRIVATE_KEY_NAMES: &[&str] = &["privatekey", "presharedkey", "private", "psk", "secretkey"];
+const PRIVATE_KEY_NAMES: &[&str] = &["privatekey", "presharedkey", "secretkey"];
 
 /// Find private keys anywhere in a site file: a `private_key = ...`
 /// (`PrivateKey`, `preshared_key`, ...) entry, or a value that is a
@@ -378,7 +378,10 @@ pub fn scan_private_keys(file: FileId, text: &str) -> Diagnostics {
             .trim_matches('"')
             .trim_matches('\'');
         let named = PRIVATE_KEY_NAMES.contains(&norm.as_str());
-        let key_looking = decode_key(value).is_ok() && norm.contains("private");
+        let key_looking = decode_key(value).is_ok()
+            && ["private", "psk", "secret"]
+                .iter()
+                .any(|w| norm.contains(w));
         if named || key_looking {
             d.push(
                 Diagnostic::new(codes::PRIVATE_KEY_IN_SITE, format!("private key `{key}` in the site files"))

@@ -300,3 +300,13 @@ fn rendered_diagnostic_shows_the_line_and_a_caret() {
         "{r}"
     );
 }
+
+#[test]
+fn e0602_is_not_raised_for_innocent_names() {
+    // `private = true` on something else, a public key named as such.
+    let t = "[[node]]\nname = \"a\"\nprivate = true\n\n[[client]]\n";
+    assert!(!codes(t).iter().any(|c| c.0 == "E0602"), "{:?}", codes(t));
+    // ... but a key-looking value under a psk name is refused.
+    let t = "[[node]]\nname = \"a\"\npsk = \"K(x)\"\n";
+    has(t, "E0602", 3, 1);
+}

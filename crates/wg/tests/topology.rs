@@ -409,3 +409,16 @@ fn qr_codes_render_for_terminal_and_png() {
     let png = rampart_wg::qr_png(&conf, 4).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
 }
+
+#[test]
+fn listen_port_sources_are_the_peers_endpoints_unless_someone_roams() {
+    let p = plan(&mesh(&["a", "b", "c"]));
+    let mut s = p.get("core", "a").unwrap().listen_sources().unwrap();
+    s.sort();
+    assert_eq!(s, ["192.0.2.2:51820", "192.0.2.3:51820"]);
+    // The firewall guest of seed 000 has a roaming client: any source.
+    let p = plan(SEED_000);
+    assert_eq!(p.get("mgmt", "opnsense").unwrap().listen_sources(), None);
+    // The client itself listens on no fixed port.
+    assert_eq!(p.get("mgmt", "laptop").unwrap().listen_sources(), None);
+}
