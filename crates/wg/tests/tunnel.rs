@@ -157,6 +157,32 @@ impl Lab {
     }
 }
 
+/// `wg-quick strip` of our `.conf` (file named after the interface, 0600).
+fn wg_quick_strip(dir: &std::path::Path, owner: &str, iface: &rampart_wg::InterfacePlan) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let d = dir.join(format!("quick-{owner}"));
+    std::fs::create_dir_all(&d).unwrap();
+    let f = d.join(format!("{}.conf", iface.interface));
+    std::fs::write(&f, rampart_wg::wg_quick_conf(iface)).unwrap();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = Command::new("wg-quick")
+        .arg("strip")
+        .arg(&f)
+        .output()
+        .expect("wg-quick");
+    assert!(
+        out.status.success(),
+        "wg-quick strip: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("[Peer]") && !text.contains("Table") && !text.contains("PostUp"),
+        "{text}"
+    );
+    text
+}
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 fn is_root() -> bool {
@@ -249,7 +275,15 @@ fn three_node_mesh_and_a_road_warrior_talk_over_wireguard_go() {
         pids.push(pid_n);
         let pid = pid_n.to_string();
         let conf = tmp.path().join(format!("{n}.setconf"));
-        std::fs::write(&conf, rampart_wg::wg_setconf(iface)).unwrap();
+        // Odd ones are configured from the wg-quick `.conf` through
+        // `wg-quick strip` (proving wg-quick reads it), even ones from our
+        // `wg setconf` text.
+        let text = if k % 2 == 1 {
+            wg_quick_strip(tmp.path(), n, iface)
+        } else {
+            rampart_wg::wg_setconf(iface)
+        };
+        std::fs::write(&conf, text).unwrap();
         let key = stores[k].key_path("core");
         run(&[
             "nsenter",
