@@ -549,14 +549,21 @@ pub fn compile_with(site: &WgSite, key_dir: &str) -> (Plan, Diagnostics) {
             // peer index -> entries
             let mut entries: BTreeMap<usize, Vec<Entry>> = BTreeMap::new();
             let mut pooled = false;
-            for t in 0..n {
-                if t == i {
-                    continue;
-                }
-                let Some(h) = next_hop(i, t) else { continue };
-                if h == i {
-                    continue;
-                }
+            let hops: Vec<Option<usize>> = (0..n)
+                .map(|t| {
+                    if t == i {
+                        None
+                    } else {
+                        next_hop(i, t).filter(|&h| h != i)
+                    }
+                })
+                .collect();
+            // A peer's own addresses and routes first, then what it forwards.
+            let order = (0..n)
+                .filter(|&t| hops[t] == Some(t))
+                .chain((0..n).filter(|&t| hops[t].is_some_and(|h| h != t)));
+            for t in order {
+                let h = hops[t].expect("filtered");
                 let e = entries.entry(h).or_default();
                 for &(a, span) in &parts[t].addrs {
                     if Some(h) == fwd && t != h {

@@ -337,7 +337,7 @@ groups = { eu = ["eu1", "eu2", "eugw"], us = ["us1", "usgw"] }
     );
     assert_eq!(
         allowed(&p, "p", "eugw", "usgw"),
-        ["10.7.0.21/32", "10.7.0.2/32"]
+        ["10.7.0.2/32", "10.7.0.21/32"]
     );
 }
 
@@ -421,4 +421,89 @@ fn listen_port_sources_are_the_peers_endpoints_unless_someone_roams() {
     assert_eq!(p.get("mgmt", "opnsense").unwrap().listen_sources(), None);
     // The client itself listens on no fixed port.
     assert_eq!(p.get("mgmt", "laptop").unwrap().listen_sources(), None);
+}
+
+#[test]
+fn hub_with_two_gateways_and_clients_on_both() {
+    let t = r#"[[node]]
+name = "gw1"
+endpoint = "203.0.113.1"
+[[node]]
+name = "gw2"
+endpoint = "203.0.113.2"
+[[node]]
+name = "m"
+[[wireguard]]
+name = "h"
+interface = "wg0"
+pool = ["10.5.0.0/24"]
+listen_port = 51820
+topology = "hub"
+gateways = ["gw1", "gw2"]
+[[wireguard.member]]
+name = "gw1"
+public_key = "K(gw1)"
+address = ["10.5.0.1"]
+[[wireguard.member]]
+name = "gw2"
+public_key = "K(gw2)"
+address = ["10.5.0.2"]
+[[wireguard.member]]
+name = "m"
+public_key = "K(m)"
+address = ["10.5.0.3"]
+[[client]]
+network = "h"
+name = "phone"
+public_key = "K(phone)"
+address = ["10.5.0.9"]
+"#;
+    let p = plan(t);
+    assert_eq!(peer_names(&p, "h", "phone"), ["gw1", "gw2"]);
+    // The first gateway carries the pool, the second only itself.
+    assert_eq!(
+        allowed(&p, "h", "phone", "gw1"),
+        ["10.5.0.1/32", "10.5.0.0/24"]
+    );
+    assert_eq!(allowed(&p, "h", "phone", "gw2"), ["10.5.0.2/32"]);
+    assert_eq!(allowed(&p, "h", "m", "gw1"), ["10.5.0.1/32", "10.5.0.0/24"]);
+    assert_eq!(peer_names(&p, "h", "gw1"), ["gw2", "m", "phone"]);
+    assert_eq!(allowed(&p, "h", "gw2", "phone"), ["10.5.0.9/32"]);
+}
+
+#[test]
+fn partial_mesh_client_is_reached_through_its_gateway_from_everywhere() {
+    let mut t = String::new();
+    for (i, n) in ["eu1", "eugw", "us1", "usgw"].iter().enumerate() {
+        t.push_str(&format!(
+            "[[node]]\nname = \"{n}\"\nendpoint = \"192.0.2.{}\"\n",
+            i + 1
+        ));
+    }
+    t.push_str("[[wireguard]]\nname = \"p\"\ninterface = \"wg2\"\npool = [\"10.7.0.0/24\"]\nlisten_port = 51822\ntopology = \"partial\"\ngateways = [\"eugw\", \"usgw\"]\ngroups = { eu = [\"eu1\", \"eugw\"], us = [\"us1\", \"usgw\"] }\n");
+    for (n, a) in [("eu1", 11), ("eugw", 1), ("us1", 21), ("usgw", 2)] {
+        t.push_str(&format!("[[wireguard.member]]\nname = \"{n}\"\npublic_key = \"K({n})\"\naddress = [\"10.7.0.{a}\"]\n"));
+    }
+    t.push_str("[[client]]\nnetwork = \"p\"\nname = \"lap\"\npublic_key = \"K(lap)\"\naddress = [\"10.7.0.99\"]\nvia = [\"eugw\"]\n");
+    let p = plan(&t);
+    assert_eq!(allowed(&p, "p", "eugw", "lap"), ["10.7.0.99/32"]);
+    assert!(allowed(&p, "p", "usgw", "eugw").contains(&"10.7.0.99/32".to_string()));
+    assert_eq!(
+        allowed(&p, "p", "us1", "usgw"),
+        ["10.7.0.2/32", "10.7.0.0/24"]
+    );
+    assert_eq!(
+        allowed(&p, "p", "lap", "eugw"),
+        ["10.7.0.1/32", "10.7.0.0/24"]
+    );
+}
+
+#[test]
+fn partial_mesh_group_without_exactly_one_gateway_is_refused() {
+    let t = "[[node]]\nname = \"a\"\nendpoint = \"192.0.2.1\"\n[[node]]\nname = \"b\"\nendpoint = \"192.0.2.2\"\n[[wireguard]]\nname = \"p\"\ninterface = \"wg0\"\npool = [\"10.7.0.0/24\"]\nlisten_port = 1\ntopology = \"partial\"\ngateways = [\"a\"]\ngroups = { x = [\"a\"], y = [\"b\"] }\n[[wireguard.member]]\nname = \"a\"\npublic_key = \"K(a)\"\n[[wireguard.member]]\nname = \"b\"\npublic_key = \"K(b)\"\n";
+    let c = common::codes(t);
+    assert!(
+        c.iter().any(|x| x.0 == "E0108" && x.1 == 14 && x.2 == 28),
+        "{c:?}"
+    );
 }
