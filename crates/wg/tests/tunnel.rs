@@ -346,16 +346,8 @@ fn three_node_mesh_and_a_road_warrior_talk_over_wireguard_go() {
         }
         // hv1 forwards for the road warrior (sysctls are per namespace).
         if *n == "hv1" {
-            run(&[
-                "ip",
-                "netns",
-                "exec",
-                &name,
-                "sysctl",
-                "-qw",
-                "net.ipv4.ip_forward=1",
-                "net.ipv6.conf.all.forwarding=1",
-            ]);
+            let sh = "echo 1 > /proc/sys/net/ipv4/ip_forward && echo 1 > /proc/sys/net/ipv6/conf/all/forwarding";
+            run(&["ip", "netns", "exec", &name, "sh", "-c", sh]);
         }
         let server = lab.helper(&name, "serve", None).spawn().unwrap();
         lab.children.push(server);
