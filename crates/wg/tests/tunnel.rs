@@ -61,6 +61,44 @@ fn zz_helper() {
             }
             std::process::exit(1);
         }
+        "tcp-serve" => {
+            let l = std::net::TcpListener::bind(("::", PORT + 1)).expect("bind tcp echo");
+            for c in l.incoming().flatten() {
+                std::thread::spawn(move || {
+                    use std::io::{Read, Write};
+                    let mut c = c;
+                    let mut buf = [0u8; 64];
+                    while let Ok(n) = c.read(&mut buf) {
+                        if n == 0 || c.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        }
+        "tcp-stream" => {
+            // One TCP connection, a message every 50 ms for the given time;
+            // any error (reset, 10 s without an answer) fails.
+            use std::io::{Read, Write};
+            let target: IpAddr = std::env::var("RAMPART_WG_TARGET").unwrap().parse().unwrap();
+            let secs: u64 = std::env::var("RAMPART_WG_SECS").unwrap().parse().unwrap();
+            let to = SocketAddr::new(target, PORT + 1);
+            let mut c = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5))
+                .unwrap_or_else(|_| std::process::exit(2));
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let end = std::time::Instant::now() + Duration::from_secs(secs);
+            let mut k: u64 = 0;
+            while std::time::Instant::now() < end {
+                let msg = k.to_be_bytes();
+                let mut back = [0u8; 8];
+                if c.write_all(&msg).is_err() || c.read_exact(&mut back).is_err() || back != msg {
+                    std::process::exit(3);
+                }
+                k += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            std::process::exit(0);
+        }
         other => panic!("unknown helper mode {other}"),
     }
 }
@@ -488,4 +526,98 @@ fn three_node_mesh_and_a_road_warrior_talk_over_wireguard_go() {
         .unwrap()
         .success();
     assert!(!ok);
+
+    // Key rotation of hv1 under continuous TCP traffic (hv2 -> hv1 and the
+    // laptop -> hv2 through hv1): hv1 makes a next key, its public key goes
+    // into the site, the peers apply the diff (old key removed, new key
+    // added with the same AllowedIPs) and hv1 promotes the key at the same
+    // time. No connection may be lost.
+    for n in ["hv1", "hv2"] {
+        let tcp = lab.helper(&ns(n), "tcp-serve", None).spawn().unwrap();
+        lab.children.push(tcp);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut streams = Vec::new();
+    for (from, to) in [("hv2", "hv1"), ("laptop", "hv2")] {
+        let target = plan2.get("core", to).unwrap().addresses[0]
+            .addr()
+            .to_string();
+        let mut c = lab.helper(&ns(from), "tcp-stream", Some(&target));
+        c.env("RAMPART_WG_SECS", "4");
+        streams.push((from, to, c.spawn().unwrap()));
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    let old_key = pubs[0];
+    let next = stores[0].rotate("core").unwrap();
+    assert_ne!(next, old_key);
+    let rotated = without.replace(&old_key.to_base64(), &next.to_base64());
+    let (plan3, d3) = rampart_wg::check(Default::default(), &rotated);
+    assert!(!d3.has_errors(), "{d3:?}");
+    let plan3 = plan3.unwrap();
+    // The peers first (they now accept the new key), then hv1 switches.
+    for (k, n) in nodes.iter().enumerate() {
+        if *n == "hv1" || *n == "hv3" {
+            continue;
+        }
+        let d = rampart_wg::diff(plan2.get("core", n), plan3.get("core", n).unwrap());
+        assert!(
+            d.peers
+                .iter()
+                .any(|c| matches!(c, rampart_wg::PeerChange::Remove(key) if *key == old_key)),
+            "{n}: {d:?}"
+        );
+        let pid = pids[k].to_string();
+        let mut args = vec![
+            "nsenter".to_string(),
+            "-t".into(),
+            pid,
+            "-m".into(),
+            "-n".into(),
+            "wg".into(),
+        ];
+        args.extend(d.wg_set_args("wg0"));
+        let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        run(&args);
+    }
+    assert_eq!(stores[0].promote("core").unwrap(), next);
+    let key = stores[0].key_path("core");
+    let pid = pids[0].to_string();
+    run(&[
+        "nsenter",
+        "-t",
+        &pid,
+        "-m",
+        "-n",
+        "wg",
+        "set",
+        "wg0",
+        "private-key",
+        key.to_str().unwrap(),
+    ]);
+    for (from, to, mut c) in streams {
+        let st = c.wait().unwrap();
+        assert!(
+            st.success(),
+            "TCP connection {from} -> {to} lost during the rotation: {st}"
+        );
+    }
+    // And the new key is what hv2 now knows hv1 by.
+    let out = Command::new("nsenter")
+        .args([
+            "-t",
+            &pids[1].to_string(),
+            "-m",
+            "-n",
+            "wg",
+            "show",
+            "wg0",
+            "peers",
+        ])
+        .output()
+        .unwrap();
+    let peers = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        peers.contains(&next.to_base64()) && !peers.contains(&old_key.to_base64()),
+        "{peers}"
+    );
 }
