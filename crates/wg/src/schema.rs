@@ -697,7 +697,22 @@ pub fn parse_site_toml(file: FileId, text: &str) -> (Option<WgSite>, Diagnostics
                     .collect(),
                 listen_port: rm.listen_port.as_ref().and_then(|p| port(p, &l, &mut d)),
                 listen_port_span: rm.listen_port.as_ref().map(|p| l.of(p)),
-                guest: rm.guest.as_ref().map(|g| *g.get_ref() as u32),
+                guest: rm
+                    .guest
+                    .as_ref()
+                    .and_then(|g| match u32::try_from(*g.get_ref()) {
+                        Ok(v) if v > 0 => Some(v),
+                        _ => {
+                            d.push(
+                                Diagnostic::new(
+                                    codes::BAD_OPTION_VALUE,
+                                    format!("guest {} is not a VMID", g.get_ref()),
+                                )
+                                .at(l.of(g)),
+                            );
+                            None
+                        }
+                    }),
                 persistent_keepalive: rm
                     .persistent_keepalive
                     .as_ref()
@@ -786,7 +801,19 @@ pub fn parse_site_toml(file: FileId, text: &str) -> (Option<WgSite>, Diagnostics
                 .as_ref()
                 .and_then(|k| keepalive(k, &l, &mut d)),
             preshared_keys: rn.preshared_keys,
-            table: rn.table.as_ref().map(|t| *t.get_ref() as u32),
+            table: rn.table.as_ref().and_then(|t| {
+                let v = *t.get_ref();
+                if (1..=0xFFFF_FFFF).contains(&v) && !(253..=255).contains(&v) {
+                    Some(v as u32)
+                } else {
+                    d.push(
+                        Diagnostic::new(codes::BAD_OPTION_VALUE, format!("table {v} is not a usable routing table"))
+                            .at(l.of(t))
+                            .hint("use a table of its own (1-252 or above 255); 253-255 are default/main/local"),
+                    );
+                    None
+                }
+            }),
             span,
             interface_span: l.of(&rn.interface),
             listen_port_span: l.of(&rn.listen_port),

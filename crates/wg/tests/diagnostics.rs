@@ -310,3 +310,9 @@ fn e0602_is_not_raised_for_innocent_names() {
     let t = "[[node]]\nname = \"a\"\npsk = \"K(x)\"\n";
     has(t, "E0602", 3, 1);
 }
+
+#[test]
+fn default_route_table_must_not_be_main() {
+    let t = "[[wireguard]]\nname = \"m\"\ninterface = \"wg0\"\npool = [\"10.8.0.0/24\"]\nlisten_port = 51820\ntable = 254\n";
+    has(t, "E0108", 6, 9);
+}
