@@ -21,12 +21,16 @@ pub enum Zone {
     /// away, routed through the bridge).
     Outside,
     /// `vm100`, `ct200` (`nic: None`: the first NIC), `vm100i1` (`net1`).
-    Guest { kind: GuestKind, id: u32, nic: Option<u32> },
+    Guest {
+        kind: GuestKind,
+        id: u32,
+        nic: Option<u32>,
+    },
     /// Another node, by name.
     Node(String),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum GuestKind {
     Vm,
     Ct,
@@ -205,7 +209,11 @@ struct RawPacket {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// Parse `packets.toml`. Every packet is checked: a known protocol and
@@ -226,13 +234,24 @@ pub fn parse(text: &str) -> Result<Case, CaseError> {
             "udp" => PacketProto::Udp,
             "icmp" => PacketProto::Icmp,
             "icmpv6" | "ipv6-icmp" => PacketProto::Icmpv6,
-            other => return Err(err(format!("unknown proto `{other}` (expected tcp, udp, icmp or icmpv6)"))),
+            other => {
+                return Err(err(format!(
+                    "unknown proto `{other}` (expected tcp, udp, icmp or icmpv6)"
+                )))
+            }
         };
-        let verdict: Action =
-            p.verdict.parse().map_err(|_| err(format!("unknown verdict `{}` (expected ACCEPT, DROP or REJECT)", p.verdict)))?;
+        let verdict: Action = p.verdict.parse().map_err(|_| {
+            err(format!(
+                "unknown verdict `{}` (expected ACCEPT, DROP or REJECT)",
+                p.verdict
+            ))
+        })?;
         let addr = |what: &str, s: &Option<String>| -> Result<Option<IpAddr>, CaseError> {
             s.as_deref()
-                .map(|s| s.parse::<IpAddr>().map_err(|_| err(format!("`{what}` is not an IP address: `{s}`"))))
+                .map(|s| {
+                    s.parse::<IpAddr>()
+                        .map_err(|_| err(format!("`{what}` is not an IP address: `{s}`")))
+                })
                 .transpose()
         };
         let source = addr("source", &p.source)?;
@@ -257,7 +276,9 @@ pub fn parse(text: &str) -> Result<Case, CaseError> {
         ] {
             if let Some(f) = f {
                 match family {
-                    Some((w, g)) if g != f => return Err(err(format!("{what} is {f} but {w} is {g}"))),
+                    Some((w, g)) if g != f => {
+                        return Err(err(format!("{what} is {f} but {w} is {g}")))
+                    }
                     Some(_) => {}
                     None => family = Some((what, f)),
                 }
@@ -277,7 +298,11 @@ pub fn parse(text: &str) -> Result<Case, CaseError> {
         let state = match p.state.as_deref().map(str::to_ascii_lowercase).as_deref() {
             None | Some("new") => State::New,
             Some("established") => State::Established,
-            Some(s) => return Err(err(format!("unknown state `{s}` (expected new or established)"))),
+            Some(s) => {
+                return Err(err(format!(
+                    "unknown state `{s}` (expected new or established)"
+                )))
+            }
         };
         packets.push(Packet {
             index,
@@ -295,7 +320,10 @@ pub fn parse(text: &str) -> Result<Case, CaseError> {
             verdict,
         });
     }
-    Ok(Case { node: raw.node, packets })
+    Ok(Case {
+        node: raw.node,
+        packets,
+    })
 }
 
 /// What one packet of one case got.
@@ -321,8 +349,16 @@ impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let status = if self.passed() { "ok" } else { "FAIL" };
         match &self.got {
-            Ok(g) => write!(f, "{status} {}: {}: expected {}, got {g}", self.case, self.packet, self.expected),
-            Err(e) => write!(f, "{status} {}: {}: expected {}, got error: {e}", self.case, self.packet, self.expected),
+            Ok(g) => write!(
+                f,
+                "{status} {}: {}: expected {}, got {g}",
+                self.case, self.packet, self.expected
+            ),
+            Err(e) => write!(
+                f,
+                "{status} {}: {}: expected {}, got error: {e}",
+                self.case, self.packet, self.expected
+            ),
         }
     }
 }
@@ -336,7 +372,10 @@ pub fn summary(outcomes: &[Outcome]) -> String {
         out.push('\n');
     }
     let passed = outcomes.iter().filter(|o| o.passed()).count();
-    out.push_str(&format!("{passed} passed, {} failed\n", outcomes.len() - passed));
+    out.push_str(&format!(
+        "{passed} passed, {} failed\n",
+        outcomes.len() - passed
+    ));
     out
 }
 
@@ -348,8 +387,22 @@ mod tests {
     fn zones() {
         assert_eq!(Zone::parse("host"), Zone::Host);
         assert_eq!(Zone::parse("outside"), Zone::Outside);
-        assert_eq!(Zone::parse("vm100"), Zone::Guest { kind: GuestKind::Vm, id: 100, nic: None });
-        assert_eq!(Zone::parse("ct200i1"), Zone::Guest { kind: GuestKind::Ct, id: 200, nic: Some(1) });
+        assert_eq!(
+            Zone::parse("vm100"),
+            Zone::Guest {
+                kind: GuestKind::Vm,
+                id: 100,
+                nic: None
+            }
+        );
+        assert_eq!(
+            Zone::parse("ct200i1"),
+            Zone::Guest {
+                kind: GuestKind::Ct,
+                id: 200,
+                nic: Some(1)
+            }
+        );
         assert_eq!(Zone::parse("vmhost"), Zone::Node("vmhost".into()));
         assert_eq!(Zone::parse("vm1i"), Zone::Node("vm1i".into()));
         for z in ["host", "outside", "vm100", "vm100i2", "ct7", "hv2"] {
@@ -382,9 +435,15 @@ verdict = "accept"
         assert_eq!(c.node.as_deref(), Some("hv1"));
         assert_eq!(c.packets.len(), 2);
         let p = &c.packets[0];
-        assert_eq!((p.proto, p.dport, p.family, p.verdict), (PacketProto::Tcp, Some(22), Family::V4, Action::Drop));
+        assert_eq!(
+            (p.proto, p.dport, p.family, p.verdict),
+            (PacketProto::Tcp, Some(22), Family::V4, Action::Drop)
+        );
         let q = &c.packets[1];
-        assert_eq!((q.family, q.verdict, q.label()), (Family::V6, Action::Accept, "packet #2".to_string()));
+        assert_eq!(
+            (q.family, q.verdict, q.label()),
+            (Family::V6, Action::Accept, "packet #2".to_string())
+        );
         assert_eq!(q.icmp_type_name(), "echo-request");
     }
 
@@ -393,7 +452,10 @@ verdict = "accept"
         let text = "[[packet]]\nfrom = \"outside\"\nto = \"host\"\nsource = \"2001:db8::1\"\nproto = \"icmp\"\nverdict = \"DROP\"\n";
         let e = parse(text).unwrap_err();
         assert_eq!(e.line, Some(1));
-        assert!(e.message.contains("proto is ipv4 but source is ipv6"), "{e}");
+        assert!(
+            e.message.contains("proto is ipv4 but source is ipv6"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -401,10 +463,22 @@ verdict = "accept"
         let base = "[[packet]]\nfrom = \"outside\"\nto = \"host\"\n";
         for (extra, needle) in [
             ("proto = \"tcp\"\nverdict = \"DROP\"\n", "needs a `dport`"),
-            ("proto = \"icmp\"\ndport = 3\nverdict = \"DROP\"\n", "ports on a icmp"),
-            ("proto = \"sctp\"\ndport = 3\nverdict = \"DROP\"\n", "unknown proto"),
-            ("proto = \"tcp\"\ndport = 3\nverdict = \"MAYBE\"\n", "unknown verdict"),
-            ("proto = \"tcp\"\ndport = 3\nverdict = \"DROP\"\ncolour = 1\n", "unknown field"),
+            (
+                "proto = \"icmp\"\ndport = 3\nverdict = \"DROP\"\n",
+                "ports on a icmp",
+            ),
+            (
+                "proto = \"sctp\"\ndport = 3\nverdict = \"DROP\"\n",
+                "unknown proto",
+            ),
+            (
+                "proto = \"tcp\"\ndport = 3\nverdict = \"MAYBE\"\n",
+                "unknown verdict",
+            ),
+            (
+                "proto = \"tcp\"\ndport = 3\nverdict = \"DROP\"\ncolour = 1\n",
+                "unknown field",
+            ),
             ("proto = \"tcp\"\ndport = 70000\nverdict = \"DROP\"\n", ""),
         ] {
             let e = parse(&format!("{base}{extra}")).unwrap_err();
@@ -415,8 +489,17 @@ verdict = "accept"
 
     #[test]
     fn summary_lists_failures_then_counts() {
-        let o = |got| Outcome { case: "c".into(), packet: "p".into(), expected: Action::Drop, got };
-        let s = summary(&[o(Ok(Action::Drop)), o(Ok(Action::Accept)), o(Err("no route".into()))]);
+        let o = |got| Outcome {
+            case: "c".into(),
+            packet: "p".into(),
+            expected: Action::Drop,
+            got,
+        };
+        let s = summary(&[
+            o(Ok(Action::Drop)),
+            o(Ok(Action::Accept)),
+            o(Err("no route".into())),
+        ]);
         assert_eq!(
             s,
             "FAIL c: p: expected DROP, got ACCEPT\nFAIL c: p: expected DROP, got error: no route\n1 passed, 2 failed\n"
