@@ -26,9 +26,11 @@ pub fn run_case_kernel(
         Some(n) => n.clone(),
         None => match site.nodes.as_slice() {
             [only] => only.name.clone(),
-            _ => return Err(Error::new(format!(
+            _ => {
+                return Err(Error::new(format!(
                 "{case}/packets.toml: the site has several nodes: say which with `node = \"…\"`"
-            ))),
+            )))
+            }
         },
     };
     let lab = Lab::build(site, &node, opts)?;
