@@ -281,7 +281,15 @@ impl Lab {
             }
         }
 
-        // The host: bridges, addresses, forwarding, br_netfilter.
+        // The host: bridges, addresses, forwarding, br_netfilter (its
+        // sysctls appear once the module is loaded; they are per namespace).
+        if !std::path::Path::new("/proc/sys/net/bridge").exists() {
+            let _ = Command::new("modprobe")
+                .arg("br_netfilter")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
         let host_ns = Netns::create(&format!("{prefix}host"))?;
         host_ns
             .sysctl(&[

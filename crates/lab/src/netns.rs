@@ -13,6 +13,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// All lab namespaces are named `rlab-<pid>-<n>-<role>`.
 pub const PREFIX: &str = "rlab-";
 
+/// Where [`Netns::wg`] keeps each namespace's `/var/run/wireguard`.
+pub const WG_RUN_ROOT: &str = "/run/rampart-lab";
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A fresh prefix for one lab: `rlab-<pid>-<n>-`, unique within this
@@ -156,6 +159,19 @@ impl Netns {
         c
     }
 
+    /// [`Netns::wg_command`] with this namespace's own directory,
+    /// `/run/rampart-lab/<name>/wireguard`, made on first use and removed
+    /// with the namespace.
+    pub fn wg(&self, program: &str) -> Result<Command> {
+        let dir = self.wg_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| Error::new(format!("{}: {e}", dir.display())))?;
+        Ok(self.wg_command(&dir, program))
+    }
+
+    fn wg_dir(&self) -> std::path::PathBuf {
+        Path::new(WG_RUN_ROOT).join(&self.name).join("wireguard")
+    }
+
     /// Pids of the processes running in the namespace.
     pub fn pids(&self) -> Vec<u32> {
         Command::new("ip")
@@ -185,6 +201,7 @@ impl Drop for Netns {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
+        let _ = std::fs::remove_dir_all(Path::new(WG_RUN_ROOT).join(&self.name));
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .stdout(Stdio::null())
