@@ -148,6 +148,13 @@ impl Probe {
     }
 }
 
+/// ICMP identifiers of probes, unique among the probes of this process.
+static ICMP_ID: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(1);
+
+fn is_echo(s: &Spec) -> bool {
+    s.icmp_type == if s.dst.is_ipv4() { 8 } else { 128 }
+}
+
 const CONNTRACK_TABLE: &str = "rampart_lab_conntrack";
 const CONNTRACK_ON: &str = "table inet rampart_lab_conntrack {\n\
     chain track {\n\
@@ -724,13 +731,35 @@ impl Lab {
             return Ok(n);
         }
         let n = match (name, v4) {
-            ("echo-request", true) => 8,
-            ("echo-request", false) => 128,
-            ("echo-reply", true) => 0,
-            ("echo-reply", false) => 129,
-            ("timestamp-request", true) => 13,
+            ("echo-request" | "ping", true) => 8,
+            ("echo-request" | "ping", false) => 128,
+            ("echo-reply" | "pong", true) => 0,
+            ("echo-reply" | "pong", false) => 129,
             ("destination-unreachable", true) => 3,
             ("destination-unreachable", false) => 1,
+            ("source-quench", true) => 4,
+            ("redirect", true) => 5,
+            ("router-advertisement", true) => 9,
+            ("router-solicitation", true) => 10,
+            ("time-exceeded", true) => 11,
+            ("time-exceeded", false) => 3,
+            ("parameter-problem", true) => 12,
+            ("parameter-problem", false) => 4,
+            ("timestamp-request", true) => 13,
+            ("timestamp-reply", true) => 14,
+            ("address-mask-request", true) => 17,
+            ("address-mask-reply", true) => 18,
+            ("packet-too-big", false) => 2,
+            ("router-solicitation" | "nd-router-solicit", false) => 133,
+            ("router-advertisement" | "nd-router-advert", false) => 134,
+            ("neighbour-solicitation" | "neighbor-solicitation" | "nd-neighbor-solicit", false) => {
+                135
+            }
+            (
+                "neighbour-advertisement" | "neighbor-advertisement" | "nd-neighbor-advert",
+                false,
+            ) => 136,
+            ("redirect" | "nd-redirect", false) => 137,
             _ => return Err(Error::new(format!("unknown ICMP type `{name}`"))),
         };
         Ok(n)
@@ -766,11 +795,6 @@ impl Lab {
         } else {
             0
         };
-        if proto == ProbeProto::Icmp && icmp_type != if p.family == Family::V4 { 8 } else { 128 } {
-            return Err(Error::new(
-                "only echo-request ICMP probes can be observed (an answer shows the verdict)",
-            ));
-        }
         if proto != ProbeProto::Icmp && p.dport.is_none() {
             return Err(Error::new(format!("a {} probe needs a dport", p.proto)));
         }
@@ -784,6 +808,7 @@ impl Lab {
             sport: p.sport.unwrap_or(0),
             dport: p.dport.unwrap_or(0),
             icmp_type,
+            id: ICMP_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
         Ok((sns, dns, spec))
     }
@@ -845,14 +870,18 @@ impl Lab {
             let arg = match s.proto {
                 ProbeProto::Tcp => format!("--tcp {},{}", s.dst, s.dport),
                 ProbeProto::Udp => format!("--udp {},{}", s.dst, s.dport),
-                ProbeProto::Icmp => continue,
+                // Only an echo request is answered: for any other type, the
+                // target watches for it and arrival means ACCEPT.
+                ProbeProto::Icmp if is_echo(s) => continue,
+                ProbeProto::Icmp if s.dst.is_ipv4() => "--icmp4".to_string(),
+                ProbeProto::Icmp => "--icmp6".to_string(),
             };
             listen.entry(dns.clone()).or_default().insert(arg);
         }
         let mut servers = Vec::new();
         for (ns, args) in &listen {
             match self.start_server(ns, args) {
-                Ok(s) => servers.push(s),
+                Ok((child, stdin, out)) => servers.push((ns.clone(), child, stdin, out)),
                 Err(e) => {
                     for (i, _, (_, dns, _)) in &resolved {
                         if dns == ns {
@@ -979,10 +1008,34 @@ impl Lab {
             drop(stdin);
             let _ = child.wait();
         }
-        for (mut child, stdin) in servers {
+        // Close the listeners; they report which ICMP probes arrived.
+        let mut seen = BTreeSet::new();
+        for (ns, mut child, stdin, mut out) in servers {
             drop(stdin);
+            let mut line = String::new();
+            while out.read_line(&mut line).unwrap_or(0) > 0 {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                if let ["seen", fam, ty, id] = f.as_slice() {
+                    seen.insert((ns.clone(), fam.to_string(), ty.to_string(), id.to_string()));
+                }
+                line.clear();
+            }
             let _ = child.kill();
             let _ = child.wait();
+        }
+        for (i, _, (_, dns, s)) in &resolved {
+            if s.proto == ProbeProto::Icmp && !is_echo(s) && results[*i] == Some(Ok(Observed::Drop))
+            {
+                let fam = if s.dst.is_ipv4() { "4" } else { "6" };
+                if seen.contains(&(
+                    dns.clone(),
+                    fam.to_string(),
+                    s.icmp_type.to_string(),
+                    s.id.to_string(),
+                )) {
+                    results[*i] = Some(Ok(Observed::Accept));
+                }
+            }
         }
         results
             .into_iter()
@@ -990,7 +1043,11 @@ impl Lab {
             .collect()
     }
 
-    fn start_server(&self, ns: &str, args: &BTreeSet<String>) -> Result<(Child, ChildStdin)> {
+    fn start_server(
+        &self,
+        ns: &str,
+        args: &BTreeSet<String>,
+    ) -> Result<(Child, ChildStdin, BufReader<ChildStdout>)> {
         let mut c = self.helper(ns);
         c.arg("serve");
         for a in args {
@@ -1021,7 +1078,7 @@ impl Lab {
                 "listeners in {ns} did not start: {err}"
             )));
         }
-        Ok((child, stdin))
+        Ok((child, stdin, out))
     }
 
     #[allow(clippy::type_complexity)]

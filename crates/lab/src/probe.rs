@@ -78,6 +78,8 @@ pub struct Spec {
     pub dport: u16,
     /// ICMP type number (echo request: 8 / 128).
     pub icmp_type: u8,
+    /// ICMP identifier (unique among the probes in flight in a namespace).
+    pub id: u16,
 }
 
 impl Spec {
@@ -88,13 +90,13 @@ impl Spec {
             ProbeProto::Icmp => "icmp",
         };
         format!(
-            "{p},{},{},{},{},{}",
-            self.src, self.dst, self.sport, self.dport, self.icmp_type
+            "{p},{},{},{},{},{},{}",
+            self.src, self.dst, self.sport, self.dport, self.icmp_type, self.id
         )
     }
     pub fn decode(s: &str) -> Result<Spec, String> {
         let f: Vec<&str> = s.split(',').collect();
-        if f.len() != 6 {
+        if f.len() != 7 {
             return Err(format!("bad probe spec `{s}`"));
         }
         let proto = match f[0] {
@@ -111,6 +113,7 @@ impl Spec {
             sport: f[3].parse().map_err(|_| bad("sport"))?,
             dport: f[4].parse().map_err(|_| bad("dport"))?,
             icmp_type: f[5].parse().map_err(|_| bad("icmp type"))?,
+            id: f[6].parse().map_err(|_| bad("icmp id"))?,
         })
     }
 }
@@ -157,8 +160,22 @@ fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 fn serve(args: &[String]) -> Result<(), String> {
     let mut tcp = Vec::new();
     let mut udp = Vec::new();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let mut it = args.iter();
     while let Some(a) = it.next() {
+        if a == "--icmp4" || a == "--icmp6" {
+            let v4 = a == "--icmp4";
+            let (d, p) = if v4 {
+                (Domain::IPV4, Protocol::ICMPV4)
+            } else {
+                (Domain::IPV6, Protocol::ICMPV6)
+            };
+            let sock =
+                Socket::new(d, Type::RAW, Some(p)).map_err(|e| format!("raw icmp socket: {e}"))?;
+            let seen = seen.clone();
+            thread::spawn(move || sniff_icmp(sock, v4, &seen));
+            continue;
+        }
         let v = it.next().ok_or_else(|| format!("{a} needs a value"))?;
         match a.as_str() {
             "--tcp" => tcp.push(parse_listen(v)?),
@@ -190,11 +207,42 @@ fn serve(args: &[String]) -> Result<(), String> {
     }
     println!("ready");
     io::stdout().flush().map_err(|e| e.to_string())?;
-    // Serve until the lab closes our standard input.
+    // Serve until the lab closes our standard input, then say which
+    // probe ICMP messages arrived: `seen 4|6 TYPE ID`.
     let mut sink = Vec::new();
     let _ = io::stdin().read_to_end(&mut sink);
+    let mut out = io::stdout().lock();
+    for l in seen.lock().unwrap().iter() {
+        let _ = writeln!(out, "{l}");
+    }
+    let _ = out.flush();
     Ok(())
 }
+
+/// Record every ICMP message carrying the probe marker that reaches this
+/// namespace (raw sockets see a copy of each one delivered locally).
+fn sniff_icmp(sock: Socket, v4: bool, seen: &std::sync::Mutex<Vec<String>>) {
+    let mut buf = [0u8; 2048];
+    while let Ok(n) = (&sock).read(&mut buf) {
+        let icmp = if v4 {
+            let ihl = ((buf[0] & 0x0f) as usize) * 4;
+            match buf.get(ihl..n) {
+                Some(x) => x,
+                None => continue,
+            }
+        } else {
+            &buf[..n]
+        };
+        if icmp.len() >= 8 && icmp[8..].starts_with(MARKER) {
+            let id = u16::from_be_bytes([icmp[4], icmp[5]]);
+            seen.lock()
+                .unwrap()
+                .push(format!("seen {} {} {id}", if v4 { 4 } else { 6 }, icmp[0]));
+        }
+    }
+}
+
+const MARKER: &[u8] = b"rampart probe";
 
 fn echo_tcp(mut c: TcpStream) {
     let mut buf = [0u8; 2048];
@@ -271,7 +319,7 @@ fn send(args: &[String]) -> Result<(), String> {
             let barrier = barrier.clone();
             thread::spawn(move || {
                 barrier.wait();
-                report(i, probe_one(&s, i, timeout))
+                report(i, probe_one(&s, timeout))
             })
         })
         .collect();
@@ -338,7 +386,7 @@ fn tcp_connect(s: &Spec, timeout: Duration) -> Result<Socket, (Option<Observed>,
     }
 }
 
-fn probe_one(s: &Spec, index: usize, timeout: Duration) -> Result<(Observed, String), String> {
+fn probe_one(s: &Spec, timeout: Duration) -> Result<(Observed, String), String> {
     if s.src.is_ipv4() != s.dst.is_ipv4() {
         return Err(format!(
             "source {} and dest {} are of different families",
@@ -352,7 +400,7 @@ fn probe_one(s: &Spec, index: usize, timeout: Duration) -> Result<(Observed, Str
             Err((None, d)) => Err(d),
         },
         ProbeProto::Udp => probe_udp(s, timeout),
-        ProbeProto::Icmp => probe_icmp(s, index, timeout),
+        ProbeProto::Icmp => probe_icmp(s, timeout),
     }
 }
 
@@ -406,7 +454,7 @@ fn checksum(data: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-fn probe_icmp(s: &Spec, index: usize, timeout: Duration) -> Result<(Observed, String), String> {
+fn probe_icmp(s: &Spec, timeout: Duration) -> Result<(Observed, String), String> {
     let v4 = s.dst.is_ipv4();
     let sock = bound_socket(
         s,
@@ -417,13 +465,12 @@ fn probe_icmp(s: &Spec, index: usize, timeout: Duration) -> Result<(Observed, St
             Protocol::ICMPV6
         },
     )?;
-    let id = ((std::process::id() as u16).wrapping_mul(31))
-        .wrapping_add((index as u16).wrapping_mul(7919).wrapping_add(1));
+    let id = s.id;
     let echo = if v4 { 8 } else { 128 };
     let mut pkt = vec![s.icmp_type, 0, 0, 0];
     pkt.extend_from_slice(&id.to_be_bytes());
     pkt.extend_from_slice(&1u16.to_be_bytes());
-    pkt.extend_from_slice(b"rampart probe");
+    pkt.extend_from_slice(MARKER);
     if v4 {
         let c = checksum(&pkt);
         pkt[2..4].copy_from_slice(&c.to_be_bytes());
@@ -524,6 +571,7 @@ mod tests {
             sport: 0,
             dport: 53,
             icmp_type: 0,
+            id: 7,
         };
         assert_eq!(Spec::decode(&s.encode()).unwrap(), s);
         assert!(Spec::decode("tcp,1.2.3.4").is_err());

@@ -22,6 +22,11 @@ fn with_dest(mut pr: Probe, d: &str) -> Probe {
     pr
 }
 
+fn icmp(mut pr: Probe, ty: &str) -> Probe {
+    pr.icmp_type = Some(ty.into());
+    pr
+}
+
 /// Send every probe at once; fail listing each one that saw something else.
 fn check(lab: &Lab, table: &[(Probe, Observed)]) {
     let probes: Vec<Probe> = table.iter().map(|(p, _)| p.clone()).collect();
@@ -161,6 +166,24 @@ fn hand_written_nft_ruleset_verdicts() {
             ),
             (p("ct200", "vm101", Tcp, Some(5555), V4), A),
             (p("ct200", "vm101", Icmp, None, V4), A),
+            // ICMP types that get no answer: arrival at the target is ACCEPT.
+            (
+                icmp(p("outside", "host", Icmp, None, V4), "timestamp-request"),
+                A,
+            ),
+            (
+                icmp(p("outside", "host", Icmp, None, V4), "address-mask-request"),
+                D,
+            ),
+            (
+                icmp(p("outside", "vm100", Icmp, None, V4), "timestamp-request"),
+                D,
+            ),
+            (
+                icmp(p("outside", "ct200", Icmp, None, V4), "timestamp-request"),
+                A,
+            ),
+            (icmp(p("outside", "ct200", Icmpv6, None, V6), "139"), A),
         ],
     );
 }

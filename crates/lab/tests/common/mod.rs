@@ -201,7 +201,7 @@ table inet rampart_test {
         tcp dport 25 reject with tcp reset
         udp dport 5001 accept
         udp dport 5000 reject
-        icmp type echo-request accept
+        icmp type { echo-request, timestamp-request } accept
         ip6 saddr 2001:db8:1::/64 icmpv6 type echo-request accept
     }
     chain forward {
