@@ -52,7 +52,7 @@ impl Zone {
                     None => (rest, None),
                 };
                 let digits = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit());
-                if digits(id) && nic.map_or(true, digits) {
+                if digits(id) && nic.is_none_or(digits) {
                     if let (Ok(id), Ok(nic)) = (id.parse(), nic.map(str::parse).transpose()) {
                         return Zone::Guest { kind, id, nic };
                     }

@@ -171,10 +171,20 @@ struct Bridge {
     outside: Vec<IpNet>,
 }
 
+/// Loads a ruleset into a lab (typically into [`Lab::host`]).
+pub type Loader<'a> = &'a dyn Fn(&Lab) -> Result<()>;
+
+/// Interfaces of a namespace with their on-link networks.
+type Ifaces = Vec<(String, Vec<IpNet>)>;
+/// A guest's NICs: index and addresses.
+type NicAddrs = Vec<(u32, Vec<IpAddr>)>;
+/// A running helper: its process, standard input and output.
+type Running = (Child, ChildStdin, BufReader<ChildStdout>);
+
 struct Member {
     ns: Netns,
     /// Interface name in the namespace and its on-link networks.
-    ifaces: Vec<(String, Vec<IpNet>)>,
+    ifaces: Ifaces,
     /// Own addresses, in order (first of a family = the default).
     addrs: Vec<IpAddr>,
 }
@@ -189,7 +199,7 @@ pub struct Lab {
     host: Member,
     outside: Member,
     /// Per guest: (NIC index, its addresses) in NIC order, and the namespace.
-    guests: BTreeMap<(CaseKind, u32), (Vec<(u32, Vec<IpAddr>)>, Member)>,
+    guests: BTreeMap<(CaseKind, u32), (NicAddrs, Member)>,
     nodes: Mutex<BTreeMap<String, Member>>,
     /// (namespace, address) pairs added on demand for explicit source/dest.
     added: Mutex<BTreeSet<(String, IpAddr)>>,
@@ -609,27 +619,17 @@ impl Lab {
 
     /// The namespace of a zone, its default address of `family`, and the
     /// interface an extra address goes on.
-    fn zone_info(
-        &self,
-        zone: &Zone,
-        family: Family,
-    ) -> Result<(String, Option<IpAddr>, Vec<(String, Vec<IpNet>)>)> {
-        let pick = |m: &Member, restrict: Option<&[IpNet]>| {
-            m.addrs
-                .iter()
-                .copied()
-                .filter(|a| Family::of(a) == family)
-                .find(|a| restrict.map_or(true, |r| r.iter().any(|n| n.addr() == *a)))
-        };
+    fn zone_info(&self, zone: &Zone, family: Family) -> Result<(String, Option<IpAddr>, Ifaces)> {
+        let pick = |m: &Member| m.addrs.iter().copied().find(|a| Family::of(a) == family);
         Ok(match zone {
             Zone::Host => (
                 self.host.ns.name().to_string(),
-                pick(&self.host, None),
+                pick(&self.host),
                 self.host.ifaces.clone(),
             ),
             Zone::Outside => (
                 self.outside.ns.name().to_string(),
-                pick(&self.outside, None),
+                pick(&self.outside),
                 self.outside.ifaces.clone(),
             ),
             Zone::Guest { kind, id, nic } => {
@@ -662,7 +662,7 @@ impl Lab {
                 self.add_node(name)?;
                 let nodes = self.nodes.lock().unwrap();
                 let m = &nodes[name];
-                (m.ns.name().to_string(), pick(m, None), m.ifaces.clone())
+                (m.ns.name().to_string(), pick(m), m.ifaces.clone())
             }
         })
     }
@@ -851,11 +851,7 @@ impl Lab {
         self.run_probes(probes, Some(load))
     }
 
-    fn run_probes(
-        &self,
-        probes: &[Probe],
-        load: Option<&dyn Fn(&Lab) -> Result<()>>,
-    ) -> Vec<Result<Observed>> {
+    fn run_probes(&self, probes: &[Probe], load: Option<Loader>) -> Vec<Result<Observed>> {
         let mut results: Vec<Option<Result<Observed>>> = probes.iter().map(|_| None).collect();
         let mut resolved = Vec::new();
         for (i, p) in probes.iter().enumerate() {
@@ -1043,11 +1039,7 @@ impl Lab {
             .collect()
     }
 
-    fn start_server(
-        &self,
-        ns: &str,
-        args: &BTreeSet<String>,
-    ) -> Result<(Child, ChildStdin, BufReader<ChildStdout>)> {
+    fn start_server(&self, ns: &str, args: &BTreeSet<String>) -> Result<Running> {
         let mut c = self.helper(ns);
         c.arg("serve");
         for a in args {

@@ -59,8 +59,8 @@ fn two_namespaces_each_run_their_own_wg0() {
     }
     let keys: Vec<(String, String)> = (0..2)
         .map(|_| {
-            let private = ok(&mut a.command("wg").arg("genkey"), None);
-            let public = ok(&mut a.command("wg").arg("pubkey"), Some(&private));
+            let private = ok(a.command("wg").arg("genkey"), None);
+            let public = ok(a.command("wg").arg("pubkey"), Some(&private));
             (private, public)
         })
         .collect();
@@ -107,7 +107,7 @@ fn two_namespaces_each_run_their_own_wg0() {
     );
     // And the tunnel carries traffic.
     let ping = ok(
-        &mut a.command(env!("CARGO_BIN_EXE_rampart-probe")).args([
+        a.command(env!("CARGO_BIN_EXE_rampart-probe")).args([
             "send",
             "--timeout-ms",
             "3000",
@@ -117,7 +117,7 @@ fn two_namespaces_each_run_their_own_wg0() {
     );
     assert!(ping.starts_with("0 ACCEPT"), "{ping}");
     let tcp = ok(
-        &mut b.command(env!("CARGO_BIN_EXE_rampart-probe")).args([
+        b.command(env!("CARGO_BIN_EXE_rampart-probe")).args([
             "send",
             "--timeout-ms",
             "3000",
