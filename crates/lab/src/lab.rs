@@ -350,6 +350,11 @@ impl Lab {
 
         // The outside machine.
         let out_ns = Netns::create(&format!("{prefix}out"))?;
+        // The upstream router: it routes between the bridges' networks.
+        out_ns.sysctl(&[
+            ("net.ipv4.ip_forward", "1"),
+            ("net.ipv6.conf.all.forwarding", "1"),
+        ])?;
         let mut host_lines = Vec::new();
         let mut out_lines = Vec::new();
         for (i, b) in bridges.iter().enumerate() {

@@ -285,3 +285,84 @@ fn unknown_zones_and_unobservable_probes_are_errors() {
         .unwrap_err();
     assert!(e.0.contains("unknown zone"), "{e}");
 }
+
+#[test]
+fn two_bridges_and_a_guest_with_two_nics() {
+    use common::*;
+    use rampart_resolve::ir::GuestKind;
+    let site = site(
+        vec![node(
+            "hv1",
+            &[
+                ("vmbr0", &["192.0.2.10/24", "2001:db8:1::10/64"]),
+                ("vmbr1", &[]),
+            ],
+        )],
+        vec![
+            guest(
+                100,
+                GuestKind::Vm,
+                "hv1",
+                &[
+                    ("vmbr0", [0x0e, 0, 0, 0, 0x64, 0], &["192.0.2.100/24"]),
+                    (
+                        "vmbr1",
+                        [0x0e, 0, 0, 0, 0x64, 1],
+                        &["10.1.0.100/24", "fd00:1::100/64"],
+                    ),
+                ],
+            ),
+            guest(
+                200,
+                GuestKind::Ct,
+                "hv1",
+                &[("vmbr1", [0x0e, 0, 0, 0, 0xc8, 0], &["10.1.0.200/24"])],
+            ),
+        ],
+    );
+    let lab = Lab::build(&site, "hv1", common::opts()).unwrap();
+    let ports = lab
+        .host()
+        .exec(&["ip", "-o", "link", "show", "master", "vmbr1"], None)
+        .unwrap();
+    assert!(
+        ports.contains("tap100i1@") && ports.contains("veth200i0@"),
+        "{ports}"
+    );
+    let nics = lab
+        .guest("vm100")
+        .unwrap()
+        .exec(&["ip", "-o", "addr", "show"], None)
+        .unwrap();
+    assert!(nics.contains("net0    inet 192.0.2.100/24"), "{nics}");
+    assert!(nics.contains("net1    inet 10.1.0.100/24"), "{nics}");
+    lab.load_nft(
+        "table inet rampart_test { chain forward { type filter hook forward priority 0; policy accept;
+            ct state established,related accept
+            iifname \"vmbr1\" oifname \"vmbr1\" ip daddr 10.1.0.100 tcp dport 22 drop
+        }
+    }",
+    )
+    .unwrap();
+    check(
+        &lab,
+        &[
+            (p("outside", "vm100", Tcp, Some(22), V4), A),
+            (p("outside", "vm100i0", Tcp, Some(22), V4), A),
+            (p("outside", "vm100i1", Tcp, Some(22), V4), D),
+            (p("outside", "vm100i1", Tcp, Some(22), V6), A),
+            (p("ct200", "vm100i1", Tcp, Some(22), V4), D),
+            (p("ct200", "vm100i1", Tcp, Some(80), V4), A),
+            (p("ct200", "vm100", Tcp, Some(22), V4), A),
+            (
+                with_source(p("outside", "ct200", Udp, Some(53), V4), "198.51.100.7"),
+                A,
+            ),
+            (p("ct200", "host", Icmp, None, V4), A),
+        ],
+    );
+    let e = lab
+        .probe(&p("vm100i2", "host", Tcp, Some(22), V4))
+        .unwrap_err();
+    assert!(e.0.contains("no NIC net2"), "{e}");
+}
