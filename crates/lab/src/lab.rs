@@ -152,7 +152,11 @@ impl Probe {
 static ICMP_ID: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(1);
 
 fn is_echo(s: &Spec) -> bool {
-    s.icmp_type == if s.dst.is_ipv4() { 8 } else { 128 }
+    is_echo_type(s.icmp_type, Family::of(&s.dst))
+}
+
+fn is_echo_type(ty: u8, family: Family) -> bool {
+    ty == if family == Family::V4 { 8 } else { 128 }
 }
 
 const CONNTRACK_TABLE: &str = "rampart_lab_conntrack";
@@ -803,8 +807,11 @@ impl Lab {
         if proto != ProbeProto::Icmp && p.dport.is_none() {
             return Err(Error::new(format!("a {} probe needs a dport", p.proto)));
         }
-        if p.state == State::Established && proto != ProbeProto::Tcp {
-            return Err(Error::new("established probes are TCP only"));
+        if p.state == State::Established
+            && proto == ProbeProto::Icmp
+            && !is_echo_type(icmp_type, p.family)
+        {
+            return Err(Error::new("established ICMP probes are echo requests only"));
         }
         let spec = Spec {
             proto,

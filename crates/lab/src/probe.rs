@@ -283,26 +283,27 @@ fn send(args: &[String]) -> Result<(), String> {
         }
     };
     if hold {
-        // Established flows: connect every probe now, report, wait for the go.
-        let mut conns = Vec::new();
+        // Established flows: open every flow now (TCP: connect; UDP and
+        // ICMP echo: one answered exchange), report, wait for the go.
+        let mut flows = Vec::new();
         for (i, s) in specs.iter().enumerate() {
-            match tcp_connect(s, timeout) {
-                Ok(c) => {
+            match open_flow(s, timeout) {
+                Ok(f) => {
                     let mut o = out.lock().unwrap();
                     let _ = writeln!(o, "{i} connected");
                     let _ = o.flush();
-                    conns.push((i, c));
+                    flows.push((i, s.clone(), f));
                 }
-                Err(e) => report(i, Err(format!("could not open the connection: {}", e.1))),
+                Err(e) => report(i, Err(format!("could not open the flow: {e}"))),
             }
         }
         let mut line = String::new();
         let _ = io::stdin().lock().read_line(&mut line);
-        let handles: Vec<_> = conns
+        let handles: Vec<_> = flows
             .into_iter()
-            .map(|(i, c)| {
+            .map(|(i, s, f)| {
                 let report = report.clone();
-                thread::spawn(move || report(i, Ok(established_exchange(c, timeout))))
+                thread::spawn(move || report(i, continue_flow(f, &s, timeout)))
             })
             .collect();
         for h in handles {
@@ -405,6 +406,10 @@ fn probe_one(s: &Spec, timeout: Duration) -> Result<(Observed, String), String> 
 }
 
 fn probe_udp(s: &Spec, timeout: Duration) -> Result<(Observed, String), String> {
+    udp_exchange(&udp_socket(s)?, timeout)
+}
+
+fn udp_socket(s: &Spec) -> Result<UdpSocket, String> {
     let sock = bound_socket(s, Type::DGRAM, Protocol::UDP)?;
     // Report every ICMP error on the socket, also the "soft" ones (host
     // unreachable) that a connected UDP socket otherwise ignores.
@@ -415,7 +420,10 @@ fn probe_udp(s: &Spec, timeout: Duration) -> Result<(Observed, String), String> 
     }
     sock.connect(&SockAddr::from(SocketAddr::new(s.dst, s.dport)))
         .map_err(|e| format!("connect: {e}"))?;
-    let udp: UdpSocket = sock.into();
+    Ok(sock.into())
+}
+
+fn udp_exchange(udp: &UdpSocket, timeout: Duration) -> Result<(Observed, String), String> {
     let deadline = Instant::now() + timeout;
     if let Err(e) = udp.send(b"rampart probe") {
         return classify(&e);
@@ -455,8 +463,12 @@ fn checksum(data: &[u8]) -> u16 {
 }
 
 fn probe_icmp(s: &Spec, timeout: Duration) -> Result<(Observed, String), String> {
+    icmp_exchange(&icmp_socket(s)?, s, 1, timeout)
+}
+
+fn icmp_socket(s: &Spec) -> Result<Socket, String> {
     let v4 = s.dst.is_ipv4();
-    let sock = bound_socket(
+    bound_socket(
         s,
         Type::RAW,
         if v4 {
@@ -464,12 +476,21 @@ fn probe_icmp(s: &Spec, timeout: Duration) -> Result<(Observed, String), String>
         } else {
             Protocol::ICMPV6
         },
-    )?;
+    )
+}
+
+fn icmp_exchange(
+    sock: &Socket,
+    s: &Spec,
+    seq: u16,
+    timeout: Duration,
+) -> Result<(Observed, String), String> {
+    let v4 = s.dst.is_ipv4();
     let id = s.id;
     let echo = if v4 { 8 } else { 128 };
     let mut pkt = vec![s.icmp_type, 0, 0, 0];
     pkt.extend_from_slice(&id.to_be_bytes());
-    pkt.extend_from_slice(&1u16.to_be_bytes());
+    pkt.extend_from_slice(&seq.to_be_bytes());
     pkt.extend_from_slice(MARKER);
     if v4 {
         let c = checksum(&pkt);
@@ -492,7 +513,7 @@ fn probe_icmp(s: &Spec, timeout: Duration) -> Result<(Observed, String), String>
         }
         sock.set_read_timeout(Some(left))
             .map_err(|e| e.to_string())?;
-        let n = match (&sock).read(&mut buf) {
+        let n = match { sock }.read(&mut buf) {
             Ok(n) => n,
             Err(e) => match classify(&e)? {
                 (Observed::Drop, _) => continue,
@@ -538,6 +559,41 @@ fn probe_icmp(s: &Spec, timeout: Duration) -> Result<(Observed, String), String>
                 }
             }
         }
+    }
+}
+
+/// A flow opened before the ruleset under test is loaded.
+enum Flow {
+    Tcp(Socket),
+    Udp(UdpSocket),
+    Icmp(Socket),
+}
+
+fn open_flow(s: &Spec, timeout: Duration) -> Result<Flow, String> {
+    let answered = |r: Result<(Observed, String), String>| match r? {
+        (Observed::Accept, _) => Ok(()),
+        (o, d) => Err(format!("{}: {d}", o.name())),
+    };
+    match s.proto {
+        ProbeProto::Tcp => tcp_connect(s, timeout).map(Flow::Tcp).map_err(|e| e.1),
+        ProbeProto::Udp => {
+            let u = udp_socket(s)?;
+            answered(udp_exchange(&u, timeout))?;
+            Ok(Flow::Udp(u))
+        }
+        ProbeProto::Icmp => {
+            let r = icmp_socket(s)?;
+            answered(icmp_exchange(&r, s, 1, timeout))?;
+            Ok(Flow::Icmp(r))
+        }
+    }
+}
+
+fn continue_flow(f: Flow, s: &Spec, timeout: Duration) -> Result<(Observed, String), String> {
+    match f {
+        Flow::Tcp(c) => Ok(established_exchange(c, timeout)),
+        Flow::Udp(u) => udp_exchange(&u, timeout),
+        Flow::Icmp(r) => icmp_exchange(&r, s, 2, timeout),
     }
 }
 

@@ -195,19 +195,32 @@ fn established_flows_survive_a_ruleset_that_drops_new_ones() {
     est.state = rampart_lab::State::Established;
     let mut est6 = p("outside", "host", Tcp, Some(23), V6);
     est6.state = rampart_lab::State::Established;
+    let mut udp = p("outside", "host", Udp, Some(5002), V4);
+    udp.state = rampart_lab::State::Established;
+    let mut ping = with_source(p("outside", "host", Icmpv6, None, V6), "2001:db8:ff::9");
+    ping.state = rampart_lab::State::Established;
     let probes = [
         est.clone(),
         est6.clone(),
+        udp.clone(),
+        ping.clone(),
+        // The same packets, new: the ruleset drops them.
         p("outside", "vm100", Tcp, Some(22), V4),
+        p("outside", "host", Tcp, Some(23), V6),
+        p("outside", "host", Udp, Some(5002), V4),
+        with_source(p("outside", "host", Icmpv6, None, V6), "2001:db8:ff::9"),
     ];
     let got = lab.probe_established(&probes, &|lab: &Lab| lab.load_nft(common::RULESET));
-    assert_eq!(got, vec![Ok(A), Ok(A), Ok(D)]);
+    assert_eq!(
+        got,
+        vec![Ok(A), Ok(A), Ok(A), Ok(A), Ok(D), Ok(D), Ok(D), Ok(D)]
+    );
 
     // Without `ct state established accept`, the same flows die.
     let lab = Lab::build(&common::basics(), "hv1", common::opts()).unwrap();
     let strict = common::RULESET.replace("ct state established,related accept", "");
-    let got = lab.probe_established(&[est, est6], &|lab: &Lab| lab.load_nft(&strict));
-    assert_eq!(got, vec![Ok(D), Ok(D)]);
+    let got = lab.probe_established(&[est, est6, udp, ping], &|lab: &Lab| lab.load_nft(&strict));
+    assert_eq!(got, vec![Ok(D), Ok(D), Ok(D), Ok(D)]);
 }
 
 #[test]
