@@ -22,7 +22,7 @@ pub mod probe;
 pub mod runner;
 
 pub use lab::{GuestGateway, Helper, Lab, LabOptions, Probe};
-pub use netns::Netns;
+pub use netns::{iptables_check, nft_check, Netns};
 pub use probe::Observed;
 pub use rampart_case::{PacketProto, State, Zone};
 

@@ -243,3 +243,26 @@ pub fn sweep_stale() {
         }
     }
 }
+
+/// Check a ruleset without applying it: `nft -c -f -` in a throwaway
+/// namespace (nft needs the kernel to validate expressions, and the check
+/// must not depend on the root namespace's tables). The error carries
+/// nft's message with the offending line.
+pub fn nft_check(ruleset: &str) -> Result<()> {
+    let ns = Netns::create(&format!("{}check", unique_prefix()))?;
+    ns.exec(&["nft", "-c", "-f", "-"], Some(ruleset))
+        .map(|_| ())
+}
+
+/// Check an `iptables-restore` (or `ip6tables-restore` with `v6`) file by
+/// restoring it for real in a throwaway namespace: `--test` of the nft
+/// flavour misses errors such as a rule in an undeclared chain.
+pub fn iptables_check(rules: &str, v6: bool) -> Result<()> {
+    let ns = Netns::create(&format!("{}check", unique_prefix()))?;
+    let prog = if v6 {
+        "ip6tables-restore"
+    } else {
+        "iptables-restore"
+    };
+    ns.exec(&[prog], Some(rules)).map(|_| ())
+}

@@ -379,3 +379,24 @@ fn two_bridges_and_a_guest_with_two_nics() {
         .unwrap_err();
     assert!(e.0.contains("no NIC net2"), "{e}");
 }
+
+#[test]
+fn rulesets_are_checked_in_a_throwaway_namespace() {
+    netns::nft_check(common::RULESET).unwrap();
+    let e =
+        netns::nft_check("table inet t {\n chain c {\n  tcp dport 22 acept\n }\n}\n").unwrap_err();
+    assert!(e.0.contains("acept"), "{e}");
+    netns::iptables_check(
+        "*filter\n:INPUT DROP [0:0]\n-A INPUT -p tcp --dport 22 -j ACCEPT\nCOMMIT\n",
+        false,
+    )
+    .unwrap();
+    let e = netns::iptables_check("*filter\n-A NOPE -j ACCEPT\nCOMMIT\n", true).unwrap_err();
+    assert!(e.0.contains("ip6tables-restore"), "{e}");
+    let e = netns::iptables_check(
+        "*filter\n-A INPUT -p tcp --dport 99999 -j ACCEPT\nCOMMIT\n",
+        false,
+    )
+    .unwrap_err();
+    assert!(e.0.contains("99999"), "{e}");
+}
