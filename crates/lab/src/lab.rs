@@ -613,13 +613,38 @@ impl Lab {
             }
             ifaces.push((b.name.clone(), b.nets.clone()));
         }
+        let mut ol = Vec::new();
         if ifaces.is_empty() {
-            return Err(Error::new(format!(
-                "node {name} has no address on a bridge of {}",
-                self.site_node.name
-            )));
+            // No address on our bridges: a node further away, behind the
+            // outside machine (like a far source), on a point-to-point link.
+            let k = nodes.len();
+            let out_end = format!("node{k}");
+            ol.push(format!(
+                "link add {out_end} type veth peer name wan netns {}",
+                ns.name()
+            ));
+            ol.push(format!("link set {out_end} up"));
+            ol.push(format!("addr add 169.254.{k}.1/30 dev {out_end}"));
+            ol.push(format!("addr add fe80::1/64 dev {out_end} nodad"));
+            nl.push("link set wan up".to_string());
+            nl.push(format!("addr add 169.254.{k}.2/30 dev wan"));
+            nl.push("addr add fe80::2/64 dev wan nodad".to_string());
+            nl.push("route add 0.0.0.0/0 via 169.254.{k}.1 dev wan".replace("{k}", &k.to_string()));
+            nl.push("route add ::/0 via fe80::1 dev wan".to_string());
+            for a in &o.addresses {
+                let h = host_net(a.addr());
+                nl.push(format!("addr add {h} dev wan{}", nodad(&h)));
+                let via = if a.addr().is_ipv4() {
+                    format!("169.254.{k}.2")
+                } else {
+                    "fe80::2".to_string()
+                };
+                ol.push(format!("route add {h} via {via} dev {out_end}"));
+            }
+            ifaces.push(("wan".to_string(), Vec::new()));
         }
         self.host.ns.ip_batch(&hl)?;
+        self.outside.ns.ip_batch(&ol)?;
         ns.ip_batch(&nl)?;
         let addrs = o.addresses.iter().map(|a| a.addr()).collect();
         nodes.insert(name.to_string(), Member { ns, ifaces, addrs });

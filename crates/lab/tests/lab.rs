@@ -66,6 +66,10 @@ fn nothing_loaded_everything_is_reachable() {
             (p("host", "vm101", Icmp, None, V4), A),
             (p("hv2", "host", Tcp, Some(8006), V4), A),
             (p("hv2", "vm100", Icmpv6, None, V6), A),
+            (p("far1", "host", Tcp, Some(22), V4), A),
+            (p("far1", "host", Tcp, Some(22), V6), A),
+            (p("vm100", "far1", Udp, Some(5405), V4), A),
+            (p("host", "far1", Icmpv6, None, V6), A),
             // Far machines are routed through the outside machine.
             (
                 with_source(p("outside", "host", Tcp, Some(443), V4), "203.0.113.9"),

@@ -147,6 +147,11 @@ pub fn basics() -> Site {
         vec![
             node("hv1", &[("vmbr0", &["192.0.2.10/24", "2001:db8:1::10/64"])]),
             node("hv2", &[("vmbr0", &["192.0.2.11/24", "2001:db8:1::11/64"])]),
+            // A node at another site, reached through the outside machine.
+            node(
+                "far1",
+                &[("vmbr0", &["198.51.100.20/24", "2001:db8:99::20/64"])],
+            ),
         ],
         vec![
             guest(
