@@ -888,7 +888,60 @@ impl Lab {
         self.run_probes(probes, Some(load))
     }
 
+    /// Probes that name the same source port and flow cannot be in flight
+    /// together: they go in rounds (established ones first), with the
+    /// node's conntrack table flushed between rounds so each starts new.
     fn run_probes(&self, probes: &[Probe], load: Option<Loader>) -> Vec<Result<Observed>> {
+        let key = |p: &Probe| {
+            p.sport.map(|sp| {
+                (
+                    p.proto,
+                    p.from.to_string(),
+                    p.to.to_string(),
+                    p.source,
+                    p.dest,
+                    sp,
+                    p.dport,
+                    p.family,
+                )
+            })
+        };
+        let mut order: Vec<usize> = (0..probes.len()).collect();
+        order.sort_by_key(|&i| probes[i].state != State::Established);
+        let mut rounds: Vec<(Vec<usize>, Vec<_>)> = Vec::new();
+        for i in order {
+            let k = key(&probes[i]);
+            let r = rounds
+                .iter()
+                .position(|(_, keys)| k.as_ref().map_or(true, |k| !keys.contains(k)));
+            let r = r.unwrap_or_else(|| {
+                rounds.push((Vec::new(), Vec::new()));
+                rounds.len() - 1
+            });
+            rounds[r].0.push(i);
+            rounds[r].1.extend(k);
+        }
+        if rounds.len() <= 1 {
+            return self.run_round(probes, load);
+        }
+        let mut results: Vec<Option<Result<Observed>>> = probes.iter().map(|_| None).collect();
+        let mut load = load;
+        for (n, (idx, _)) in rounds.iter().enumerate() {
+            if n > 0 {
+                let _ = self.host.ns.exec(&["conntrack", "-F"], None);
+            }
+            let batch: Vec<Probe> = idx.iter().map(|&i| probes[i].clone()).collect();
+            for (&i, r) in idx.iter().zip(self.run_round(&batch, load.take())) {
+                results[i] = Some(r);
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every probe is in a round"))
+            .collect()
+    }
+
+    fn run_round(&self, probes: &[Probe], load: Option<Loader>) -> Vec<Result<Observed>> {
         let mut results: Vec<Option<Result<Observed>>> = probes.iter().map(|_| None).collect();
         let mut resolved = Vec::new();
         for (i, p) in probes.iter().enumerate() {

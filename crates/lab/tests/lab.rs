@@ -404,3 +404,32 @@ fn rulesets_are_checked_in_a_throwaway_namespace() {
     .unwrap_err();
     assert!(e.0.contains("99999"), "{e}");
 }
+
+#[test]
+fn the_same_flow_twice_runs_in_rounds() {
+    let lab = Lab::build(&common::basics(), "hv1", common::opts()).unwrap();
+    let sport = |mut pr: Probe| {
+        pr.sport = Some(40000);
+        pr
+    };
+    let mut est = sport(p("outside", "host", Udp, Some(5002), V4));
+    est.state = rampart_lab::State::Established;
+    let probes = [
+        // New after established on the very same 5-tuple: the flush between
+        // rounds makes it new again, and the ruleset drops it.
+        sport(p("outside", "host", Udp, Some(5002), V4)),
+        est,
+        sport(p("outside", "host", Tcp, Some(22), V4)),
+        sport(p("outside", "host", Tcp, Some(22), V4)),
+        sport(p("outside", "host", Udp, Some(5001), V6)),
+        sport(p("outside", "host", Udp, Some(5001), V6)),
+    ];
+    let got = lab.probe_established(&probes, &|lab: &Lab| lab.load_nft(common::RULESET));
+    assert_eq!(got, vec![Ok(D), Ok(A), Ok(A), Ok(A), Ok(A), Ok(A)]);
+}
+
+#[test]
+fn a_lab_can_be_shared_between_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Lab>();
+}
