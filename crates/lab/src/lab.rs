@@ -913,7 +913,7 @@ impl Lab {
             let k = key(&probes[i]);
             let r = rounds
                 .iter()
-                .position(|(_, keys)| k.as_ref().map_or(true, |k| !keys.contains(k)));
+                .position(|(_, keys)| k.as_ref().is_none_or(|k| !keys.contains(k)));
             let r = r.unwrap_or_else(|| {
                 rounds.push((Vec::new(), Vec::new()));
                 rounds.len() - 1
