@@ -244,6 +244,11 @@ fn pick_free(net: &IpNet, used: &BTreeSet<IpAddr>) -> Result<IpNet> {
 impl Lab {
     /// Build `node` of `site`: see the module documentation.
     pub fn build(site: &ir::Site, node: &str, opts: LabOptions) -> Result<Lab> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err(Error::new(
+                "the lab needs root (it creates network namespaces)",
+            ));
+        }
         netns::sweep_stale();
         let n = site
             .node(node)
@@ -817,8 +822,6 @@ impl Lab {
                 p.family
             )));
         }
-        self.ensure_addr(&p.from, &sns, &sif, src, self.owns(&sns, src))?;
-        self.ensure_addr(&p.to, &dns, &dif, dst, self.owns(&dns, dst))?;
         let proto = match p.proto {
             PacketProto::Tcp => ProbeProto::Tcp,
             PacketProto::Udp => ProbeProto::Udp,
@@ -838,6 +841,17 @@ impl Lab {
         {
             return Err(Error::new("established ICMP probes are echo requests only"));
         }
+        match (p.proto, p.family) {
+            (PacketProto::Icmp, Family::V6) | (PacketProto::Icmpv6, Family::V4) => {
+                return Err(Error::new(format!(
+                    "{} is not an {} protocol",
+                    p.proto, p.family
+                )))
+            }
+            _ => {}
+        }
+        self.ensure_addr(&p.from, &sns, &sif, src, self.owns(&sns, src))?;
+        self.ensure_addr(&p.to, &dns, &dif, dst, self.owns(&dns, dst))?;
         let spec = Spec {
             proto,
             src,

@@ -301,6 +301,12 @@ fn unknown_zones_and_unobservable_probes_are_errors() {
         .probe(&p("nosuchnode", "host", Tcp, Some(22), V4))
         .unwrap_err();
     assert!(e.0.contains("unknown zone"), "{e}");
+    let e = lab
+        .probe(&p("outside", "host", Icmp, None, V6))
+        .unwrap_err();
+    assert!(e.0.contains("icmp is not an ipv6 protocol"), "{e}");
+    let e = lab.probe(&p("outside", "host", Tcp, None, V4)).unwrap_err();
+    assert!(e.0.contains("needs a dport"), "{e}");
 }
 
 #[test]
