@@ -439,3 +439,16 @@ fn a_lab_can_be_shared_between_threads() {
     fn send_sync<T: Send + Sync>() {}
     send_sync::<Lab>();
 }
+
+#[test]
+fn building_a_lab_is_quick() {
+    // Not a benchmark: a guard against a lab that takes seconds to build
+    // (the conformance suite builds one per case).
+    let t = std::time::Instant::now();
+    let lab = Lab::build(&common::basics(), "hv1", common::opts()).unwrap();
+    let built = t.elapsed();
+    drop(lab);
+    let total = t.elapsed();
+    eprintln!("lab build {built:?}, build + remove {total:?}");
+    assert!(total < std::time::Duration::from_secs(5), "build {built:?}, total {total:?}");
+}
