@@ -1020,6 +1020,10 @@ impl Lab {
                 }
             }
         }
+        let est: Vec<_> = est
+            .into_iter()
+            .filter(|(i, _, _)| results[*i].is_none())
+            .collect();
         if !est.is_empty() {
             let mut by_ns: BTreeMap<&str, Vec<(usize, &Spec)>> = BTreeMap::new();
             for (i, _, (sns, _, s)) in &est {
@@ -1067,7 +1071,13 @@ impl Lab {
         }
         // Go: established exchanges and every new-state probe, all at once.
         let mut senders = Vec::new();
-        for (child, mut stdin, stdout, idx) in held {
+        for (mut child, mut stdin, stdout, idx) in held {
+            if !est_ok {
+                // No ruleset under test: the flows must not report.
+                let _ = child.kill();
+                let _ = child.wait();
+                continue;
+            }
             let _ = stdin.write_all(b"go\n");
             let _ = stdin.flush();
             senders.push((child, Some(stdin), stdout, idx));

@@ -151,3 +151,26 @@ fn a_broken_loader_fails_the_case() {
     .unwrap_err();
     assert!(e.0.contains("loading the ruleset"), "{e}");
 }
+
+#[test]
+fn a_broken_loader_fails_every_packet_of_an_established_case() {
+    let packets = "[[packet]]\nfrom = \"outside\"\nto = \"host\"\nproto = \"tcp\"\ndport = 22\nstate = \"established\"\nverdict = \"ACCEPT\"\n\n[[packet]]\nfrom = \"outside\"\nto = \"host\"\nproto = \"tcp\"\ndport = 22\nverdict = \"ACCEPT\"\n";
+    let out = run_case_kernel(
+        "est",
+        packets,
+        &host_basics(),
+        common::opts(),
+        &|lab: &Lab| lab.load_nft("bogus"),
+    )
+    .unwrap();
+    assert_eq!(out.len(), 2);
+    for o in &out {
+        assert!(
+            o.got
+                .as_ref()
+                .is_err_and(|e| e.contains("loading the ruleset")),
+            "{o}"
+        );
+    }
+    assert!(summary(&out).ends_with("0 passed, 2 failed\n"));
+}

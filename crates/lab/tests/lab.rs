@@ -450,5 +450,8 @@ fn building_a_lab_is_quick() {
     drop(lab);
     let total = t.elapsed();
     eprintln!("lab build {built:?}, build + remove {total:?}");
-    assert!(total < std::time::Duration::from_secs(5), "build {built:?}, total {total:?}");
+    assert!(
+        total < std::time::Duration::from_secs(5),
+        "build {built:?}, total {total:?}"
+    );
 }
