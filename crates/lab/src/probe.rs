@@ -131,6 +131,28 @@ pub fn parse_result_line(line: &str) -> Option<(usize, Result<Observed, String>,
     }
 }
 
+/// The hidden subcommand under which `rampart` runs the helper.
+pub const HIDDEN_SUBCOMMAND: &str = "__probe";
+
+/// For a binary that carries the helper as [`HIDDEN_SUBCOMMAND`]: call first
+/// thing in `main` with `std::env::args()`; `Some(exit code)` when this
+/// process is the helper.
+///
+/// ```no_run
+/// let args: Vec<String> = std::env::args().collect();
+/// if let Some(code) = rampart_lab::probe::run_if_helper(&args) {
+///     std::process::exit(code);
+/// }
+/// // ... and the lab is told to re-execute this program:
+/// let helper = rampart_lab::Helper::current_exe(&[rampart_lab::probe::HIDDEN_SUBCOMMAND]).unwrap();
+/// ```
+pub fn run_if_helper(args: &[String]) -> Option<i32> {
+    match args.get(1) {
+        Some(a) if a == HIDDEN_SUBCOMMAND => Some(helper_main(&args[2..])),
+        _ => None,
+    }
+}
+
 /// Entry point of the helper. `args` are the arguments after the program
 /// name (and after any hidden-subcommand prefix). Returns the exit code.
 pub fn helper_main(args: &[String]) -> i32 {

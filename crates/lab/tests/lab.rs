@@ -455,3 +455,24 @@ fn building_a_lab_is_quick() {
         "build {built:?}, total {total:?}"
     );
 }
+
+#[test]
+fn the_helper_can_sit_behind_a_prefix() {
+    // As `rampart __probe …` would: here `env <rampart-probe> …`.
+    let mut opts = common::opts();
+    opts.helper = rampart_lab::Helper {
+        exe: "/usr/bin/env".into(),
+        prefix: vec![env!("CARGO_BIN_EXE_rampart-probe").into()],
+    };
+    let lab = Lab::build(&common::basics(), "hv1", opts).unwrap();
+    assert_eq!(lab.probe(&p("outside", "vm100", Tcp, Some(22), V4)), Ok(A));
+    assert_eq!(lab.probe(&p("outside", "vm100", Udp, Some(53), V6)), Ok(A));
+    // A helper that cannot start is an error, not a verdict.
+    let mut opts = common::opts();
+    opts.helper = rampart_lab::Helper::new("/nonexistent/rampart-probe");
+    let lab = Lab::build(&common::basics(), "hv1", opts).unwrap();
+    assert!(lab
+        .probe(&p("outside", "vm100", Tcp, Some(22), V4))
+        .is_err());
+    assert!(lab.probe(&p("outside", "vm100", Icmp, None, V4)).is_err());
+}
