@@ -111,6 +111,19 @@ fn hand_written_nft_ruleset_verdicts() {
             (p("outside", "host", Udp, Some(5000), V6), R),
             (p("outside", "host", Udp, Some(5002), V4), D),
             (p("outside", "host", Icmp, None, V4), A),
+            (
+                with_source(p("outside", "host", Icmp, None, V4), "203.0.113.77"),
+                R,
+            ),
+            (
+                with_source(p("outside", "host", Udp, Some(5000), V4), "203.0.113.77"),
+                R,
+            ),
+            // A "soft" ICMP error on UDP (host unreachable) is a REJECT too.
+            (
+                with_source(p("outside", "host", Udp, Some(5001), V4), "203.0.113.78"),
+                R,
+            ),
             (p("outside", "host", Icmpv6, None, V6), A),
             (
                 with_source(p("outside", "host", Icmpv6, None, V6), "2001:db8:ff::9"),

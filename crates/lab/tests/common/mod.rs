@@ -204,8 +204,10 @@ table inet rampart_test {
         ip6 saddr 2001:db8:1::/64 tcp dport 22 accept
         ip saddr 203.0.113.9 tcp dport 443 accept
         tcp dport 25 reject with tcp reset
+        ip saddr 203.0.113.78 udp dport 5001 reject with icmp type host-unreachable
         udp dport 5001 accept
         udp dport 5000 reject
+        ip saddr 203.0.113.77 icmp type echo-request reject with icmp type host-unreachable
         icmp type { echo-request, timestamp-request } accept
         ip6 saddr 2001:db8:1::/64 icmpv6 type echo-request accept
     }
