@@ -78,10 +78,16 @@ struct JsonOut<'a> {
 fn summarize(site: &ir::Site) -> Summary {
     let mut rules_by_zone = Vec::new();
     for n in &site.nodes {
-        rules_by_zone.push(ZoneRules { zone: format!("host:{}", n.name), rules: n.firewall.rules.len() });
+        rules_by_zone.push(ZoneRules {
+            zone: format!("host:{}", n.name),
+            rules: n.firewall.rules.len(),
+        });
     }
     for g in &site.guests {
-        rules_by_zone.push(ZoneRules { zone: g.zone(), rules: g.rules.len() });
+        rules_by_zone.push(ZoneRules {
+            zone: g.zone(),
+            rules: g.rules.len(),
+        });
     }
     Summary {
         site: site.name.clone(),
@@ -131,13 +137,32 @@ fn render_summary(s: &Summary, diags: &Diagnostics) -> String {
         plural(s.guests, "guest", "guests"),
         plural(s.nics, "NIC", "NICs"),
         plural(s.rules_total, "rule", "rules"),
-        if s.firewall_enabled { "enabled" } else { "disabled in cluster.fw" },
+        if s.firewall_enabled {
+            "enabled"
+        } else {
+            "disabled in cluster.fw"
+        },
     ));
-    let zones: Vec<String> = s.rules_by_zone.iter().map(|z| format!("{} {}", z.zone, z.rules)).collect();
+    let zones: Vec<String> = s
+        .rules_by_zone
+        .iter()
+        .map(|z| format!("{} {}", z.zone, z.rules))
+        .collect();
     if !zones.is_empty() {
         out.push_str(&format!("  rules by zone: {}\n", capped(zones, 12)));
     }
-    let sets: Vec<String> = s.sets.iter().map(|x| format!("{} ({}, {})", x.kernel_name, x.scope, plural(x.entries, "entry", "entries"))).collect();
+    let sets: Vec<String> = s
+        .sets
+        .iter()
+        .map(|x| {
+            format!(
+                "{} ({}, {})",
+                x.kernel_name,
+                x.scope,
+                plural(x.entries, "entry", "entries")
+            )
+        })
+        .collect();
     if !sets.is_empty() {
         out.push_str(&format!("  sets: {}\n", capped(sets, 12)));
     }
@@ -191,5 +216,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
     }
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

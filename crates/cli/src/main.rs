@@ -8,7 +8,11 @@ mod check;
 mod sitedir;
 
 #[derive(Parser)]
-#[command(name = "rampart", version, about = "Check, compile, simulate and apply Proxmox-format firewalls")]
+#[command(
+    name = "rampart",
+    version,
+    about = "Check, compile, simulate and apply Proxmox-format firewalls"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -2,10 +2,16 @@
 
 use crate::ir::{self, AddrMatch, IcmpType, IpSet, SetEntry, SetId, SetScope};
 use ipnet::IpNet;
-use rampart_syntax::ast::{self as ast, AddrItem, AddrSpec, FwFile, NameRef, RuleBody, RuleLine, RuleVerb, Scope, SetItem, SiteAst, Spanned};
+use rampart_syntax::ast::{
+    self as ast, AddrItem, AddrSpec, FwFile, NameRef, RuleBody, RuleLine, RuleVerb, Scope, SetItem,
+    SiteAst, Spanned,
+};
 use rampart_syntax::suggest::did_you_mean;
 use rampart_syntax::tables::{icmp_type, macros};
-use rampart_types::{codes, Action, Diagnostic, Diagnostics, Direction, Family, IpRange, LogLevel, Origin, PortRange, Proto, SourceMap, Span};
+use rampart_types::{
+    codes, Action, Diagnostic, Diagnostics, Direction, Family, IpRange, LogLevel, Origin,
+    PortRange, Proto, SourceMap, Span,
+};
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -83,7 +89,11 @@ pub fn resolve(ast: &SiteAst, sources: SourceMap) -> (ir::Site, Diagnostics) {
     diags.items.dedup();
     let site = ir::Site {
         sources,
-        name: ast.name.as_ref().map(|n| n.value.clone()).unwrap_or_else(|| "site".to_string()),
+        name: ast
+            .name
+            .as_ref()
+            .map(|n| n.value.clone())
+            .unwrap_or_else(|| "site".to_string()),
         cluster: r.cluster_opts.clone(),
         nodes: r.nodes,
         guests,
@@ -101,8 +111,18 @@ fn cluster_options(f: Option<&FwFile>) -> ir::ClusterOptions {
         policy_out: o.policy_out.unwrap_or(Action::Accept),
         policy_forward: o.policy_forward.unwrap_or(Action::Accept),
         log_ratelimit: match rl {
-            Some(r) => ir::LogRateLimit { enable: r.enable, rate: r.rate, unit: r.unit, burst: r.burst },
-            None => ir::LogRateLimit { enable: true, rate: 1, unit: "second".into(), burst: 5 },
+            Some(r) => ir::LogRateLimit {
+                enable: r.enable,
+                rate: r.rate,
+                unit: r.unit,
+                burst: r.burst,
+            },
+            None => ir::LogRateLimit {
+                enable: true,
+                rate: 1,
+                unit: "second".into(),
+                burst: 5,
+            },
         },
         ebtables: o.ebtables.unwrap_or(true),
     }
@@ -120,7 +140,9 @@ pub fn host_options(o: &ast::FwOptions) -> ir::HostOptions {
         tcp_flags_log_level: o.tcp_flags_log_level.unwrap_or_default(),
         ndp: o.ndp.unwrap_or(false),
         nf_conntrack_max: o.nf_conntrack_max.unwrap_or(262_144),
-        nf_conntrack_tcp_timeout_established: o.nf_conntrack_tcp_timeout_established.unwrap_or(432_000),
+        nf_conntrack_tcp_timeout_established: o
+            .nf_conntrack_tcp_timeout_established
+            .unwrap_or(432_000),
         nf_conntrack_tcp_timeout_syn_recv: o.nf_conntrack_tcp_timeout_syn_recv.unwrap_or(60),
         nf_conntrack_allow_invalid: o.nf_conntrack_allow_invalid.unwrap_or(false),
         nf_conntrack_helpers: o.nf_conntrack_helpers.clone().unwrap_or_default(),
@@ -207,16 +229,22 @@ impl<'a> Resolver<'a> {
         // Aliases first (sets refer to them).
         if let Some(c) = &ast.cluster {
             for a in &c.aliases {
-                self.aliases.insert((Owner::Cluster, a.name.value.to_ascii_lowercase()), AliasDefR { net: a.net.value });
+                self.aliases.insert(
+                    (Owner::Cluster, a.name.value.to_ascii_lowercase()),
+                    AliasDefR { net: a.net.value },
+                );
             }
             for g in &c.groups {
                 let key = g.name.value.to_ascii_lowercase();
                 if let Some(prev) = self.groups.get(&key) {
                     let line = prev.span.line;
                     self.push(
-                        Diagnostic::new(codes::DUPLICATE_NAME, format!("security group `{}` defined twice", g.name.value))
-                            .at(g.name.span)
-                            .note(format!("first defined on line {line}")),
+                        Diagnostic::new(
+                            codes::DUPLICATE_NAME,
+                            format!("security group `{}` defined twice", g.name.value),
+                        )
+                        .at(g.name.span)
+                        .note(format!("first defined on line {line}")),
                     );
                     continue;
                 }
@@ -224,10 +252,15 @@ impl<'a> Resolver<'a> {
                     self.push(
                         Diagnostic::new(
                             codes::NAME_TOO_LONG,
-                            format!("security group name `{}` is longer than {MAX_GROUP_NAME} bytes", g.name.value),
+                            format!(
+                                "security group name `{}` is longer than {MAX_GROUP_NAME} bytes",
+                                g.name.value
+                            ),
                         )
                         .at(g.name.span)
-                        .note("Proxmox limits group names to 18 characters (they become chain names)"),
+                        .note(
+                            "Proxmox limits group names to 18 characters (they become chain names)",
+                        ),
                     );
                 }
                 self.groups.insert(key, g);
@@ -235,7 +268,10 @@ impl<'a> Resolver<'a> {
         }
         for (&id, f) in &ast.guest_fw {
             for a in &f.aliases {
-                self.aliases.insert((Owner::Guest(id), a.name.value.to_ascii_lowercase()), AliasDefR { net: a.net.value });
+                self.aliases.insert(
+                    (Owner::Guest(id), a.name.value.to_ascii_lowercase()),
+                    AliasDefR { net: a.net.value },
+                );
             }
         }
         if let Some(c) = &ast.cluster {
@@ -274,19 +310,32 @@ impl<'a> Resolver<'a> {
                 if let Some(prev) = seen.get(&(range, e.nomatch)) {
                     let pl = prev.line;
                     self.push(
-                        Diagnostic::new(codes::DUPLICATE_SET_ENTRY, format!("`{range}` is already in ipset `{}`", s.name.value))
-                            .at(e.span)
-                            .label("duplicate")
-                            .note(format!("first listed on line {pl}")),
+                        Diagnostic::new(
+                            codes::DUPLICATE_SET_ENTRY,
+                            format!("`{range}` is already in ipset `{}`", s.name.value),
+                        )
+                        .at(e.span)
+                        .label("duplicate")
+                        .note(format!("first listed on line {pl}")),
                     );
                     continue;
                 }
                 seen.insert((range, e.nomatch), e.span);
-                entries.push(SetEntry { range, nomatch: e.nomatch, origin: Origin::line(e.span) });
+                entries.push(SetEntry {
+                    range,
+                    nomatch: e.nomatch,
+                    origin: Origin::line(e.span),
+                });
             }
         }
         entries.sort_by(|a, b| (a.range, a.nomatch).cmp(&(b.range, b.nomatch)));
-        let set = IpSet { name: s.name.value.clone(), scope, kernel_name, entries, origin: Origin::line(s.span) };
+        let set = IpSet {
+            name: s.name.value.clone(),
+            scope,
+            kernel_name,
+            entries,
+            origin: Origin::line(s.span),
+        };
         let id = self.add_set(set, Some(s.name.span));
         self.set_index.insert((owner, lname), id);
     }
@@ -299,9 +348,12 @@ impl<'a> Resolver<'a> {
             (Scope::Guest, Owner::Guest(id)) => vec![Owner::Guest(id)],
             (Scope::Guest, Owner::Cluster) => {
                 self.push(
-                    Diagnostic::new(codes::UNKNOWN_SCOPE, format!("`guest/{}`: cluster.fw has no guest scope", n.name))
-                        .at(n.span)
-                        .hint(format!("write `{}` or `dc/{}`", n.name, n.name)),
+                    Diagnostic::new(
+                        codes::UNKNOWN_SCOPE,
+                        format!("`guest/{}`: cluster.fw has no guest scope", n.name),
+                    )
+                    .at(n.span)
+                    .hint(format!("write `{}` or `dc/{}`", n.name, n.name)),
                 );
                 return None;
             }
@@ -324,9 +376,12 @@ impl<'a> Resolver<'a> {
             .filter(|(o, _)| order.contains(o))
             .map(|(_, k)| k.clone())
             .collect();
-        let mut d = Diagnostic::new(codes::UNDEFINED_ALIAS, format!("undefined alias `{}`", n.name))
-            .at(n.span)
-            .label("not defined in any [ALIASES] in scope");
+        let mut d = Diagnostic::new(
+            codes::UNDEFINED_ALIAS,
+            format!("undefined alias `{}`", n.name),
+        )
+        .at(n.span)
+        .label("not defined in any [ALIASES] in scope");
         if let Some(h) = did_you_mean(&n.name, cands.iter().map(|s| s.as_str())) {
             d = d.hint(h);
         }
@@ -335,9 +390,18 @@ impl<'a> Resolver<'a> {
 
     fn build_nodes(&mut self) {
         let ast = self.ast;
-        let cluster_local = self.aliases.get(&(Owner::Cluster, "local_network".to_string())).map(|a| a.net);
-        let mgmt = self.set_index.get(&(Owner::Cluster, "management".to_string())).copied();
-        let blacklist = self.set_index.get(&(Owner::Cluster, "blacklist".to_string())).copied();
+        let cluster_local = self
+            .aliases
+            .get(&(Owner::Cluster, "local_network".to_string()))
+            .map(|a| a.net);
+        let mgmt = self
+            .set_index
+            .get(&(Owner::Cluster, "management".to_string()))
+            .copied();
+        let blacklist = self
+            .set_index
+            .get(&(Owner::Cluster, "blacklist".to_string()))
+            .copied();
         if let Some(m) = mgmt {
             let any: Vec<Span> = self.sets[m.0 as usize]
                 .entries
@@ -347,10 +411,13 @@ impl<'a> Resolver<'a> {
                 .collect();
             for sp in any {
                 self.push(
-                    Diagnostic::new(codes::ANY_MANAGEMENT_SOURCE, "the management set admits every address")
-                        .at(sp)
-                        .note("anyone on the internet may then reach SSH and the web interface")
-                        .hint("list the admin networks instead"),
+                    Diagnostic::new(
+                        codes::ANY_MANAGEMENT_SOURCE,
+                        "the management set admits every address",
+                    )
+                    .at(sp)
+                    .note("anyone on the internet may then reach SSH and the web interface")
+                    .hint("list the admin networks instead"),
                 );
             }
         }
@@ -360,9 +427,12 @@ impl<'a> Resolver<'a> {
             if let Some(prev) = seen.get(&n.name.value) {
                 let pl = prev.line;
                 self.push(
-                    Diagnostic::new(codes::DUPLICATE_NAME, format!("node `{}` declared twice", n.name.value))
-                        .at(n.name.span)
-                        .note(format!("first declared on line {pl}")),
+                    Diagnostic::new(
+                        codes::DUPLICATE_NAME,
+                        format!("node `{}` declared twice", n.name.value),
+                    )
+                    .at(n.name.span)
+                    .note(format!("first declared on line {pl}")),
                 );
                 continue;
             }
@@ -372,7 +442,13 @@ impl<'a> Resolver<'a> {
         // Addresses of all nodes, for cluster peers.
         let all_addrs: Vec<Vec<IpNet>> = decls
             .iter()
-            .map(|n| n.bridges.iter().flat_map(|b| b.addresses.iter().map(|a| a.value)).chain(n.addresses.iter().map(|a| a.value)).collect())
+            .map(|n| {
+                n.bridges
+                    .iter()
+                    .flat_map(|b| b.addresses.iter().map(|a| a.value))
+                    .chain(n.addresses.iter().map(|a| a.value))
+                    .collect()
+            })
             .collect();
         for (i, n) in decls.iter().enumerate() {
             let addresses = all_addrs[i].clone();
@@ -397,15 +473,26 @@ impl<'a> Resolver<'a> {
                 None if platform == ir::Platform::Xcpng => ir::Backend::Iptables,
                 None => ir::Backend::Nftables,
             };
-            let tag = if n.name.value.len() <= 16 && n.name.value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            let tag = if n.name.value.len() <= 16
+                && n.name
+                    .value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
                 n.name.value.clone()
             } else {
                 format!("{i}")
             };
             // Management: the cluster set plus local_network.
-            let mut entries: Vec<SetEntry> = mgmt.map(|m| self.sets[m.0 as usize].entries.clone()).unwrap_or_default();
+            let mut entries: Vec<SetEntry> = mgmt
+                .map(|m| self.sets[m.0 as usize].entries.clone())
+                .unwrap_or_default();
             for net in &local_network {
-                entries.push(SetEntry { range: IpRange::from_net(net), nomatch: false, origin: Origin::auto("auto:local_network") });
+                entries.push(SetEntry {
+                    range: IpRange::from_net(net),
+                    nomatch: false,
+                    origin: Origin::auto("auto:local_network"),
+                });
             }
             entries.sort_by(|a, b| (a.range, a.nomatch).cmp(&(b.range, b.nomatch)));
             entries.dedup_by(|a, b| a.range == b.range && a.nomatch == b.nomatch);
@@ -425,7 +512,11 @@ impl<'a> Resolver<'a> {
                     continue;
                 }
                 for net in a {
-                    peers.push(SetEntry { range: host_range(net.addr()), nomatch: false, origin: Origin::auto("auto:cluster_peers") });
+                    peers.push(SetEntry {
+                        range: host_range(net.addr()),
+                        nomatch: false,
+                        origin: Origin::auto("auto:cluster_peers"),
+                    });
                 }
             }
             peers.sort_by(|a, b| a.range.cmp(&b.range));
@@ -440,9 +531,14 @@ impl<'a> Resolver<'a> {
                 },
                 None,
             );
-            let host_opts = ast.hosts.get(&n.name.value).map(|h| host_options(&h.options)).unwrap_or_else(|| host_options(&Default::default()));
+            let host_opts = ast
+                .hosts
+                .get(&n.name.value)
+                .map(|h| host_options(&h.options))
+                .unwrap_or_else(|| host_options(&Default::default()));
             let enabled = self.cluster_opts.enable && host_opts.enable;
-            self.node_index.insert(n.name.value.clone(), self.nodes.len());
+            self.node_index
+                .insert(n.name.value.clone(), self.nodes.len());
             self.nodes.push(ir::Node {
                 name: n.name.value.clone(),
                 backend,
@@ -450,7 +546,10 @@ impl<'a> Resolver<'a> {
                 bridges: n
                     .bridges
                     .iter()
-                    .map(|b| ir::Bridge { name: b.name.value.clone(), addresses: b.addresses.iter().map(|a| a.value).collect() })
+                    .map(|b| ir::Bridge {
+                        name: b.name.value.clone(),
+                        addresses: b.addresses.iter().map(|a| a.value).collect(),
+                    })
                     .collect(),
                 addresses,
                 local_network,
@@ -479,9 +578,15 @@ impl<'a> Resolver<'a> {
             if let Some(prev) = seen.get(&id) {
                 let p = *prev;
                 self.push(
-                    Diagnostic::new(codes::DUPLICATE_GUEST, format!("two guests with the id {id}"))
-                        .at(g.id.span)
-                        .note(format!("the other is declared at line {} of file #{}", p.line, p.file.0)),
+                    Diagnostic::new(
+                        codes::DUPLICATE_GUEST,
+                        format!("two guests with the id {id}"),
+                    )
+                    .at(g.id.span)
+                    .note(format!(
+                        "the other is declared at line {} of file #{}",
+                        p.line, p.file.0
+                    )),
                 );
                 continue;
             }
@@ -490,9 +595,17 @@ impl<'a> Resolver<'a> {
                 Some(n) => match self.node_index.get(&n.value) {
                     Some(&i) => Some(i),
                     None => {
-                        let mut d = Diagnostic::new(codes::UNKNOWN_NODE, format!("guest {id} is on node `{}`, which the site does not declare", n.value))
-                            .at(n.span);
-                        if let Some(h) = did_you_mean(&n.value, self.nodes.iter().map(|x| x.name.as_str())) {
+                        let mut d = Diagnostic::new(
+                            codes::UNKNOWN_NODE,
+                            format!(
+                                "guest {id} is on node `{}`, which the site does not declare",
+                                n.value
+                            ),
+                        )
+                        .at(n.span);
+                        if let Some(h) =
+                            did_you_mean(&n.value, self.nodes.iter().map(|x| x.name.as_str()))
+                        {
                             d = d.hint(h);
                         }
                         self.push(d);
@@ -509,28 +622,43 @@ impl<'a> Resolver<'a> {
                     continue;
                 }
             };
-            let node_name = node_idx.map(|i| self.nodes[i].name.clone()).unwrap_or_default();
+            let node_name = node_idx
+                .map(|i| self.nodes[i].name.clone())
+                .unwrap_or_default();
             let fw = ast.guest_fw.get(&id);
-            let options = fw.map(|f| guest_options(&f.options)).unwrap_or_else(|| guest_options(&Default::default()));
+            let options = fw
+                .map(|f| guest_options(&f.options))
+                .unwrap_or_else(|| guest_options(&Default::default()));
             let mut nics: Vec<ir::Nic> = Vec::new();
             let mut nic_names: Vec<String> = Vec::new();
             for n in &g.nics {
                 if nic_names.contains(&n.name.value) {
                     self.push(
-                        Diagnostic::new(codes::DUPLICATE_NAME, format!("guest {id} has two NICs named `{}`", n.name.value)).at(n.name.span),
+                        Diagnostic::new(
+                            codes::DUPLICATE_NAME,
+                            format!("guest {id} has two NICs named `{}`", n.name.value),
+                        )
+                        .at(n.name.span),
                     );
                     continue;
                 }
                 if let Some(i) = node_idx {
                     let node = &self.nodes[i];
-                    let implicit = ast.nodes.iter().find(|d| d.name.value == node.name).is_some_and(|d| d.implicit_bridges);
+                    let implicit = ast
+                        .nodes
+                        .iter()
+                        .find(|d| d.name.value == node.name)
+                        .is_some_and(|d| d.implicit_bridges);
                     if !implicit && !node.bridges.iter().any(|b| b.name == n.bridge.value) {
                         let mut d = Diagnostic::new(
                             codes::UNKNOWN_BRIDGE,
                             format!("NIC `{}` of guest {id} is on bridge `{}`, which node `{}` does not have", n.name.value, n.bridge.value, node.name),
                         )
                         .at(n.bridge.span);
-                        if let Some(h) = did_you_mean(&n.bridge.value, node.bridges.iter().map(|b| b.name.as_str())) {
+                        if let Some(h) = did_you_mean(
+                            &n.bridge.value,
+                            node.bridges.iter().map(|b| b.name.as_str()),
+                        ) {
                             d = d.hint(h);
                         }
                         self.push(d);
@@ -549,14 +677,21 @@ impl<'a> Resolver<'a> {
                     );
                 }
                 let ipfilter_name = format!("ipfilter-{}", n.name.value);
-                let explicit = self.set_index.get(&(Owner::Guest(id), ipfilter_name.clone())).copied();
+                let explicit = self
+                    .set_index
+                    .get(&(Owner::Guest(id), ipfilter_name.clone()))
+                    .copied();
                 let ipfilter = match explicit {
                     Some(s) => Some(s),
                     None if options.ipfilter => {
                         let mut entries: Vec<SetEntry> = n
                             .addresses
                             .iter()
-                            .map(|a| SetEntry { range: host_range(a.value.addr()), nomatch: false, origin: Origin::line(a.span) })
+                            .map(|a| SetEntry {
+                                range: host_range(a.value.addr()),
+                                nomatch: false,
+                                origin: Origin::line(a.span),
+                            })
                             .collect();
                         if let Some(mac) = n.mac {
                             entries.push(SetEntry {
@@ -595,7 +730,14 @@ impl<'a> Resolver<'a> {
             }
             let mut rules = Vec::new();
             if let Some(f) = fw {
-                let ctx = Ctx { guest: Some(id), guest_nics: Some(&nic_names), node: node_idx, via: None, group_iface: None, report: true };
+                let ctx = Ctx {
+                    guest: Some(id),
+                    guest_nics: Some(&nic_names),
+                    node: node_idx,
+                    via: None,
+                    group_iface: None,
+                    report: true,
+                };
                 self.resolve_rules(&f.rules, ctx, true, &mut rules);
             }
             out.push(ir::Guest {
@@ -618,14 +760,25 @@ impl<'a> Resolver<'a> {
 
     fn build_host_rules(&mut self) {
         let ast = self.ast;
-        let cluster_rules: &[RuleLine] = ast.cluster.as_ref().map(|c| c.rules.as_slice()).unwrap_or(&[]);
+        let cluster_rules: &[RuleLine] = ast
+            .cluster
+            .as_ref()
+            .map(|c| c.rules.as_slice())
+            .unwrap_or(&[]);
         // Cluster rules resolve the same on every node unless they name
         // `local_network` (derived per node): resolve once, reuse.
         let mut cached: Option<Vec<ir::Rule>> = None;
         let node_specific = self.uses_local_network(cluster_rules);
         if self.nodes.is_empty() && !cluster_rules.is_empty() {
             // No node: still check the rules.
-            let ctx = Ctx { guest: None, guest_nics: None, node: None, via: None, group_iface: None, report: true };
+            let ctx = Ctx {
+                guest: None,
+                guest_nics: None,
+                node: None,
+                via: None,
+                group_iface: None,
+                report: true,
+            };
             let mut sink = Vec::new();
             self.resolve_rules(cluster_rules, ctx, true, &mut sink);
         }
@@ -633,13 +786,27 @@ impl<'a> Resolver<'a> {
             let name = self.nodes[i].name.clone();
             let mut rules = Vec::new();
             if let Some(h) = ast.hosts.get(&name) {
-                let ctx = Ctx { guest: None, guest_nics: None, node: Some(i), via: None, group_iface: None, report: true };
+                let ctx = Ctx {
+                    guest: None,
+                    guest_nics: None,
+                    node: Some(i),
+                    via: None,
+                    group_iface: None,
+                    report: true,
+                };
                 self.resolve_rules(&h.rules, ctx, true, &mut rules);
             }
             match (&cached, node_specific) {
                 (Some(c), false) => rules.extend(c.iter().cloned()),
                 _ => {
-                    let ctx = Ctx { guest: None, guest_nics: None, node: Some(i), via: None, group_iface: None, report: i == 0 };
+                    let ctx = Ctx {
+                        guest: None,
+                        guest_nics: None,
+                        node: Some(i),
+                        via: None,
+                        group_iface: None,
+                        report: i == 0,
+                    };
                     let mut cr = Vec::new();
                     self.resolve_rules(cluster_rules, ctx, true, &mut cr);
                     if !node_specific {
@@ -660,17 +827,23 @@ impl<'a> Resolver<'a> {
                 continue;
             }
             let any_src = match &r.source {
-                Some(AddrMatch::List(l)) => l.iter().any(|x| x.as_net().is_some_and(|n| n.prefix_len() == 0)),
+                Some(AddrMatch::List(l)) => l
+                    .iter()
+                    .any(|x| x.as_net().is_some_and(|n| n.prefix_len() == 0)),
                 _ => false,
             };
-            let mgmt_port = r.proto == Some(Proto::Tcp) && r.dport.iter().any(|p| p.contains(22) || p.contains(8006));
+            let mgmt_port = r.proto == Some(Proto::Tcp)
+                && r.dport.iter().any(|p| p.contains(22) || p.contains(8006));
             if any_src && mgmt_port {
                 if let Origin::Source { span, .. } = r.origin {
                     self.push(
-                        Diagnostic::new(codes::ANY_MANAGEMENT_SOURCE, "management port open to any source address")
-                            .at(span)
-                            .note("SSH and the web interface are then reachable from everywhere")
-                            .hint("use `-source +management` or list the admin networks"),
+                        Diagnostic::new(
+                            codes::ANY_MANAGEMENT_SOURCE,
+                            "management port open to any source address",
+                        )
+                        .at(span)
+                        .note("SSH and the web interface are then reachable from everywhere")
+                        .hint("use `-source +management` or list the admin networks"),
                     );
                 }
             }
@@ -678,16 +851,21 @@ impl<'a> Resolver<'a> {
     }
 
     fn uses_local_network(&self, rules: &[RuleLine]) -> bool {
-        let check = |s: &Option<Spanned<AddrSpec>>| match s {
+        let check = |s: &Option<Spanned<AddrSpec>>| {
+            match s {
             Some(Spanned { value: AddrSpec::List(l), .. }) => {
                 l.iter().any(|i| matches!(&i.value, AddrItem::Alias(n) if n.name.eq_ignore_ascii_case("local_network")))
             }
             Some(Spanned { value: AddrSpec::Set(n), .. }) => n.name.eq_ignore_ascii_case("management"),
             None => false,
+        }
         };
         rules.iter().any(|r| match &r.body {
             RuleBody::Rule { opts, .. } => check(&opts.source) || check(&opts.dest),
-            RuleBody::Group { name, .. } => self.groups.get(&name.value.to_ascii_lowercase()).is_some_and(|g| self.uses_local_network(&g.rules)),
+            RuleBody::Group { name, .. } => self
+                .groups
+                .get(&name.value.to_ascii_lowercase())
+                .is_some_and(|g| self.uses_local_network(&g.rules)),
         })
     }
 
@@ -695,8 +873,11 @@ impl<'a> Resolver<'a> {
         let ast = self.ast;
         for (node, f) in &ast.hosts {
             if !self.node_index.contains_key(node) {
-                let mut d = Diagnostic::new(codes::UNKNOWN_NODE, format!("host.fw for node `{node}`, which the site does not declare"))
-                    .at(Span::new(f.file, 1, 1, 0));
+                let mut d = Diagnostic::new(
+                    codes::UNKNOWN_NODE,
+                    format!("host.fw for node `{node}`, which the site does not declare"),
+                )
+                .at(Span::new(f.file, 1, 1, 0));
                 if let Some(h) = did_you_mean(node, self.nodes.iter().map(|n| n.name.as_str())) {
                     d = d.hint(h);
                 }
@@ -719,10 +900,17 @@ impl<'a> Resolver<'a> {
                     let key = name.value.to_ascii_lowercase();
                     let Some(g) = self.groups.get(&key).copied() else {
                         if ctx.report {
-                            let mut d = Diagnostic::new(codes::UNDEFINED_GROUP, format!("undefined security group `{}`", name.value))
-                                .at(name.span)
-                                .label("no [group] of this name in cluster.fw");
-                            let names: Vec<&str> = self.groups.values().map(|g| g.name.value.as_str()).collect();
+                            let mut d = Diagnostic::new(
+                                codes::UNDEFINED_GROUP,
+                                format!("undefined security group `{}`", name.value),
+                            )
+                            .at(name.span)
+                            .label("no [group] of this name in cluster.fw");
+                            let names: Vec<&str> = self
+                                .groups
+                                .values()
+                                .map(|g| g.name.value.as_str())
+                                .collect();
                             if let Some(h) = did_you_mean(&name.value, names) {
                                 d = d.hint(h);
                             }
@@ -735,10 +923,16 @@ impl<'a> Resolver<'a> {
                             continue;
                         }
                     }
-                    let gctx = Ctx { via: Some(r.span), group_iface: iface.as_ref(), ..ctx };
+                    let gctx = Ctx {
+                        via: Some(r.span),
+                        group_iface: iface.as_ref(),
+                        ..ctx
+                    };
                     self.resolve_rules(&g.rules, gctx, false, out);
                 }
-                RuleBody::Rule { dir, verb, opts } => self.resolve_rule(r, dir, verb, opts, ctx, out),
+                RuleBody::Rule { dir, verb, opts } => {
+                    self.resolve_rule(r, dir, verb, opts, ctx, out)
+                }
             }
         }
     }
@@ -747,10 +941,17 @@ impl<'a> Resolver<'a> {
         if let (Some(nics), Some(id)) = (ctx.guest_nics, ctx.guest) {
             if !nics.contains(&i.value) {
                 if ctx.report {
-                    let have = if nics.is_empty() { "no NICs".to_string() } else { nics.join(", ") };
-                    let mut d = Diagnostic::new(codes::UNKNOWN_INTERFACE, format!("guest {id} has no interface `{}`", i.value))
-                        .at(i.span)
-                        .note(format!("guest {id} has {have}"));
+                    let have = if nics.is_empty() {
+                        "no NICs".to_string()
+                    } else {
+                        nics.join(", ")
+                    };
+                    let mut d = Diagnostic::new(
+                        codes::UNKNOWN_INTERFACE,
+                        format!("guest {id} has no interface `{}`", i.value),
+                    )
+                    .at(i.span)
+                    .note(format!("guest {id} has {have}"));
                     if let Some(h) = did_you_mean(&i.value, nics.iter().map(|s| s.as_str())) {
                         d = d.hint(h);
                     }
@@ -776,9 +977,12 @@ impl<'a> Resolver<'a> {
             (Scope::Guest, None) => {
                 if ctx.report {
                     self.push(
-                        Diagnostic::new(codes::UNKNOWN_SCOPE, format!("`guest/{}`: there is no guest scope here", n.name))
-                            .at(n.span)
-                            .hint(format!("write `+{}` or `+dc/{}`", n.name, n.name)),
+                        Diagnostic::new(
+                            codes::UNKNOWN_SCOPE,
+                            format!("`guest/{}`: there is no guest scope here", n.name),
+                        )
+                        .at(n.span)
+                        .hint(format!("write `+{}` or `+dc/{}`", n.name, n.name)),
                     );
                 }
                 return None;
@@ -792,10 +996,18 @@ impl<'a> Resolver<'a> {
             }
         }
         if ctx.report {
-            let cands: Vec<String> = self.set_index.keys().filter(|(o, _)| order.contains(o)).map(|(_, k)| k.clone()).collect();
-            let mut d = Diagnostic::new(codes::UNDEFINED_IPSET, format!("undefined ipset `{}`", n.name))
-                .at(n.span)
-                .label("not defined by any [IPSET] in scope");
+            let cands: Vec<String> = self
+                .set_index
+                .keys()
+                .filter(|(o, _)| order.contains(o))
+                .map(|(_, k)| k.clone())
+                .collect();
+            let mut d = Diagnostic::new(
+                codes::UNDEFINED_IPSET,
+                format!("undefined ipset `{}`", n.name),
+            )
+            .at(n.span)
+            .label("not defined by any [IPSET] in scope");
             if let Some(h) = did_you_mean(&n.name, cands.iter().map(|s| s.as_str())) {
                 d = d.hint(h);
             }
@@ -812,9 +1024,12 @@ impl<'a> Resolver<'a> {
             (Scope::Guest, None) => {
                 if ctx.report {
                     self.push(
-                        Diagnostic::new(codes::UNKNOWN_SCOPE, format!("`guest/{}`: there is no guest scope here", n.name))
-                            .at(n.span)
-                            .hint(format!("write `{}` or `dc/{}`", n.name, n.name)),
+                        Diagnostic::new(
+                            codes::UNKNOWN_SCOPE,
+                            format!("`guest/{}`: there is no guest scope here", n.name),
+                        )
+                        .at(n.span)
+                        .hint(format!("write `{}` or `dc/{}`", n.name, n.name)),
                     );
                 }
                 return None;
@@ -829,7 +1044,13 @@ impl<'a> Resolver<'a> {
         }
         if key == "local_network" && n.scope != Scope::Guest {
             if let Some(i) = ctx.node {
-                return Some(self.nodes[i].local_network.iter().map(IpRange::from_net).collect());
+                return Some(
+                    self.nodes[i]
+                        .local_network
+                        .iter()
+                        .map(IpRange::from_net)
+                        .collect(),
+                );
             }
         }
         if ctx.report {
@@ -843,13 +1064,20 @@ impl<'a> Resolver<'a> {
             AddrSpec::Set(n) => {
                 let id = self.lookup_set(n, ctx)?;
                 let set = &self.sets[id.0 as usize];
-                if !set.entries.iter().any(|e| !e.nomatch) && !matches!(set.scope, SetScope::Node(_)) {
+                if !set.entries.iter().any(|e| !e.nomatch)
+                    && !matches!(set.scope, SetScope::Node(_))
+                {
                     if ctx.report {
                         let name = set.name.clone();
                         self.push(
-                            Diagnostic::new(codes::EMPTY_MATCH, format!("ipset `{name}` holds no address, so this rule can never match"))
-                                .at(n.span)
-                                .hint(format!("add entries to [IPSET {name}] or remove the rule")),
+                            Diagnostic::new(
+                                codes::EMPTY_MATCH,
+                                format!(
+                                    "ipset `{name}` holds no address, so this rule can never match"
+                                ),
+                            )
+                            .at(n.span)
+                            .hint(format!("add entries to [IPSET {name}] or remove the rule")),
                         );
                     }
                     return None;
@@ -862,20 +1090,22 @@ impl<'a> Resolver<'a> {
                 for it in items {
                     match &it.value {
                         AddrItem::Range(r) => out.push(*r),
-                        AddrItem::Alias(n) => match self.lookup_alias(n, ctx) {
-                            Some(v) if v.is_empty() => {
-                                if ctx.report {
-                                    self.push(
+                        AddrItem::Alias(n) => {
+                            match self.lookup_alias(n, ctx) {
+                                Some(v) if v.is_empty() => {
+                                    if ctx.report {
+                                        self.push(
                                         Diagnostic::new(codes::EMPTY_MATCH, format!("alias `{}` resolves to no address here", n.name))
                                             .at(n.span)
                                             .note("the node has no address to derive local_network from"),
                                     );
+                                    }
+                                    ok = false;
                                 }
-                                ok = false;
+                                Some(v) => out.extend(v),
+                                None => ok = false,
                             }
-                            Some(v) => out.extend(v),
-                            None => ok = false,
-                        },
+                        }
                     }
                 }
                 if !ok {
@@ -885,9 +1115,12 @@ impl<'a> Resolver<'a> {
                 if fams.len() > 1 {
                     if ctx.report {
                         self.push(
-                            Diagnostic::new(codes::MIXED_FAMILIES, "IPv4 and IPv6 mixed in one address list (through an alias)")
-                                .at(spec.span)
-                                .hint("write one rule per family"),
+                            Diagnostic::new(
+                                codes::MIXED_FAMILIES,
+                                "IPv4 and IPv6 mixed in one address list (through an alias)",
+                            )
+                            .at(spec.span)
+                            .hint("write one rule per family"),
                         );
                     }
                     return None;
@@ -906,14 +1139,25 @@ impl<'a> Resolver<'a> {
         ctx: Ctx,
         out: &mut Vec<ir::Rule>,
     ) {
-        let origin = Origin::Source { span: line.span, via: ctx.via };
+        let origin = Origin::Source {
+            span: line.span,
+            via: ctx.via,
+        };
         if ctx.guest.is_some() && dir.value == Direction::Forward {
             if ctx.report {
                 self.push(
-                    Diagnostic::new(codes::DIRECTION_NOT_ALLOWED, "a FORWARD rule in a group used by a guest")
-                        .at(dir.span)
-                        .note(format!("pulled in by {}", ctx.via.map(|v| format!("line {}", v.line)).unwrap_or_default()))
-                        .note("guest rules are IN or OUT"),
+                    Diagnostic::new(
+                        codes::DIRECTION_NOT_ALLOWED,
+                        "a FORWARD rule in a group used by a guest",
+                    )
+                    .at(dir.span)
+                    .note(format!(
+                        "pulled in by {}",
+                        ctx.via
+                            .map(|v| format!("line {}", v.line))
+                            .unwrap_or_default()
+                    ))
+                    .note("guest rules are IN or OUT"),
                 );
             }
             return;
@@ -953,9 +1197,12 @@ impl<'a> Resolver<'a> {
             if a != b {
                 if ctx.report {
                     self.push(
-                        Diagnostic::new(codes::MIXED_FAMILIES, format!("source is {a} but destination is {b}"))
-                            .at(bs)
-                            .note("a rule matches one address family"),
+                        Diagnostic::new(
+                            codes::MIXED_FAMILIES,
+                            format!("source is {a} but destination is {b}"),
+                        )
+                        .at(bs)
+                        .note("a rule matches one address family"),
                     );
                 }
                 return;
@@ -975,8 +1222,16 @@ impl<'a> Resolver<'a> {
                 *a,
                 vec![Row {
                     proto: o.proto.as_ref().map(|p| p.value.clone()),
-                    dport: o.dport.as_ref().map(|d| d.value.clone()).unwrap_or_default(),
-                    sport: o.sport.as_ref().map(|d| d.value.clone()).unwrap_or_default(),
+                    dport: o
+                        .dport
+                        .as_ref()
+                        .map(|d| d.value.clone())
+                        .unwrap_or_default(),
+                    sport: o
+                        .sport
+                        .as_ref()
+                        .map(|d| d.value.clone())
+                        .unwrap_or_default(),
                     icmp: o.icmp_type.as_ref().map(|t| t.value.clone()),
                     family: None,
                 }],
@@ -988,9 +1243,26 @@ impl<'a> Resolver<'a> {
                     .iter()
                     .map(|m| Row {
                         proto: Some(m.proto.clone()),
-                        dport: if m.dport.is_empty() { o.dport.as_ref().map(|d| d.value.clone()).unwrap_or_default() } else { m.dport.clone() },
-                        sport: if m.sport.is_empty() { o.sport.as_ref().map(|d| d.value.clone()).unwrap_or_default() } else { m.sport.clone() },
-                        icmp: m.icmp_type.map(|s| s.to_string()).or_else(|| o.icmp_type.as_ref().map(|t| t.value.clone())),
+                        dport: if m.dport.is_empty() {
+                            o.dport
+                                .as_ref()
+                                .map(|d| d.value.clone())
+                                .unwrap_or_default()
+                        } else {
+                            m.dport.clone()
+                        },
+                        sport: if m.sport.is_empty() {
+                            o.sport
+                                .as_ref()
+                                .map(|d| d.value.clone())
+                                .unwrap_or_default()
+                        } else {
+                            m.sport.clone()
+                        },
+                        icmp: m
+                            .icmp_type
+                            .map(|s| s.to_string())
+                            .or_else(|| o.icmp_type.as_ref().map(|t| t.value.clone())),
                         family: m.family,
                     })
                     .collect(),
@@ -1002,7 +1274,10 @@ impl<'a> Resolver<'a> {
             let pf = row.proto.as_ref().and_then(|p| p.family());
             let mut fam: Option<Family> = None;
             let mut bad = false;
-            for f in [row.family, pf, addr_family.map(|x| x.0)].into_iter().flatten() {
+            for f in [row.family, pf, addr_family.map(|x| x.0)]
+                .into_iter()
+                .flatten()
+            {
                 match fam {
                     Some(x) if x != f => {
                         conflict = Some((x, f));
@@ -1018,7 +1293,11 @@ impl<'a> Resolver<'a> {
                 Some(name) => {
                     let f = pf.unwrap_or(Family::V4);
                     match icmp_type(name, f) {
-                        Some((ty, code)) => Some(IcmpType { name: name.clone(), ty, code }),
+                        Some((ty, code)) => Some(IcmpType {
+                            name: name.clone(),
+                            ty,
+                            code,
+                        }),
                         None => continue, // reported by the parser
                     }
                 }
@@ -1049,15 +1328,23 @@ impl<'a> Resolver<'a> {
         if produced == 0 {
             if let Some((a, b)) = conflict {
                 if ctx.report {
-                    let at = addr_family.map(|x| x.1).or(o.proto.as_ref().map(|p| p.span)).unwrap_or(verb.span);
+                    let at = addr_family
+                        .map(|x| x.1)
+                        .or(o.proto.as_ref().map(|p| p.span))
+                        .unwrap_or(verb.span);
                     self.push(
-                        Diagnostic::new(codes::FAMILY_CONFLICT, format!("this rule mixes {a} and {b}: it can never match"))
-                            .at(at)
-                            .label(format!("{b} here"))
-                            .note(match &verb.value {
-                                RuleVerb::Macro { index, .. } => format!("macro `{}` has no {} variant", macros()[*index].name, b),
-                                RuleVerb::Plain(_) => format!("the protocol is {a}-only"),
-                            }),
+                        Diagnostic::new(
+                            codes::FAMILY_CONFLICT,
+                            format!("this rule mixes {a} and {b}: it can never match"),
+                        )
+                        .at(at)
+                        .label(format!("{b} here"))
+                        .note(match &verb.value {
+                            RuleVerb::Macro { index, .. } => {
+                                format!("macro `{}` has no {} variant", macros()[*index].name, b)
+                            }
+                            RuleVerb::Plain(_) => format!("the protocol is {a}-only"),
+                        }),
                     );
                 }
             }

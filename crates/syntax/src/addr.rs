@@ -27,7 +27,11 @@ pub struct AddrErr {
 }
 
 fn err(code: rampart_types::codes::Code, msg: impl Into<String>) -> AddrErr {
-    AddrErr { code, msg: msg.into(), hint: None }
+    AddrErr {
+        code,
+        msg: msg.into(),
+        hint: None,
+    }
 }
 
 /// One IP address, strictly: dotted quad without leading zeros, or IPv6 without zone id.
@@ -36,30 +40,50 @@ pub fn parse_ip(s: &str) -> Result<IpAddr, AddrErr> {
         return Err(AddrErr {
             code: codes::ZONE_ID,
             msg: format!("`{s}` carries an IPv6 zone id, which a firewall rule cannot match"),
-            hint: Some(format!("drop the zone: `{}`", s.split('%').next().unwrap_or(""))),
+            hint: Some(format!(
+                "drop the zone: `{}`",
+                s.split('%').next().unwrap_or("")
+            )),
         });
     }
     if s.contains(':') {
-        return s
-            .parse::<Ipv6Addr>()
-            .map(IpAddr::V6)
-            .map_err(|_| err(codes::INVALID_ADDRESS, format!("`{s}` is not a valid IPv6 address")));
+        return s.parse::<Ipv6Addr>().map(IpAddr::V6).map_err(|_| {
+            err(
+                codes::INVALID_ADDRESS,
+                format!("`{s}` is not a valid IPv6 address"),
+            )
+        });
     }
     let parts: Vec<&str> = s.split('.').collect();
-    if parts.len() != 4 || parts.iter().any(|p| p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit())) {
-        return Err(err(codes::INVALID_ADDRESS, format!("`{s}` is not a valid IPv4 address")));
+    if parts.len() != 4
+        || parts
+            .iter()
+            .any(|p| p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(err(
+            codes::INVALID_ADDRESS,
+            format!("`{s}` is not a valid IPv4 address"),
+        ));
     }
     let mut o = [0u8; 4];
     for (i, p) in parts.iter().enumerate() {
         let v: u16 = p.parse().unwrap_or(999);
         if v > 255 {
-            return Err(err(codes::INVALID_ADDRESS, format!("`{s}` is not a valid IPv4 address: octet `{p}` is above 255")));
+            return Err(err(
+                codes::INVALID_ADDRESS,
+                format!("`{s}` is not a valid IPv4 address: octet `{p}` is above 255"),
+            ));
         }
         if p.len() > 1 && p.starts_with('0') {
-            let fixed: Vec<String> = parts.iter().map(|q| q.parse::<u16>().unwrap_or(0).to_string()).collect();
+            let fixed: Vec<String> = parts
+                .iter()
+                .map(|q| q.parse::<u16>().unwrap_or(0).to_string())
+                .collect();
             return Err(AddrErr {
                 code: codes::LEADING_ZERO,
-                msg: format!("`{s}` has a leading zero in octet `{p}` (some tools read it as octal)"),
+                msg: format!(
+                    "`{s}` has a leading zero in octet `{p}` (some tools read it as octal)"
+                ),
                 hint: Some(format!("write `{}`", fixed.join("."))),
             });
         }
@@ -80,7 +104,10 @@ pub fn parse_prefixed(s: &str) -> Result<(IpAddr, u8), AddrErr> {
         None => max,
         Some(p) => {
             if p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(err(codes::INVALID_ADDRESS, format!("`{s}`: `/{p}` is not a prefix length")));
+                return Err(err(
+                    codes::INVALID_ADDRESS,
+                    format!("`{s}`: `/{p}` is not a prefix length"),
+                ));
             }
             let n: u16 = p.parse().unwrap_or(999);
             if n > max as u16 {
@@ -104,10 +131,13 @@ pub fn parse_net(line: &Line, tok: &str, diags: &mut Diagnostics) -> Option<IpNe
             let trunc = net.trunc();
             if trunc.addr() != ip {
                 diags.push(
-                    Diagnostic::new(codes::HOST_BITS_SET, format!("`{tok}` has host bits set; it is read as `{trunc}`"))
-                        .at(line.span(tok))
-                        .label(format!("becomes {trunc}"))
-                        .hint(format!("write `{trunc}`, or `{ip}` for the single host")),
+                    Diagnostic::new(
+                        codes::HOST_BITS_SET,
+                        format!("`{tok}` has host bits set; it is read as `{trunc}`"),
+                    )
+                    .at(line.span(tok))
+                    .label(format!("becomes {trunc}"))
+                    .hint(format!("write `{trunc}`, or `{ip}` for the single host")),
                 );
             }
             Some(trunc)
@@ -128,15 +158,23 @@ pub fn push_err(line: &Line, tok: &str, e: AddrErr, diags: &mut Diagnostics) {
 }
 
 /// A name with an optional `dc/` or `guest/` scope.
-pub fn parse_name_ref(line: &Line, tok: &str, what: &str, diags: &mut Diagnostics) -> Option<NameRef> {
+pub fn parse_name_ref(
+    line: &Line,
+    tok: &str,
+    what: &str,
+    diags: &mut Diagnostics,
+) -> Option<NameRef> {
     let (scope, name) = match tok.split_once('/') {
         Some(("dc", n)) => (Scope::Dc, n),
         Some(("guest", n)) => (Scope::Guest, n),
         Some((s, _)) => {
             diags.push(
-                Diagnostic::new(codes::UNKNOWN_SCOPE, format!("unknown scope `{s}/` in `{tok}`"))
-                    .at(line.span(&tok[..s.len()]))
-                    .hint("scopes are `dc/` (cluster.fw) and `guest/` (the guest's own file)"),
+                Diagnostic::new(
+                    codes::UNKNOWN_SCOPE,
+                    format!("unknown scope `{s}/` in `{tok}`"),
+                )
+                .at(line.span(&tok[..s.len()]))
+                .hint("scopes are `dc/` (cluster.fw) and `guest/` (the guest's own file)"),
             );
             return None;
         }
@@ -144,13 +182,20 @@ pub fn parse_name_ref(line: &Line, tok: &str, what: &str, diags: &mut Diagnostic
     };
     if !valid_name(name) {
         diags.push(
-            Diagnostic::new(codes::ILLEGAL_NAME, format!("`{name}` is not a valid {what} name"))
-                .at(line.span(name))
-                .note("names start with a letter and hold at least two of [A-Za-z0-9_-]"),
+            Diagnostic::new(
+                codes::ILLEGAL_NAME,
+                format!("`{name}` is not a valid {what} name"),
+            )
+            .at(line.span(name))
+            .note("names start with a letter and hold at least two of [A-Za-z0-9_-]"),
         );
         return None;
     }
-    Some(NameRef { scope, name: name.to_string(), span: line.span(tok) })
+    Some(NameRef {
+        scope,
+        name: name.to_string(),
+        span: line.span(tok),
+    })
 }
 
 /// One element of an address list: IP, CIDR, range, or alias name.
@@ -175,17 +220,23 @@ pub fn parse_addr_item(line: &Line, tok: &str, diags: &mut Diagnostics) -> Optio
             };
             if Family::of(&ia) != Family::of(&ib) {
                 diags.push(
-                    Diagnostic::new(codes::MIXED_FAMILIES, format!("range `{tok}` mixes IPv4 and IPv6"))
-                        .at(line.span(tok)),
+                    Diagnostic::new(
+                        codes::MIXED_FAMILIES,
+                        format!("range `{tok}` mixes IPv4 and IPv6"),
+                    )
+                    .at(line.span(tok)),
                 );
                 return None;
             }
             if ia > ib {
                 diags.push(
-                    Diagnostic::new(codes::BACKWARDS_RANGE, format!("range `{tok}` runs backwards"))
-                        .at(line.span(tok))
-                        .label("start is above end")
-                        .hint(format!("write `{b}-{a}`")),
+                    Diagnostic::new(
+                        codes::BACKWARDS_RANGE,
+                        format!("range `{tok}` runs backwards"),
+                    )
+                    .at(line.span(tok))
+                    .label("start is above end")
+                    .hint(format!("write `{b}-{a}`")),
                 );
                 return None;
             }
@@ -200,9 +251,12 @@ pub fn parse_addr_spec(line: &Line, tok: &str, diags: &mut Diagnostics) -> Optio
     if let Some(set) = tok.strip_prefix('+') {
         if set.contains(',') {
             diags.push(
-                Diagnostic::new(codes::INVALID_ADDRESS, format!("an ipset reference stands alone; `{tok}` is a list"))
-                    .at(line.span(tok))
-                    .hint("put the other addresses into the ipset"),
+                Diagnostic::new(
+                    codes::INVALID_ADDRESS,
+                    format!("an ipset reference stands alone; `{tok}` is a list"),
+                )
+                .at(line.span(tok))
+                .hint("put the other addresses into the ipset"),
             );
             return None;
         }
@@ -224,18 +278,24 @@ pub fn parse_addr_spec(line: &Line, tok: &str, diags: &mut Diagnostics) -> Optio
                 line.span_at(line.offset(tok) + pos, 1)
             };
             diags.push(
-                Diagnostic::new(codes::EMPTY_LIST_ELEMENT, format!("empty element in the list `{tok}`"))
-                    .at(sp)
-                    .label("empty or doubled comma"),
+                Diagnostic::new(
+                    codes::EMPTY_LIST_ELEMENT,
+                    format!("empty element in the list `{tok}`"),
+                )
+                .at(sp)
+                .label("empty or doubled comma"),
             );
             ok = false;
             continue;
         }
         if part.starts_with('+') {
             diags.push(
-                Diagnostic::new(codes::INVALID_ADDRESS, "an ipset reference cannot be part of a list")
-                    .at(line.span(part_slice))
-                    .hint("put the other addresses into the ipset"),
+                Diagnostic::new(
+                    codes::INVALID_ADDRESS,
+                    "an ipset reference cannot be part of a list",
+                )
+                .at(line.span(part_slice))
+                .hint("put the other addresses into the ipset"),
             );
             ok = false;
             continue;
@@ -246,10 +306,13 @@ pub fn parse_addr_spec(line: &Line, tok: &str, diags: &mut Diagnostics) -> Optio
                     match fam {
                         Some((f, first)) if f != r.family() => {
                             diags.push(
-                                Diagnostic::new(codes::MIXED_FAMILIES, "IPv4 and IPv6 mixed in one address list")
-                                    .at(line.span(part_slice))
-                                    .label(format!("{} after {} `{first}`", r.family(), f))
-                                    .hint("write one rule per family"),
+                                Diagnostic::new(
+                                    codes::MIXED_FAMILIES,
+                                    "IPv4 and IPv6 mixed in one address list",
+                                )
+                                .at(line.span(part_slice))
+                                .label(format!("{} after {} `{first}`", r.family(), f))
+                                .hint("write one rule per family"),
                             );
                             ok = false;
                         }
@@ -273,5 +336,10 @@ pub fn parse_addr_spec(line: &Line, tok: &str, diags: &mut Diagnostics) -> Optio
 /// host bits are expected here and kept.
 pub fn parse_iface_addr(s: &str) -> Result<IpNet, AddrErr> {
     let (ip, len) = parse_prefixed(s)?;
-    IpNet::new(ip, len).map_err(|_| err(codes::INVALID_ADDRESS, format!("`{s}` is not a valid address")))
+    IpNet::new(ip, len).map_err(|_| {
+        err(
+            codes::INVALID_ADDRESS,
+            format!("`{s}` is not a valid address"),
+        )
+    })
 }

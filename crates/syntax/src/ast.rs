@@ -276,7 +276,10 @@ pub enum AddrSpec {
 pub enum RuleVerb {
     Plain(Action),
     /// `SSH(ACCEPT)`: the index into [`crate::macros::MACROS`].
-    Macro { index: usize, action: Action },
+    Macro {
+        index: usize,
+        action: Action,
+    },
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -294,8 +297,15 @@ pub struct RuleOpts {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub enum RuleBody {
-    Rule { dir: Spanned<Direction>, verb: Spanned<RuleVerb>, opts: RuleOpts },
-    Group { name: Spanned<String>, iface: Option<Spanned<String>> },
+    Rule {
+        dir: Spanned<Direction>,
+        verb: Spanned<RuleVerb>,
+        opts: RuleOpts,
+    },
+    Group {
+        name: Spanned<String>,
+        iface: Option<Spanned<String>>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

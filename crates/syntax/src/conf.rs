@@ -7,8 +7,20 @@ use crate::text::Line;
 use rampart_types::{codes, Diagnostic, Diagnostics, FileId, Span};
 
 const VM_MODELS: &[&str] = &[
-    "virtio", "e1000", "e1000e", "e1000-82540em", "e1000-82544gc", "e1000-82545em", "rtl8139", "vmxnet3", "ne2k_pci",
-    "ne2k_isa", "pcnet", "i82551", "i82557b", "i82559er",
+    "virtio",
+    "e1000",
+    "e1000e",
+    "e1000-82540em",
+    "e1000-82544gc",
+    "e1000-82545em",
+    "rtl8139",
+    "vmxnet3",
+    "ne2k_pci",
+    "ne2k_isa",
+    "pcnet",
+    "i82551",
+    "i82557b",
+    "i82559er",
 ];
 
 pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
@@ -50,7 +62,11 @@ pub fn parse_guest_conf(
         if bad_lines.contains(&no) {
             continue;
         }
-        let line = Line { file, no, text: raw };
+        let line = Line {
+            file,
+            no,
+            text: raw,
+        };
         let t = raw.trim();
         if t.starts_with('[') {
             break;
@@ -59,15 +75,20 @@ pub fn parse_guest_conf(
             continue;
         }
         let Some((k, v)) = t.split_once(':') else {
-            diags.push(Diagnostic::new(codes::GUEST_CONF, "expected `key: value`").at(line.span(t)));
+            diags
+                .push(Diagnostic::new(codes::GUEST_CONF, "expected `key: value`").at(line.span(t)));
             continue;
         };
         let (k, v) = (k.trim(), v.trim());
-        if (k == "name" && kind == GuestKindName::Vm) || (k == "hostname" && kind == GuestKindName::Ct) {
+        if (k == "name" && kind == GuestKindName::Vm)
+            || (k == "hostname" && kind == GuestKindName::Ct)
+        {
             g.name = Some(Spanned::new(v.to_string(), line.span(v)));
             continue;
         }
-        let Some(idx) = k.strip_prefix("net").and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Some(idx) = k.strip_prefix("net").and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
         if let Some(nic) = parse_nic(&line, k, idx, v, kind, diags) {
             g.nics.push(nic);
         }
@@ -76,7 +97,14 @@ pub fn parse_guest_conf(
     g
 }
 
-fn parse_nic(line: &Line, k: &str, idx: u32, v: &str, kind: GuestKindName, diags: &mut Diagnostics) -> Option<NicDecl> {
+fn parse_nic(
+    line: &Line,
+    k: &str,
+    idx: u32,
+    v: &str,
+    kind: GuestKindName,
+    diags: &mut Diagnostics,
+) -> Option<NicDecl> {
     let mut bridge = None;
     let mut mac = None;
     let mut firewall = false;
@@ -88,7 +116,11 @@ fn parse_nic(line: &Line, k: &str, idx: u32, v: &str, kind: GuestKindName, diags
     };
     for (i, part) in v.split(',').enumerate() {
         let Some((pk, pv)) = part.split_once('=') else {
-            bad(part, format!("expected `key=value` in `{k}`, found `{part}`"), diags);
+            bad(
+                part,
+                format!("expected `key=value` in `{k}`, found `{part}`"),
+                diags,
+            );
             ok = false;
             continue;
         };
@@ -119,9 +151,15 @@ fn parse_nic(line: &Line, k: &str, idx: u32, v: &str, kind: GuestKindName, diags
             "ip" | "ip6" if kind == GuestKindName::Ct => {
                 if !matches!(pv, "dhcp" | "manual" | "auto") {
                     match parse_iface_addr(pv) {
-                        Ok(n) if (pk == "ip") == n.addr().is_ipv4() => addresses.push(Spanned::new(n, line.span(pv))),
+                        Ok(n) if (pk == "ip") == n.addr().is_ipv4() => {
+                            addresses.push(Spanned::new(n, line.span(pv)))
+                        }
                         Ok(_) => {
-                            bad(pv, format!("`{pk}={pv}` has the wrong address family"), diags);
+                            bad(
+                                pv,
+                                format!("`{pk}={pv}` has the wrong address family"),
+                                diags,
+                            );
                             ok = false;
                         }
                         Err(e) => {
@@ -131,13 +169,15 @@ fn parse_nic(line: &Line, k: &str, idx: u32, v: &str, kind: GuestKindName, diags
                     }
                 }
             }
-            m if i == 0 && kind == GuestKindName::Vm && VM_MODELS.contains(&m) => match parse_mac(pv) {
-                Some(x) => mac = Some(x),
-                None => {
-                    bad(pv, format!("`{pv}` is not a MAC address"), diags);
-                    ok = false;
+            m if i == 0 && kind == GuestKindName::Vm && VM_MODELS.contains(&m) => {
+                match parse_mac(pv) {
+                    Some(x) => mac = Some(x),
+                    None => {
+                        bad(pv, format!("`{pv}` is not a MAC address"), diags);
+                        ok = false;
+                    }
                 }
-            },
+            }
             _ => {}
         }
     }
@@ -154,7 +194,15 @@ fn parse_nic(line: &Line, k: &str, idx: u32, v: &str, kind: GuestKindName, diags
     if !ok {
         return None;
     }
-    Some(NicDecl { index: idx, name: Spanned::new(k.to_string(), line.span(k)), bridge, mac, addresses, firewall, vlan })
+    Some(NicDecl {
+        index: idx,
+        name: Spanned::new(k.to_string(), line.span(k)),
+        bridge,
+        mac,
+        addresses,
+        firewall,
+        vlan,
+    })
 }
 
 /// Nodes of corosync.conf: `nodelist { node { name: x  ring0_addr: a } }`.
@@ -163,7 +211,11 @@ pub fn parse_corosync(file: FileId, text: &str, diags: &mut Diagnostics) -> Vec<
     let mut depth_stack: Vec<String> = Vec::new();
     let mut cur: Option<NodeDecl> = None;
     for (i, raw) in text.split('\n').enumerate() {
-        let line = Line { file, no: i as u32 + 1, text: raw };
+        let line = Line {
+            file,
+            no: i as u32 + 1,
+            text: raw,
+        };
         let t = raw.trim();
         if t.is_empty() || t.starts_with('#') {
             continue;
@@ -190,7 +242,10 @@ pub fn parse_corosync(file: FileId, text: &str, diags: &mut Diagnostics) -> Vec<
             if depth_stack.pop().as_deref() == Some("node") {
                 if let Some(n) = cur.take() {
                     if n.name.value.is_empty() {
-                        diags.push(Diagnostic::new(codes::GUEST_CONF, "corosync node without a name").at(n.span));
+                        diags.push(
+                            Diagnostic::new(codes::GUEST_CONF, "corosync node without a name")
+                                .at(n.span),
+                        );
                     } else {
                         out.push(n);
                     }
@@ -199,7 +254,9 @@ pub fn parse_corosync(file: FileId, text: &str, diags: &mut Diagnostics) -> Vec<
             continue;
         }
         let Some(n) = cur.as_mut() else { continue };
-        let Some((k, v)) = t.split_once(':') else { continue };
+        let Some((k, v)) = t.split_once(':') else {
+            continue;
+        };
         let (k, v) = (k.trim(), v.trim());
         if k == "name" {
             n.name = Spanned::new(v.to_string(), line.span(v));

@@ -5,7 +5,9 @@ use crate::ast::*;
 use crate::suggest::did_you_mean;
 use crate::tables::{self, find_macro, icmp_type, macros, parse_proto, service_port};
 use crate::text::Line;
-use rampart_types::{codes, Action, Diagnostic, Diagnostics, Direction, Family, FileId, LogLevel, PortRange, Proto};
+use rampart_types::{
+    codes, Action, Diagnostic, Diagnostics, Direction, Family, FileId, LogLevel, PortRange, Proto,
+};
 use std::collections::{HashMap, HashSet};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -40,7 +42,10 @@ const HOST_OPTS: &[(&str, OptType)] = &[
     ("tcp_flags_log_level", OptType::Log),
     ("ndp", OptType::Bool),
     ("nf_conntrack_max", OptType::U32(32768, u32::MAX)),
-    ("nf_conntrack_tcp_timeout_established", OptType::U32(7875, u32::MAX)),
+    (
+        "nf_conntrack_tcp_timeout_established",
+        OptType::U32(7875, u32::MAX),
+    ),
     ("nf_conntrack_tcp_timeout_syn_recv", OptType::U32(30, 60)),
     ("nf_conntrack_allow_invalid", OptType::Bool),
     ("nf_conntrack_helpers", OptType::Helpers),
@@ -67,7 +72,17 @@ const GUEST_OPTS: &[(&str, OptType)] = &[
 ];
 
 /// The conntrack helpers pve-firewall knows.
-pub const HELPERS: &[&str] = &["amanda", "ftp", "irc", "netbios-ns", "pptp", "sane", "sip", "snmp", "tftp"];
+pub const HELPERS: &[&str] = &[
+    "amanda",
+    "ftp",
+    "irc",
+    "netbios-ns",
+    "pptp",
+    "sane",
+    "sip",
+    "snmp",
+    "tftp",
+];
 
 fn opts_of(kind: FwKind) -> &'static [(&'static str, OptType)] {
     match kind {
@@ -109,7 +124,14 @@ fn split_comment(s: &str) -> (&str, Option<String>) {
     match s.find('#') {
         Some(p) => {
             let c = s[p + 1..].trim();
-            (&s[..p], if c.is_empty() { None } else { Some(c.to_string()) })
+            (
+                &s[..p],
+                if c.is_empty() {
+                    None
+                } else {
+                    Some(c.to_string())
+                },
+            )
         }
         None => (s, None),
     }
@@ -137,7 +159,11 @@ pub fn parse_fw(
         if bad_lines.contains(&no) {
             continue;
         }
-        let line = Line { file, no, text: raw };
+        let line = Line {
+            file,
+            no,
+            text: raw,
+        };
         let t = raw.trim();
         if t.is_empty() || t.starts_with('#') {
             continue;
@@ -189,8 +215,11 @@ impl<'d> Parser<'d> {
     fn header(&mut self, line: &Line, t: &str, out: &mut FwFile) -> Sect {
         let Some(close) = t.find(']') else {
             self.diags.push(
-                Diagnostic::new(codes::MALFORMED_SECTION, "section header without a closing `]`")
-                    .at(line.span(t)),
+                Diagnostic::new(
+                    codes::MALFORMED_SECTION,
+                    "section header without a closing `]`",
+                )
+                .at(line.span(t)),
             );
             return Sect::Skip;
         };
@@ -203,24 +232,32 @@ impl<'d> Parser<'d> {
             (!c.is_empty()).then(|| c.to_string())
         } else {
             self.diags.push(
-                Diagnostic::new(codes::MALFORMED_SECTION, format!("unexpected `{rest}` after the section header"))
-                    .at(line.span(rest))
-                    .hint("a comment after a header starts with `#`"),
+                Diagnostic::new(
+                    codes::MALFORMED_SECTION,
+                    format!("unexpected `{rest}` after the section header"),
+                )
+                .at(line.span(rest))
+                .hint("a comment after a header starts with `#`"),
             );
             return Sect::Skip;
         };
         let words: Vec<&str> = inside.split_whitespace().collect();
         let Some(&kw) = words.first() else {
-            self.diags.push(Diagnostic::new(codes::MALFORMED_SECTION, "empty section header").at(line.span(t)));
+            self.diags.push(
+                Diagnostic::new(codes::MALFORMED_SECTION, "empty section header").at(line.span(t)),
+            );
             return Sect::Skip;
         };
         let kwu = kw.to_ascii_uppercase();
         let named = matches!(kwu.as_str(), "IPSET" | "GROUP");
         let known = matches!(kwu.as_str(), "OPTIONS" | "ALIASES" | "RULES") || named;
         if !known {
-            let mut d = Diagnostic::new(codes::UNKNOWN_SECTION, format!("unknown section `[{inside}]`"))
-                .at(line.span(kw))
-                .label("not a section of a .fw file");
+            let mut d = Diagnostic::new(
+                codes::UNKNOWN_SECTION,
+                format!("unknown section `[{inside}]`"),
+            )
+            .at(line.span(kw))
+            .label("not a section of a .fw file");
             if let Some(h) = did_you_mean(kw, ["OPTIONS", "ALIASES", "RULES", "IPSET", "group"]) {
                 d = d.hint(h);
             }
@@ -233,7 +270,8 @@ impl<'d> Parser<'d> {
             } else {
                 format!("`[{kw}]` takes no name")
             };
-            self.diags.push(Diagnostic::new(codes::MALFORMED_SECTION, msg).at(line.span(inside.trim())));
+            self.diags
+                .push(Diagnostic::new(codes::MALFORMED_SECTION, msg).at(line.span(inside.trim())));
             return Sect::Skip;
         }
         let allowed = match (self.kind, kwu.as_str()) {
@@ -244,23 +282,38 @@ impl<'d> Parser<'d> {
             (FwKind::Guest, _) => true,
         };
         if !allowed {
-            let what = if kwu == "GROUP" { "security groups are defined in cluster.fw only".to_string() } else {
+            let what = if kwu == "GROUP" {
+                "security groups are defined in cluster.fw only".to_string()
+            } else {
                 format!("host.fw holds only [OPTIONS] and [RULES]; define [{kwu}] in cluster.fw")
             };
             self.diags.push(
-                Diagnostic::new(codes::SECTION_NOT_ALLOWED, format!("section `[{inside}]` is not allowed in {}", self.kind.file_name()))
-                    .at(line.span(kw))
-                    .note(what),
+                Diagnostic::new(
+                    codes::SECTION_NOT_ALLOWED,
+                    format!(
+                        "section `[{inside}]` is not allowed in {}",
+                        self.kind.file_name()
+                    ),
+                )
+                .at(line.span(kw))
+                .note(what),
             );
             return Sect::Skip;
         }
-        let key = if named { format!("{} {}", kwu, words[1].to_ascii_lowercase()) } else { kwu.clone() };
+        let key = if named {
+            format!("{} {}", kwu, words[1].to_ascii_lowercase())
+        } else {
+            kwu.clone()
+        };
         if let Some(prev) = self.seen_sections.get(&key) {
             self.diags.push(
-                Diagnostic::new(codes::DUPLICATE_SECTION, format!("section `[{inside}]` given twice"))
-                    .at(line.span(if named { words[1] } else { kw }))
-                    .note(format!("first given on line {}", prev.line))
-                    .hint("merge the two sections"),
+                Diagnostic::new(
+                    codes::DUPLICATE_SECTION,
+                    format!("section `[{inside}]` given twice"),
+                )
+                .at(line.span(if named { words[1] } else { kw }))
+                .note(format!("first given on line {}", prev.line))
+                .hint("merge the two sections"),
             );
             return Sect::Skip;
         }
@@ -273,18 +326,31 @@ impl<'d> Parser<'d> {
                 let name = words[1];
                 if !valid_name(name) {
                     self.diags.push(
-                        Diagnostic::new(codes::ILLEGAL_NAME, format!("`{name}` is not a valid name"))
-                            .at(line.span(name))
-                            .note("names start with a letter and hold at least two of [A-Za-z0-9_-]"),
+                        Diagnostic::new(
+                            codes::ILLEGAL_NAME,
+                            format!("`{name}` is not a valid name"),
+                        )
+                        .at(line.span(name))
+                        .note("names start with a letter and hold at least two of [A-Za-z0-9_-]"),
                     );
                     return Sect::Skip;
                 }
                 let name = Spanned::new(name.to_string(), line.span(name));
                 if kwu == "IPSET" {
-                    out.ipsets.push(IpSetDef { name, comment, entries: Vec::new(), span: line.whole() });
+                    out.ipsets.push(IpSetDef {
+                        name,
+                        comment,
+                        entries: Vec::new(),
+                        span: line.whole(),
+                    });
                     Sect::IpSet(out.ipsets.len() - 1)
                 } else {
-                    out.groups.push(GroupDef { name, comment, rules: Vec::new(), span: line.whole() });
+                    out.groups.push(GroupDef {
+                        name,
+                        comment,
+                        rules: Vec::new(),
+                        span: line.whole(),
+                    });
                     Sect::Group(out.groups.len() - 1)
                 }
             }
@@ -296,8 +362,11 @@ impl<'d> Parser<'d> {
         let body = body.trim();
         let Some((k, v)) = body.split_once(':') else {
             self.diags.push(
-                Diagnostic::new(codes::MALFORMED_ENTRY, format!("expected `key: value`, found `{body}`"))
-                    .at(line.span(body)),
+                Diagnostic::new(
+                    codes::MALFORMED_ENTRY,
+                    format!("expected `key: value`, found `{body}`"),
+                )
+                .at(line.span(body)),
             );
             return;
         };
@@ -323,16 +392,27 @@ impl<'d> Parser<'d> {
         };
         if let Some(prev) = self.seen_opts.get(key) {
             self.diags.push(
-                Diagnostic::new(codes::DUPLICATE_OPTION, format!("option `{key}` given twice"))
-                    .at(line.span(k))
-                    .note(format!("first given on line {}", prev.line)),
+                Diagnostic::new(
+                    codes::DUPLICATE_OPTION,
+                    format!("option `{key}` given twice"),
+                )
+                .at(line.span(k))
+                .note(format!("first given on line {}", prev.line)),
             );
             return;
         }
         self.seen_opts.insert(key, line.span(k));
-        let vspan = if v.is_empty() { line.span_at(line.offset(k) + k.len(), 1) } else { line.span(v) };
+        let vspan = if v.is_empty() {
+            line.span_at(line.offset(k) + k.len(), 1)
+        } else {
+            line.span(v)
+        };
         let bad = |diags: &mut Diagnostics, msg: String, hint: &str| {
-            diags.push(Diagnostic::new(codes::BAD_OPTION_VALUE, msg).at(vspan).hint(hint.to_string()));
+            diags.push(
+                Diagnostic::new(codes::BAD_OPTION_VALUE, msg)
+                    .at(vspan)
+                    .hint(hint.to_string()),
+            );
         };
         match ty {
             OptType::Bool => match v {
@@ -359,7 +439,11 @@ impl<'d> Parser<'d> {
                         _ => {}
                     }
                 }
-                _ => bad(self.diags, format!("`{key}` takes a boolean, found `{v}`"), "write `1` (on) or `0` (off)"),
+                _ => bad(
+                    self.diags,
+                    format!("`{key}` takes a boolean, found `{v}`"),
+                    "write `1` (on) or `0` (off)",
+                ),
             },
             OptType::Policy(reject_ok) => {
                 let a = match v {
@@ -376,8 +460,19 @@ impl<'d> Parser<'d> {
                     },
                     None => bad(
                         self.diags,
-                        format!("`{key}` takes {}, found `{v}`", if reject_ok { "ACCEPT, DROP or REJECT" } else { "ACCEPT or DROP" }),
-                        if reject_ok { "write ACCEPT, DROP or REJECT" } else { "write ACCEPT or DROP" },
+                        format!(
+                            "`{key}` takes {}, found `{v}`",
+                            if reject_ok {
+                                "ACCEPT, DROP or REJECT"
+                            } else {
+                                "ACCEPT or DROP"
+                            }
+                        ),
+                        if reject_ok {
+                            "write ACCEPT, DROP or REJECT"
+                        } else {
+                            "write ACCEPT or DROP"
+                        },
                     ),
                 }
             }
@@ -396,21 +491,38 @@ impl<'d> Parser<'d> {
                 ),
             },
             OptType::U32(min, max) => match v.parse::<u32>() {
-                Ok(n) if n >= min && n <= max && v.bytes().all(|b| b.is_ascii_digit()) => match key {
+                Ok(n) if n >= min && n <= max && v.bytes().all(|b| b.is_ascii_digit()) => match key
+                {
                     "nf_conntrack_max" => o.nf_conntrack_max = Some(n),
-                    "nf_conntrack_tcp_timeout_established" => o.nf_conntrack_tcp_timeout_established = Some(n),
-                    "nf_conntrack_tcp_timeout_syn_recv" => o.nf_conntrack_tcp_timeout_syn_recv = Some(n),
+                    "nf_conntrack_tcp_timeout_established" => {
+                        o.nf_conntrack_tcp_timeout_established = Some(n)
+                    }
+                    "nf_conntrack_tcp_timeout_syn_recv" => {
+                        o.nf_conntrack_tcp_timeout_syn_recv = Some(n)
+                    }
                     "protection_synflood_rate" => o.protection_synflood_rate = Some(n),
                     _ => o.protection_synflood_burst = Some(n),
                 },
                 _ => {
-                    let range = if max == u32::MAX { format!("{min} or more") } else { format!("{min} to {max}") };
-                    bad(self.diags, format!("`{key}` takes a number ({range}), found `{v}`"), "write a plain decimal number");
+                    let range = if max == u32::MAX {
+                        format!("{min} or more")
+                    } else {
+                        format!("{min} to {max}")
+                    };
+                    bad(
+                        self.diags,
+                        format!("`{key}` takes a number ({range}), found `{v}`"),
+                        "write a plain decimal number",
+                    );
                 }
             },
             OptType::RateLimit => match parse_ratelimit(v) {
                 Ok(r) => o.log_ratelimit = Some(r),
-                Err(m) => bad(self.diags, format!("`{key}`: {m}"), "e.g. `enable=1,rate=1/second,burst=5`"),
+                Err(m) => bad(
+                    self.diags,
+                    format!("`{key}`: {m}"),
+                    "e.g. `enable=1,rate=1/second,burst=5`",
+                ),
             },
             OptType::Helpers => {
                 let mut hs = Vec::new();
@@ -419,15 +531,21 @@ impl<'d> Parser<'d> {
                     for h in v.split(',') {
                         if h.is_empty() {
                             self.diags.push(
-                                Diagnostic::new(codes::EMPTY_LIST_ELEMENT, format!("empty element in the list `{v}`"))
-                                    .at(vspan)
-                                    .label("empty or doubled comma"),
+                                Diagnostic::new(
+                                    codes::EMPTY_LIST_ELEMENT,
+                                    format!("empty element in the list `{v}`"),
+                                )
+                                .at(vspan)
+                                .label("empty or doubled comma"),
                             );
                             ok = false;
                         } else if !HELPERS.contains(&h) {
-                            let mut d = Diagnostic::new(codes::BAD_OPTION_VALUE, format!("unknown conntrack helper `{h}`"))
-                                .at(line.span(h))
-                                .note(format!("helpers: {}", HELPERS.join(", ")));
+                            let mut d = Diagnostic::new(
+                                codes::BAD_OPTION_VALUE,
+                                format!("unknown conntrack helper `{h}`"),
+                            )
+                            .at(line.span(h))
+                            .note(format!("helpers: {}", HELPERS.join(", ")));
                             if let Some(x) = did_you_mean(h, HELPERS.iter().copied()) {
                                 d = d.hint(x);
                             }
@@ -444,7 +562,9 @@ impl<'d> Parser<'d> {
             }
             OptType::Queues => {
                 let parse = |s: &str| -> Option<u16> {
-                    (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok()).flatten()
+                    (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                        .then(|| s.parse().ok())
+                        .flatten()
                 };
                 let q = match v.split_once(':') {
                     Some((a, b)) => parse(a).zip(parse(b)).filter(|(a, b)| a <= b),
@@ -452,7 +572,11 @@ impl<'d> Parser<'d> {
                 };
                 match q {
                     Some(q) => o.ips_queues = Some(q),
-                    None => bad(self.diags, format!("`{key}` takes `N` or `N:M`, found `{v}`"), "e.g. `ips_queues: 0` or `ips_queues: 0:3`"),
+                    None => bad(
+                        self.diags,
+                        format!("`{key}` takes `N` or `N:M`, found `{v}`"),
+                        "e.g. `ips_queues: 0` or `ips_queues: 0:3`",
+                    ),
                 }
             }
         }
@@ -463,35 +587,47 @@ impl<'d> Parser<'d> {
         let words: Vec<&str> = body.split_whitespace().collect();
         if words.len() != 2 {
             self.diags.push(
-                Diagnostic::new(codes::MALFORMED_ENTRY, "an alias is `name address [# comment]`")
-                    .at(line.span(body.trim())),
+                Diagnostic::new(
+                    codes::MALFORMED_ENTRY,
+                    "an alias is `name address [# comment]`",
+                )
+                .at(line.span(body.trim())),
             );
             return None;
         }
         let (name, value) = (words[0], words[1]);
         if !valid_name(name) {
             self.diags.push(
-                Diagnostic::new(codes::ILLEGAL_NAME, format!("`{name}` is not a valid alias name"))
-                    .at(line.span(name))
-                    .note("names start with a letter and hold at least two of [A-Za-z0-9_-]"),
+                Diagnostic::new(
+                    codes::ILLEGAL_NAME,
+                    format!("`{name}` is not a valid alias name"),
+                )
+                .at(line.span(name))
+                .note("names start with a letter and hold at least two of [A-Za-z0-9_-]"),
             );
             return None;
         }
         let lname = name.to_ascii_lowercase();
         if let Some(prev) = self.alias_names.get(&lname) {
             self.diags.push(
-                Diagnostic::new(codes::DUPLICATE_NAME, format!("alias `{name}` defined twice"))
-                    .at(line.span(name))
-                    .note(format!("first defined on line {}", prev.line)),
+                Diagnostic::new(
+                    codes::DUPLICATE_NAME,
+                    format!("alias `{name}` defined twice"),
+                )
+                .at(line.span(name))
+                .note(format!("first defined on line {}", prev.line)),
             );
             return None;
         }
         self.alias_names.insert(lname, line.span(name));
         if value.contains('-') && !value.contains(':') {
             self.diags.push(
-                Diagnostic::new(codes::INVALID_ADDRESS, format!("an alias is one address or network, not the range `{value}`"))
-                    .at(line.span(value))
-                    .hint("use an [IPSET] for ranges and lists"),
+                Diagnostic::new(
+                    codes::INVALID_ADDRESS,
+                    format!("an alias is one address or network, not the range `{value}`"),
+                )
+                .at(line.span(value))
+                .hint("use an [IPSET] for ranges and lists"),
             );
             return None;
         }
@@ -509,8 +645,11 @@ impl<'d> Parser<'d> {
         let words: Vec<&str> = body.split_whitespace().collect();
         if words.len() != 1 {
             self.diags.push(
-                Diagnostic::new(codes::MALFORMED_ENTRY, "an ipset entry is `[!]address|alias [# comment]`, one per line")
-                    .at(line.span(body.trim())),
+                Diagnostic::new(
+                    codes::MALFORMED_ENTRY,
+                    "an ipset entry is `[!]address|alias [# comment]`, one per line",
+                )
+                .at(line.span(body.trim())),
             );
             return None;
         }
@@ -520,7 +659,9 @@ impl<'d> Parser<'d> {
             None => (false, w),
         };
         if v.is_empty() {
-            self.diags.push(Diagnostic::new(codes::MALFORMED_ENTRY, "`!` without an address").at(line.span(w)));
+            self.diags.push(
+                Diagnostic::new(codes::MALFORMED_ENTRY, "`!` without an address").at(line.span(w)),
+            );
             return None;
         }
         let item = if v.contains(',') {
@@ -536,7 +677,12 @@ impl<'d> Parser<'d> {
                 AddrItem::Alias(a) => SetItem::Alias(a),
             }
         };
-        Some(IpSetEntry { nomatch, item, comment, span: line.span(v) })
+        Some(IpSetEntry {
+            nomatch,
+            item,
+            comment,
+            span: line.span(v),
+        })
     }
 
     fn rule(&mut self, line: &Line, ctx: RuleCtx) -> Option<RuleLine> {
@@ -560,8 +706,11 @@ impl<'d> Parser<'d> {
             "FORWARD" => Some(Direction::Forward),
             "GROUP" => None,
             _ => {
-                let mut d = Diagnostic::new(codes::MALFORMED_RULE, format!("a rule starts with IN, OUT, FORWARD or GROUP, not `{head}`"))
-                    .at(line.span(head));
+                let mut d = Diagnostic::new(
+                    codes::MALFORMED_RULE,
+                    format!("a rule starts with IN, OUT, FORWARD or GROUP, not `{head}`"),
+                )
+                .at(line.span(head));
                 if let Some(h) = did_you_mean(head, ["IN", "OUT", "FORWARD", "GROUP"]) {
                     d = d.hint(h);
                 }
@@ -574,9 +723,12 @@ impl<'d> Parser<'d> {
         };
         if dir == Direction::Forward && ctx == RuleCtx::File(FwKind::Guest) {
             self.diags.push(
-                Diagnostic::new(codes::DIRECTION_NOT_ALLOWED, "FORWARD rules are not allowed in a guest's firewall")
-                    .at(line.span(head))
-                    .note("guest rules are IN or OUT, seen from the guest"),
+                Diagnostic::new(
+                    codes::DIRECTION_NOT_ALLOWED,
+                    "FORWARD rules are not allowed in a guest's firewall",
+                )
+                .at(line.span(head))
+                .note("guest rules are IN or OUT, seen from the guest"),
             );
             return None;
         }
@@ -594,9 +746,12 @@ impl<'d> Parser<'d> {
         };
         if dir == Direction::Forward && action == Action::Reject {
             self.diags.push(
-                Diagnostic::new(codes::DIRECTION_NOT_ALLOWED, "REJECT is not allowed on FORWARD rules")
-                    .at(line.span(verb_tok))
-                    .hint("use DROP"),
+                Diagnostic::new(
+                    codes::DIRECTION_NOT_ALLOWED,
+                    "REJECT is not allowed on FORWARD rules",
+                )
+                .at(line.span(verb_tok))
+                .hint("use DROP"),
             );
             return None;
         }
@@ -626,32 +781,44 @@ impl<'d> Parser<'d> {
         let head = toks[0];
         let Some(&name) = toks.get(1) else {
             self.diags.push(
-                Diagnostic::new(codes::MALFORMED_RULE, "`GROUP` without a group name").at(line.span(head)),
+                Diagnostic::new(codes::MALFORMED_RULE, "`GROUP` without a group name")
+                    .at(line.span(head)),
             );
             return None;
         };
         if let RuleCtx::Group(own) = ctx {
             if own.eq_ignore_ascii_case(name) {
                 self.diags.push(
-                    Diagnostic::new(codes::REFERENCE_CYCLE, format!("security group `{own}` includes itself"))
-                        .at(line.span(name))
-                        .label("cycle"),
+                    Diagnostic::new(
+                        codes::REFERENCE_CYCLE,
+                        format!("security group `{own}` includes itself"),
+                    )
+                    .at(line.span(name))
+                    .label("cycle"),
                 );
             } else {
                 self.diags.push(
-                    Diagnostic::new(codes::NESTING_TOO_DEEP, format!("security group `{own}` includes group `{name}`"))
-                        .at(line.span(head))
-                        .note("security groups cannot contain GROUP lines; nesting depth is 1")
-                        .hint(format!("reference `{name}` next to `{own}` where they are used")),
+                    Diagnostic::new(
+                        codes::NESTING_TOO_DEEP,
+                        format!("security group `{own}` includes group `{name}`"),
+                    )
+                    .at(line.span(head))
+                    .note("security groups cannot contain GROUP lines; nesting depth is 1")
+                    .hint(format!(
+                        "reference `{name}` next to `{own}` where they are used"
+                    )),
                 );
             }
             return None;
         }
         if !valid_name(name) {
             self.diags.push(
-                Diagnostic::new(codes::ILLEGAL_NAME, format!("`{name}` is not a valid group name"))
-                    .at(line.span(name))
-                    .note("names start with a letter and hold at least two of [A-Za-z0-9_-]"),
+                Diagnostic::new(
+                    codes::ILLEGAL_NAME,
+                    format!("`{name}` is not a valid group name"),
+                )
+                .at(line.span(name))
+                .note("names start with a letter and hold at least two of [A-Za-z0-9_-]"),
             );
             return None;
         }
@@ -659,7 +826,10 @@ impl<'d> Parser<'d> {
         Some(RuleLine {
             span,
             enabled,
-            body: RuleBody::Group { name: Spanned::new(name.to_string(), line.span(name)), iface: opts.iface },
+            body: RuleBody::Group {
+                name: Spanned::new(name.to_string(), line.span(name)),
+                iface: opts.iface,
+            },
             comment,
         })
     }
@@ -685,9 +855,12 @@ impl<'d> Parser<'d> {
                 return match find_macro(mname) {
                     Some(index) => Some(RuleVerb::Macro { index, action: a }),
                     None => {
-                        let mut d = Diagnostic::new(codes::UNKNOWN_MACRO, format!("unknown macro `{mname}`"))
-                            .at(line.span(mname))
-                            .label("not a macro");
+                        let mut d = Diagnostic::new(
+                            codes::UNKNOWN_MACRO,
+                            format!("unknown macro `{mname}`"),
+                        )
+                        .at(line.span(mname))
+                        .label("not a macro");
                         if let Some(h) = did_you_mean(mname, macros().iter().map(|m| m.name)) {
                             d = d.hint(h);
                         }
@@ -697,7 +870,11 @@ impl<'d> Parser<'d> {
                 };
             }
             self.diags.push(
-                Diagnostic::new(codes::MALFORMED_RULE, format!("`{tok}` is not `MACRO(ACTION)`")).at(line.span(tok)),
+                Diagnostic::new(
+                    codes::MALFORMED_RULE,
+                    format!("`{tok}` is not `MACRO(ACTION)`"),
+                )
+                .at(line.span(tok)),
             );
             return None;
         }
@@ -715,14 +892,23 @@ impl<'d> Parser<'d> {
         } else if up == "DENY" {
             d = d.hint("did you mean `DROP`?");
         } else if find_macro(tok).is_some() {
-            d = d.hint(format!("a macro takes an action: `{}(ACCEPT)`", macros()[find_macro(tok).unwrap_or(0)].name));
+            d = d.hint(format!(
+                "a macro takes an action: `{}(ACCEPT)`",
+                macros()[find_macro(tok).unwrap_or(0)].name
+            ));
         } else if let Some(h) = did_you_mean(tok, ["ACCEPT", "DROP", "REJECT"]) {
             d = d.hint(h);
         }
         self.diags.push(d);
     }
 
-    fn rule_opts(&mut self, line: &Line, toks: &[&str], ctx: RuleCtx, group_line: bool) -> Option<RuleOpts> {
+    fn rule_opts(
+        &mut self,
+        line: &Line,
+        toks: &[&str],
+        ctx: RuleCtx,
+        group_line: bool,
+    ) -> Option<RuleOpts> {
         let mut o = RuleOpts::default();
         let mut ok = true;
         let mut seen: HashMap<&'static str, ()> = HashMap::new();
@@ -749,9 +935,24 @@ impl<'d> Parser<'d> {
                 "icmp-type" => "icmp-type",
                 "log" => "log",
                 _ => {
-                    let mut d = Diagnostic::new(codes::UNKNOWN_RULE_OPTION, format!("unknown rule option `{flag}`"))
-                        .at(line.span(flag));
-                    if let Some(h) = did_you_mean(name, ["i", "source", "dest", "p", "dport", "sport", "icmp-type", "log"]) {
+                    let mut d = Diagnostic::new(
+                        codes::UNKNOWN_RULE_OPTION,
+                        format!("unknown rule option `{flag}`"),
+                    )
+                    .at(line.span(flag));
+                    if let Some(h) = did_you_mean(
+                        name,
+                        [
+                            "i",
+                            "source",
+                            "dest",
+                            "p",
+                            "dport",
+                            "sport",
+                            "icmp-type",
+                            "log",
+                        ],
+                    ) {
                         d = d.hint(format!("did you mean `-{}`?", h));
                     }
                     self.diags.push(d);
@@ -765,9 +966,12 @@ impl<'d> Parser<'d> {
             };
             if group_line && key != "i" {
                 self.diags.push(
-                    Diagnostic::new(codes::UNKNOWN_RULE_OPTION, format!("`{flag}` is not allowed on a GROUP line"))
-                        .at(line.span(flag))
-                        .note("a GROUP line takes only `-i`"),
+                    Diagnostic::new(
+                        codes::UNKNOWN_RULE_OPTION,
+                        format!("`{flag}` is not allowed on a GROUP line"),
+                    )
+                    .at(line.span(flag))
+                    .note("a GROUP line takes only `-i`"),
                 );
                 ok = false;
                 if toks.get(i).is_some() {
@@ -777,8 +981,11 @@ impl<'d> Parser<'d> {
             }
             let Some(&val) = toks.get(i) else {
                 self.diags.push(
-                    Diagnostic::new(codes::MISSING_OPTION_VALUE, format!("`{flag}` needs a value"))
-                        .at(line.span(flag)),
+                    Diagnostic::new(
+                        codes::MISSING_OPTION_VALUE,
+                        format!("`{flag}` needs a value"),
+                    )
+                    .at(line.span(flag)),
                 );
                 ok = false;
                 continue;
@@ -786,9 +993,12 @@ impl<'d> Parser<'d> {
             i += 1;
             if seen.insert(key, ()).is_some() {
                 self.diags.push(
-                    Diagnostic::new(codes::DUPLICATE_RULE_OPTION, format!("`{flag}` given twice"))
-                        .at(line.span(flag))
-                        .hint("use a comma list, or two rules"),
+                    Diagnostic::new(
+                        codes::DUPLICATE_RULE_OPTION,
+                        format!("`{flag}` given twice"),
+                    )
+                    .at(line.span(flag))
+                    .hint("use a comma list, or two rules"),
                 );
                 ok = false;
                 continue;
@@ -813,19 +1023,23 @@ impl<'d> Parser<'d> {
                     }
                     None => ok = false,
                 },
-                "p" => match parse_proto(val) {
-                    Some(p) => o.proto = Some(Spanned::new(p, vs)),
-                    None => {
-                        let mut d = Diagnostic::new(codes::UNKNOWN_PROTOCOL, format!("unknown protocol `{val}`"))
+                "p" => {
+                    match parse_proto(val) {
+                        Some(p) => o.proto = Some(Spanned::new(p, vs)),
+                        None => {
+                            let mut d = Diagnostic::new(codes::UNKNOWN_PROTOCOL, format!("unknown protocol `{val}`"))
                             .at(vs)
                             .note("protocols are names from /etc/protocols (lower-case) or numbers 0-255");
-                        if let Some(h) = did_you_mean(val, tables::PROTOCOLS.iter().map(|(n, _)| *n)) {
-                            d = d.hint(h);
+                            if let Some(h) =
+                                did_you_mean(val, tables::PROTOCOLS.iter().map(|(n, _)| *n))
+                            {
+                                d = d.hint(h);
+                            }
+                            self.diags.push(d);
+                            ok = false;
                         }
-                        self.diags.push(d);
-                        ok = false;
                     }
-                },
+                }
                 "dport" | "sport" => match self.ports(line, val) {
                     Some(p) => {
                         let s = Some(Spanned::new(p, flag_span));
@@ -839,8 +1053,14 @@ impl<'d> Parser<'d> {
                 },
                 "icmp-type" => {
                     let lower = val.to_ascii_lowercase();
-                    if icmp_type(&lower, Family::V4).is_none() && icmp_type(&lower, Family::V6).is_none() {
-                        let mut d = Diagnostic::new(codes::UNKNOWN_ICMP_TYPE, format!("unknown ICMP type `{val}`")).at(vs);
+                    if icmp_type(&lower, Family::V4).is_none()
+                        && icmp_type(&lower, Family::V6).is_none()
+                    {
+                        let mut d = Diagnostic::new(
+                            codes::UNKNOWN_ICMP_TYPE,
+                            format!("unknown ICMP type `{val}`"),
+                        )
+                        .at(vs);
                         if let Some(h) = did_you_mean(val, tables::icmp_names()) {
                             d = d.hint(h);
                         }
@@ -871,28 +1091,43 @@ impl<'d> Parser<'d> {
     fn check_iface(&mut self, line: &Line, val: &str, ctx: RuleCtx) -> bool {
         let guest = ctx == RuleCtx::File(FwKind::Guest);
         if guest {
-            let ok = val.strip_prefix("net").is_some_and(|n| !n.is_empty() && n.len() <= 3 && n.bytes().all(|b| b.is_ascii_digit()));
+            let ok = val.strip_prefix("net").is_some_and(|n| {
+                !n.is_empty() && n.len() <= 3 && n.bytes().all(|b| b.is_ascii_digit())
+            });
             if !ok {
                 self.diags.push(
-                    Diagnostic::new(codes::UNKNOWN_INTERFACE, format!("`{val}` is not a guest interface"))
-                        .at(line.span(val))
-                        .hint("guest rules name the guest's NICs: `net0`, `net1`, ..."),
+                    Diagnostic::new(
+                        codes::UNKNOWN_INTERFACE,
+                        format!("`{val}` is not a guest interface"),
+                    )
+                    .at(line.span(val))
+                    .hint("guest rules name the guest's NICs: `net0`, `net1`, ..."),
                 );
             }
             return ok;
         }
         if val.len() > 15 {
             self.diags.push(
-                Diagnostic::new(codes::NAME_TOO_LONG, format!("interface name `{val}` is longer than 15 bytes"))
-                    .at(line.span(val))
-                    .note("Linux interface names hold at most 15 bytes"),
+                Diagnostic::new(
+                    codes::NAME_TOO_LONG,
+                    format!("interface name `{val}` is longer than 15 bytes"),
+                )
+                .at(line.span(val))
+                .note("Linux interface names hold at most 15 bytes"),
             );
             return false;
         }
-        if val.is_empty() || !val.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-+=@".contains(&b)) {
+        if val.is_empty()
+            || !val
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-+=@".contains(&b))
+        {
             self.diags.push(
-                Diagnostic::new(codes::ILLEGAL_NAME, format!("`{val}` is not a valid interface name"))
-                    .at(line.span(val)),
+                Diagnostic::new(
+                    codes::ILLEGAL_NAME,
+                    format!("`{val}` is not a valid interface name"),
+                )
+                .at(line.span(val)),
             );
             return false;
         }
@@ -909,11 +1144,18 @@ impl<'d> Parser<'d> {
             let start = off;
             off += part.len() + 1;
             if part.is_empty() {
-                let pos = if start < val.len() { start } else { start.saturating_sub(1) };
+                let pos = if start < val.len() {
+                    start
+                } else {
+                    start.saturating_sub(1)
+                };
                 self.diags.push(
-                    Diagnostic::new(codes::EMPTY_LIST_ELEMENT, format!("empty element in the port list `{val}`"))
-                        .at(line.span_at(base + pos, 1))
-                        .label("empty or doubled comma"),
+                    Diagnostic::new(
+                        codes::EMPTY_LIST_ELEMENT,
+                        format!("empty element in the port list `{val}`"),
+                    )
+                    .at(line.span_at(base + pos, 1))
+                    .label("empty or doubled comma"),
                 );
                 ok = false;
                 continue;
@@ -921,12 +1163,19 @@ impl<'d> Parser<'d> {
             let ps = &val[start..start + part.len()];
             let one = |s: &str, diags: &mut Diagnostics| -> Option<u16> {
                 if s.bytes().all(|b| b.is_ascii_digit()) {
-                    let n: u64 = if s.len() > 6 { u64::MAX } else { s.parse().unwrap_or(u64::MAX) };
+                    let n: u64 = if s.len() > 6 {
+                        u64::MAX
+                    } else {
+                        s.parse().unwrap_or(u64::MAX)
+                    };
                     if n == 0 || n > 65535 {
                         diags.push(
-                            Diagnostic::new(codes::PORT_OUT_OF_RANGE, format!("port `{s}` is out of range"))
-                                .at(line.span(s))
-                                .label("ports are 1 to 65535"),
+                            Diagnostic::new(
+                                codes::PORT_OUT_OF_RANGE,
+                                format!("port `{s}` is out of range"),
+                            )
+                            .at(line.span(s))
+                            .label("ports are 1 to 65535"),
                         );
                         return None;
                     }
@@ -934,10 +1183,22 @@ impl<'d> Parser<'d> {
                 } else if let Some(p) = service_port(s) {
                     Some(p)
                 } else {
-                    let mut d = Diagnostic::new(codes::UNKNOWN_SERVICE, format!("unknown service name `{s}`")).at(line.span(s));
-                    if s.contains('-') && s.split('-').all(|x| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit())) {
-                        d = d.hint(format!("port ranges use a colon: `{}`", s.replace('-', ":")));
-                    } else if let Some(h) = did_you_mean(s, tables::SERVICES.iter().map(|(n, _)| *n)) {
+                    let mut d = Diagnostic::new(
+                        codes::UNKNOWN_SERVICE,
+                        format!("unknown service name `{s}`"),
+                    )
+                    .at(line.span(s));
+                    if s.contains('-')
+                        && s.split('-')
+                            .all(|x| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit()))
+                    {
+                        d = d.hint(format!(
+                            "port ranges use a colon: `{}`",
+                            s.replace('-', ":")
+                        ));
+                    } else if let Some(h) =
+                        did_you_mean(s, tables::SERVICES.iter().map(|(n, _)| *n))
+                    {
                         d = d.hint(h);
                     }
                     diags.push(d);
@@ -951,9 +1212,12 @@ impl<'d> Parser<'d> {
                         (Some(x), Some(y)) if x <= y => out.push(PortRange::new(x, y)),
                         (Some(_), Some(_)) => {
                             self.diags.push(
-                                Diagnostic::new(codes::BACKWARDS_PORT_RANGE, format!("port range `{ps}` runs backwards"))
-                                    .at(line.span(ps))
-                                    .hint(format!("write `{b}:{a}`")),
+                                Diagnostic::new(
+                                    codes::BACKWARDS_PORT_RANGE,
+                                    format!("port range `{ps}` runs backwards"),
+                                )
+                                .at(line.span(ps))
+                                .hint(format!("write `{b}:{a}`")),
                             );
                             ok = false;
                         }
@@ -1028,9 +1292,12 @@ impl<'d> Parser<'d> {
                 ok = false;
             } else if let Some(p) = protos.iter().find(|p| !p.has_ports()) {
                 self.diags.push(
-                    Diagnostic::new(codes::PORT_WITH_PORTLESS_PROTO, format!("`{flag}` with protocol `{p}`, which has no ports"))
-                        .at(port.span)
-                        .label(format!("{p} has no ports")),
+                    Diagnostic::new(
+                        codes::PORT_WITH_PORTLESS_PROTO,
+                        format!("`{flag}` with protocol `{p}`, which has no ports"),
+                    )
+                    .at(port.span)
+                    .label(format!("{p} has no ports")),
                 );
                 ok = false;
             }
@@ -1038,29 +1305,51 @@ impl<'d> Parser<'d> {
         if let Some(t) = &o.icmp_type {
             if let Some(d) = o.dport.as_ref().or(o.sport.as_ref()) {
                 self.diags.push(
-                    Diagnostic::new(codes::ICMP_TYPE_WITH_PORT, "an ICMP type together with a port")
-                        .at(d.span)
-                        .note(format!("`-icmp-type {}` matches ICMP, which has no ports", t.value)),
+                    Diagnostic::new(
+                        codes::ICMP_TYPE_WITH_PORT,
+                        "an ICMP type together with a port",
+                    )
+                    .at(d.span)
+                    .note(format!(
+                        "`-icmp-type {}` matches ICMP, which has no ports",
+                        t.value
+                    )),
                 );
                 ok = false;
             }
-            let icmp: Vec<&Proto> = protos.iter().filter(|p| matches!(p, Proto::Icmp | Proto::Icmpv6)).collect();
+            let icmp: Vec<&Proto> = protos
+                .iter()
+                .filter(|p| matches!(p, Proto::Icmp | Proto::Icmpv6))
+                .collect();
             if icmp.is_empty() {
                 self.diags.push(
-                    Diagnostic::new(codes::ICMP_TYPE_WITHOUT_ICMP, "`-icmp-type` on a rule that is not icmp or icmpv6")
-                        .at(t.span)
-                        .hint("add `-p icmp` or `-p icmpv6`"),
+                    Diagnostic::new(
+                        codes::ICMP_TYPE_WITHOUT_ICMP,
+                        "`-icmp-type` on a rule that is not icmp or icmpv6",
+                    )
+                    .at(t.span)
+                    .hint("add `-p icmp` or `-p icmpv6`"),
                 );
                 ok = false;
             }
             for p in icmp {
                 let fam = p.family().unwrap_or(Family::V4);
                 if icmp_type(&t.value, fam).is_none() {
-                    let other = if fam == Family::V4 { "ICMPv6" } else { "ICMP (IPv4)" };
+                    let other = if fam == Family::V4 {
+                        "ICMPv6"
+                    } else {
+                        "ICMP (IPv4)"
+                    };
                     self.diags.push(
-                        Diagnostic::new(codes::ICMP_TYPE_FAMILY, format!("`{}` is an {other} type, not a {p} type", t.value))
-                            .at(t.span)
-                            .hint(format!("use `-p {}`", if fam == Family::V4 { "icmpv6" } else { "icmp" })),
+                        Diagnostic::new(
+                            codes::ICMP_TYPE_FAMILY,
+                            format!("`{}` is an {other} type, not a {p} type", t.value),
+                        )
+                        .at(t.span)
+                        .hint(format!(
+                            "use `-p {}`",
+                            if fam == Family::V4 { "icmpv6" } else { "icmp" }
+                        )),
                     );
                     ok = false;
                 }
@@ -1070,9 +1359,13 @@ impl<'d> Parser<'d> {
     }
 }
 
-
 fn parse_ratelimit(v: &str) -> Result<RateLimitOpt, String> {
-    let mut r = RateLimitOpt { enable: true, rate: 1, unit: "second".into(), burst: 5 };
+    let mut r = RateLimitOpt {
+        enable: true,
+        rate: 1,
+        unit: "second".into(),
+        burst: 5,
+    };
     if v.is_empty() {
         return Err("missing value".into());
     }
@@ -1090,16 +1383,27 @@ fn parse_ratelimit(v: &str) -> Result<RateLimitOpt, String> {
             }
             "rate" => {
                 let (n, unit) = val.split_once('/').unwrap_or((val, "second"));
-                r.rate = n.parse().ok().filter(|n| *n > 0).ok_or(format!("bad rate `{val}`"))?;
+                r.rate = n
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or(format!("bad rate `{val}`"))?;
                 if !["second", "minute", "hour", "day"].contains(&unit) {
-                    return Err(format!("bad rate unit `{unit}` (second, minute, hour, day)"));
+                    return Err(format!(
+                        "bad rate unit `{unit}` (second, minute, hour, day)"
+                    ));
                 }
                 r.unit = unit.to_string();
             }
-            "burst" => r.burst = val.parse().ok().filter(|n| *n > 0).ok_or(format!("bad burst `{val}`"))?,
+            "burst" => {
+                r.burst = val
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or(format!("bad burst `{val}`"))?
+            }
             _ => return Err(format!("unknown key `{k}` (enable, rate, burst)")),
         }
     }
     Ok(r)
 }
-

@@ -26,7 +26,11 @@ enum Role {
     Cluster,
     GuestFw(u32),
     Host(String),
-    GuestConf { id: u32, kind: GuestKindName, node: Option<String> },
+    GuestConf {
+        id: u32,
+        kind: GuestKindName,
+        node: Option<String>,
+    },
 }
 
 fn vmid(s: &str, ext: &str) -> Option<u32> {
@@ -45,14 +49,26 @@ fn role(path: &str) -> Option<Role> {
         ["firewall", "cluster.fw"] => Some(Role::Cluster),
         ["firewall", f] => vmid(f, ".fw").map(Role::GuestFw),
         ["nodes", n, "host.fw"] => Some(Role::Host(n.to_string())),
-        ["qemu-server", f] => vmid(f, ".conf").map(|id| Role::GuestConf { id, kind: GuestKindName::Vm, node: None }),
-        ["lxc", f] => vmid(f, ".conf").map(|id| Role::GuestConf { id, kind: GuestKindName::Ct, node: None }),
-        ["nodes", n, "qemu-server", f] => {
-            vmid(f, ".conf").map(|id| Role::GuestConf { id, kind: GuestKindName::Vm, node: Some(n.to_string()) })
-        }
-        ["nodes", n, "lxc", f] => {
-            vmid(f, ".conf").map(|id| Role::GuestConf { id, kind: GuestKindName::Ct, node: Some(n.to_string()) })
-        }
+        ["qemu-server", f] => vmid(f, ".conf").map(|id| Role::GuestConf {
+            id,
+            kind: GuestKindName::Vm,
+            node: None,
+        }),
+        ["lxc", f] => vmid(f, ".conf").map(|id| Role::GuestConf {
+            id,
+            kind: GuestKindName::Ct,
+            node: None,
+        }),
+        ["nodes", n, "qemu-server", f] => vmid(f, ".conf").map(|id| Role::GuestConf {
+            id,
+            kind: GuestKindName::Vm,
+            node: Some(n.to_string()),
+        }),
+        ["nodes", n, "lxc", f] => vmid(f, ".conf").map(|id| Role::GuestConf {
+            id,
+            kind: GuestKindName::Ct,
+            node: Some(n.to_string()),
+        }),
         _ => None,
     }
 }
@@ -70,9 +86,18 @@ pub fn parse_site(files: &SiteFiles) -> (SiteAst, SourceMap, Diagnostics) {
 
     // site.toml first so its FileId is 0 when present, then the rest in path order.
     let mut order: Vec<(&String, &Vec<u8>)> = files.files.iter().collect();
-    order.sort_by_key(|(p, _)| (p.as_str() != "site.toml", p.as_str() != "corosync.conf", (*p).clone()));
+    order.sort_by_key(|(p, _)| {
+        (
+            p.as_str() != "site.toml",
+            p.as_str() != "corosync.conf",
+            (*p).clone(),
+        )
+    });
     for (path, bytes) in order {
-        if let Some(n) = path.strip_prefix("nodes/").and_then(|r| r.split('/').next()) {
+        if let Some(n) = path
+            .strip_prefix("nodes/")
+            .and_then(|r| r.split('/').next())
+        {
             if !node_dirs.iter().any(|d| d == n) && path.matches('/').count() >= 2 {
                 node_dirs.push(n.to_string());
             }
@@ -95,16 +120,42 @@ pub fn parse_site(files: &SiteFiles) -> (SiteAst, SourceMap, Diagnostics) {
                 site_toml::parse_site_toml(fid, text, &mut ast, &mut diags);
             }
             Role::Corosync => corosync_nodes = conf::parse_corosync(fid, text, &mut diags),
-            Role::Cluster => ast.cluster = Some(fw::parse_fw(fid, FwKind::Cluster, text, &dec.bad_lines, &mut diags)),
+            Role::Cluster => {
+                ast.cluster = Some(fw::parse_fw(
+                    fid,
+                    FwKind::Cluster,
+                    text,
+                    &dec.bad_lines,
+                    &mut diags,
+                ))
+            }
             Role::GuestFw(vmid) => {
-                ast.guest_fw.insert(vmid, fw::parse_fw(fid, FwKind::Guest, text, &dec.bad_lines, &mut diags));
+                ast.guest_fw.insert(
+                    vmid,
+                    fw::parse_fw(fid, FwKind::Guest, text, &dec.bad_lines, &mut diags),
+                );
             }
             Role::Host(node) => {
-                ast.hosts.insert(node, fw::parse_fw(fid, FwKind::Host, text, &dec.bad_lines, &mut diags));
+                ast.hosts.insert(
+                    node,
+                    fw::parse_fw(fid, FwKind::Host, text, &dec.bad_lines, &mut diags),
+                );
             }
-            Role::GuestConf { id: vmid, kind, node } => {
+            Role::GuestConf {
+                id: vmid,
+                kind,
+                node,
+            } => {
                 let node = node.map(|n| Spanned::new(n, Span::new(fid, 1, 1, 0)));
-                conf_guests.push(conf::parse_guest_conf(fid, text, &dec.bad_lines, vmid, kind, node, &mut diags));
+                conf_guests.push(conf::parse_guest_conf(
+                    fid,
+                    text,
+                    &dec.bad_lines,
+                    vmid,
+                    kind,
+                    node,
+                    &mut diags,
+                ));
             }
         }
     }
@@ -132,17 +183,26 @@ pub fn parse_site(files: &SiteFiles) -> (SiteAst, SourceMap, Diagnostics) {
                 });
             }
         }
-        if ast.nodes.is_empty() && (ast.cluster.is_some() || !ast.guest_fw.is_empty() || !conf_guests.is_empty()) {
+        if ast.nodes.is_empty()
+            && (ast.cluster.is_some() || !ast.guest_fw.is_empty() || !conf_guests.is_empty())
+        {
             diags.push(
-                Diagnostic::new(codes::MISSING_SITE_FILE, "the site names no node: no site.toml, corosync.conf or nodes/ directory")
-                    .hint("add a site.toml with a [[node]]"),
+                Diagnostic::new(
+                    codes::MISSING_SITE_FILE,
+                    "the site names no node: no site.toml, corosync.conf or nodes/ directory",
+                )
+                .hint("add a site.toml with a [[node]]"),
             );
         }
     }
 
     // Merge guests from .conf files into the declared ones.
+    let declared = ast.guests.len();
     for cg in conf_guests {
-        if let Some(g) = ast.guests.iter_mut().find(|g| g.id.value == cg.id.value && g.kind == cg.kind) {
+        if let Some(g) = ast.guests[..declared]
+            .iter_mut()
+            .find(|g| g.id.value == cg.id.value && g.kind == cg.kind)
+        {
             if g.nics.is_empty() {
                 g.nics = cg.nics;
             }
@@ -157,8 +217,10 @@ pub fn parse_site(files: &SiteFiles) -> (SiteAst, SourceMap, Diagnostics) {
         ast.guests.push(cg);
     }
     if files.files.is_empty() {
-        diags.push(Diagnostic::new(codes::MISSING_SITE_FILE, "the site holds no files"));
+        diags.push(Diagnostic::new(
+            codes::MISSING_SITE_FILE,
+            "the site holds no files",
+        ));
     }
     (ast, map, diags)
 }
-

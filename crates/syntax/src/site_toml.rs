@@ -103,7 +103,9 @@ impl<'a> Ctx<'a> {
             Err(i) => i - 1,
         };
         let ls = self.line_starts[li];
-        let line_end = self.text[ls..].find('\n').map_or(self.text.len(), |p| ls + p);
+        let line_end = self.text[ls..]
+            .find('\n')
+            .map_or(self.text.len(), |p| ls + p);
         let col = crate::text::col_of(&self.text[ls..line_end], start - ls);
         let e = end.min(line_end);
         let len = self.text.get(start..e).map_or(0, |s| s.chars().count());
@@ -113,12 +115,16 @@ impl<'a> Ctx<'a> {
         self.span(s.span())
     }
     fn err(&mut self, span: Span, msg: impl Into<String>) {
-        self.diags.push(Diagnostic::new(codes::SITE_TOML, msg).at(span));
+        self.diags
+            .push(Diagnostic::new(codes::SITE_TOML, msg).at(span));
     }
     fn unknown_key(&mut self, k: &TSpanned<String>, known: &[&str], what: &str) {
-        let mut d = Diagnostic::new(codes::SITE_TOML, format!("unknown key `{}` in {what}", k.get_ref()))
-            .at(self.sp(k))
-            .note(format!("keys of {what}: {}", known.join(", ")));
+        let mut d = Diagnostic::new(
+            codes::SITE_TOML,
+            format!("unknown key `{}` in {what}", k.get_ref()),
+        )
+        .at(self.sp(k))
+        .note(format!("keys of {what}: {}", known.join(", ")));
         if let Some(h) = did_you_mean(k.get_ref(), known.iter().copied()) {
             d = d.hint(h);
         }
@@ -134,7 +140,11 @@ impl<'a> Ctx<'a> {
             }
         }
     }
-    fn table<'v>(&mut self, v: &'v TSpanned<SValue>, what: &str) -> Option<&'v [(TSpanned<String>, TSpanned<SValue>)]> {
+    fn table<'v>(
+        &mut self,
+        v: &'v TSpanned<SValue>,
+        what: &str,
+    ) -> Option<&'v [(TSpanned<String>, TSpanned<SValue>)]> {
         match v.get_ref() {
             SValue::Table(t) => Some(t),
             o => {
@@ -174,31 +184,68 @@ impl<'a> Ctx<'a> {
     }
 }
 
-const TOP_KEYS: &[&str] = &["site", "node", "guest", "wireguard", "client", "lockdown", "egress", "expect"];
+const TOP_KEYS: &[&str] = &[
+    "site",
+    "node",
+    "guest",
+    "wireguard",
+    "client",
+    "lockdown",
+    "egress",
+    "expect",
+];
 const SITE_KEYS: &[&str] = &["name", "backend"];
-const NODE_KEYS: &[&str] = &["name", "bridges", "backend", "platform", "local_network", "endpoint", "addresses"];
+const NODE_KEYS: &[&str] = &[
+    "name",
+    "bridges",
+    "backend",
+    "platform",
+    "local_network",
+    "endpoint",
+    "addresses",
+];
 const GUEST_KEYS: &[&str] = &["id", "kind", "node", "name", "nics"];
-const NIC_KEYS: &[&str] = &["name", "bridge", "mac", "addresses", "firewall", "vlan", "tag"];
+const NIC_KEYS: &[&str] = &[
+    "name",
+    "bridge",
+    "mac",
+    "addresses",
+    "firewall",
+    "vlan",
+    "tag",
+];
 
 /// Parse site.toml into the AST's site header, nodes and guests.
 pub fn parse_site_toml(file: FileId, text: &str, ast: &mut SiteAst, diags: &mut Diagnostics) {
     let mut line_starts = vec![0];
     line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-    let mut cx = Ctx { file, text, line_starts, diags };
+    let mut cx = Ctx {
+        file,
+        text,
+        line_starts,
+        diags,
+    };
     let root: TSpanned<SValue> = match toml::from_str::<TSpanned<SValue>>(text) {
         Ok(v) => v,
         Err(e) => {
-            let span = e.span().map(|r| cx.span(r)).unwrap_or(Span::new(file, 1, 1, 0));
+            let span = e
+                .span()
+                .map(|r| cx.span(r))
+                .unwrap_or(Span::new(file, 1, 1, 0));
             let msg = e.message().to_string();
             cx.err(span, format!("site.toml is not valid TOML: {msg}"));
             return;
         }
     };
-    let Some(top) = cx.table(&root, "site.toml") else { return };
+    let Some(top) = cx.table(&root, "site.toml") else {
+        return;
+    };
     for (k, v) in top {
         match k.get_ref().as_str() {
             "site" => {
-                let Some(t) = cx.table(v, "site") else { continue };
+                let Some(t) = cx.table(v, "site") else {
+                    continue;
+                };
                 for (k2, v2) in t {
                     match k2.get_ref().as_str() {
                         "name" => ast.name = cx.string(v2, "site.name"),
@@ -276,9 +323,12 @@ fn node(cx: &mut Ctx, v: &TSpanned<SValue>) -> Option<NodeDecl> {
                     match p {
                         Some(p) => nd.platform = Some(Spanned::new(p, s.span)),
                         None => {
-                            let mut d = Diagnostic::new(codes::SITE_TOML, format!("unknown platform `{}`", s.value))
-                                .at(s.span)
-                                .note("platforms: proxmox, xcpng, linux");
+                            let mut d = Diagnostic::new(
+                                codes::SITE_TOML,
+                                format!("unknown platform `{}`", s.value),
+                            )
+                            .at(s.span)
+                            .note("platforms: proxmox, xcpng, linux");
                             if let Some(h) = did_you_mean(&s.value, ["proxmox", "xcpng", "linux"]) {
                                 d = d.hint(h);
                             }
@@ -293,19 +343,29 @@ fn node(cx: &mut Ctx, v: &TSpanned<SValue>) -> Option<NodeDecl> {
                         let bname = bk.get_ref().clone();
                         if bname.is_empty() || bname.len() > 15 {
                             cx.diags.push(
-                                Diagnostic::new(codes::NAME_TOO_LONG, format!("bridge name `{bname}` must be 1 to 15 bytes"))
-                                    .at(cx.sp(bk)),
+                                Diagnostic::new(
+                                    codes::NAME_TOO_LONG,
+                                    format!("bridge name `{bname}` must be 1 to 15 bytes"),
+                                )
+                                .at(cx.sp(bk)),
                             );
                         }
                         let addresses = cx.addrs(bv, "bridge addresses");
-                        nd.bridges.push(BridgeDecl { name: Spanned::new(bname, cx.sp(bk)), addresses });
+                        nd.bridges.push(BridgeDecl {
+                            name: Spanned::new(bname, cx.sp(bk)),
+                            addresses,
+                        });
                     }
                 }
             }
             "addresses" => nd.addresses = cx.addrs(val, "addresses"),
             "local_network" => {
                 let nets = cx.addrs(val, "local_network");
-                nd.local_network = Some(nets.into_iter().map(|n| Spanned::new(n.value.trunc(), n.span)).collect());
+                nd.local_network = Some(
+                    nets.into_iter()
+                        .map(|n| Spanned::new(n.value.trunc(), n.span))
+                        .collect(),
+                );
             }
             "endpoint" => nd.endpoint = cx.string(val, "endpoint"),
             _ => cx.unknown_key(k, NODE_KEYS, "[[node]]"),
@@ -332,8 +392,13 @@ fn guest(cx: &mut Ctx, v: &TSpanned<SValue>) -> Option<GuestDecl> {
     for (k, val) in t {
         match k.get_ref().as_str() {
             "id" => match val.get_ref() {
-                SValue::Int(i) if (100..=999_999_999).contains(i) => id = Some(Spanned::new(*i as u32, cx.sp(val))),
-                _ => cx.err(cx.sp(val), "`id` must be an integer from 100 to 999999999 (a Proxmox vmid)"),
+                SValue::Int(i) if (100..=999_999_999).contains(i) => {
+                    id = Some(Spanned::new(*i as u32, cx.sp(val)))
+                }
+                _ => cx.err(
+                    cx.sp(val),
+                    "`id` must be an integer from 100 to 999999999 (a Proxmox vmid)",
+                ),
             },
             "kind" => {
                 if let Some(s) = cx.string(val, "kind") {
@@ -361,7 +426,14 @@ fn guest(cx: &mut Ctx, v: &TSpanned<SValue>) -> Option<GuestDecl> {
         return None;
     };
     let kind = kind.unwrap_or(GuestKindName::Vm);
-    Some(GuestDecl { id, kind, node, name, nics, span })
+    Some(GuestDecl {
+        id,
+        kind,
+        node,
+        name,
+        nics,
+        span,
+    })
 }
 
 fn nic(cx: &mut Ctx, v: &TSpanned<SValue>, pos: u32) -> Option<NicDecl> {
@@ -401,13 +473,20 @@ fn nic(cx: &mut Ctx, v: &TSpanned<SValue>, pos: u32) -> Option<NicDecl> {
         }
     }
     let name = name.unwrap_or_else(|| Spanned::new(format!("net{pos}"), span));
-    let index = match name.value.strip_prefix("net").and_then(|n| n.parse::<u32>().ok()) {
+    let index = match name
+        .value
+        .strip_prefix("net")
+        .and_then(|n| n.parse::<u32>().ok())
+    {
         Some(i) if name.value.len() <= 6 => i,
         _ => {
             cx.diags.push(
-                Diagnostic::new(codes::SITE_TOML, format!("NIC name `{}` is not `netN`", name.value))
-                    .at(name.span)
-                    .hint("guest NICs are named as Proxmox names them: net0, net1, ..."),
+                Diagnostic::new(
+                    codes::SITE_TOML,
+                    format!("NIC name `{}` is not `netN`", name.value),
+                )
+                .at(name.span)
+                .hint("guest NICs are named as Proxmox names them: net0, net1, ..."),
             );
             return None;
         }
@@ -416,5 +495,13 @@ fn nic(cx: &mut Ctx, v: &TSpanned<SValue>, pos: u32) -> Option<NicDecl> {
         cx.err(span, format!("NIC `{}` needs a `bridge`", name.value));
         return None;
     };
-    Some(NicDecl { index, name, bridge, mac, addresses, firewall, vlan })
+    Some(NicDecl {
+        index,
+        name,
+        bridge,
+        mac,
+        addresses,
+        firewall,
+        vlan,
+    })
 }

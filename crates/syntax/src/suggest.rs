@@ -25,7 +25,10 @@ pub fn closest<'a, I: IntoIterator<Item = &'a str>>(word: &str, candidates: I) -
 }
 
 /// `did you mean `X`?` when there is a close candidate.
-pub fn did_you_mean<'a, I: IntoIterator<Item = &'a str>>(word: &str, candidates: I) -> Option<String> {
+pub fn did_you_mean<'a, I: IntoIterator<Item = &'a str>>(
+    word: &str,
+    candidates: I,
+) -> Option<String> {
     closest(word, candidates).map(|c| format!("did you mean `{c}`?"))
 }
 
@@ -34,7 +37,10 @@ mod tests {
     use super::*;
     #[test]
     fn typos() {
-        assert_eq!(closest("polciy_in", ["policy_in", "policy_out", "enable"]), Some("policy_in"));
+        assert_eq!(
+            closest("polciy_in", ["policy_in", "policy_out", "enable"]),
+            Some("policy_in")
+        );
         assert_eq!(closest("shh", ["SSH", "HTTP"]), Some("SSH"));
         assert_eq!(closest("zzzzzz", ["SSH", "HTTP"]), None);
     }

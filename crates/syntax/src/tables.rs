@@ -30,7 +30,10 @@ fn parse_ports_static(s: &str) -> Vec<PortRange> {
     }
     s.split(',')
         .map(|p| match p.split_once(':') {
-            Some((a, b)) => PortRange::new(a.parse().expect("macro port"), b.parse().expect("macro port")),
+            Some((a, b)) => PortRange::new(
+                a.parse().expect("macro port"),
+                b.parse().expect("macro port"),
+            ),
             None => PortRange::single(p.parse().expect("macro port")),
         })
         .collect()
@@ -60,7 +63,10 @@ pub fn macros() -> &'static [Macro] {
             };
             match out.last_mut() {
                 Some(m) if m.name == name => m.rows.push(row),
-                _ => out.push(Macro { name, rows: vec![row] }),
+                _ => out.push(Macro {
+                    name,
+                    rows: vec![row],
+                }),
             }
         }
         out
@@ -69,7 +75,9 @@ pub fn macros() -> &'static [Macro] {
 
 /// Find a macro by name, case-insensitively (as pve-firewall does).
 pub fn find_macro(name: &str) -> Option<usize> {
-    macros().iter().position(|m| m.name.eq_ignore_ascii_case(name))
+    macros()
+        .iter()
+        .position(|m| m.name.eq_ignore_ascii_case(name))
 }
 
 /// IP protocols by name (as /etc/protocols names them) and number.
@@ -136,7 +144,11 @@ pub const PROTOCOLS: &[(&str, u8)] = &[
 pub fn parse_proto(s: &str) -> Option<Proto> {
     let number = if let Some(&(_, n)) = PROTOCOLS.iter().find(|(name, _)| *name == s) {
         n
-    } else if !s.is_empty() && s.len() <= 3 && s.bytes().all(|b| b.is_ascii_digit()) && !(s.len() > 1 && s.starts_with('0')) {
+    } else if !s.is_empty()
+        && s.len() <= 3
+        && s.bytes().all(|b| b.is_ascii_digit())
+        && !(s.len() > 1 && s.starts_with('0'))
+    {
         s.parse::<u16>().ok().filter(|n| *n <= 255)? as u8
     } else {
         return None;
@@ -146,7 +158,10 @@ pub fn parse_proto(s: &str) -> Option<Proto> {
         17 => Proto::Udp,
         1 => Proto::Icmp,
         58 => Proto::Icmpv6,
-        n => Proto::Other { number: n, name: s.to_string() },
+        n => Proto::Other {
+            number: n,
+            name: s.to_string(),
+        },
     })
 }
 
@@ -258,7 +273,10 @@ pub fn icmp_type(name: &str, family: Family) -> Option<(u8, Option<u8>)> {
 
 /// All ICMP type names of both families (for did-you-mean).
 pub fn icmp_names() -> impl Iterator<Item = &'static str> {
-    ICMP4_TYPES.iter().chain(ICMP6_TYPES.iter()).map(|(n, _, _)| *n)
+    ICMP4_TYPES
+        .iter()
+        .chain(ICMP6_TYPES.iter())
+        .map(|(n, _, _)| *n)
 }
 
 /// Service names for ports (the common part of /etc/services), tcp and udp alike.
@@ -367,7 +385,10 @@ mod tests {
         let ping = &macros()[find_macro("ping").unwrap()];
         assert_eq!(ping.rows.len(), 2);
         assert_eq!(ping.rows[1].proto, Proto::Icmpv6);
-        assert_eq!(find_macro("http/3").map(|i| macros()[i].name), Some("HTTP/3"));
+        assert_eq!(
+            find_macro("http/3").map(|i| macros()[i].name),
+            Some("HTTP/3")
+        );
     }
     #[test]
     fn protocols() {

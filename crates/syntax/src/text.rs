@@ -43,7 +43,12 @@ impl<'a> Line<'a> {
             return self.whole();
         }
         let off = p - base;
-        Span::new(self.file, self.no, col_of(self.text, off), sub.chars().count() as u32)
+        Span::new(
+            self.file,
+            self.no,
+            col_of(self.text, off),
+            sub.chars().count() as u32,
+        )
     }
     /// A span from byte offset `off` of `len` bytes.
     pub fn span_at(&self, off: usize, len: usize) -> Span {
@@ -75,13 +80,20 @@ pub fn decode(file: FileId, path: &str, bytes: &[u8], diags: &mut Diagnostics) -
                 .at(Span::new(file, 1, 1, 0))
                 .note("an empty file defines nothing; delete it or add content"),
         );
-        return Decoded { text: String::new(), usable: true, bad_lines };
+        return Decoded {
+            text: String::new(),
+            usable: true,
+            bad_lines,
+        };
     }
     if bytes.starts_with(&[0xEF, 0xBB, 0xBF]) {
         diags.push(
-            Diagnostic::new(codes::BOM, "byte-order mark at the start of the file (ignored)")
-                .at(Span::new(file, 1, 1, 0))
-                .hint("save the file as UTF-8 without a BOM"),
+            Diagnostic::new(
+                codes::BOM,
+                "byte-order mark at the start of the file (ignored)",
+            )
+            .at(Span::new(file, 1, 1, 0))
+            .hint("save the file as UTF-8 without a BOM"),
         );
         bytes = &bytes[3..];
     }
@@ -96,13 +108,20 @@ pub fn decode(file: FileId, path: &str, bytes: &[u8], diags: &mut Diagnostics) -
             diags.push(
                 Diagnostic::new(
                     codes::INVALID_UTF8,
-                    format!("`{path}` is not valid UTF-8 (byte 0x{:02x}); nothing of it was read", bytes[e.valid_up_to()]),
+                    format!(
+                        "`{path}` is not valid UTF-8 (byte 0x{:02x}); nothing of it was read",
+                        bytes[e.valid_up_to()]
+                    ),
                 )
                 .at(Span::new(file, line, col, 1))
                 .label("invalid byte here")
                 .hint("re-save the file as UTF-8"),
             );
-            return Decoded { text: String::from_utf8_lossy(bytes).into_owned(), usable: false, bad_lines };
+            return Decoded {
+                text: String::from_utf8_lossy(bytes).into_owned(),
+                usable: false,
+                bad_lines,
+            };
         }
     };
     // Line endings: CRLF becomes LF (warned once); a CR elsewhere is an error.
@@ -121,7 +140,11 @@ pub fn decode(file: FileId, path: &str, bytes: &[u8], diags: &mut Diagnostics) -
             None => raw,
         };
         out.push_str(line);
-        let l = Line { file, no, text: line };
+        let l = Line {
+            file,
+            no,
+            text: line,
+        };
         if let Some(p) = line.find('\r') {
             diags.push(
                 Diagnostic::new(codes::BARE_CR, "carriage return without a line feed")
@@ -134,17 +157,26 @@ pub fn decode(file: FileId, path: &str, bytes: &[u8], diags: &mut Diagnostics) -
         }
         if let Some(p) = line.find('\0') {
             diags.push(
-                Diagnostic::new(codes::NUL_BYTE, "NUL byte in the file; this line was not read")
-                    .at(l.span_at(p, 1))
-                    .label("NUL here"),
+                Diagnostic::new(
+                    codes::NUL_BYTE,
+                    "NUL byte in the file; this line was not read",
+                )
+                .at(l.span_at(p, 1))
+                .label("NUL here"),
             );
             bad_lines.insert(no);
         }
         if line.len() > MAX_LINE {
             diags.push(
-                Diagnostic::new(codes::LINE_TOO_LONG, format!("line is {} bytes long (limit {MAX_LINE}); it was not read", line.len()))
-                    .at(Span::new(file, no, 1, 0))
-                    .hint("split long lists into an ipset"),
+                Diagnostic::new(
+                    codes::LINE_TOO_LONG,
+                    format!(
+                        "line is {} bytes long (limit {MAX_LINE}); it was not read",
+                        line.len()
+                    ),
+                )
+                .at(Span::new(file, no, 1, 0))
+                .hint("split long lists into an ipset"),
             );
             bad_lines.insert(no);
         }
@@ -158,9 +190,16 @@ pub fn decode(file: FileId, path: &str, bytes: &[u8], diags: &mut Diagnostics) -
     }
     if out.trim().is_empty() && !out.is_empty() {
         diags.push(
-            Diagnostic::new(codes::EMPTY_FILE, format!("`{path}` holds only blank lines"))
-                .at(Span::new(file, 1, 1, 0)),
+            Diagnostic::new(
+                codes::EMPTY_FILE,
+                format!("`{path}` holds only blank lines"),
+            )
+            .at(Span::new(file, 1, 1, 0)),
         );
     }
-    Decoded { text: out, usable: true, bad_lines }
+    Decoded {
+        text: out,
+        usable: true,
+        bad_lines,
+    }
 }
