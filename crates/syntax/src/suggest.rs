@@ -13,7 +13,7 @@ pub fn closest<'a, I: IntoIterator<Item = &'a str>>(word: &str, candidates: I) -
         let d = strsim::damerau_levenshtein(&w, &cl);
         let limit = (w.len().max(cl.len()) / 3).max(1);
         let jw = strsim::jaro_winkler(&w, &cl);
-        let ok = d <= limit || jw >= 0.88;
+        let ok = d <= limit || jw >= 0.88 || (w.len() >= 3 && cl.starts_with(&w));
         if ok {
             let score = jw - d as f64 * 0.01;
             if best.map_or(true, |(s, _)| score > s) {
