@@ -42,7 +42,8 @@ struct Resolver<'a> {
     groups: HashMap<String, &'a ast::GroupDef>,
     nodes: Vec<ir::Node>,
     node_index: HashMap<String, usize>,
-    /// Sets referenced by some enabled rule (for empty-match checks).
+    /// Per node (same index as `nodes`): bridges are not declared.
+    implicit_bridges: Vec<bool>,
     cluster_opts: ir::ClusterOptions,
 }
 
@@ -77,6 +78,7 @@ pub fn resolve(ast: &SiteAst, sources: SourceMap) -> (ir::Site, Diagnostics) {
         groups: HashMap::new(),
         nodes: Vec::new(),
         node_index: HashMap::new(),
+        implicit_bridges: Vec::new(),
         cluster_opts,
     };
     r.collect_definitions();
@@ -207,7 +209,10 @@ impl<'a> Resolver<'a> {
                 self.push(
                     Diagnostic::new(
                         codes::NAME_TOO_LONG,
-                        format!("ipset `{}` becomes the kernel set `{}`, longer than {MAX_SET_NAME} bytes", set.name, set.kernel_name),
+                        format!(
+                            "ipset `{}` becomes the kernel set `{}`, longer than {MAX_SET_NAME} bytes",
+                            set.name, set.kernel_name
+                        ),
                     )
                     .at(sp)
                     .hint(format!("shorten the name by {} bytes", set.kernel_name.len() - MAX_SET_NAME)),
@@ -539,6 +544,7 @@ impl<'a> Resolver<'a> {
             let enabled = self.cluster_opts.enable && host_opts.enable;
             self.node_index
                 .insert(n.name.value.clone(), self.nodes.len());
+            self.implicit_bridges.push(n.implicit_bridges);
             self.nodes.push(ir::Node {
                 name: n.name.value.clone(),
                 backend,
@@ -644,15 +650,14 @@ impl<'a> Resolver<'a> {
                 }
                 if let Some(i) = node_idx {
                     let node = &self.nodes[i];
-                    let implicit = ast
-                        .nodes
-                        .iter()
-                        .find(|d| d.name.value == node.name)
-                        .is_some_and(|d| d.implicit_bridges);
+                    let implicit = self.implicit_bridges[i];
                     if !implicit && !node.bridges.iter().any(|b| b.name == n.bridge.value) {
                         let mut d = Diagnostic::new(
                             codes::UNKNOWN_BRIDGE,
-                            format!("NIC `{}` of guest {id} is on bridge `{}`, which node `{}` does not have", n.name.value, n.bridge.value, node.name),
+                            format!(
+                                "NIC `{}` of guest {id} is on bridge `{}`, which node `{}` does not have",
+                                n.name.value, n.bridge.value, node.name
+                            ),
                         )
                         .at(n.bridge.span);
                         if let Some(h) = did_you_mean(
@@ -671,9 +676,15 @@ impl<'a> Resolver<'a> {
                 let ifname = format!("{prefix}{id}i{}", n.index);
                 if ifname.len() > MAX_IFNAME {
                     self.push(
-                        Diagnostic::new(codes::NAME_TOO_LONG, format!("the host device of NIC `{}` would be `{ifname}`, longer than {MAX_IFNAME} bytes", n.name.value))
-                            .at(g.id.span)
-                            .note("Linux interface names hold at most 15 bytes; use a shorter vmid"),
+                        Diagnostic::new(
+                            codes::NAME_TOO_LONG,
+                            format!(
+                                "the host device of NIC `{}` would be `{ifname}`, longer than {MAX_IFNAME} bytes",
+                                n.name.value
+                            ),
+                        )
+                        .at(g.id.span)
+                        .note("Linux interface names hold at most 15 bytes; use a shorter vmid"),
                     );
                 }
                 let ipfilter_name = format!("ipfilter-{}", n.name.value);
@@ -1016,7 +1027,9 @@ impl<'a> Resolver<'a> {
         None
     }
 
-    fn lookup_alias(&mut self, n: &NameRef, ctx: Ctx) -> Option<Vec<IpRange>> {
+    /// An alias in a rule: its ranges, and whether they are the node's derived
+    /// `local_network` (which may hold both families; the rule is then split).
+    fn lookup_alias(&mut self, n: &NameRef, ctx: Ctx) -> Option<(Vec<IpRange>, bool)> {
         let key = n.name.to_ascii_lowercase();
         let order: Vec<Owner> = match (n.scope, ctx.guest) {
             (Scope::Dc, _) => vec![Owner::Cluster],
@@ -1039,18 +1052,19 @@ impl<'a> Resolver<'a> {
         };
         for o in &order {
             if let Some(a) = self.aliases.get(&(*o, key.clone())) {
-                return Some(vec![IpRange::from_net(&a.net)]);
+                return Some((vec![IpRange::from_net(&a.net)], false));
             }
         }
         if key == "local_network" && n.scope != Scope::Guest {
             if let Some(i) = ctx.node {
-                return Some(
+                return Some((
                     self.nodes[i]
                         .local_network
                         .iter()
                         .map(IpRange::from_net)
                         .collect(),
-                );
+                    true,
+                ));
             }
         }
         if ctx.report {
@@ -1087,22 +1101,29 @@ impl<'a> Resolver<'a> {
             AddrSpec::List(items) => {
                 let mut out = Vec::with_capacity(items.len());
                 let mut ok = true;
+                let mut derived = false;
                 for it in items {
                     match &it.value {
                         AddrItem::Range(r) => out.push(*r),
                         AddrItem::Alias(n) => {
                             match self.lookup_alias(n, ctx) {
-                                Some(v) if v.is_empty() => {
+                                Some((v, _)) if v.is_empty() => {
                                     if ctx.report {
                                         self.push(
-                                        Diagnostic::new(codes::EMPTY_MATCH, format!("alias `{}` resolves to no address here", n.name))
-                                            .at(n.span)
-                                            .note("the node has no address to derive local_network from"),
+                                        Diagnostic::new(
+                                            codes::EMPTY_MATCH,
+                                            format!("alias `{}` resolves to no address here", n.name),
+                                        )
+                                        .at(n.span)
+                                        .note("the node has no address to derive local_network from"),
                                     );
                                     }
                                     ok = false;
                                 }
-                                Some(v) => out.extend(v),
+                                Some((v, d)) => {
+                                    derived |= d;
+                                    out.extend(v)
+                                }
                                 None => ok = false,
                             }
                         }
@@ -1112,7 +1133,7 @@ impl<'a> Resolver<'a> {
                     return None;
                 }
                 let fams: HashSet<Family> = out.iter().map(|r| r.family()).collect();
-                if fams.len() > 1 {
+                if fams.len() > 1 && !derived {
                     if ctx.report {
                         self.push(
                             Diagnostic::new(
@@ -1187,28 +1208,48 @@ impl<'a> Resolver<'a> {
             },
             None => None,
         };
-        // Family constraints from literal addresses.
-        let lit_fam = |r: &Option<(Resolved, Span)>| match r {
-            Some((Resolved::List(l), sp)) => l.first().map(|x| (x.family(), *sp)),
-            _ => None,
-        };
-        let (sf, df) = (lit_fam(&source), lit_fam(&dest));
-        if let (Some((a, _)), Some((b, bs))) = (sf, df) {
-            if a != b {
-                if ctx.report {
-                    self.push(
-                        Diagnostic::new(
-                            codes::MIXED_FAMILIES,
-                            format!("source is {a} but destination is {b}"),
-                        )
-                        .at(bs)
-                        .note("a rule matches one address family"),
-                    );
+        // Families the literal addresses allow (a derived local_network may
+        // hold both: the rule is then split per family).
+        let lit_fams = |r: &Option<(Resolved, Span)>| -> Option<(Vec<Family>, Span)> {
+            match r {
+                Some((Resolved::List(l), sp)) => {
+                    let mut f: Vec<Family> = l.iter().map(|x| x.family()).collect();
+                    f.sort();
+                    f.dedup();
+                    Some((f, *sp))
                 }
-                return;
+                _ => None,
             }
-        }
-        let addr_family = sf.or(df);
+        };
+        let (sf, df) = (lit_fams(&source), lit_fams(&dest));
+        let variants: Vec<(Option<Family>, Option<Span>)> = match (&sf, &df) {
+            (Some((a, _)), Some((b, bs))) => {
+                let both: Vec<(Option<Family>, Option<Span>)> = a
+                    .iter()
+                    .filter(|f| b.contains(f))
+                    .map(|f| (Some(*f), Some(*bs)))
+                    .collect();
+                if both.is_empty() {
+                    if ctx.report {
+                        self.push(
+                            Diagnostic::new(
+                                codes::MIXED_FAMILIES,
+                                format!("source is {} but destination is {}", a[0], b[0]),
+                            )
+                            .at(*bs)
+                            .note("a rule matches one address family"),
+                        );
+                    }
+                    return;
+                }
+                both
+            }
+            (Some((a, sp)), None) | (None, Some((a, sp))) => {
+                a.iter().map(|f| (Some(*f), Some(*sp))).collect()
+            }
+            (None, None) => vec![(None, None)],
+        };
+        let split = variants.len() > 1;
         // Rows: the macro's, or the rule itself.
         struct Row {
             proto: Option<Proto>,
@@ -1269,67 +1310,71 @@ impl<'a> Resolver<'a> {
             ),
         };
         let mut produced = 0;
-        let mut conflict: Option<(Family, Family)> = None;
-        for row in rows {
-            let pf = row.proto.as_ref().and_then(|p| p.family());
-            let mut fam: Option<Family> = None;
-            let mut bad = false;
-            for f in [row.family, pf, addr_family.map(|x| x.0)]
-                .into_iter()
-                .flatten()
-            {
-                match fam {
-                    Some(x) if x != f => {
-                        conflict = Some((x, f));
-                        bad = true;
-                    }
-                    _ => fam = Some(f),
-                }
-            }
-            if bad {
-                continue;
-            }
-            let icmp_type = match &row.icmp {
-                Some(name) => {
-                    let f = pf.unwrap_or(Family::V4);
-                    match icmp_type(name, f) {
-                        Some((ty, code)) => Some(IcmpType {
-                            name: name.clone(),
-                            ty,
-                            code,
-                        }),
-                        None => continue, // reported by the parser
+        let mut conflict: Option<(Family, Family, Option<Span>)> = None;
+        for (vfam, vspan) in &variants {
+            for row in &rows {
+                let pf = row.proto.as_ref().and_then(|p| p.family());
+                let mut fam: Option<Family> = None;
+                let mut bad = false;
+                for f in [row.family, pf, *vfam].into_iter().flatten() {
+                    match fam {
+                        Some(x) if x != f => {
+                            conflict = Some((x, f, *vspan));
+                            bad = true;
+                        }
+                        _ => fam = Some(f),
                     }
                 }
-                None => None,
-            };
-            produced += 1;
-            let to_match = |r: &Option<(Resolved, Span)>| {
-                r.as_ref().map(|(x, _)| match x {
-                    Resolved::Set(id) => AddrMatch::Set(*id),
-                    Resolved::List(l) => AddrMatch::List(l.clone()),
-                })
-            };
-            out.push(ir::Rule {
-                origin: origin.clone(),
-                dir: dir.value,
-                action,
-                family: fam,
-                iface: iface.clone(),
-                source: to_match(&source),
-                dest: to_match(&dest),
-                proto: row.proto,
-                dport: row.dport,
-                sport: row.sport,
-                icmp_type,
-                log: o.log.as_ref().map(|l| l.value).unwrap_or(LogLevel::Nolog),
-            });
+                if bad {
+                    continue;
+                }
+                let icmp_type = match &row.icmp {
+                    Some(name) => {
+                        let f = pf.unwrap_or(Family::V4);
+                        match icmp_type(name, f) {
+                            Some((ty, code)) => Some(IcmpType {
+                                name: name.clone(),
+                                ty,
+                                code,
+                            }),
+                            None => continue, // reported by the parser
+                        }
+                    }
+                    None => None,
+                };
+                produced += 1;
+                let to_match = |r: &Option<(Resolved, Span)>| {
+                    r.as_ref().map(|(x, _)| match x {
+                        Resolved::Set(id) => AddrMatch::Set(*id),
+                        Resolved::List(l) if split => AddrMatch::List(
+                            l.iter()
+                                .filter(|r| Some(r.family()) == fam)
+                                .copied()
+                                .collect(),
+                        ),
+                        Resolved::List(l) => AddrMatch::List(l.clone()),
+                    })
+                };
+                out.push(ir::Rule {
+                    origin: origin.clone(),
+                    dir: dir.value,
+                    action,
+                    family: fam,
+                    iface: iface.clone(),
+                    source: to_match(&source),
+                    dest: to_match(&dest),
+                    proto: row.proto.clone(),
+                    dport: row.dport.clone(),
+                    sport: row.sport.clone(),
+                    icmp_type,
+                    log: o.log.as_ref().map(|l| l.value).unwrap_or(LogLevel::Nolog),
+                });
+            }
         }
         if produced == 0 {
-            if let Some((a, b)) = conflict {
+            if let Some((a, b, vspan)) = conflict {
                 if ctx.report {
-                    let at = addr_family
-                        .map(|x| x.1)
+                    let at = vspan
                         .or(o.proto.as_ref().map(|p| p.span))
                         .unwrap_or(verb.span);
                     self.push(

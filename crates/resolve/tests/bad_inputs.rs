@@ -573,7 +573,9 @@ fn case25_guest_on_unknown_node() {
 
 #[test]
 fn case25_guest_on_unknown_bridge() {
-    let toml = format!("{SITE_TOML}\n[[guest]]\nid = 101\nnode = \"hv1\"\nnics = [{{ name = \"net0\", bridge = \"vmbr9\" }}]\n");
+    let toml = format!(
+        "{SITE_TOML}\n[[guest]]\nid = 101\nnode = \"hv1\"\nnics = [{{ name = \"net0\", bridge = \"vmbr9\" }}]\n"
+    );
     let d = expect(&[("site.toml", &toml)], "E0411", "site.toml", 18, 35);
     assert_eq!(d.hint.as_deref(), Some("did you mean `vmbr0`?"));
 }

@@ -126,7 +126,10 @@ fn aliases_in_ipsets_resolve_by_scope() {
 
 #[test]
 fn macros_split_by_family() {
-    let (site, d) = load(&[("firewall/cluster.fw", "[OPTIONS]\nenable: 1\n[RULES]\nIN Ping(ACCEPT)\nIN trcrt(DROP)\nIN Ping(ACCEPT) -source 2001:db8::/32\n")]);
+    let (site, d) = load(&[(
+        "firewall/cluster.fw",
+        "[OPTIONS]\nenable: 1\n[RULES]\nIN Ping(ACCEPT)\nIN trcrt(DROP)\nIN Ping(ACCEPT) -source 2001:db8::/32\n",
+    )]);
     assert_clean(&d);
     let r = &site.node("hv1").unwrap().firewall.rules;
     // Ping: v4 + v6; Trcrt: udp (both) + icmp v4 + icmpv6 v6; Ping with a v6 source: v6 only.
@@ -327,7 +330,10 @@ fn option_values_are_checked() {
         2,
         "{d:?}"
     );
-    let d = diags(&[("nodes/hv1/host.fw", "[OPTIONS]\nnf_conntrack_tcp_timeout_syn_recv: 90\nnf_conntrack_helpers: ftp,gopher\nlog_level_in: loud\n")]);
+    let d = diags(&[(
+        "nodes/hv1/host.fw",
+        "[OPTIONS]\nnf_conntrack_tcp_timeout_syn_recv: 90\nnf_conntrack_helpers: ftp,gopher\nlog_level_in: loud\n",
+    )]);
     assert_eq!(
         d.items.iter().filter(|x| x.code == "E0108").count(),
         3,
@@ -376,7 +382,10 @@ fn proxmox_tree_without_site_toml() {
 
 #[test]
 fn guest_conf_problems_are_reported() {
-    let files = rampart_types::SiteFiles::new().with("nodes/pve1/qemu-server/101.conf", "net0: virtio=BC:24:11:AA:BB,bridge=vmbr0\nnet1: virtio=BC:24:11:AA:BB:CC,bridge=vmbr0,tag=5000\n");
+    let files = rampart_types::SiteFiles::new().with(
+        "nodes/pve1/qemu-server/101.conf",
+        "net0: virtio=BC:24:11:AA:BB,bridge=vmbr0\nnet1: virtio=BC:24:11:AA:BB:CC,bridge=vmbr0,tag=5000\n",
+    );
     let (site, d) = rampart_resolve::load(&files);
     expect_at(
         &d,

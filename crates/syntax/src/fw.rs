@@ -1243,10 +1243,15 @@ impl<'d> Parser<'d> {
         if let Some(m) = macro_ {
             let conflict = |what: &str, span: rampart_types::Span, diags: &mut Diagnostics| {
                 diags.push(
-                    Diagnostic::new(codes::MACRO_CONFLICT, format!("macro `{}` fixes {what}; the rule sets it too", m.name))
-                        .at(span)
-                        .note(format!("`{verb_tok}` brings its own protocol, ports and ICMP type; see `rampart explain E0311`"))
-                        .hint(format!("drop {what} here, or write the rule without the macro")),
+                    Diagnostic::new(
+                        codes::MACRO_CONFLICT,
+                        format!("macro `{}` fixes {what}; the rule sets it too", m.name),
+                    )
+                    .at(span)
+                    .note(format!(
+                        "`{verb_tok}` brings its own protocol, ports and ICMP type; see `rampart explain E0311`"
+                    ))
+                    .hint(format!("drop {what} here, or write the rule without the macro")),
                 );
             };
             if let Some(p) = &o.proto {
