@@ -8,7 +8,8 @@ use rampart_types::SiteFiles;
 const VALID_CLUSTER: &str = "[OPTIONS]\nenable: 1\npolicy_in: DROP\nlog_ratelimit: enable=1,rate=1/second,burst=5\n\n[ALIASES]\nmonitor 203.0.113.9 # uptime\nv6 2001:db8::1\n\n[IPSET management]\n198.51.100.5 # admin\n!198.51.100.6\nmonitor\n\n[IPSET blacklist]\n77.240.159.182\n\n[RULES]\nIN HTTPS(ACCEPT) -source monitor\nIN Ping(ACCEPT)\nIN ACCEPT -p tcp -dport 8080,9000:9010 -source 203.0.113.0/24 -log info\n|IN ACCEPT -p tcp -dport 9000\nIN REJECT -p tcp -dport 25\nOUT ACCEPT -dest v6 -p icmpv6 -icmp-type echo-request\nFORWARD DROP -source 10.0.0.1-10.0.0.9\n\n[group webserver]\nIN HTTP(ACCEPT)\nIN ACCEPT -p tcp -dport 443 -source +dc/management\n";
 const VALID_GUEST: &str = "[OPTIONS]\nenable: 1\nipfilter: 1\nips_queues: 0:1\n\n[ALIASES]\nsrv 10.2.2.2\n\n[IPSET ipfilter-net0]\n192.0.2.100\n\n[RULES]\nGROUP webserver -i net0\nIN SSH(ACCEPT) -i net0 -source srv,10.0.0.1\nOUT DNS(ACCEPT)\nIN DROP --proto udp --dport 53 --source +guest/ipfilter-net0\n";
 const VALID_HOST: &str = "[OPTIONS]\nenable: 1\nnf_conntrack_helpers: ftp\n\n[RULES]\nIN DROP -p tcp -dport 8080 -source 203.0.113.66 -i vmbr0\n";
-const VALID_CONF: &str = "name: web\nnet0: virtio=BC:24:11:AA:BB:CC,bridge=vmbr0,firewall=1,tag=10\n";
+const VALID_CONF: &str =
+    "name: web\nnet0: virtio=BC:24:11:AA:BB:CC,bridge=vmbr0,firewall=1,tag=10\n";
 
 fn check_spans(files: &SiteFiles) {
     let (site, d) = rampart_resolve::load(files);
@@ -19,19 +20,45 @@ fn check_spans(files: &SiteFiles) {
             if f.text.is_empty() {
                 continue;
             }
-            let line = site.sources.line_text(s.file, s.line).unwrap_or_else(|| panic!("{} points past the end of {}: {x:?}", x.code, f.path));
+            let line = site
+                .sources
+                .line_text(s.file, s.line)
+                .unwrap_or_else(|| panic!("{} points past the end of {}: {x:?}", x.code, f.path));
             let n = line.chars().count() as u32;
-            assert!(s.col >= 1 && s.col <= n + 1, "{} col {} outside a line of {n} chars: {x:?}", x.code, s.col);
-            assert!(s.col - 1 + s.len <= n + 1, "{} span runs past the line end: {x:?}", x.code);
+            assert!(
+                s.col >= 1 && s.col <= n + 1,
+                "{} col {} outside a line of {n} chars: {x:?}",
+                x.code,
+                s.col
+            );
+            assert!(
+                s.col - 1 + s.len <= n + 1,
+                "{} span runs past the line end: {x:?}",
+                x.code
+            );
         }
     }
 }
 
 fn site_with(path: &str, bytes: Vec<u8>) -> SiteFiles {
-    common::site(&[("firewall/cluster.fw", VALID_CLUSTER.as_bytes()), ("firewall/100.fw", VALID_GUEST.as_bytes()), ("nodes/hv1/host.fw", VALID_HOST.as_bytes()), ("qemu-server/100.conf", VALID_CONF.as_bytes()), (path, &bytes)])
+    common::site(&[
+        ("firewall/cluster.fw", VALID_CLUSTER.as_bytes()),
+        ("firewall/100.fw", VALID_GUEST.as_bytes()),
+        ("nodes/hv1/host.fw", VALID_HOST.as_bytes()),
+        ("qemu-server/100.conf", VALID_CONF.as_bytes()),
+        (path, &bytes),
+    ])
 }
 
-const PATHS: &[&str] = &["firewall/cluster.fw", "firewall/100.fw", "nodes/hv1/host.fw", "site.toml", "qemu-server/100.conf", "lxc/100.conf", "corosync.conf"];
+const PATHS: &[&str] = &[
+    "firewall/cluster.fw",
+    "firewall/100.fw",
+    "nodes/hv1/host.fw",
+    "site.toml",
+    "qemu-server/100.conf",
+    "lxc/100.conf",
+    "corosync.conf",
+];
 
 fn valid_of(path: &str) -> &'static str {
     match path {
@@ -45,11 +72,74 @@ fn valid_of(path: &str) -> &'static str {
 
 /// Pieces that make mutations hit the grammar rather than only break it.
 const TOKENS: &[&str] = &[
-    "[", "]", "#", "|", ",", ",,", ":", "-", "--", "+", "!", "/", "(", ")", " ", "\n", "\r", "\r\n", "\0", "\u{feff}", "é", "\t",
-    "IN", "OUT", "FORWARD", "GROUP", "ACCEPT", "DROP", "REJECT", "SSH(ACCEPT)", "Ping(DROP)", "-p", "tcp", "icmp", "icmpv6",
-    "-dport", "-sport", "-source", "-dest", "-i", "net0", "net9", "-icmp-type", "echo-request", "-log", "info", "+management",
-    "dc/", "guest/", "local_network", "10.0.0.1", "10.0.0.0/33", "::/0", "0", "65536", "90:80", "[RULES]", "[OPTIONS]",
-    "[IPSET x1]", "[group g1]", "[ALIASES]", "enable: 1", "GROUP webserver", "GROUP g1", "=", "\"", "[[guest]]", "id = 100",
+    "[",
+    "]",
+    "#",
+    "|",
+    ",",
+    ",,",
+    ":",
+    "-",
+    "--",
+    "+",
+    "!",
+    "/",
+    "(",
+    ")",
+    " ",
+    "\n",
+    "\r",
+    "\r\n",
+    "\0",
+    "\u{feff}",
+    "é",
+    "\t",
+    "IN",
+    "OUT",
+    "FORWARD",
+    "GROUP",
+    "ACCEPT",
+    "DROP",
+    "REJECT",
+    "SSH(ACCEPT)",
+    "Ping(DROP)",
+    "-p",
+    "tcp",
+    "icmp",
+    "icmpv6",
+    "-dport",
+    "-sport",
+    "-source",
+    "-dest",
+    "-i",
+    "net0",
+    "net9",
+    "-icmp-type",
+    "echo-request",
+    "-log",
+    "info",
+    "+management",
+    "dc/",
+    "guest/",
+    "local_network",
+    "10.0.0.1",
+    "10.0.0.0/33",
+    "::/0",
+    "0",
+    "65536",
+    "90:80",
+    "[RULES]",
+    "[OPTIONS]",
+    "[IPSET x1]",
+    "[group g1]",
+    "[ALIASES]",
+    "enable: 1",
+    "GROUP webserver",
+    "GROUP g1",
+    "=",
+    "\"",
+    "[[guest]]",
+    "id = 100",
 ];
 
 #[derive(Debug, Clone)]
@@ -87,7 +177,9 @@ fn apply(text: &str, muts: &[Mutation]) -> Vec<u8> {
                 let s = (a % (b.len() + 1)).min(b.len());
                 b.splice(s..s, TOKENS[*t].bytes());
             }
-            Mutation::DupLine(a) | Mutation::SwapLines(a, _) | Mutation::Truncate(a) if b.is_empty() => {
+            Mutation::DupLine(a) | Mutation::SwapLines(a, _) | Mutation::Truncate(a)
+                if b.is_empty() =>
+            {
                 let _ = a;
             }
             Mutation::DupLine(a) => {
@@ -105,7 +197,8 @@ fn apply(text: &str, muts: &[Mutation]) -> Vec<u8> {
                 b = out;
             }
             Mutation::SwapLines(x, y) => {
-                let mut lines: Vec<Vec<u8>> = b.split(|&c| c == b'\n').map(|l| l.to_vec()).collect();
+                let mut lines: Vec<Vec<u8>> =
+                    b.split(|&c| c == b'\n').map(|l| l.to_vec()).collect();
                 let n = lines.len();
                 lines.swap(x % n, y % n);
                 b = lines.join(&b'\n');

@@ -117,7 +117,11 @@ fn large_site_parses_and_resolves_fast() {
     let (site, more) = rampart_resolve::resolve(&ast, map);
     d.extend(more);
     let el = t.elapsed();
-    println!("parse: {:.3} s, resolve: {:.3} s", parsed.as_secs_f64(), (el - parsed).as_secs_f64());
+    println!(
+        "parse: {:.3} s, resolve: {:.3} s",
+        parsed.as_secs_f64(),
+        (el - parsed).as_secs_f64()
+    );
     let rules: usize = site.guests.iter().map(|g| g.rules.len()).sum::<usize>()
         + site
             .nodes

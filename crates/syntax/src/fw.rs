@@ -740,7 +740,11 @@ impl<'d> Parser<'d> {
             );
             return None;
         };
-        let verb = self.verb(line, verb_tok)?;
+        let Some(verb) = self.verb(line, verb_tok) else {
+            // Still read the options, to report their problems too.
+            let _ = self.rule_opts(line, &toks[2..], ctx, false);
+            return None;
+        };
         let action = match &verb {
             RuleVerb::Plain(a) | RuleVerb::Macro { action: a, .. } => *a,
         };
@@ -1249,9 +1253,11 @@ impl<'d> Parser<'d> {
                     )
                     .at(span)
                     .note(format!(
-                        "`{verb_tok}` brings its own protocol, ports and ICMP type; see `rampart explain E0311`"
+                        "`{verb_tok}` brings its own protocol, ports and ICMP type"
                     ))
-                    .hint(format!("drop {what} here, or write the rule without the macro")),
+                    .hint(format!(
+                        "drop {what} here, or write the rule without the macro"
+                    )),
                 );
             };
             if let Some(p) = &o.proto {
@@ -1348,7 +1354,7 @@ impl<'d> Parser<'d> {
                     self.diags.push(
                         Diagnostic::new(
                             codes::ICMP_TYPE_FAMILY,
-                            format!("`{}` is an {other} type, not a {p} type", t.value),
+                            format!("`{}` is an {other} type; it cannot match `-p {p}`", t.value),
                         )
                         .at(t.span)
                         .hint(format!(
