@@ -85,7 +85,7 @@ pub fn resolve(ast: &SiteAst, sources: SourceMap) -> (ir::Site, Diagnostics) {
     r.build_nodes();
     let guests = r.build_guests();
     r.build_host_rules();
-    r.check_unused_files();
+    r.check_unused_files(&guests);
     let mut diags = std::mem::take(&mut r.diags);
     diags.sort();
     diags.items.dedup();
@@ -880,8 +880,27 @@ impl<'a> Resolver<'a> {
         })
     }
 
-    fn check_unused_files(&mut self) {
+    fn check_unused_files(&mut self, guests: &[ir::Guest]) {
         let ast = self.ast;
+        let known: HashSet<u32> = guests.iter().map(|g| g.id).collect();
+        let declared: HashSet<u32> = ast.guests.iter().map(|g| g.id.value).collect();
+        for (id, f) in &ast.guest_fw {
+            if !known.contains(id) && !declared.contains(id) {
+                self.push(
+                    Diagnostic::new(
+                        codes::UNKNOWN_GUEST,
+                        format!(
+                            "firewall/{id}.fw is for guest {id}, which the site does not declare"
+                        ),
+                    )
+                    .at(Span::new(f.file, 1, 1, 0))
+                    .note("its rules apply to nothing")
+                    .hint(format!(
+                        "declare guest {id} in site.toml (or add its .conf), or delete the file"
+                    )),
+                );
+            }
+        }
         for (node, f) in &ast.hosts {
             if !self.node_index.contains_key(node) {
                 let mut d = Diagnostic::new(
@@ -1250,6 +1269,27 @@ impl<'a> Resolver<'a> {
             (None, None) => vec![(None, None)],
         };
         let split = variants.len() > 1;
+        let set_fams =
+            |r: &Option<(Resolved, Span)>, sets: &[IpSet]| -> Option<(SetId, Span, bool, bool)> {
+                match r {
+                    Some((Resolved::Set(id), sp)) => {
+                        let s = &sets[id.0 as usize];
+                        let has = |f: Family| {
+                            s.entries
+                                .iter()
+                                .any(|e| !e.nomatch && e.range.family() == f)
+                        };
+                        Some((*id, *sp, has(Family::V4), has(Family::V6)))
+                    }
+                    _ => None,
+                }
+            };
+        let set_checks: Vec<(SetId, Span, bool, bool)> =
+            [set_fams(&source, &self.sets), set_fams(&dest, &self.sets)]
+                .into_iter()
+                .flatten()
+                .collect();
+        let mut family_empty: Option<(SetId, Span, Family)> = None;
         // Rows: the macro's, or the rule itself.
         struct Row {
             proto: Option<Proto>,
@@ -1328,6 +1368,15 @@ impl<'a> Resolver<'a> {
                 if bad {
                     continue;
                 }
+                if let Some(f) = fam {
+                    if let Some((id, sp, _, _)) = set_checks
+                        .iter()
+                        .find(|(_, _, v4, v6)| !(if f == Family::V4 { *v4 } else { *v6 }))
+                    {
+                        family_empty = Some((*id, *sp, f));
+                        continue;
+                    }
+                }
                 let icmp_type = match &row.icmp {
                     Some(name) => {
                         let f = pf.unwrap_or(Family::V4);
@@ -1369,6 +1418,21 @@ impl<'a> Resolver<'a> {
                     icmp_type,
                     log: o.log.as_ref().map(|l| l.value).unwrap_or(LogLevel::Nolog),
                 });
+            }
+        }
+        if produced == 0 && conflict.is_none() {
+            if let Some((id, sp, f)) = family_empty {
+                if ctx.report {
+                    let name = self.sets[id.0 as usize].name.clone();
+                    self.push(
+                        Diagnostic::new(
+                            codes::EMPTY_MATCH,
+                            format!("ipset `{name}` holds no {f} address, and this rule is {f}-only: it can never match"),
+                        )
+                        .at(sp)
+                        .hint(format!("add {f} entries to [IPSET {name}]")),
+                    );
+                }
             }
         }
         if produced == 0 {

@@ -612,3 +612,26 @@ fn all_problems_of_a_file_are_reported() {
         assert!(codes.contains(&c), "{c} missing from {codes:?}");
     }
 }
+
+#[test]
+fn case13_ipset_without_the_rules_family() {
+    let d = expect_cluster(
+        "[IPSET v4only]\n10.0.0.0/8\n[RULES]\nIN ACCEPT -p icmpv6 -source +v4only\n",
+        "E0206",
+        4,
+        29,
+    );
+    assert!(d.message.contains("ipv6"), "{}", d.message);
+}
+
+#[test]
+fn case25_firewall_file_for_an_unknown_guest() {
+    let d = expect(
+        &[("firewall/4242.fw", "[OPTIONS]\nenable: 1\n")],
+        "E0415",
+        "firewall/4242.fw",
+        1,
+        1,
+    );
+    assert_eq!(d.severity, Severity::Warning);
+}
