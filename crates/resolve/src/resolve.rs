@@ -191,6 +191,11 @@ fn link_local(mac: [u8; 6]) -> Ipv6Addr {
     )
 }
 
+fn fam_name(f: &[Family]) -> String {
+    f.first()
+        .map_or_else(|| "empty".to_string(), |x| x.to_string())
+}
+
 fn short(name: &str, max: usize) -> bool {
     name.len() <= max
 }
@@ -1253,7 +1258,11 @@ impl<'a> Resolver<'a> {
                         self.push(
                             Diagnostic::new(
                                 codes::MIXED_FAMILIES,
-                                format!("source is {} but destination is {}", a[0], b[0]),
+                                format!(
+                                    "source is {} but destination is {}",
+                                    fam_name(a),
+                                    fam_name(b)
+                                ),
                             )
                             .at(*bs)
                             .note("a rule matches one address family"),

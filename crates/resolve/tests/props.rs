@@ -235,6 +235,47 @@ proptest! {
     }
 }
 
+const HEADERS: &[&str] = &[
+    "[RULES]",
+    "[OPTIONS]",
+    "[ALIASES]",
+    "[IPSET s1]",
+    "[group g1]",
+    "[[node]]",
+    "nodelist {\n node {",
+    "",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, .. ProptestConfig::default() })]
+
+    /// Short lines of tokens under a real section header: reaches the
+    /// per-line parsers with odd shapes (`|` alone, a flag without a value...).
+    #[test]
+    fn line_soup_never_panics(
+        path in 0..PATHS.len(),
+        header in 0..HEADERS.len(),
+        lines in proptest::collection::vec((proptest::collection::vec(0..TOKENS.len(), 0..6), any::<bool>()), 0..12),
+    ) {
+        let mut text = format!("{}\n", HEADERS[header]);
+        for (toks, spaced) in lines {
+            let sep = if spaced { " " } else { "" };
+            text.push_str(&toks.iter().map(|&t| TOKENS[t]).collect::<Vec<_>>().join(sep));
+            text.push('\n');
+        }
+        check_spans(&site_with(PATHS[path], text.into_bytes()));
+    }
+}
+
+#[test]
+fn regression_pipe_alone_on_a_line() {
+    let (site, d) = rampart_resolve::load(&site_with(
+        "firewall/cluster.fw",
+        b"[RULES]\n|\n| # x\n".to_vec(),
+    ));
+    common::expect_at(&d, &site.sources, "E0116", "firewall/cluster.fw", 2, 1);
+}
+
 #[test]
 fn the_valid_inputs_are_valid() {
     let files = site_with("qemu-server/100.conf", VALID_CONF.as_bytes().to_vec());

@@ -698,7 +698,14 @@ impl<'d> Parser<'d> {
         };
         let span = line.span(body);
         let toks: Vec<&str> = rest.split_whitespace().collect();
-        let head = toks[0];
+        let Some(&head) = toks.first() else {
+            self.diags.push(
+                Diagnostic::new(codes::MALFORMED_RULE, "`|` without a rule")
+                    .at(span)
+                    .hint("`|` disables the rule that follows it on the same line"),
+            );
+            return None;
+        };
         let upper = head.to_ascii_uppercase();
         let dir = match upper.as_str() {
             "IN" => Some(Direction::In),

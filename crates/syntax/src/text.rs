@@ -96,6 +96,12 @@ pub fn decode(file: FileId, path: &str, bytes: &[u8], diags: &mut Diagnostics) -
             .hint("save the file as UTF-8 without a BOM"),
         );
         bytes = &bytes[3..];
+        if bytes.is_empty() {
+            diags.push(
+                Diagnostic::new(codes::EMPTY_FILE, format!("`{path}` is empty"))
+                    .at(Span::new(file, 1, 1, 0)),
+            );
+        }
     }
     let text = match std::str::from_utf8(bytes) {
         Ok(t) => t.to_string(),
