@@ -821,7 +821,7 @@ impl<'a> Resolver<'a> {
                         node: Some(i),
                         via: None,
                         group_iface: None,
-                        report: i == 0,
+                        report: true,
                     };
                     let mut cr = Vec::new();
                     self.resolve_rules(cluster_rules, ctx, true, &mut cr);

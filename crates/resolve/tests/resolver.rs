@@ -493,3 +493,40 @@ fn site_toml_errors_carry_line_and_column() {
         8,
     );
 }
+
+#[test]
+fn node_specific_cluster_rules_are_checked_on_every_node() {
+    // hv1 has IPv6, hv2 does not: `-p icmpv6 -source local_network` can never match on hv2.
+    let (site, d) = load(&[(
+        "firewall/cluster.fw",
+        "[RULES]\nIN ACCEPT -p icmpv6 -source local_network\n",
+    )]);
+    let x = expect_at(&d, &site.sources, "E0204", "firewall/cluster.fw", 2, 29);
+    assert!(x.message.contains("ipv6"), "{}", x.message);
+    assert_eq!(site.node("hv1").unwrap().firewall.rules.len(), 1);
+    assert_eq!(site.node("hv2").unwrap().firewall.rules.len(), 0);
+}
+
+#[test]
+fn derived_local_network_splits_a_rule_per_family() {
+    let (site, d) = load(&[(
+        "firewall/cluster.fw",
+        "[RULES]\nIN ACCEPT -p tcp -dport 22 -source local_network\n",
+    )]);
+    assert_clean(&d);
+    let r = &site.node("hv1").unwrap().firewall.rules;
+    assert_eq!(r.len(), 2);
+    assert_eq!(
+        (r[0].family, r[1].family),
+        (Some(Family::V4), Some(Family::V6))
+    );
+    assert_eq!(
+        r[0].source,
+        Some(AddrMatch::List(vec![range("192.0.2.0/24")]))
+    );
+    assert_eq!(
+        r[1].source,
+        Some(AddrMatch::List(vec![range("2001:db8:1::/64")]))
+    );
+    assert_eq!(site.node("hv2").unwrap().firewall.rules.len(), 1);
+}
