@@ -525,7 +525,9 @@ impl<'a> Resolver<'a> {
                     peers.push(SetEntry {
                         range: host_range(net.addr()),
                         nomatch: false,
-                        origin: Origin::auto("auto:cluster_peers"),
+                        // The peer's own declaration (no allocation per entry: this set is
+                        // quadratic in the number of nodes).
+                        origin: Origin::line(decls[j].span),
                     });
                 }
             }

@@ -158,3 +158,18 @@ fn large_site_parses_and_resolves_fast() {
     );
     assert!(el.as_secs_f64() < 2.0, "took {el:?}");
 }
+
+#[test]
+#[ignore]
+fn large_site_toml_alone() {
+    let all = synthetic(1000, 20_000, 10);
+    let files = SiteFiles::new().with("site.toml", all.get("site.toml").unwrap().to_vec());
+    let t = Instant::now();
+    let (ast, _, d) = rampart_syntax::parse_site(&files);
+    println!(
+        "site.toml alone: {:.3} s ({} guests, {} diagnostics)",
+        t.elapsed().as_secs_f64(),
+        ast.guests.len(),
+        d.items.len()
+    );
+}

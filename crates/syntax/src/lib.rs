@@ -73,6 +73,75 @@ fn role(path: &str) -> Option<Role> {
     }
 }
 
+struct Job<'a> {
+    id: rampart_types::FileId,
+    path: &'a str,
+    bytes: &'a [u8],
+    role: Role,
+}
+
+enum Parsed {
+    Unusable,
+    /// The tree's header, nodes and guests.
+    SiteToml(Box<SiteAst>),
+    Corosync(Vec<NodeDecl>),
+    Cluster(FwFile),
+    GuestFw(u32, FwFile),
+    Host(String, FwFile),
+    GuestConf(GuestDecl),
+}
+
+struct Out {
+    id: rampart_types::FileId,
+    path: String,
+    text: String,
+    parsed: Parsed,
+    diags: Diagnostics,
+}
+
+fn parse_one(j: &Job) -> Out {
+    let mut diags = Diagnostics::new();
+    let dec = text::decode(j.id, j.path, j.bytes, &mut diags);
+    let (fid, t, bad) = (j.id, dec.text.as_str(), &dec.bad_lines);
+    let parsed = if !dec.usable {
+        Parsed::Unusable
+    } else {
+        match &j.role {
+            Role::SiteToml => {
+                let mut part = SiteAst::default();
+                site_toml::parse_site_toml(fid, t, &mut part, &mut diags);
+                Parsed::SiteToml(Box::new(part))
+            }
+            Role::Corosync => Parsed::Corosync(conf::parse_corosync(fid, t, &mut diags)),
+            Role::Cluster => {
+                Parsed::Cluster(fw::parse_fw(fid, FwKind::Cluster, t, bad, &mut diags))
+            }
+            Role::GuestFw(vmid) => {
+                Parsed::GuestFw(*vmid, fw::parse_fw(fid, FwKind::Guest, t, bad, &mut diags))
+            }
+            Role::Host(node) => Parsed::Host(
+                node.clone(),
+                fw::parse_fw(fid, FwKind::Host, t, bad, &mut diags),
+            ),
+            Role::GuestConf { id, kind, node } => {
+                let node = node
+                    .as_ref()
+                    .map(|n| Spanned::new(n.clone(), Span::new(fid, 1, 1, 0)));
+                Parsed::GuestConf(conf::parse_guest_conf(
+                    fid, t, bad, *id, *kind, node, &mut diags,
+                ))
+            }
+        }
+    };
+    Out {
+        id: j.id,
+        path: j.path.to_string(),
+        text: dec.text,
+        parsed,
+        diags,
+    }
+}
+
 /// Parse every file of a site. Problems are collected, never fatal: the tree
 /// holds what could be read.
 pub fn parse_site(files: &SiteFiles) -> (SiteAst, SourceMap, Diagnostics) {
@@ -81,82 +150,83 @@ pub fn parse_site(files: &SiteFiles) -> (SiteAst, SourceMap, Diagnostics) {
     let mut diags = Diagnostics::new();
     let mut conf_guests: Vec<GuestDecl> = Vec::new();
     let mut node_dirs: Vec<String> = Vec::new();
-    let mut next_id = 0u32;
     let mut corosync_nodes: Vec<NodeDecl> = Vec::new();
 
     // site.toml first so its FileId is 0 when present, then the rest in path order.
     let mut order: Vec<(&String, &Vec<u8>)> = files.files.iter().collect();
-    order.sort_by_key(|(p, _)| {
-        (
-            p.as_str() != "site.toml",
-            p.as_str() != "corosync.conf",
-            (*p).clone(),
-        )
+    order.sort_by(|(a, _), (b, _)| {
+        let key = |p: &str| (p != "site.toml", p != "corosync.conf");
+        key(a).cmp(&key(b)).then_with(|| a.cmp(b))
     });
+    let mut seen_dirs: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let mut jobs: Vec<Job> = Vec::new();
     for (path, bytes) in order {
         if let Some(n) = path
             .strip_prefix("nodes/")
             .and_then(|r| r.split('/').next())
         {
-            if !node_dirs.iter().any(|d| d == n) && path.matches('/').count() >= 2 {
+            if path.matches('/').count() >= 2 && seen_dirs.insert(n) {
                 node_dirs.push(n.to_string());
             }
         }
         let Some(role) = role(path) else { continue };
-        // The id the file will get once added (ids are dense, in order).
-        let id = rampart_types::FileId(next_id);
-        next_id += 1;
-        let mut dec = text::decode(id, path, bytes, &mut diags);
-        let text = std::mem::take(&mut dec.text);
-        let fid = map.add(path.clone(), text);
-        debug_assert_eq!(fid, id);
-        let text = map.get(fid).map(|f| f.text.as_str()).unwrap_or("");
-        if !dec.usable {
-            continue;
-        }
-        match role {
-            Role::SiteToml => {
+        // The id the file gets once added: ids are dense, in this order.
+        let id = rampart_types::FileId(jobs.len() as u32);
+        jobs.push(Job {
+            id,
+            path,
+            bytes,
+            role,
+        });
+    }
+
+    // Files are independent: parse them on a few threads (pure computation),
+    // then merge in file order so the result does not depend on scheduling.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(4);
+    let outs: Vec<Out> = if threads > 1 && jobs.len() >= 256 {
+        // site.toml (one big file) gets a thread of its own.
+        let split = usize::from(matches!(jobs[0].role, Role::SiteToml));
+        let (head, rest) = jobs.split_at(split);
+        let chunk = rest.len().div_ceil((threads - split).max(1)).max(1);
+        let mut parts: Vec<&[Job]> = vec![head];
+        parts.extend(rest.chunks(chunk));
+        std::thread::scope(|sc| {
+            let handles: Vec<_> = parts
+                .into_iter()
+                .map(|c| sc.spawn(move || c.iter().map(parse_one).collect::<Vec<Out>>()))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        })
+    } else {
+        jobs.iter().map(parse_one).collect()
+    };
+    for o in outs {
+        let fid = map.add(o.path, o.text);
+        debug_assert_eq!(fid, o.id);
+        diags.extend(o.diags);
+        match o.parsed {
+            Parsed::Unusable => {}
+            Parsed::SiteToml(part) => {
                 ast.has_site_toml = true;
-                site_toml::parse_site_toml(fid, text, &mut ast, &mut diags);
+                ast.name = part.name;
+                ast.backend = part.backend;
+                ast.nodes = part.nodes;
+                ast.guests = part.guests;
             }
-            Role::Corosync => corosync_nodes = conf::parse_corosync(fid, text, &mut diags),
-            Role::Cluster => {
-                ast.cluster = Some(fw::parse_fw(
-                    fid,
-                    FwKind::Cluster,
-                    text,
-                    &dec.bad_lines,
-                    &mut diags,
-                ))
+            Parsed::Corosync(n) => corosync_nodes = n,
+            Parsed::Cluster(f) => ast.cluster = Some(f),
+            Parsed::GuestFw(vmid, f) => {
+                ast.guest_fw.insert(vmid, f);
             }
-            Role::GuestFw(vmid) => {
-                ast.guest_fw.insert(
-                    vmid,
-                    fw::parse_fw(fid, FwKind::Guest, text, &dec.bad_lines, &mut diags),
-                );
+            Parsed::Host(node, f) => {
+                ast.hosts.insert(node, f);
             }
-            Role::Host(node) => {
-                ast.hosts.insert(
-                    node,
-                    fw::parse_fw(fid, FwKind::Host, text, &dec.bad_lines, &mut diags),
-                );
-            }
-            Role::GuestConf {
-                id: vmid,
-                kind,
-                node,
-            } => {
-                let node = node.map(|n| Spanned::new(n, Span::new(fid, 1, 1, 0)));
-                conf_guests.push(conf::parse_guest_conf(
-                    fid,
-                    text,
-                    &dec.bad_lines,
-                    vmid,
-                    kind,
-                    node,
-                    &mut diags,
-                ));
-            }
+            Parsed::GuestConf(g) => conf_guests.push(g),
         }
     }
 
