@@ -1003,7 +1003,12 @@ impl<'a> Resolver<'a> {
     fn lookup_set(&mut self, n: &NameRef, ctx: Ctx) -> Option<SetId> {
         let key = n.name.to_ascii_lowercase();
         // `management` means the node's management set (cluster set + local_network).
-        if key == "management" && n.scope != Scope::Guest {
+        // (A guest's own `management` set still wins for an unscoped name.)
+        let guest_has_own = n.scope == Scope::Auto
+            && ctx
+                .guest
+                .is_some_and(|g| self.set_index.contains_key(&(Owner::Guest(g), key.clone())));
+        if key == "management" && n.scope != Scope::Guest && !guest_has_own {
             if let Some(i) = ctx.node {
                 return Some(self.nodes[i].firewall.management);
             }

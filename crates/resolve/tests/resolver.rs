@@ -530,3 +530,31 @@ fn derived_local_network_splits_a_rule_per_family() {
     );
     assert_eq!(site.node("hv2").unwrap().firewall.rules.len(), 1);
 }
+
+#[test]
+fn management_in_rules_is_the_nodes_set_unless_the_guest_has_its_own() {
+    let (site, d) = load(&[
+        ("firewall/cluster.fw", "[IPSET management]\n198.51.100.5\n"),
+        (
+            "firewall/100.fw",
+            "[RULES]\nIN SSH(ACCEPT) -source +management\nIN SSH(ACCEPT) -source +dc/management\n",
+        ),
+    ]);
+    assert_clean(&d);
+    let g = site.guest(100).unwrap();
+    let node_mgmt = site.node("hv1").unwrap().firewall.management;
+    assert_eq!(g.rules[0].source, Some(AddrMatch::Set(node_mgmt)));
+    assert_eq!(g.rules[1].source, Some(AddrMatch::Set(node_mgmt)));
+    let (site, d) = load(&[
+        ("firewall/cluster.fw", "[IPSET management]\n198.51.100.5\n"),
+        (
+            "firewall/100.fw",
+            "[IPSET management]\n10.9.9.9\n[RULES]\nIN SSH(ACCEPT) -source +management\n",
+        ),
+    ]);
+    assert_clean(&d);
+    match &site.guest(100).unwrap().rules[0].source {
+        Some(AddrMatch::Set(id)) => assert_eq!(site.set(*id).kernel_name, "g100-management"),
+        o => panic!("{o:?}"),
+    }
+}
