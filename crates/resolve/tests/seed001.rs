@@ -150,3 +150,33 @@ fn host_bits_in_the_documents_management_example_are_warned() {
     assert!(w.message.contains("192.168.2.0/24"));
     assert!(!d.has_errors());
 }
+
+/// Read the document itself (when the shared directory is beside the repo)
+/// and check every rule line in it, so a transcription slip above cannot hide one.
+#[test]
+fn every_rule_line_of_the_document_itself_parses() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/seeds/001_e9d2532afc33105d.txt");
+    let Ok(doc) = std::fs::read_to_string(&path) else {
+        return;
+    };
+    let rules: Vec<&str> = doc
+        .lines()
+        .map(|l| l.trim())
+        .filter(|l| {
+            let w = l
+                .trim_start_matches('|')
+                .split_whitespace()
+                .next()
+                .unwrap_or("");
+            matches!(w, "IN" | "OUT" | "GROUP")
+        })
+        .collect();
+    assert!(rules.len() >= 12, "found only {rules:?}");
+    let guest = format!("[RULES]\n{}\n", rules.join("\n"));
+    let (_, d) = load(&[
+        ("firewall/cluster.fw", CLUSTER_FW),
+        ("firewall/100.fw", &guest),
+    ]);
+    assert_clean(&d);
+}
