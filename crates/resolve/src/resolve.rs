@@ -84,6 +84,7 @@ pub fn resolve(ast: &SiteAst, sources: SourceMap) -> (ir::Site, Diagnostics) {
     r.collect_definitions();
     r.build_nodes();
     let guests = r.build_guests();
+    r.add_implicit_bridges(&guests);
     r.build_host_rules();
     r.check_unused_files(&guests);
     let mut diags = std::mem::take(&mut r.diags);
@@ -774,6 +775,30 @@ impl<'a> Resolver<'a> {
             });
         }
         out
+    }
+
+    /// Nodes read from a Proxmox tree declare no bridges: give them the
+    /// bridges their guests' NICs name (without addresses).
+    fn add_implicit_bridges(&mut self, guests: &[ir::Guest]) {
+        for g in guests {
+            let Some(&i) = self.node_index.get(&g.node) else {
+                continue;
+            };
+            if !self.implicit_bridges[i] {
+                continue;
+            }
+            for n in &g.nics {
+                if !self.nodes[i].bridges.iter().any(|b| b.name == n.bridge) {
+                    self.nodes[i].bridges.push(ir::Bridge {
+                        name: n.bridge.clone(),
+                        addresses: Vec::new(),
+                    });
+                }
+            }
+        }
+        for n in &mut self.nodes {
+            n.bridges.sort_by(|a, b| a.name.cmp(&b.name));
+        }
     }
 
     fn build_host_rules(&mut self) {

@@ -376,6 +376,9 @@ fn proxmox_tree_without_site_toml() {
     assert_eq!(ct.nics[0].ifname, "veth200i0");
     assert_eq!(ct.nics[0].addresses.len(), 2);
     assert_eq!(ct.node, "pve2");
+    // Bridges of a Proxmox tree come from the guests' NICs.
+    let b: Vec<&str> = site.node("pve1").unwrap().bridges.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(b, vec!["vmbr0", "vmbr1"]);
     let peers = site.set(site.node("pve1").unwrap().firewall.cluster_peers);
     assert_eq!(peers.entries[0].range.to_string(), "10.0.0.12");
 }
