@@ -461,6 +461,12 @@ impl<'a> Resolver<'a> {
                     .collect()
             })
             .collect();
+        let mut all_peers: Vec<(IpRange, usize)> = all_addrs
+            .iter()
+            .enumerate()
+            .flat_map(|(j, a)| a.iter().map(move |n| (host_range(n.addr()), j)))
+            .collect();
+        all_peers.sort();
         for (i, n) in decls.iter().enumerate() {
             let addresses = all_addrs[i].clone();
             let local_network: Vec<IpNet> = if let Some(ln) = &n.local_network {
@@ -517,23 +523,19 @@ impl<'a> Resolver<'a> {
                 },
                 None,
             );
-            let mut peers: Vec<SetEntry> = Vec::new();
-            for (j, a) in all_addrs.iter().enumerate() {
-                if j == i {
-                    continue;
-                }
-                for net in a {
+            // Every other node's addresses: the global sorted list minus this node's.
+            let mut peers: Vec<SetEntry> = Vec::with_capacity(all_peers.len());
+            for &(range, j) in &all_peers {
+                if j != i && peers.last().map_or(true, |l: &SetEntry| l.range != range) {
+                    // The peer's own declaration (no allocation per entry: these sets
+                    // grow with the square of the number of nodes).
                     peers.push(SetEntry {
-                        range: host_range(net.addr()),
+                        range,
                         nomatch: false,
-                        // The peer's own declaration (no allocation per entry: this set is
-                        // quadratic in the number of nodes).
                         origin: Origin::line(decls[j].span),
                     });
                 }
             }
-            peers.sort_by(|a, b| a.range.cmp(&b.range));
-            peers.dedup_by(|a, b| a.range == b.range);
             let cluster_peers = self.add_set(
                 IpSet {
                     name: "cluster_peers".into(),

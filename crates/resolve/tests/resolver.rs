@@ -194,6 +194,14 @@ fn management_set_is_cluster_set_plus_derived_local_network() {
         vec!["192.0.2.11"]
     );
     assert!(n.firewall.blacklist.is_none());
+    let p2 = site.set(site.node("hv2").unwrap().firewall.cluster_peers);
+    assert_eq!(
+        p2.entries
+            .iter()
+            .map(|e| e.range.to_string())
+            .collect::<Vec<_>>(),
+        vec!["192.0.2.10", "2001:db8:1::10"]
+    );
 }
 
 #[test]
@@ -377,7 +385,13 @@ fn proxmox_tree_without_site_toml() {
     assert_eq!(ct.nics[0].addresses.len(), 2);
     assert_eq!(ct.node, "pve2");
     // Bridges of a Proxmox tree come from the guests' NICs.
-    let b: Vec<&str> = site.node("pve1").unwrap().bridges.iter().map(|b| b.name.as_str()).collect();
+    let b: Vec<&str> = site
+        .node("pve1")
+        .unwrap()
+        .bridges
+        .iter()
+        .map(|b| b.name.as_str())
+        .collect();
     assert_eq!(b, vec!["vmbr0", "vmbr1"]);
     let peers = site.set(site.node("pve1").unwrap().firewall.cluster_peers);
     assert_eq!(peers.entries[0].range.to_string(), "10.0.0.12");
