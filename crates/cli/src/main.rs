@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod check;
+mod gensite;
 mod sitedir;
 
 #[derive(Parser)]
@@ -22,12 +23,15 @@ struct Cli {
 enum Command {
     /// Parse and resolve a site; print every problem and a summary.
     Check(check::Args),
+    /// Write a deterministic synthetic site (for benchmarks).
+    GenSite(gensite::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check(a) => check::run(a),
+        Command::GenSite(a) => gensite::run(a),
     };
     match result {
         Ok(code) => code,
