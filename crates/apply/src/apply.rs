@@ -202,8 +202,19 @@ fn clean_cycles(state: &StateDir, now: u64) -> Result<(), Error> {
 /// opens, and record the result. On any error before the kernel step
 /// nothing is changed; if the kernel refuses, the old ruleset stays.
 pub fn apply(sys: &dyn System, plan: &Plan, opts: &ApplyOpts) -> Result<ApplyOutcome, Error> {
-    let plan_tables = validate(plan)?;
     let state = StateDir::open(&opts.state_dir)?;
+    let _lock = state.lock()?;
+    apply_locked(sys, &state, plan, opts)
+}
+
+fn apply_locked(
+    sys: &dyn System,
+    state: &StateDir,
+    plan: &Plan,
+    opts: &ApplyOpts,
+) -> Result<ApplyOutcome, Error> {
+    let state = state.clone();
+    let plan_tables = validate(plan)?;
     if let Some(p) = state.pending()? {
         return Err(Error::PendingConfirmation {
             id: p.id,
@@ -503,6 +514,7 @@ fn schedule_revert(
 /// (the current record does not show the pending plan yet).
 pub fn confirm(state_dir: impl Into<PathBuf>, session: Option<&str>) -> Result<Applied, Error> {
     let state = StateDir::open(state_dir)?;
+    let _lock = state.lock()?;
     let Some(p) = state.pending()? else {
         return Err(last_reverted(&state)?
             .map(|r| Error::AlreadyReverted(r.id))
@@ -538,7 +550,11 @@ fn last_reverted(state: &StateDir) -> Result<Option<Pending>, Error> {
         let name = ent.file_name().to_string_lossy().into_owned();
         if name.starts_with("reverted-") && name.ends_with(".json") {
             if let Some(p) = crate::state::read_json::<Pending>(&ent.path())? {
-                if best.as_ref().is_none_or(|b| p.applied_at >= b.applied_at) {
+                let newer = match &best {
+                    Some(b) => p.applied_at >= b.applied_at,
+                    None => true,
+                };
+                if newer {
                     best = Some(p);
                 }
             }
@@ -551,6 +567,7 @@ fn last_reverted(state: &StateDir) -> Result<Option<Pending>, Error> {
 /// same safe path.
 pub fn rollback(sys: &dyn System, opts: &ApplyOpts) -> Result<ApplyOutcome, Error> {
     let state = StateDir::open(&opts.state_dir)?;
+    let _lock = state.lock()?;
     let last_good = state.read_applied(LAST_GOOD)?.ok_or(Error::NoLastGood)?;
     if let Some(p) = state.pending()? {
         rename_if_exists(
@@ -563,7 +580,7 @@ pub fn rollback(sys: &dyn System, opts: &ApplyOpts) -> Result<ApplyOutcome, Erro
         confirm: None,
         ..opts.clone()
     };
-    apply(sys, &last_good.plan, &opts)
+    apply_locked(sys, &state, &last_good.plan, &opts)
 }
 
 /// What runs, whether it drifted, what waits for confirmation.

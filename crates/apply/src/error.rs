@@ -39,6 +39,8 @@ pub enum Error {
     AlreadyReverted(String),
     #[error("confirm must arrive over a new connection (this is the session that applied: {0})")]
     SameSession(String),
+    #[error("another rampart process (pid {0}) is applying; try again")]
+    Busy(String),
     #[error("no last good plan recorded")]
     NoLastGood,
 }

@@ -93,6 +93,51 @@ mod tests {
     use super::*;
 
     #[test]
+    fn script_is_valid_sh_and_races_on_one_rename() {
+        let programs = Programs::default();
+        let prefix = vec![
+            "ip".to_string(),
+            "netns".into(),
+            "exec".into(),
+            "n s'1".into(),
+        ];
+        let s = RevertScript {
+            id: "1-abc",
+            state_dir: "/var/lib/ram part",
+            prefix: &prefix,
+            programs: &programs,
+            restores: vec![(
+                vec!["nft".into(), "-f".into(), "-".into()],
+                "revert-1-abc.rules".into(),
+            )],
+            sysctls_before: vec![("net.ipv4.ip_forward".into(), "0".into())],
+            sysctls_after: vec![("net.ipv4.conf.all.rp_filter".into(), "2".into())],
+            has_previous_record: true,
+            legacy: String::new(),
+        }
+        .render();
+        let mv = s
+            .find("mv \"$S/pending-1-abc.json\" \"$S/reverting-1-abc.json\" 2>/dev/null || exit 0")
+            .unwrap();
+        let fwd = s.find("'net.ipv4.ip_forward=0'").unwrap();
+        let nft = s
+            .find("'nft' '-f' '-' < \"$S/revert-1-abc.rules\"")
+            .unwrap();
+        let rp = s.find("'net.ipv4.conf.all.rp_filter=2'").unwrap();
+        assert!(mv < fwd && fwd < nft && nft < rp, "{s}");
+        assert!(s.contains(r"'n s'\''1'"));
+        let out = std::process::Command::new("sh")
+            .args(["-n", "-c", &s])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
     fn quoting() {
         assert_eq!(sh_quote("a'b"), r"'a'\''b'");
     }

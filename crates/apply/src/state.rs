@@ -83,6 +83,38 @@ impl StateDir {
         }
     }
 
+    /// Take the state lock (`lock`, holding our pid). A lock left by a
+    /// process that no longer exists (killed mid-apply) is taken over.
+    pub fn lock(&self) -> Result<StateLock, Error> {
+        let path = self.path("lock");
+        for _ in 0..2 {
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    let _ = writeln!(f, "{}", std::process::id());
+                    return Ok(StateLock { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = fs::read_to_string(&path).unwrap_or_default();
+                    let pid = holder.trim();
+                    let alive = !pid.is_empty()
+                        && pid.chars().all(|c| c.is_ascii_digit())
+                        && Path::new("/proc").join(pid).exists();
+                    if alive {
+                        return Err(Error::Busy(pid.to_owned()));
+                    }
+                    let _ = fs::remove_file(&path);
+                }
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        }
+        Err(Error::Busy("unknown".into()))
+    }
+
     /// The pending confirmation, if any (`pending-<id>.json`).
     pub fn pending(&self) -> Result<Option<Pending>, Error> {
         let rd = fs::read_dir(&self.root).map_err(|e| Error::io(&self.root, e))?;
@@ -138,4 +170,16 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {
         let _ = fs::remove_file(&tmp);
     }
     res.map_err(|e| Error::io(path, e))
+}
+
+/// Held while apply/confirm/rollback run; released on drop.
+#[derive(Debug)]
+pub struct StateLock {
+    path: PathBuf,
+}
+
+impl Drop for StateLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
 }

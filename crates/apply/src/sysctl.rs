@@ -67,13 +67,16 @@ pub fn phase(key: &str, old: Option<&str>, new: &str) -> Phase {
     }
 }
 
+/// Ordered sysctl writes: (key, value).
+pub type Changes = Vec<(String, String)>;
+
 /// Split the changes `target` needs (given `current` values) into the ones
 /// that run before and after the ruleset. Keys already at their value are
 /// left out.
 pub fn order(
     current: &BTreeMap<String, String>,
     target: &BTreeMap<String, String>,
-) -> (Vec<(String, String)>, Vec<(String, String)>) {
+) -> (Changes, Changes) {
     let mut before = Vec::new();
     let mut after = Vec::new();
     for (k, v) in target {

@@ -662,3 +662,24 @@ fn iptables_confirm_timeout_restores_rules_and_file() {
     .expect("file restored");
     assert!(!ns.exec(&["iptables-save"]).contains("--dport 2222"));
 }
+
+#[test]
+fn state_lock_refuses_a_live_holder_and_takes_over_a_dead_one() {
+    let ns = Netns::new("lk");
+    let tmp = tempfile::tempdir().unwrap();
+    let state = rampart_apply::StateDir::open(tmp.path()).unwrap();
+    {
+        let _held = state.lock().unwrap();
+        assert!(matches!(
+            apply(&ns.sys(), &plan(1), &ApplyOpts::new(tmp.path())),
+            Err(Error::Busy(_))
+        ));
+    }
+    // A lock left by a process killed mid-apply (pid no longer exists).
+    let mut dead = Command::new("true").spawn().unwrap();
+    let pid = dead.id();
+    dead.wait().unwrap();
+    std::fs::write(tmp.path().join("lock"), format!("{pid}\n")).unwrap();
+    apply(&ns.sys(), &plan(1), &ApplyOpts::new(tmp.path())).unwrap();
+    assert!(!tmp.path().join("lock").exists());
+}
