@@ -156,6 +156,33 @@ pub fn kernel_hash(sys: &dyn System, backend: Backend, v6: bool) -> Result<Strin
     Ok(sha256_hex(text.as_bytes()))
 }
 
+/// A pending change whose deadline passed this long ago without its revert
+/// running (reboot, timer lost) is reverted by the next apply first.
+pub const OVERDUE_GRACE_SECS: u64 = 2;
+
+/// Run an overdue revert script now, in the foreground. It races on the same
+/// rename as a late scheduled run, so it cannot run twice.
+fn run_overdue_revert(state: &StateDir, p: &Pending) -> Result<(), Error> {
+    let script = state.path(&format!("revert-{}.sh", p.id));
+    let out = std::process::Command::new("/bin/sh")
+        .arg(&script)
+        .arg("0")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| Error::Spawn {
+            command: format!("/bin/sh {}", script.display()),
+            source: e,
+        })?;
+    if !out.status.success() {
+        return Err(Error::Command {
+            command: format!("/bin/sh {} 0", script.display()),
+            status: out.status.code(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(())
+}
+
 fn rename_if_exists(state: &StateDir, from: &str, to: &str) -> Result<bool, Error> {
     match std::fs::rename(state.path(from), state.path(to)) {
         Ok(()) => Ok(true),
@@ -215,13 +242,16 @@ fn apply_locked(
 ) -> Result<ApplyOutcome, Error> {
     let state = state.clone();
     let plan_tables = validate(plan)?;
-    if let Some(p) = state.pending()? {
-        return Err(Error::PendingConfirmation {
-            id: p.id,
-            deadline: p.deadline,
-        });
-    }
     let now = sys.now();
+    if let Some(p) = state.pending()? {
+        if now <= p.deadline + OVERDUE_GRACE_SECS {
+            return Err(Error::PendingConfirmation {
+                id: p.id,
+                deadline: p.deadline,
+            });
+        }
+        run_overdue_revert(&state, &p)?;
+    }
     clean_cycles(&state, now)?;
     let current = state.read_applied(CURRENT)?;
     let plan_hash = plan.content_hash();

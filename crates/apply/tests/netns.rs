@@ -176,18 +176,29 @@ fn invalid_second_half_keeps_the_old_ruleset() {
     assert_eq!(listing(&ns), before);
 }
 
-/// The real system, except that the kernel step gets a broken second half
-/// that the check never saw: `nft` failing mid-apply.
-struct FailingKernel(HostSystem);
+/// The real system with one fault injected: the kernel step gets a broken
+/// second half that the check never saw (`nft` failing mid-apply), or the
+/// scheduled revert is lost (a reboot before the deadline).
+struct Faulty(HostSystem, Fault);
 
-impl System for FailingKernel {
+#[derive(PartialEq)]
+enum Fault {
+    KernelFails,
+    TimerLost,
+}
+
+impl System for Faulty {
     fn nft_check(&self, s: &str) -> Result<(), Error> {
         self.0.nft_check(s)
     }
     fn nft_apply(&self, s: &str) -> Result<(), Error> {
-        self.0.nft_apply(&format!(
-            "{s}add rule inet rampart input jump no_such_chain\n"
-        ))
+        if self.1 == Fault::KernelFails {
+            self.0.nft_apply(&format!(
+                "{s}add rule inet rampart input jump no_such_chain\n"
+            ))
+        } else {
+            self.0.nft_apply(s)
+        }
     }
     fn nft_tables(&self) -> Result<Vec<TableRef>, Error> {
         self.0.nft_tables()
@@ -220,6 +231,9 @@ impl System for FailingKernel {
         self.0.programs()
     }
     fn schedule(&self, s: &Path, d: u64, u: &str) -> Result<String, Error> {
+        if self.1 == Fault::TimerLost {
+            return Ok("lost".into());
+        }
         self.0.schedule(s, d, u)
     }
 }
@@ -239,7 +253,7 @@ fn kernel_failure_mid_apply_keeps_old_ruleset_sysctls_and_state() {
         .insert("net.ipv4.conf.all.rp_filter".into(), "1".into());
     p.sysctls.insert("net.ipv4.ip_forward".into(), "1".into());
     let rp = ns.sys().sysctl_get("net.ipv4.conf.all.rp_filter").unwrap();
-    let e = apply(&FailingKernel(ns.sys()), &p, &opts).unwrap_err();
+    let e = apply(&Faulty(ns.sys(), Fault::KernelFails), &p, &opts).unwrap_err();
     assert!(matches!(e, Error::ApplyFailed(_)), "{e}");
     assert_eq!(listing(&ns), before);
     assert_eq!(ns.sys().sysctl_get("net.ipv4.ip_forward").unwrap(), "0");
@@ -682,4 +696,36 @@ fn state_lock_refuses_a_live_holder_and_takes_over_a_dead_one() {
     std::fs::write(tmp.path().join("lock"), format!("{pid}\n")).unwrap();
     apply(&ns.sys(), &plan(1), &ApplyOpts::new(tmp.path())).unwrap();
     assert!(!tmp.path().join("lock").exists());
+}
+
+#[test]
+fn overdue_pending_change_is_reverted_by_the_next_apply() {
+    let ns = Netns::new("od");
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = ApplyOpts::new(tmp.path());
+    apply(&ns.sys(), &plan(1111), &opts).unwrap();
+    let o = ApplyOpts {
+        confirm: Some(1),
+        ..opts.clone()
+    };
+    apply(&Faulty(ns.sys(), Fault::TimerLost), &plan(2222), &o).unwrap();
+    // Before the deadline (+ grace) another apply is refused.
+    assert!(matches!(
+        apply(&ns.sys(), &plan(3333), &opts),
+        Err(Error::PendingConfirmation { .. })
+    ));
+    std::thread::sleep(Duration::from_millis(4200));
+    // The revert never ran (timer lost): the lock-out still runs...
+    assert!(listing(&ns).contains("dport 2222"));
+    // ...until the next apply, which reverts it first, then applies.
+    apply(&ns.sys(), &plan(3333), &opts).unwrap();
+    assert!(listing(&ns).contains("dport 3333"));
+    let st = status(&ns.sys(), tmp.path()).unwrap();
+    assert_eq!(
+        st.last_reverted.unwrap().plan_hash,
+        plan(2222).content_hash()
+    );
+    let prev: rampart_apply::Applied =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("previous.plan")).unwrap()).unwrap();
+    assert_eq!(prev.plan_hash, plan(1111).content_hash());
 }
