@@ -530,8 +530,10 @@ fn pair() -> Pair {
     let listener = Command::new("ip")
         .args(["netns", "exec", &node.name, "python3", "-c"])
         .arg(
-            "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
-             s.bind(('10.250.0.2',22))\ns.listen(16)\nwhile True:\n  c,_=s.accept()\n  c.close()\n",
+            "import socket,threading\n\
+             def serve(port):\n  s=socket.socket()\n  s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+             \x20 s.bind(('10.250.0.2',port))\n  s.listen(128)\n  while True:\n    c,_=s.accept()\n    c.close()\n\
+             threading.Thread(target=serve,args=(23,),daemon=True).start()\nserve(22)\n",
         )
         .stdin(Stdio::null())
         .spawn()
@@ -728,4 +730,67 @@ fn overdue_pending_change_is_reverted_by_the_next_apply() {
     let prev: rampart_apply::Applied =
         serde_json::from_slice(&std::fs::read(tmp.path().join("previous.plan")).unwrap()).unwrap();
     assert_eq!(prev.plan_hash, plan(1111).content_hash());
+}
+
+/// Atomicity under load: while a prober in the client namespace opens new
+/// connections to an allowed port (22) and a forbidden one (23, which also
+/// has a listener), the node re-applies changing rulesets. Not one forbidden
+/// connection may succeed and not one allowed connection may fail.
+/// Rounds: `RAMPART_ATOMIC_ROUNDS` (default 100; CI runs 500).
+#[test]
+fn reapplying_changing_rulesets_never_opens_or_closes_the_host() {
+    let p = pair();
+    let tmp = tempfile::tempdir().unwrap();
+    let ruleset = |i: usize| {
+        Plan::nftables(
+            "node",
+            format!(
+                "table inet rampart {{\n set noise {{ type ipv4_addr; elements = {{ 192.0.2.{} }} }}\n\
+                 chain input {{\n  type filter hook input priority 0; policy drop;\n  iif lo accept\n\
+                 ct state established,related accept\n  ip saddr @noise drop\n\
+                 tcp dport 22 accept\n  tcp dport 23 reject with tcp reset\n  tcp dport {} drop\n }}\n}}\n",
+                i % 250 + 1,
+                1000 + i
+            ),
+        )
+    };
+    let mut opts = ApplyOpts::new(tmp.path());
+    opts.record_kernel_hash = false;
+    apply(&p.node.sys(), &ruleset(0), &opts).unwrap();
+    let stop = tmp.path().join("stop");
+    let prober = Command::new("ip")
+        .args(["netns", "exec", &p.client.name, "python3", "-c"])
+        .arg(
+            "import socket,os,sys\nstop=sys.argv[1]\nc={'ok22':0,'bad22':0,'ok23':0,'bad23':0}\n\
+             def probe(port):\n  s=socket.socket()\n  s.settimeout(1.0)\n  try:\n    s.connect(('10.250.0.2',port))\n    return True\n\
+             \x20 except Exception:\n    return False\n  finally:\n    s.close()\n\
+             while not os.path.exists(stop):\n  c['ok22' if probe(22) else 'bad22']+=1\n  c['ok23' if probe(23) else 'bad23']+=1\n\
+             print(c['ok22'],c['bad22'],c['ok23'],c['bad23'])\n",
+        )
+        .arg(&stop)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rounds: usize = std::env::var("RAMPART_ATOMIC_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    for i in 1..=rounds {
+        apply(&p.node.sys(), &ruleset(i), &opts).unwrap();
+    }
+    std::fs::write(&stop, "").unwrap();
+    let out = prober.wait_with_output().unwrap();
+    let counts: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    let (ok22, bad22, ok23, bad23) = (counts[0], counts[1], counts[2], counts[3]);
+    assert!(
+        ok22 > rounds as u64 / 4,
+        "too few probes to mean anything: {counts:?}"
+    );
+    assert_eq!(bad22, 0, "allowed connections failed: {counts:?}");
+    assert_eq!(ok23, 0, "forbidden connections succeeded: {counts:?}");
+    assert_eq!(bad23, ok22 + bad22, "{counts:?}");
+    eprintln!("{rounds} applies; probes allowed ok={ok22} forbidden refused={bad23}");
 }
