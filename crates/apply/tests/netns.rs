@@ -532,7 +532,7 @@ fn pair() -> Pair {
         .arg(
             "import socket,threading\n\
              def serve(port):\n  s=socket.socket()\n  s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
-             \x20 s.bind(('10.250.0.2',port))\n  s.listen(128)\n  while True:\n    c,_=s.accept()\n    c.close()\n\
+             \x20 s.bind(('10.250.0.2',port))\n  s.listen(4096)\n  while True:\n    c,_=s.accept()\n    c.close()\n\
              threading.Thread(target=serve,args=(23,),daemon=True).start()\nserve(22)\n",
         )
         .stdin(Stdio::null())
@@ -761,9 +761,10 @@ fn reapplying_changing_rulesets_never_opens_or_closes_the_host() {
     let prober = Command::new("ip")
         .args(["netns", "exec", &p.client.name, "python3", "-c"])
         .arg(
-            "import socket,os,sys\nstop=sys.argv[1]\nc={'ok22':0,'bad22':0,'ok23':0,'bad23':0}\n\
-             def probe(port):\n  s=socket.socket()\n  s.settimeout(1.0)\n  try:\n    s.connect(('10.250.0.2',port))\n    return True\n\
-             \x20 except Exception:\n    return False\n  finally:\n    s.close()\n\
+            "import socket,os,sys,struct,time\nstop=sys.argv[1]\nc={'ok22':0,'bad22':0,'ok23':0,'bad23':0}\n\
+             def probe(port):\n  s=socket.socket()\n  s.setsockopt(socket.SOL_SOCKET,socket.SO_LINGER,struct.pack('ii',1,0))\n\
+             \x20 s.settimeout(1.0)\n  try:\n    s.connect(('10.250.0.2',port))\n    return True\n\
+             \x20 except Exception as e:\n    if port == 22: sys.stderr.write('probe %d at %.3f: %r\\n' % (port, time.time(), e))\n    return False\n  finally:\n    s.close()\n\
              while not os.path.exists(stop):\n  c['ok22' if probe(22) else 'bad22']+=1\n  c['ok23' if probe(23) else 'bad23']+=1\n\
              print(c['ok22'],c['bad22'],c['ok23'],c['bad23'])\n",
         )
