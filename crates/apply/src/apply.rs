@@ -447,10 +447,31 @@ fn schedule_revert(
     match plan.backend {
         Backend::Nftables => {
             let all: BTreeSet<TableRef> = owned_now.union(plan_tables).cloned().collect();
-            let mut snap = delete_prelude(&all);
+            let prelude = delete_prelude(&all);
+            let mut snap = prelude.clone();
             for t in owned_now {
                 snap.push_str(&sys.nft_list_table(t)?);
             }
+            // The revert must be loadable, or the deadline would restore
+            // nothing. Check it now (against the kernel as it runs, which is
+            // what it will replace); fall back to the recorded plan; refuse
+            // the change if neither loads.
+            let snap = match sys.nft_check(&snap) {
+                Ok(()) => snap,
+                Err(listing_err) => {
+                    let alt = current
+                        .filter(|c| c.plan.backend == Backend::Nftables)
+                        .map(|c| format!("{prelude}{}\n", c.plan.ruleset));
+                    match alt {
+                        Some(alt) if sys.nft_check(&alt).is_ok() => alt,
+                        _ => {
+                            return Err(Error::NoRevert(format!(
+                                "the running rampart tables do not reload: {listing_err}"
+                            )))
+                        }
+                    }
+                }
+            };
             let file = format!("revert-{id}.rules");
             state.write(&file, snap.as_bytes(), 0o600)?;
             restores.push((vec![programs.nft.clone(), "-f".into(), "-".into()], file));

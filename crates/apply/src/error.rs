@@ -41,6 +41,8 @@ pub enum Error {
     SameSession(String),
     #[error("another rampart process (pid {0}) is applying; try again")]
     Busy(String),
+    #[error("cannot build a revert for --confirm, nothing was applied: {0}")]
+    NoRevert(String),
     #[error("no last good plan recorded")]
     NoLastGood,
 }
