@@ -576,6 +576,18 @@ pub fn confirm(state_dir: impl Into<PathBuf>, session: Option<&str>) -> Result<A
             return Err(Error::SameSession(a.clone()));
         }
     }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if now > p.deadline {
+        // The revert owns the change now, even if it has not run yet.
+        return Err(Error::AlreadyReverted(format!(
+            "{} (deadline passed {}s ago)",
+            p.id,
+            now - p.deadline
+        )));
+    }
     let current = state.read_applied(CURRENT)?;
     let Some(current) = current.filter(|c| c.plan_hash == p.plan_hash) else {
         return Err(Error::PendingConfirmation {

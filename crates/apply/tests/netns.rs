@@ -322,7 +322,18 @@ fn drift_is_reported_after_a_manual_flush() {
     let tmp = tempfile::tempdir().unwrap();
     apply(&ns.sys(), &plan(1111), &ApplyOpts::new(tmp.path())).unwrap();
     // Counters moving is not drift.
-    ns.try_exec(&["sh", "-c", "exec 3<>/dev/tcp/127.0.0.1/1111"]);
+    ns.try_exec(&[
+        "timeout",
+        "0.5",
+        "bash",
+        "-c",
+        "exec 3<>/dev/tcp/127.0.0.1/1111",
+    ]);
+    assert!(
+        !listing(&ns).contains("counter packets 0 "),
+        "{}",
+        listing(&ns)
+    );
     assert_eq!(status(&ns.sys(), tmp.path()).unwrap().drift, Drift::InSync);
     ns.exec(&["nft", "flush", "table", "inet", "rampart"]);
     let st = status(&ns.sys(), tmp.path()).unwrap();
