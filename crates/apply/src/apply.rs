@@ -27,6 +27,11 @@ pub struct ApplyOpts {
     /// Record the kernel hash after apply (needed for drift; costs one
     /// `nft -s list table` per rampart table).
     pub record_kernel_hash: bool,
+    /// Run `nft -c` / `iptables-restore --test` before the change. The
+    /// kernel transaction is atomic either way (a refused script leaves the
+    /// old ruleset); the check only keeps a refused plan from touching
+    /// sysctls or scheduling a revert. Default true.
+    pub check: bool,
 }
 
 impl ApplyOpts {
@@ -37,6 +42,7 @@ impl ApplyOpts {
             session: None,
             legacy_file: None,
             record_kernel_hash: true,
+            check: true,
         }
     }
 }
@@ -107,6 +113,19 @@ fn validate(plan: &Plan) -> Result<BTreeSet<TableRef>, Error> {
             Ok(BTreeSet::new())
         }
     }
+}
+
+fn well_known_tables() -> [TableRef; 2] {
+    [
+        TableRef {
+            family: "inet".into(),
+            name: "rampart".into(),
+        },
+        TableRef {
+            family: "bridge".into(),
+            name: "rampart".into(),
+        },
+    ]
 }
 
 fn owned_tables(sys: &dyn System) -> Result<BTreeSet<TableRef>, Error> {
@@ -259,23 +278,44 @@ fn apply_locked(
     // 1. Build and check what the kernel will get.
     let (script, owned_now) = match plan.backend {
         Backend::Nftables => {
-            let owned_now = owned_tables(sys)?;
-            let all: BTreeSet<TableRef> = owned_now.union(&plan_tables).cloned().collect();
+            // Tables replaced: the plan's, the recorded plan's (so a table
+            // dropped from the plan goes away), rampart's well-known ones,
+            // and with --confirm every rampart table that runs now. Listing
+            // the kernel's tables costs a full ruleset fetch (~0.5 s at 100k
+            // set elements), so the plain path does without it; a stray
+            // table made by hand shows up as drift instead.
+            let owned_now = if opts.confirm.is_some() {
+                owned_tables(sys)?
+            } else {
+                BTreeSet::new()
+            };
+            let mut all: BTreeSet<TableRef> = owned_now.union(&plan_tables).cloned().collect();
+            all.extend(well_known_tables());
+            if let Some(cur) = current
+                .as_ref()
+                .filter(|c| c.plan.backend == Backend::Nftables)
+            {
+                all.extend(script_tables(&cur.plan.ruleset).unwrap_or_default());
+            }
             let mut script = delete_prelude(&all);
             script.push_str(&plan.ruleset);
             if !script.ends_with('\n') {
                 script.push('\n');
             }
-            sys.nft_check(&script)
-                .map_err(|e| Error::CheckFailed(Box::new(e)))?;
+            if opts.check {
+                sys.nft_check(&script)
+                    .map_err(|e| Error::CheckFailed(Box::new(e)))?;
+            }
             (script, owned_now)
         }
         Backend::Iptables => {
-            sys.ipt_check(IpFamily::V4, &plan.ruleset)
-                .map_err(|e| Error::CheckFailed(Box::new(e)))?;
-            if let Some(r6) = &plan.ruleset6 {
-                sys.ipt_check(IpFamily::V6, r6)
+            if opts.check {
+                sys.ipt_check(IpFamily::V4, &plan.ruleset)
                     .map_err(|e| Error::CheckFailed(Box::new(e)))?;
+                if let Some(r6) = &plan.ruleset6 {
+                    sys.ipt_check(IpFamily::V6, r6)
+                        .map_err(|e| Error::CheckFailed(Box::new(e)))?;
+                }
             }
             (plan.ruleset.clone(), BTreeSet::new())
         }
@@ -398,8 +438,8 @@ fn apply_locked(
         kernel_hash,
         sysctls_before: sysctls_before_rampart,
     };
-    if let Some(cur) = &current {
-        state.write_applied(PREVIOUS, cur)?;
+    if current.is_some() {
+        state.link_as(CURRENT, PREVIOUS)?;
     }
     state.write_applied(CURRENT, &applied)?;
     let legacy = match &legacy_prep {
@@ -414,7 +454,7 @@ fn apply_locked(
         return Err(e);
     }
     if pending.is_none() {
-        state.write_applied(LAST_GOOD, &applied)?;
+        state.link_as(CURRENT, LAST_GOOD)?;
     }
     Ok(ApplyOutcome {
         applied,
@@ -602,7 +642,7 @@ pub fn confirm(state_dir: impl Into<PathBuf>, session: Option<&str>) -> Result<A
     )? {
         return Err(Error::AlreadyReverted(p.id));
     }
-    state.write_applied(LAST_GOOD, &current)?;
+    state.link_as(CURRENT, LAST_GOOD)?;
     Ok(current)
 }
 

@@ -75,6 +75,24 @@ impl StateDir {
         self.write(name, &data, 0o600)
     }
 
+    /// Atomically make `to` a copy of `from` (a hard link when the file
+    /// system allows; records are never modified in place, only replaced).
+    pub fn link_as(&self, from: &str, to: &str) -> Result<(), Error> {
+        let src = self.path(from);
+        let tmp = self.path(&format!(".{to}.link.{}", std::process::id()));
+        let _ = fs::remove_file(&tmp);
+        if fs::hard_link(&src, &tmp).is_ok() {
+            let res = fs::rename(&tmp, self.path(to))
+                .and_then(|()| fs::File::open(&self.root)?.sync_all());
+            if res.is_err() {
+                let _ = fs::remove_file(&tmp);
+            }
+            return res.map_err(|e| Error::io(&self.path(to), e));
+        }
+        let data = fs::read(&src).map_err(|e| Error::io(&src, e))?;
+        self.write(to, &data, 0o600)
+    }
+
     pub fn remove(&self, name: &str) -> Result<(), Error> {
         match fs::remove_file(self.path(name)) {
             Ok(()) => Ok(()),
