@@ -49,6 +49,13 @@ impl StateDir {
             // recursive() applies the mode before umask; enforce it.
             fs::set_permissions(&root, fs::Permissions::from_mode(0o700))
                 .map_err(|e| Error::io(&root, e))?;
+        } else {
+            // Never leave plans (addresses, topology) readable by others.
+            let md = fs::metadata(&root).map_err(|e| Error::io(&root, e))?;
+            if md.permissions().mode() & 0o077 != 0 {
+                fs::set_permissions(&root, fs::Permissions::from_mode(0o700))
+                    .map_err(|e| Error::io(&root, e))?;
+            }
         }
         Ok(StateDir { root })
     }

@@ -117,6 +117,10 @@ fn apply_in_namespace_reads_back_and_leaves_other_tables_alone() {
     );
     // State: a missing dir is created 0700; records are 0600.
     assert_eq!(mode(&dir), 0o700);
+    // An existing directory open to others is closed.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    status(&ns.sys(), &dir).unwrap();
+    assert_eq!(mode(&dir), 0o700);
     for f in ["current.plan", "last-good.plan", "previous.plan"] {
         assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
     }
