@@ -36,6 +36,9 @@ pub struct Trace {
     pub verdict: Action,
     /// `tcp 192.0.2.50:40000 -> 192.0.2.100:80, ipv4, new`
     pub packet: String,
+    /// The addresses the packet was given (defaults filled in).
+    pub source: std::net::IpAddr,
+    pub dest: std::net::IpAddr,
     pub steps: Vec<Step>,
     /// Every firewall decision taken on the way (accepts by OUT chains,
     /// then IN chains...), in order.
@@ -152,6 +155,8 @@ pub fn run(plan: &Plan, p: Placed) -> Trace {
     Trace {
         verdict,
         packet: p.summary.clone(),
+        source: p.saddr,
+        dest: p.daddr,
         steps,
         decisions,
         decided_by,

@@ -1,0 +1,399 @@
+//! Simulator against the real kernel: the conformance cases' packets sent
+//! for real through a node built in network namespaces (host namespace with
+//! the bridge and the compiled ruleset loaded, a namespace per guest attached
+//! by a veth named like the guest NIC, an `outside` namespace on the bridge).
+//! Every packet must get the expected verdict from both.
+
+#[path = "../../nft/tests/common/mod.rs"]
+mod common;
+
+use common::NetNs;
+use rampart_nft::testkit::conformance;
+use rampart_nft::{compile, Plan};
+use rampart_resolve::ir::Site;
+use rampart_sim::{simulate_plan, Packet, Zone};
+use rampart_types::{Action, Proto};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::IpAddr;
+use std::process::{Child, Command, Stdio};
+
+const PROBE: &str = r#"
+import socket, sys, struct, time, errno
+mode = sys.argv[1]
+if mode == 'serve':
+    proto, addr, port = sys.argv[2], sys.argv[3], int(sys.argv[4])
+    t = socket.SOCK_STREAM if proto == 'tcp' else socket.SOCK_DGRAM
+    s = socket.socket(socket.AF_INET6 if ':' in addr else socket.AF_INET, t)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, port))
+    if proto == 'tcp':
+        s.listen(16)
+    print('ready', flush=True)
+    while True:
+        if proto == 'tcp':
+            c, _ = s.accept(); c.close()
+        else:
+            d, a = s.recvfrom(100); s.sendto(d, a)
+proto, src, dst, port, sport, timeout = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6]), float(sys.argv[7])
+fam = socket.AF_INET6 if ':' in dst else socket.AF_INET
+def refused(e):
+    return e.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EACCES)
+try:
+    if proto == 'tcp':
+        s = socket.socket(fam, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((src, sport)); s.settimeout(timeout)
+        s.connect((dst, port)); print('ACCEPT')
+    elif proto == 'udp':
+        s = socket.socket(fam, socket.SOCK_DGRAM)
+        s.bind((src, sport)); s.connect((dst, port)); s.settimeout(timeout)
+        s.send(b'x'); s.recv(100); print('ACCEPT')
+    else:
+        v6 = fam == socket.AF_INET6
+        s = socket.socket(fam, socket.SOCK_RAW, socket.IPPROTO_ICMPV6 if v6 else socket.IPPROTO_ICMP)
+        s.bind((src, 0))
+        ident = 0x4242
+        if v6:
+            pkt = struct.pack('!BBHHH', 128, 0, 0, ident, 1) + b'rampart!'
+        else:
+            h = struct.pack('!BBHHH', 8, 0, 0, ident, 1) + b'rampart!'
+            sm = sum(struct.unpack('!%dH' % (len(h) // 2), h + (b'\0' if len(h) % 2 else b'')))
+            sm = (sm >> 16) + (sm & 0xffff); sm += sm >> 16
+            pkt = struct.pack('!BBHHH', 8, 0, (~sm) & 0xffff, ident, 1) + b'rampart!'
+        s.sendto(pkt, (dst, 0))
+        end = time.time() + timeout
+        verdict = 'DROP'
+        while time.time() < end:
+            s.settimeout(max(0.01, end - time.time()))
+            try:
+                d, a = s.recvfrom(2000)
+            except socket.timeout:
+                break
+            if not v6:
+                d = d[(d[0] & 0xf) * 4:]
+            ty = d[0]
+            if (v6 and ty == 129) or (not v6 and ty == 0):
+                verdict = 'ACCEPT'; break
+            if (v6 and ty == 1) or (not v6 and ty == 3):
+                verdict = 'REJECT'; break
+        print(verdict)
+except socket.timeout:
+    print('DROP')
+except OSError as e:
+    print('REJECT' if refused(e) else 'ERR %s' % e)
+"#;
+
+struct Lab {
+    host: NetNs,
+    outside: NetNs,
+    guests: BTreeMap<u32, NetNs>,
+    probe: String,
+}
+
+fn router(net: &ipnet::IpNet) -> IpAddr {
+    match net {
+        ipnet::IpNet::V4(n) => IpAddr::V4((u32::from(n.broadcast()) - 1).into()),
+        ipnet::IpNet::V6(n) => IpAddr::V6((u128::from(n.network()) + 0xfffe).into()),
+    }
+}
+
+impl Lab {
+    fn build(site: &Site, plan: &Plan) -> Lab {
+        let node = site.node(&plan.node).unwrap();
+        let host = NetNs::new("h");
+        let outside = NetNs::new("o");
+        for (k, v) in [
+            ("net.ipv4.icmp_ratelimit", "0"),
+            ("net.ipv6.icmp.ratelimit", "0"),
+        ] {
+            host.ok(&["sysctl", "-qw", &format!("{k}={v}")]);
+        }
+        for b in &node.bridges {
+            host.ok(&["ip", "link", "add", &b.name, "type", "bridge"]);
+            host.ok(&["ip", "link", "set", &b.name, "up"]);
+            for a in &b.addresses {
+                host.ok(&["ip", "addr", "add", &a.to_string(), "dev", &b.name, "nodad"]);
+            }
+        }
+        // The outside machine on the first bridge; it is also the router.
+        let b0 = &node.bridges[0];
+        host.ok(&[
+            "ip",
+            "link",
+            "add",
+            "outside",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &outside.name,
+        ]);
+        host.ok(&["ip", "link", "set", "outside", "master", &b0.name, "up"]);
+        outside.ok(&["ip", "link", "set", "eth0", "up"]);
+        for a in &b0.addresses {
+            let r = format!("{}/{}", router(a), a.prefix_len());
+            outside.ok(&["ip", "addr", "add", &r, "dev", "eth0", "nodad"]);
+            let fam = if a.addr().is_ipv4() { "-4" } else { "-6" };
+            host.ok(&[
+                "ip",
+                fam,
+                "route",
+                "add",
+                "default",
+                "via",
+                &router(a).to_string(),
+            ]);
+        }
+        let mut guests = BTreeMap::new();
+        for g in site.guests_on(&node.name) {
+            let ns = NetNs::new(&format!("g{}", g.id));
+            for (i, nic) in g.nics.iter().enumerate() {
+                let eth = format!("eth{i}");
+                host.ok(&[
+                    "ip",
+                    "link",
+                    "add",
+                    &nic.ifname,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    &eth,
+                    "netns",
+                    &ns.name,
+                ]);
+                host.ok(&[
+                    "ip",
+                    "link",
+                    "set",
+                    &nic.ifname,
+                    "master",
+                    &nic.bridge,
+                    "up",
+                ]);
+                if let Some(m) = nic.mac {
+                    ns.ok(&[
+                        "ip",
+                        "link",
+                        "set",
+                        &eth,
+                        "address",
+                        &rampart_nft::print::mac_str(&m),
+                    ]);
+                }
+                ns.ok(&["ip", "link", "set", &eth, "up"]);
+                for a in &nic.addresses {
+                    ns.ok(&["ip", "addr", "add", &a.to_string(), "dev", &eth, "nodad"]);
+                    if i == 0 {
+                        let fam = if a.addr().is_ipv4() { "-4" } else { "-6" };
+                        if let Some(r) = b0
+                            .addresses
+                            .iter()
+                            .find(|n| n.addr().is_ipv4() == a.addr().is_ipv4())
+                        {
+                            ns.ok(&[
+                                "ip",
+                                fam,
+                                "route",
+                                "add",
+                                "default",
+                                "via",
+                                &router(r).to_string(),
+                            ]);
+                        }
+                    }
+                }
+            }
+            guests.insert(g.id, ns);
+        }
+        for s in plan
+            .sysctls
+            .iter()
+            .filter(|s| s.key.starts_with("net.bridge."))
+        {
+            host.ok(&["sysctl", "-qw", &format!("{}={}", s.key, s.value)]);
+        }
+        if let Err(e) = host.nft_load(&plan.script) {
+            panic!("loading the plan failed:\n{e}");
+        }
+        let probe = std::env::temp_dir().join(format!("{}.py", host.name));
+        std::fs::write(&probe, PROBE).unwrap();
+        Lab {
+            host,
+            outside,
+            guests,
+            probe: probe.to_string_lossy().into_owned(),
+        }
+    }
+
+    fn ns(&self, z: &Zone) -> &NetNs {
+        match z {
+            Zone::Host => &self.host,
+            Zone::Outside | Zone::Node(_) => &self.outside,
+            Zone::Guest { id, .. } => &self.guests[id],
+        }
+    }
+
+    /// Put `addr` on the outside machine if it is the one that needs it.
+    fn ensure(&self, z: &Zone, addr: IpAddr) {
+        if matches!(z, Zone::Outside | Zone::Node(_)) {
+            let plen = if addr.is_ipv4() { 32 } else { 128 };
+            let o = self.outside.exec(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{addr}/{plen}"),
+                "dev",
+                "eth0",
+                "nodad",
+            ]);
+            let _ = o; // already present is fine
+        }
+    }
+
+    fn serve(&self, ns: &NetNs, proto: &str, addr: IpAddr, port: u16) -> Child {
+        let mut c = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns.name,
+                "python3",
+                &self.probe,
+                "serve",
+                proto,
+                &addr.to_string(),
+                &port.to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn server");
+        let mut line = String::new();
+        BufReader::new(c.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+        c
+    }
+
+    fn send(&self, p: &Packet, src: IpAddr, dst: IpAddr) -> String {
+        self.ensure(&p.from, src);
+        self.ensure(&p.to, dst);
+        let proto = match p.proto {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+            _ => "icmp",
+        };
+        let dport = p.dport.unwrap_or(0);
+        let server = if proto == "icmp" {
+            None
+        } else {
+            Some(self.serve(self.ns(&p.to), proto, dst, dport))
+        };
+        let o = self.ns(&p.from).exec(&[
+            "python3",
+            &self.probe,
+            "probe",
+            proto,
+            &src.to_string(),
+            &dst.to_string(),
+            &dport.to_string(),
+            &p.sport.unwrap_or(0).to_string(),
+            "1.0",
+        ]);
+        if let Some(mut s) = server {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+        let out = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        if out.is_empty() {
+            return format!("probe failed: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        out
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.probe);
+    }
+}
+
+fn run_case(site: &Site, packets_toml: &str) {
+    let plan = compile(site, "hv1").unwrap();
+    let lab = Lab::build(site, &plan);
+    let mut bad = vec![];
+    let cases = conformance_packets(packets_toml);
+    for (name, p, want) in &cases {
+        let t = simulate_plan(site, &plan, p).unwrap();
+        let got = lab.send(p, t.source, t.dest);
+        if t.verdict != *want || got != want.to_string() {
+            bad.push(format!(
+                "{name}: expected {want}, simulator {}, kernel {got}\n{t}",
+                t.verdict
+            ));
+        }
+    }
+    let _ = &lab.host;
+    assert!(
+        bad.is_empty(),
+        "{} of {} packets disagree:\n{}",
+        bad.len(),
+        cases.len(),
+        bad.join("\n")
+    );
+}
+
+#[path = "support/packets.rs"]
+mod support;
+use support::packets as conformance_packets;
+
+#[test]
+fn kernel_host_basics() {
+    run_case(
+        &conformance::host_basics(),
+        include_str!("data/host-basics/packets.toml"),
+    );
+}
+
+#[test]
+fn kernel_guest_basics() {
+    run_case(
+        &conformance::guest_basics(),
+        include_str!("data/guest-basics/packets.toml"),
+    );
+}
+
+#[test]
+fn kernel_guest_to_guest_and_established_replies() {
+    // Two filtered guests on one bridge: the sender's OUT and the receiver's
+    // IN both apply, and replies of an accepted connection pass.
+    let site = conformance::guest_basics();
+    let plan = compile(&site, "hv1").unwrap();
+    let lab = Lab::build(&site, &plan);
+    let _ = Action::Accept;
+    // vm100 -> ct200 tcp 8080: vm100 OUT policy ACCEPT, ct200 IN policy ACCEPT.
+    let p = Packet::tcp("vm100", "ct200", 8080);
+    let t = simulate_plan(&site, &plan, &p).unwrap();
+    assert_eq!(
+        (t.verdict, lab.send(&p, t.source, t.dest).as_str()),
+        (Action::Accept, "ACCEPT")
+    );
+    // ct200 -> vm100 tcp 8080: ct200's OUT policy REJECT answers first.
+    let p = Packet::tcp("ct200", "vm100", 8080);
+    let t = simulate_plan(&site, &plan, &p).unwrap();
+    assert_eq!(
+        (t.verdict, lab.send(&p, t.source, t.dest).as_str()),
+        (Action::Reject, "REJECT")
+    );
+    // vm100 -> ct200 tcp 23: vm100's OUT accepts, ct200's IN drops.
+    let p = Packet::tcp("vm100", "ct200", 23);
+    let t = simulate_plan(&site, &plan, &p).unwrap();
+    assert_eq!(
+        (t.verdict, lab.send(&p, t.source, t.dest).as_str()),
+        (Action::Drop, "DROP")
+    );
+}
