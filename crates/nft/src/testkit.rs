@@ -495,3 +495,107 @@ pub mod conformance {
         b.build()
     }
 }
+
+/// A larger case exercising blacklist (with a `nomatch` hole), management
+/// over IPv6, ipfilter, REJECT of UDP, host-to-guest rules, sets in guest
+/// rules, guest-to-guest in both directions, IPv6 guests, logging, tcpflags
+/// and the SYN-flood meter. Packets: `crates/sim/tests/data/features/`.
+pub fn features() -> Site {
+    use conformance::*;
+    let _ = HOST_BASICS_HOST;
+    let mut b = SiteBuilder::new();
+    let c = b.file("firewall/cluster.fw", &"#\n".repeat(40));
+    let h = b.file("nodes/hv1/host.fw", &"#\n".repeat(20));
+    let g1 = b.file("firewall/100.fw", &"#\n".repeat(20));
+    let g2 = b.file("firewall/200.fw", &"#\n".repeat(20));
+    b.node(
+        "hv1",
+        &[("vmbr0", &["192.0.2.10/24", "2001:db8:1::10/64"])],
+        &["198.51.100.5"],
+    );
+    let bl = b.set(
+        "blacklist",
+        SetScope::Cluster,
+        "dc-blacklist",
+        &["203.0.113.0/24", "!203.0.113.7", "2001:db8:bad::/48"],
+        b.at(c, 2),
+    );
+    let office = b.set(
+        "office",
+        SetScope::Cluster,
+        "dc-office",
+        &["192.0.2.100"],
+        b.at(c, 6),
+    );
+    b.guest(
+        100,
+        GuestKind::Vm,
+        "hv1",
+        &[(
+            "vmbr0",
+            "0e:00:00:00:64:00",
+            &["192.0.2.100/24", "2001:db8:1::100/64"],
+        )],
+        b.at(g1, 1),
+    );
+    let ipf = b.set(
+        "ipfilter-net0",
+        SetScope::Guest(100),
+        "g100-ipfilter-net0",
+        &["192.0.2.100", "2001:db8:1::100"],
+        b.at(g1, 3),
+    );
+    b.guest(
+        200,
+        GuestKind::Ct,
+        "hv1",
+        &[(
+            "vmbr0",
+            "0e:00:00:00:c8:00",
+            &["192.0.2.200/24", "2001:db8:1::200/64"],
+        )],
+        b.at(g2, 1),
+    );
+    {
+        let n = b.node_mut("hv1");
+        n.firewall.blacklist = Some(bl);
+        n.firewall.options.tcpflags = true;
+        n.firewall.options.protection_synflood = true;
+        n.firewall.options.log_level_in = LogLevel::Info;
+    }
+    let hr = vec![
+        rule(b.at(h, 3), Direction::In, Action::Accept)
+            .tcp(8080)
+            .log(LogLevel::Info),
+        rule(b.at(c, 10), Direction::In, Action::Reject).udp(5353),
+    ];
+    b.node_mut("hv1").firewall.rules = hr;
+    let r100 = vec![
+        rule(b.at(g1, 8), Direction::In, Action::Accept)
+            .tcp(22)
+            .source(list(&["192.0.2.10"])),
+        rule(b.at(g1, 9), Direction::In, Action::Accept).tcp(80),
+        rule(b.at(g1, 10), Direction::In, Action::Reject).udp(161),
+        rule(b.at(g1, 11), Direction::In, Action::Accept).icmp(true, "echo-request", 128),
+        rule(b.at(g1, 12), Direction::Out, Action::Drop)
+            .tcp(25)
+            .log(LogLevel::Warning),
+    ];
+    {
+        let g = b.guest_mut(100);
+        g.rules = r100;
+        g.nics[0].ipfilter = Some(ipf);
+        g.options.ipfilter = true;
+        g.options.ndp = true;
+    }
+    let r200 = vec![rule(b.at(g2, 8), Direction::In, Action::Drop)
+        .tcp(80)
+        .source(AddrMatch::Set(office))];
+    {
+        let g = b.guest_mut(200);
+        g.rules = r200;
+        g.options.ndp = true;
+        g.options.policy_in = Action::Accept;
+    }
+    b.build()
+}

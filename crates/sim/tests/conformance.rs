@@ -46,3 +46,11 @@ fn guest_basics() {
         include_str!("data/guest-basics/packets.toml"),
     );
 }
+
+#[test]
+fn features() {
+    run_case(
+        &rampart_nft::testkit::features(),
+        include_str!("data/features/packets.toml"),
+    );
+}

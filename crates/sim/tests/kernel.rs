@@ -239,19 +239,26 @@ impl Lab {
 
     /// Put `addr` on the outside machine if it is the one that needs it.
     fn ensure(&self, z: &Zone, addr: IpAddr) {
-        if matches!(z, Zone::Outside | Zone::Node(_)) {
-            let plen = if addr.is_ipv4() { 32 } else { 128 };
-            let o = self.outside.exec(&[
-                "ip",
-                "addr",
-                "add",
-                &format!("{addr}/{plen}"),
-                "dev",
-                "eth0",
-                "nodad",
-            ]);
-            let _ = o; // already present is fine
-        }
+        let dev = match z {
+            Zone::Host => return,
+            Zone::Guest { nic, .. } => format!("eth{}", nic.unwrap_or(0)),
+            _ => "eth0".to_string(),
+        };
+        let plen = if addr.is_ipv4() { 32 } else { 128 };
+        let o = self.ns(z).exec(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{addr}/{plen}"),
+            "dev",
+            &dev,
+            "nodad",
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            o.status.success() || (err.contains("File exists") || err.contains("already assigned")),
+            "adding {addr} in {z:?}: {err}"
+        );
     }
 
     fn serve(&self, ns: &NetNs, proto: &str, addr: IpAddr, port: u16) -> Child {
@@ -309,6 +316,10 @@ impl Lab {
             let _ = s.wait();
         }
         let out = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        if out.starts_with("ERR") {
+            let a = self.ns(&p.from).exec(&["ip", "addr"]);
+            return format!("{out} (addresses: {})", String::from_utf8_lossy(&a.stdout));
+        }
         if out.is_empty() {
             return format!("probe failed: {}", String::from_utf8_lossy(&o.stderr));
         }
@@ -395,5 +406,13 @@ fn kernel_guest_to_guest_and_established_replies() {
     assert_eq!(
         (t.verdict, lab.send(&p, t.source, t.dest).as_str()),
         (Action::Drop, "DROP")
+    );
+}
+
+#[test]
+fn kernel_features() {
+    run_case(
+        &rampart_nft::testkit::features(),
+        include_str!("data/features/packets.toml"),
     );
 }
