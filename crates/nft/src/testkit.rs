@@ -142,7 +142,7 @@ impl SiteBuilder {
                 }
             })
             .collect();
-        es.sort_by(|a, b| a.range.cmp(&b.range));
+        es.sort_by_key(|a| a.range);
         self.site.sets.push(IpSet {
             name: name.into(),
             scope,
@@ -236,7 +236,7 @@ impl SiteBuilder {
                     }
                 }
             }
-            es.sort_by(|a, b| a.range.cmp(&b.range));
+            es.sort_by_key(|a| a.range);
             self.site.sets[id.0 as usize].entries = es;
         }
     }

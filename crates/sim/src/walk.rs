@@ -360,12 +360,13 @@ impl<'a> Walker<'a> {
                             rampart_types::Family::V4
                         }
                     && p.icmp_type.is_some_and(|ty| types.contains(&ty))
-                    && code.map_or(true, |c| c == 0)
+                    && code.is_none_or(|c| c == 0)
             }
-            Match::Ct(states) => states.iter().any(|s| match (s, p.state) {
-                (CtState::New, State::New) => true,
-                (CtState::Established, State::Established) => true,
-                _ => false,
+            Match::Ct(states) => states.iter().any(|s| {
+                matches!(
+                    (s, p.state),
+                    (CtState::New, State::New) | (CtState::Established, State::Established)
+                )
             }),
             Match::EtherSaddrNot(mac) => p.ether_saddr.is_some_and(|m| m != *mac),
             Match::FibSaddrType(ts) => ts.iter().any(|x| p.saddr_fib.contains(x)),
