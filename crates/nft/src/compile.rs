@@ -964,7 +964,11 @@ impl<'a> Cx<'a> {
 
         let mut rs = Ruleset::default();
         rs.tables.push(inet);
-        if slots.is_empty() {
+        // The bridge table exists whenever the node has bridges, even with no
+        // filtered guest: it marks bridged packets, so that with br_netfilter
+        // on (its default), bridged traffic is told apart from routed
+        // traffic and never meets policy_forward.
+        if node.bridges.is_empty() {
             rs.absent.push((TableFamily::Bridge, TABLE.into()));
         } else {
             let mut br = Table::new(TableFamily::Bridge, TABLE);
@@ -1003,6 +1007,8 @@ impl<'a> Cx<'a> {
             br.chains.push(fwd);
             br.chains.extend(bridge_chains);
             rs.tables.push(br);
+        }
+        if !slots.is_empty() {
             sysctls.push(Sysctl {
                 key: "net.bridge.bridge-nf-call-iptables".into(),
                 value: "1".into(),

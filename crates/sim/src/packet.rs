@@ -263,13 +263,10 @@ pub fn place(site: &ir::Site, plan: &Plan, p: &Packet) -> Result<Placed, String>
     let from = end_of(&p.from)?;
     let to = end_of(&p.to)?;
     let peer_bridge = |e: &Option<End>| e.as_ref().and_then(|e| e.bridge.clone());
-    // Bridge for ends without one: the other end's bridge, else a bridge
-    // whose network holds the given address, else the first bridge with an
-    // address of the family.
+    // Bridge for ends without one: the bridge whose network holds the
+    // address, else the other end's bridge (a machine further away, routed
+    // through it), else the first bridge with an address of the family.
     let pick_bridge = |other: &Option<End>, addr: Option<IpAddr>| -> Option<String> {
-        if let Some(b) = peer_bridge(other) {
-            return Some(b);
-        }
         if let Some(a) = addr {
             if let Some(b) = node
                 .bridges
@@ -278,6 +275,9 @@ pub fn place(site: &ir::Site, plan: &Plan, p: &Packet) -> Result<Placed, String>
             {
                 return Some(b.name.clone());
             }
+        }
+        if let Some(b) = peer_bridge(other) {
+            return Some(b);
         }
         node.bridges
             .iter()
