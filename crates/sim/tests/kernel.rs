@@ -103,107 +103,111 @@ impl Lab {
         let node = site.node(&plan.node).unwrap();
         let host = NetNs::new("h");
         let outside = NetNs::new("o");
-        for (k, v) in [
-            ("net.ipv4.icmp_ratelimit", "0"),
-            ("net.ipv6.icmp.ratelimit", "0"),
+        let sh = |ns: &NetNs, cmd: &str| {
+            let argv: Vec<&str> = cmd.split_whitespace().collect();
+            ns.ok(&argv);
+        };
+        for k in [
+            "net.ipv4.icmp_ratelimit=0",
+            "net.ipv6.icmp.ratelimit=0",
+            "net.ipv4.ip_forward=1",
+            "net.ipv6.conf.all.forwarding=1",
         ] {
-            host.ok(&["sysctl", "-qw", &format!("{k}={v}")]);
+            sh(&host, &format!("sysctl -qw {k}"));
         }
         for b in &node.bridges {
-            host.ok(&["ip", "link", "add", &b.name, "type", "bridge"]);
-            host.ok(&["ip", "link", "set", &b.name, "up"]);
+            sh(&host, &format!("ip link add {} type bridge", b.name));
+            sh(&host, &format!("ip link set {} up", b.name));
             for a in &b.addresses {
-                host.ok(&["ip", "addr", "add", &a.to_string(), "dev", &b.name, "nodad"]);
+                sh(&host, &format!("ip addr add {a} dev {} nodad", b.name));
             }
         }
-        // The outside machine on the first bridge; it is also the router.
+        // The outside machine on the first bridge; it is also the router
+        // the node's default route points to.
         let b0 = &node.bridges[0];
-        host.ok(&[
-            "ip",
-            "link",
-            "add",
-            "outside",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            &outside.name,
-        ]);
-        host.ok(&["ip", "link", "set", "outside", "master", &b0.name, "up"]);
-        outside.ok(&["ip", "link", "set", "eth0", "up"]);
+        sh(
+            &host,
+            &format!(
+                "ip link add outside type veth peer name eth0 netns {}",
+                outside.name
+            ),
+        );
+        sh(&host, &format!("ip link set outside master {} up", b0.name));
+        sh(&outside, "ip link set eth0 up");
         for a in &b0.addresses {
-            let r = format!("{}/{}", router(a), a.prefix_len());
-            outside.ok(&["ip", "addr", "add", &r, "dev", "eth0", "nodad"]);
+            sh(
+                &outside,
+                &format!(
+                    "ip addr add {}/{} dev eth0 nodad",
+                    router(a),
+                    a.prefix_len()
+                ),
+            );
             let fam = if a.addr().is_ipv4() { "-4" } else { "-6" };
-            host.ok(&[
-                "ip",
-                fam,
-                "route",
-                "add",
-                "default",
-                "via",
-                &router(a).to_string(),
-            ]);
+            sh(
+                &host,
+                &format!("ip {fam} route add default via {}", router(a)),
+            );
+            // Networks on the node's other bridges are reached through the node.
+            for b in node.bridges.iter().skip(1) {
+                for n in b
+                    .addresses
+                    .iter()
+                    .filter(|n| n.addr().is_ipv4() == a.addr().is_ipv4())
+                {
+                    sh(
+                        &outside,
+                        &format!("ip {fam} route add {} via {}", n.trunc(), a.addr()),
+                    );
+                }
+            }
         }
         let mut guests = BTreeMap::new();
         for g in site.guests_on(&node.name) {
             let ns = NetNs::new(&format!("g{}", g.id));
             for (i, nic) in g.nics.iter().enumerate() {
                 let eth = format!("eth{i}");
-                host.ok(&[
-                    "ip",
-                    "link",
-                    "add",
-                    &nic.ifname,
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    &eth,
-                    "netns",
-                    &ns.name,
-                ]);
-                host.ok(&[
-                    "ip",
-                    "link",
-                    "set",
-                    &nic.ifname,
-                    "master",
-                    &nic.bridge,
-                    "up",
-                ]);
+                sh(
+                    &host,
+                    &format!(
+                        "ip link add {} type veth peer name {eth} netns {}",
+                        nic.ifname, ns.name
+                    ),
+                );
+                sh(
+                    &host,
+                    &format!("ip link set {} master {} up", nic.ifname, nic.bridge),
+                );
                 if let Some(m) = nic.mac {
-                    ns.ok(&[
-                        "ip",
-                        "link",
-                        "set",
-                        &eth,
-                        "address",
-                        &rampart_nft::print::mac_str(&m),
-                    ]);
+                    sh(
+                        &ns,
+                        &format!(
+                            "ip link set {eth} address {}",
+                            rampart_nft::print::mac_str(&m)
+                        ),
+                    );
                 }
-                ns.ok(&["ip", "link", "set", &eth, "up"]);
+                sh(&ns, &format!("ip link set {eth} up"));
                 for a in &nic.addresses {
-                    ns.ok(&["ip", "addr", "add", &a.to_string(), "dev", &eth, "nodad"]);
-                    if i == 0 {
-                        let fam = if a.addr().is_ipv4() { "-4" } else { "-6" };
-                        if let Some(r) = b0
-                            .addresses
+                    sh(&ns, &format!("ip addr add {a} dev {eth} nodad"));
+                    if i != 0 {
+                        continue;
+                    }
+                    // Default route: the outside router on the first bridge,
+                    // the node itself on the others.
+                    let fam = if a.addr().is_ipv4() { "-4" } else { "-6" };
+                    let same = |n: &&ipnet::IpNet| n.addr().is_ipv4() == a.addr().is_ipv4();
+                    let gw = if nic.bridge == b0.name {
+                        b0.addresses.iter().find(same).map(router)
+                    } else {
+                        node.bridges
                             .iter()
-                            .find(|n| n.addr().is_ipv4() == a.addr().is_ipv4())
-                        {
-                            ns.ok(&[
-                                "ip",
-                                fam,
-                                "route",
-                                "add",
-                                "default",
-                                "via",
-                                &router(r).to_string(),
-                            ]);
-                        }
+                            .find(|b| b.name == nic.bridge)
+                            .and_then(|b| b.addresses.iter().find(same))
+                            .map(|n| n.addr())
+                    };
+                    if let Some(gw) = gw {
+                        sh(&ns, &format!("ip {fam} route add default via {gw}"));
                     }
                 }
             }
@@ -214,7 +218,7 @@ impl Lab {
             .iter()
             .filter(|s| s.key.starts_with("net.bridge."))
         {
-            host.ok(&["sysctl", "-qw", &format!("{}={}", s.key, s.value)]);
+            sh(&host, &format!("sysctl -qw {}={}", s.key, s.value));
         }
         if let Err(e) = host.nft_load(&plan.script) {
             panic!("loading the plan failed:\n{e}");
@@ -237,7 +241,8 @@ impl Lab {
         }
     }
 
-    /// Put `addr` on the outside machine if it is the one that needs it.
+    /// Put `addr` on the zone's machine if it lacks it (outside sources,
+    /// spoofed guest sources); already present is fine.
     fn ensure(&self, z: &Zone, addr: IpAddr) {
         let dev = match z {
             Zone::Host => return,
@@ -415,4 +420,55 @@ fn kernel_features() {
         &rampart_nft::testkit::features(),
         include_str!("data/features/packets.toml"),
     );
+}
+
+#[test]
+fn kernel_routed_traffic_meets_forward_rules_and_the_guests_in() {
+    use rampart_nft::testkit::{rule, RuleExt, SiteBuilder};
+    use rampart_resolve::ir::GuestKind;
+    use rampart_types::Direction;
+    let mut b = SiteBuilder::new();
+    let c = b.file("firewall/cluster.fw", "#\n#\n#\n#\n#\n");
+    let f = b.file("firewall/100.fw", "#\n#\n#\n");
+    b.node(
+        "hv1",
+        &[("vmbr0", &["192.0.2.10/24"]), ("vmbr1", &["10.1.0.1/24"])],
+        &[],
+    );
+    b.guest(
+        100,
+        GuestKind::Vm,
+        "hv1",
+        &[("vmbr1", "0e:00:00:00:64:00", &["10.1.0.100/24"])],
+        b.at(f, 1),
+    );
+    b.guest_mut(100).rules = vec![rule(b.at(f, 2), Direction::In, Action::Drop).tcp(2222)];
+    b.guest_mut(100).options.policy_in = Action::Accept;
+    let fwd = vec![
+        rule(b.at(c, 3), Direction::Forward, Action::Accept)
+            .proto(Proto::Tcp)
+            .dports(&[(22, 22), (2222, 2222)]),
+        rule(b.at(c, 4), Direction::Forward, Action::Reject).tcp(23),
+    ];
+    let n = b.node_mut("hv1");
+    n.firewall.policy_forward = Action::Drop;
+    n.firewall.rules = fwd;
+    let site = b.build();
+    let plan = compile(&site, "hv1").unwrap();
+    let lab = Lab::build(&site, &plan);
+    for (dport, want) in [
+        (22, Action::Accept),
+        (80, Action::Drop),
+        (23, Action::Reject),
+        (2222, Action::Drop),
+    ] {
+        let p = Packet::tcp("outside", "vm100", dport).source("192.0.2.50");
+        let t = simulate_plan(&site, &plan, &p).unwrap();
+        let got = lab.send(&p, t.source, t.dest);
+        assert_eq!(
+            (t.verdict, got.as_str()),
+            (want, want.to_string().as_str()),
+            "dport {dport}\n{t}"
+        );
+    }
 }
