@@ -762,8 +762,31 @@ impl<'a> Cx<'a> {
         let mut bridge_in_mark = Vec::new();
         let mut bridge_out_mark = Vec::new();
         let mut bridge_chains = Vec::new();
+        let mut ips_by_out = Map {
+            name: "ips-by-out".into(),
+            key: KeyType::Mark,
+            interval: false,
+            value_is_verdict: true,
+            elements: vec![],
+            comment: "established traffic to IPS guests goes to their queue too".into(),
+        };
+        let mut ips_chains = Vec::new();
         for (g, nic, id) in slots.clone() {
             let (cin, cout) = self.guest_chains(g, nic);
+            if g.options.ips {
+                let (lo, hi) = g.options.ips_queues.unwrap_or((0, 0));
+                let name = format!("ips-{}", nic.ifname);
+                let mut c = Chain::regular(name.clone());
+                c.rules.push(
+                    Rule::new(format!("auto:ips guest {}", g.id))
+                        .v(Verdict::Queue { lo, hi })
+                        .decides(Action::Accept),
+                );
+                ips_chains.push(c);
+                ips_by_out
+                    .elements
+                    .push((Key::Mark(id), MapValue::Verdict(Verdict::Jump(name))));
+            }
             out_by_in.elements.push((
                 Key::Mark(id << 16),
                 MapValue::Verdict(Verdict::Jump(cout.name.clone())),
@@ -910,6 +933,20 @@ impl<'a> Cx<'a> {
             .push(Rule::new("auto:accepted").v(Verdict::Accept));
 
         let mut forward = Chain::base("hook-forward", Hook::Forward, INET_PRIORITY);
+        if !ips_by_out.elements.is_empty() {
+            forward.rules.push(
+                Rule::new("auto:ips established")
+                    .m(Match::Ct(vec![CtState::Established, CtState::Related]))
+                    .m(Match::Mark {
+                        mask: BRIDGED,
+                        value: BRIDGED,
+                    })
+                    .v(Verdict::Vmap {
+                        key: VmapKey::MarkMasked(OUT_MASK),
+                        map: "ips-by-out".into(),
+                    }),
+            );
+        }
         forward.rules.extend(ct_rules(allow_invalid));
         forward.rules.push(sender_out());
         forward.rules.push(
@@ -956,6 +993,10 @@ impl<'a> Cx<'a> {
         inet.chains.push(reject);
         inet.maps.push(out_by_in);
         inet.maps.push(in_by_out);
+        if !ips_by_out.elements.is_empty() {
+            inet.maps.push(ips_by_out);
+            inet.chains.extend(ips_chains);
+        }
         inet.maps.extend(addr_maps);
         let mut all_sets: Vec<Set> = std::mem::take(&mut self.sets).into_values().collect();
         all_sets.push(bridges);

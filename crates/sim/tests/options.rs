@@ -211,3 +211,40 @@ fn logging_is_noted_and_does_not_change_the_verdict() {
         t.notes
     );
 }
+
+#[test]
+fn ips_sees_established_traffic_too() {
+    let mut site = conformance::guest_basics();
+    site.guests[0].options.ips = true;
+    let plan = compile_with(
+        &site,
+        "hv1",
+        &Caps {
+            nft_queue: true,
+            bridge_conntrack: false,
+        },
+    )
+    .unwrap();
+    let t = simulate_plan(
+        &site,
+        &plan,
+        &Packet::tcp("outside", "vm100", 80)
+            .source("192.0.2.50")
+            .established(),
+    )
+    .unwrap();
+    assert_eq!(
+        (t.verdict, t.decided_by.unwrap().origin.as_str()),
+        (Action::Accept, "auto:ips guest 100")
+    );
+    // Other guests' established traffic is not queued.
+    let t = simulate_plan(
+        &site,
+        &plan,
+        &Packet::tcp("outside", "ct200", 80)
+            .source("192.0.2.50")
+            .established(),
+    )
+    .unwrap();
+    assert_eq!(t.decided_by.unwrap().origin, "auto:conntrack");
+}
