@@ -619,16 +619,17 @@ impl<'a> Cx<'a> {
                 }
             }
             if opts.ndp {
-                r.push(
-                    Rule::new("auto:ndp")
-                        .m(Match::Icmp {
-                            v6: true,
-                            types: vec![133, 134, 135, 136, 137],
-                            code: None,
-                        })
-                        .v(Verdict::Return)
-                        .decides(Action::Accept),
-                );
+                let nd = Rule::new("auto:ndp")
+                    .m(Match::Icmp {
+                        v6: true,
+                        types: vec![133, 134, 135, 136, 137],
+                        code: None,
+                    })
+                    .v(Verdict::Return)
+                    .decides(Action::Accept);
+                // The node's own neighbour discovery must get out too.
+                host_out.rules.push(nd.clone());
+                r.push(nd);
             }
             let (mgmt_tcp, cl_udp, cl_tcp) = platform_ports(node.platform);
             for f in Family::both() {
