@@ -379,3 +379,110 @@ fn a_large_blacklist_is_one_set_lookup() {
     ns.nft_check(&plan.script).unwrap();
     let _ = testkit::guest_options();
 }
+
+/// One small golden per feature, on top of the shared guest-basics case.
+#[test]
+fn one_golden_per_feature() {
+    type Tweak = fn(&mut Site);
+    let features: &[(&str, Tweak)] = &[
+        ("feature_blacklist", |s| {
+            let origin = s.sets[0].origin.clone();
+            s.sets.push(rampart_resolve::ir::IpSet {
+                name: "blacklist".into(),
+                scope: SetScope::Cluster,
+                kernel_name: "dc-blacklist".into(),
+                entries: vec![rampart_resolve::ir::SetEntry {
+                    range: testkit::range("203.0.113.0/24"),
+                    nomatch: false,
+                    origin: origin.clone(),
+                }],
+                origin,
+            });
+            s.nodes[0].firewall.blacklist =
+                Some(rampart_resolve::ir::SetId(s.sets.len() as u32 - 1));
+        }),
+        ("feature_ipfilter_macfilter", |s| {
+            let origin = s.guests[0].origin.clone();
+            s.sets.push(rampart_resolve::ir::IpSet {
+                name: "ipfilter-net0".into(),
+                scope: SetScope::Guest(100),
+                kernel_name: "g100-ipfilter-net0".into(),
+                entries: vec![rampart_resolve::ir::SetEntry {
+                    range: testkit::range("192.0.2.100"),
+                    nomatch: false,
+                    origin: origin.clone(),
+                }],
+                origin,
+            });
+            s.guests[0].nics[0].ipfilter =
+                Some(rampart_resolve::ir::SetId(s.sets.len() as u32 - 1));
+            s.guests[0].options.ipfilter = true;
+            s.guests[0].options.macfilter = true;
+        }),
+        ("feature_dhcp_ndp_radv", |s| {
+            let o = &mut s.guests[0].options;
+            o.dhcp = true;
+            o.ndp = true;
+            o.radv = true;
+        }),
+        ("feature_logging", |s| {
+            s.guests[0].options.log_level_in = LogLevel::Info;
+            s.guests[0].rules[0].log = LogLevel::Warning;
+            s.nodes[0].firewall.options.log_level_in = LogLevel::Notice;
+            s.cluster.log_ratelimit.rate = 10;
+            s.cluster.log_ratelimit.unit = "minute".into();
+        }),
+        ("feature_logging_no_ratelimit", |s| {
+            s.guests[0].options.log_level_out = LogLevel::Debug;
+            s.cluster.log_ratelimit.enable = false;
+        }),
+        ("feature_smurfs_tcpflags_synflood", |s| {
+            let o = &mut s.nodes[0].firewall.options;
+            o.nosmurfs = true;
+            o.smurf_log_level = LogLevel::Info;
+            o.tcpflags = true;
+            o.protection_synflood = true;
+            o.protection_synflood_rate = 50;
+            o.protection_synflood_burst = 100;
+        }),
+        ("feature_conntrack", |s| {
+            let o = &mut s.nodes[0].firewall.options;
+            o.nf_conntrack_allow_invalid = true;
+            o.nf_conntrack_max = 1_000_000;
+            o.nf_conntrack_tcp_timeout_established = 3600;
+            o.nf_conntrack_helpers = vec![
+                "ftp".into(),
+                "sip".into(),
+                "irc".into(),
+                "pptp".into(),
+                "sane".into(),
+                "amanda".into(),
+                "snmp".into(),
+                "netbios-ns".into(),
+            ];
+        }),
+        ("feature_forward", |s| {
+            let origin = s.guests[0].rules[0].origin.clone();
+            s.nodes[0].firewall.policy_forward = Action::Reject;
+            s.nodes[0].firewall.rules.push(
+                rule(origin, Direction::Forward, Action::Accept)
+                    .tcp(22)
+                    .iface("vmbr0"),
+            );
+        }),
+        ("feature_reject_policies", |s| {
+            s.nodes[0].firewall.policy_in = Action::Reject;
+            s.nodes[0].firewall.policy_out = Action::Reject;
+            s.guests[0].options.policy_in = Action::Reject;
+        }),
+        ("feature_linux_platform", |s| {
+            s.nodes[0].platform = Platform::Linux;
+        }),
+    ];
+    for (name, tweak) in features {
+        let mut site = conformance::guest_basics();
+        tweak(&mut site);
+        let plan = ok(&site, "hv1");
+        golden(name, &plan);
+    }
+}

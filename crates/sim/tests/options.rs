@@ -248,3 +248,38 @@ fn ips_sees_established_traffic_too() {
     .unwrap();
     assert_eq!(t.decided_by.unwrap().origin, "auto:conntrack");
 }
+
+#[test]
+fn cluster_traffic_between_nodes() {
+    let mut b = SiteBuilder::new();
+    b.node("hv1", &[("vmbr0", &["192.0.2.10/24"])], &[]);
+    b.node("hv2", &[("vmbr0", &["192.0.2.11/24"])], &[]);
+    b.node("hv3", &[("vmbr0", &["198.51.100.12/24"])], &[]);
+    b.link_peers();
+    let site = b.build();
+    let t = simulate(&site, "hv1", &Packet::udp("hv3", "host", 5405)).unwrap();
+    assert_eq!(
+        (t.verdict, t.decided_by.unwrap().origin.as_str()),
+        (Action::Accept, "auto:cluster")
+    );
+    let t = simulate(&site, "hv1", &Packet::udp("host", "hv3", 5412)).unwrap();
+    assert_eq!(
+        (t.verdict, t.decided_by.unwrap().origin.as_str()),
+        (Action::Accept, "auto:cluster")
+    );
+    let t = simulate(
+        &site,
+        "hv1",
+        &Packet::udp("outside", "host", 5405).source("203.0.113.1"),
+    )
+    .unwrap();
+    assert_eq!(t.verdict, Action::Drop);
+    // A node on the local network is management; one elsewhere is not.
+    let t = simulate(&site, "hv1", &Packet::tcp("hv2", "host", 22)).unwrap();
+    assert_eq!(
+        (t.verdict, t.decided_by.unwrap().origin.as_str()),
+        (Action::Accept, "auto:management")
+    );
+    let t = simulate(&site, "hv1", &Packet::tcp("hv3", "host", 22)).unwrap();
+    assert_eq!(t.verdict, Action::Drop);
+}
