@@ -67,6 +67,8 @@ pub struct Packet {
     pub dest: Option<IpAddr>,
     pub family: Option<Family>,
     pub state: State,
+    /// A guest sender using another MAC than its NIC's (`source_mac`).
+    pub source_mac: Option<[u8; 6]>,
 }
 
 impl Packet {
@@ -82,6 +84,7 @@ impl Packet {
             dest: None,
             family: None,
             state: State::New,
+            source_mac: None,
         }
     }
     pub fn tcp(from: &str, to: &str, dport: u16) -> Packet {
@@ -488,7 +491,11 @@ pub fn place(site: &ir::Site, plan: &Plan, p: &Packet) -> Result<Placed, String>
         icmp_type,
         tcp_flags,
         state: p.state,
-        ether_saddr: if from.host { None } else { from.mac },
+        ether_saddr: if from.host {
+            None
+        } else {
+            p.source_mac.or(from.mac)
+        },
         saddr_fib,
         dest_broadcast_or_multicast: is_mc(&daddr) || is_bc(&daddr),
         stages,

@@ -283,3 +283,20 @@ fn cluster_traffic_between_nodes() {
     let t = simulate(&site, "hv1", &Packet::tcp("hv3", "host", 22)).unwrap();
     assert_eq!(t.verdict, Action::Drop);
 }
+
+#[test]
+fn macfilter_drops_another_source_mac() {
+    let site = v6_site(false, false, false);
+    let mut p = Packet::tcp("vm100", "outside", 80).dest("192.0.2.50");
+    let t = simulate(&site, "hv1", &p).unwrap();
+    assert_eq!(t.verdict, Action::Accept);
+    p.source_mac = Some(rampart_nft::testkit::mac("0e:00:00:00:99:99"));
+    let t = simulate(&site, "hv1", &p).unwrap();
+    assert_eq!(
+        (t.verdict, t.decided_by.unwrap().origin.as_str()),
+        (Action::Drop, "auto:macfilter")
+    );
+    let mut site = site;
+    site.guests[0].options.macfilter = false;
+    assert_eq!(simulate(&site, "hv1", &p).unwrap().verdict, Action::Accept);
+}

@@ -32,6 +32,7 @@ pub fn packets(text: &str) -> Vec<(String, Packet, Action)> {
             } else {
                 State::New
             },
+            source_mac: s("source_mac").map(|m| rampart_nft::testkit::mac(&m)),
         };
         let verdict: Action = s("verdict").unwrap().parse().unwrap();
         out.push((s("name").unwrap_or_default(), pkt, verdict));
