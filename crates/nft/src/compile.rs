@@ -324,6 +324,22 @@ impl<'a> Cx<'a> {
 
     fn policy(&self, a: Action, level: LogLevel, ctx: Ctx, what: &str, out: &mut Vec<Rule>) {
         let comment = format!("auto:{what} {a}");
+        if a != Action::Accept {
+            // Like Proxmox's standard DROP/REJECT chains: neighbour
+            // discovery keeps working under a DROP or REJECT policy, or
+            // IPv6 could not work at all (the `ndp` option adds router
+            // discovery and redirects before the rules).
+            out.push(
+                Rule::new("auto:neighbour discovery under a DROP/REJECT policy")
+                    .m(Match::Icmp {
+                        v6: true,
+                        types: vec![135, 136],
+                        code: None,
+                    })
+                    .v(Verdict::Return)
+                    .decides(Action::Accept),
+            );
+        }
         if let Some(stmts) = self.log_stmts(level, ctx.log_tag, a) {
             out.push(Rule {
                 matches: vec![],

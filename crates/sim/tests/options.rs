@@ -57,7 +57,8 @@ fn dhcp_option() {
 
 #[test]
 fn ndp_option() {
-    let p = icmp6("outside", "vm100", "nd-neighbor-solicit").source("2001:db8:1::1");
+    // Router advertisements to the guest pass only with `ndp: 1`.
+    let p = icmp6("outside", "vm100", "nd-router-advert").source("2001:db8:1::1");
     let t = simulate(&v6_site(false, true, false), "hv1", &p).unwrap();
     assert_eq!(
         (t.verdict, t.decided_by.unwrap().origin.as_str()),
@@ -65,6 +66,16 @@ fn ndp_option() {
     );
     let t = simulate(&v6_site(false, false, false), "hv1", &p).unwrap();
     assert_eq!(t.verdict, Action::Drop);
+    // Neighbour solicitations pass a DROP policy either way, or IPv6 dies.
+    let p = icmp6("outside", "vm100", "nd-neighbor-solicit").source("2001:db8:1::1");
+    let t = simulate(&v6_site(false, false, false), "hv1", &p).unwrap();
+    assert_eq!(
+        (t.verdict, t.decided_by.unwrap().origin.as_str()),
+        (
+            Action::Accept,
+            "auto:neighbour discovery under a DROP/REJECT policy"
+        )
+    );
 }
 
 #[test]
