@@ -1172,18 +1172,27 @@ impl<'a> Cx<'a> {
                     .decides(Action::Accept),
             );
         }
-        if o.ndp {
-            cout.rules.push(
-                Rule::new("auto:ndp")
-                    .m(Match::Icmp {
-                        v6: true,
-                        types: vec![133, 135, 136],
-                        code: None,
-                    })
-                    .v(Verdict::Return)
-                    .decides(Action::Accept),
-            );
-        }
+        // Neighbour discovery leaves before ipfilter (ND uses link-local
+        // and unspecified sources); with `ndp: 1` router solicitations too.
+        let nd_types = if o.ndp {
+            vec![133, 135, 136]
+        } else {
+            vec![135, 136]
+        };
+        cout.rules.push(
+            Rule::new(if o.ndp {
+                "auto:ndp"
+            } else {
+                "auto:neighbour discovery"
+            })
+            .m(Match::Icmp {
+                v6: true,
+                types: nd_types,
+                code: None,
+            })
+            .v(Verdict::Return)
+            .decides(Action::Accept),
+        );
         if let Some(ipf) = nic.ipfilter {
             let origin = self.origin(&self.site.set(ipf).origin);
             for f in Family::both() {
