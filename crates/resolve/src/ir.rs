@@ -14,7 +14,9 @@
 //! - Every rule carries its [`Origin`].
 
 use ipnet::IpNet;
-use rampart_types::{Action, Direction, Family, IpRange, LogLevel, Origin, PortRange, Proto, SourceMap};
+use rampart_types::{
+    Action, Direction, Family, IpRange, LogLevel, Origin, PortRange, Proto, SourceMap,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -281,7 +283,9 @@ pub struct IpSet {
 
 impl IpSet {
     pub fn entries_of(&self, family: Family) -> impl Iterator<Item = &SetEntry> {
-        self.entries.iter().filter(move |e| e.range.family() == family)
+        self.entries
+            .iter()
+            .filter(move |e| e.range.family() == family)
     }
     /// Does the set match `addr`? Longest-prefix wins between a match and a
     /// `nomatch` entry, as ipset's hash:net does.

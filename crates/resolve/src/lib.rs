@@ -1,5 +1,26 @@
 //! The resolver: turns the parsed site into the [`ir::Site`] every backend
-//! and the simulator read. (The resolver itself lands with the foundation
-//! issue; this crate first defines the IR contract.)
+//! and the simulator read: macros expanded, groups inlined, aliases and
+//! ipsets resolved by scope, one family per rule, defaults applied, the
+//! standard sets (management, blacklist, ipfilter-netN, cluster peers) built.
+//!
+//! ```no_run
+//! # let files = rampart_types::SiteFiles::new();
+//! let (site, diags) = rampart_resolve::load(&files);
+//! ```
 
 pub mod ir;
+mod resolve;
+
+pub use resolve::{guest_options, host_options, resolve, MAX_GROUP_NAME, MAX_IFNAME, MAX_SET_NAME};
+
+use rampart_types::{Diagnostics, SiteFiles};
+
+/// Parse and resolve a site: every diagnostic of both steps, sorted.
+pub fn load(files: &SiteFiles) -> (ir::Site, Diagnostics) {
+    let (ast, map, mut diags) = rampart_syntax::parse_site(files);
+    let (site, more) = resolve(&ast, map);
+    diags.extend(more);
+    diags.sort();
+    diags.items.dedup();
+    (site, diags)
+}

@@ -87,14 +87,22 @@ impl Diagnostic {
             let line_no = span.line.to_string();
             gutter = line_no.len() + 1;
             let pad = " ".repeat(gutter);
-            out.push_str(&format!("{}--> {}\n", " ".repeat(gutter.saturating_sub(1)), map.location(span)));
+            out.push_str(&format!(
+                "{}--> {}\n",
+                " ".repeat(gutter.saturating_sub(1)),
+                map.location(span)
+            ));
             if let Some(text) = map.line_text(span.file, span.line) {
                 let shown: String = text.chars().take(200).collect();
                 out.push_str(&format!("{pad}|\n"));
                 out.push_str(&format!("{line_no} | {shown}\n"));
                 let col = span.col.max(1) as usize - 1;
                 // Keep the caret under the same characters even with tabs.
-                let lead: String = text.chars().take(col).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
+                let lead: String = text
+                    .chars()
+                    .take(col)
+                    .map(|c| if c == '\t' { '\t' } else { ' ' })
+                    .collect();
                 let carets = "^".repeat(span.len.max(1) as usize);
                 match &self.label {
                     Some(l) => out.push_str(&format!("{pad}| {lead}{carets} {l}\n")),
@@ -153,6 +161,10 @@ impl Diagnostics {
         });
     }
     pub fn render(&self, map: &SourceMap) -> String {
-        self.items.iter().map(|d| d.render(map)).collect::<Vec<_>>().join("\n")
+        self.items
+            .iter()
+            .map(|d| d.render(map))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }

@@ -93,7 +93,10 @@ pub enum Proto {
     Icmpv6,
     /// Any other protocol by number, with the name it was written as
     /// (`gre`, `esp`, `47`, ...).
-    Other { number: u8, name: String },
+    Other {
+        number: u8,
+        name: String,
+    },
 }
 
 impl Proto {
@@ -183,7 +186,10 @@ impl IpRange {
         IpRange { start: a, end: a }
     }
     pub fn from_net(n: &ipnet::IpNet) -> Self {
-        IpRange { start: n.network(), end: n.broadcast() }
+        IpRange {
+            start: n.network(),
+            end: n.broadcast(),
+        }
     }
     pub fn family(&self) -> Family {
         Family::of(&self.start)
@@ -199,7 +205,13 @@ impl IpRange {
             Family::V6 => 128,
         };
         let size = e.wrapping_sub(s).wrapping_add(1);
-        let host_bits = if size == 0 { bits } else if size.is_power_of_two() { size.trailing_zeros() } else { return None };
+        let host_bits = if size == 0 {
+            bits
+        } else if size.is_power_of_two() {
+            size.trailing_zeros()
+        } else {
+            return None;
+        };
         if host_bits < 128 && s & ((1u128 << host_bits) - 1) != 0 {
             return None;
         }
@@ -228,7 +240,9 @@ fn to_u128(a: &IpAddr) -> u128 {
 }
 
 /// Log levels of `-log` and the `log_level_*` options, syslog names.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     #[default]
@@ -256,10 +270,17 @@ impl LogLevel {
         ("debug", LogLevel::Debug),
     ];
     pub fn parse(s: &str) -> Option<LogLevel> {
-        Self::ALL.iter().find(|(n, _)| n.eq_ignore_ascii_case(s)).map(|(_, l)| *l)
+        Self::ALL
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(s))
+            .map(|(_, l)| *l)
     }
     pub fn name(&self) -> &'static str {
-        Self::ALL.iter().find(|(_, l)| l == self).map(|(n, _)| *n).unwrap_or("nolog")
+        Self::ALL
+            .iter()
+            .find(|(_, l)| l == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("nolog")
     }
     /// The syslog severity number (0 = emerg ... 7 = debug); `None` for nolog.
     pub fn syslog(&self) -> Option<u8> {
@@ -279,9 +300,15 @@ mod tests {
         assert_eq!(r.to_string(), "10.0.0.0/24");
         let r = IpRange::new("10.0.0.1".parse().unwrap(), "10.0.0.10".parse().unwrap());
         assert_eq!(r.to_string(), "10.0.0.1-10.0.0.10");
-        let r = IpRange::new("::".parse().unwrap(), "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap());
+        let r = IpRange::new(
+            "::".parse().unwrap(),
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap(),
+        );
         assert_eq!(r.to_string(), "::/0");
-        let r = IpRange::new("0.0.0.0".parse().unwrap(), "255.255.255.255".parse().unwrap());
+        let r = IpRange::new(
+            "0.0.0.0".parse().unwrap(),
+            "255.255.255.255".parse().unwrap(),
+        );
         assert_eq!(r.to_string(), "0.0.0.0/0");
     }
     #[test]

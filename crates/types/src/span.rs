@@ -4,12 +4,16 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Index of a file in a [`SourceMap`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 pub struct FileId(pub u32);
 
 /// A position in a source file: 1-based line, 1-based column (in characters),
 /// and the length in characters of the offending text (0 = a point).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 pub struct Span {
     pub file: FileId,
     pub line: u32,
@@ -19,7 +23,12 @@ pub struct Span {
 
 impl Span {
     pub fn new(file: FileId, line: u32, col: u32, len: u32) -> Self {
-        Span { file, line, col, len }
+        Span {
+            file,
+            line,
+            col,
+            len,
+        }
     }
 }
 
@@ -44,7 +53,10 @@ impl SourceMap {
 
     pub fn add(&mut self, path: impl Into<String>, text: impl Into<String>) -> FileId {
         let id = FileId(self.files.len() as u32);
-        self.files.push(SourceFile { path: path.into(), text: text.into() });
+        self.files.push(SourceFile {
+            path: path.into(),
+            text: text.into(),
+        });
         id
     }
 
@@ -59,7 +71,10 @@ impl SourceMap {
     /// The text of line `line` (1-based) of a file, without its line ending.
     pub fn line_text(&self, id: FileId, line: u32) -> Option<&str> {
         let f = self.get(id)?;
-        f.text.split('\n').nth(line.checked_sub(1)? as usize).map(|l| l.strip_suffix('\r').unwrap_or(l))
+        f.text
+            .split('\n')
+            .nth(line.checked_sub(1)? as usize)
+            .map(|l| l.strip_suffix('\r').unwrap_or(l))
     }
 
     /// `firewall/cluster.fw:12:5`
@@ -76,7 +91,10 @@ impl SourceMap {
     }
 
     pub fn files(&self) -> impl Iterator<Item = (FileId, &SourceFile)> {
-        self.files.iter().enumerate().map(|(i, f)| (FileId(i as u32), f))
+        self.files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (FileId(i as u32), f))
     }
 }
 
@@ -112,7 +130,9 @@ impl Origin {
     pub fn render(&self, map: &SourceMap) -> String {
         match self {
             Origin::Source { span, via: None } => map.short(*span),
-            Origin::Source { span, via: Some(v) } => format!("{} via {}", map.short(*span), map.short(*v)),
+            Origin::Source { span, via: Some(v) } => {
+                format!("{} via {}", map.short(*span), map.short(*v))
+            }
             Origin::Auto(s) => s.clone(),
         }
     }

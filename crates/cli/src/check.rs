@@ -1,0 +1,224 @@
+//! `rampart check SITE`: parse and resolve, print every diagnostic and a summary.
+
+use crate::sitedir::read_site;
+use anyhow::Result;
+use rampart_resolve::ir::{self, SetScope};
+use rampart_types::{Diagnostics, Severity, SourceMap};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The site directory (site.toml, firewall/, nodes/...), or a Proxmox /etc/pve tree.
+    pub site: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Treat warnings as errors (exit 1 when there is any).
+    #[arg(long)]
+    pub deny_warnings: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Serialize)]
+struct JsonDiag<'a> {
+    code: &'a str,
+    severity: Severity,
+    message: &'a str,
+    file: Option<&'a str>,
+    line: Option<u32>,
+    col: Option<u32>,
+    len: Option<u32>,
+    label: Option<&'a str>,
+    hint: Option<&'a str>,
+    notes: &'a [String],
+}
+
+#[derive(Serialize)]
+struct SetSummary {
+    name: String,
+    kernel_name: String,
+    scope: String,
+    entries: usize,
+}
+
+#[derive(Serialize)]
+struct ZoneRules {
+    zone: String,
+    rules: usize,
+}
+
+#[derive(Serialize)]
+struct Summary {
+    site: String,
+    nodes: usize,
+    guests: usize,
+    nics: usize,
+    rules_total: usize,
+    rules_by_zone: Vec<ZoneRules>,
+    sets: Vec<SetSummary>,
+    firewall_enabled: bool,
+}
+
+#[derive(Serialize)]
+struct JsonOut<'a> {
+    ok: bool,
+    errors: usize,
+    warnings: usize,
+    diagnostics: Vec<JsonDiag<'a>>,
+    summary: Summary,
+}
+
+fn summarize(site: &ir::Site) -> Summary {
+    let mut rules_by_zone = Vec::new();
+    for n in &site.nodes {
+        rules_by_zone.push(ZoneRules {
+            zone: format!("host:{}", n.name),
+            rules: n.firewall.rules.len(),
+        });
+    }
+    for g in &site.guests {
+        rules_by_zone.push(ZoneRules {
+            zone: g.zone(),
+            rules: g.rules.len(),
+        });
+    }
+    Summary {
+        site: site.name.clone(),
+        nodes: site.nodes.len(),
+        guests: site.guests.len(),
+        nics: site.guests.iter().map(|g| g.nics.len()).sum(),
+        rules_total: rules_by_zone.iter().map(|z| z.rules).sum(),
+        rules_by_zone,
+        sets: site
+            .sets
+            .iter()
+            .map(|s| SetSummary {
+                name: s.name.clone(),
+                kernel_name: s.kernel_name.clone(),
+                scope: match &s.scope {
+                    SetScope::Cluster => "cluster".into(),
+                    SetScope::Guest(id) => format!("guest:{id}"),
+                    SetScope::Node(n) => format!("node:{n}"),
+                },
+                entries: s.entries.len(),
+            })
+            .collect(),
+        firewall_enabled: site.cluster.enable,
+    }
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// At most `max` items, then "… and N more".
+fn capped(items: Vec<String>, max: usize) -> String {
+    let n = items.len();
+    if n <= max {
+        items.join(", ")
+    } else {
+        format!("{}, … and {} more", items[..max].join(", "), n - max)
+    }
+}
+
+fn render_summary(s: &Summary, diags: &Diagnostics) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "site `{}`: {}, {}, {}, {} (firewall {})\n",
+        s.site,
+        plural(s.nodes, "node", "nodes"),
+        plural(s.guests, "guest", "guests"),
+        plural(s.nics, "NIC", "NICs"),
+        plural(s.rules_total, "rule", "rules"),
+        if s.firewall_enabled {
+            "enabled"
+        } else {
+            "disabled in cluster.fw"
+        },
+    ));
+    let zones: Vec<String> = s
+        .rules_by_zone
+        .iter()
+        .map(|z| format!("{} {}", z.zone, z.rules))
+        .collect();
+    if !zones.is_empty() {
+        out.push_str(&format!("  rules by zone: {}\n", capped(zones, 12)));
+    }
+    let sets: Vec<String> = s
+        .sets
+        .iter()
+        .map(|x| {
+            format!(
+                "{} ({}, {})",
+                x.kernel_name,
+                x.scope,
+                plural(x.entries, "entry", "entries")
+            )
+        })
+        .collect();
+    if !sets.is_empty() {
+        out.push_str(&format!("  sets: {}\n", capped(sets, 12)));
+    }
+    out.push_str(&format!(
+        "{}, {}\n",
+        plural(diags.errors(), "error", "errors"),
+        plural(diags.warnings(), "warning", "warnings")
+    ));
+    out
+}
+
+fn json_diags<'a>(diags: &'a Diagnostics, map: &'a SourceMap) -> Vec<JsonDiag<'a>> {
+    diags
+        .items
+        .iter()
+        .map(|d| JsonDiag {
+            code: d.code,
+            severity: d.severity,
+            message: &d.message,
+            file: d.span.map(|s| map.path(s.file)),
+            line: d.span.map(|s| s.line),
+            col: d.span.map(|s| s.col),
+            len: d.span.map(|s| s.len),
+            label: d.label.as_deref(),
+            hint: d.hint.as_deref(),
+            notes: &d.notes,
+        })
+        .collect()
+}
+
+pub fn run(a: Args) -> Result<ExitCode> {
+    let files = read_site(&a.site)?;
+    let (site, diags) = rampart_resolve::load(&files);
+    let failed = diags.has_errors() || (a.deny_warnings && !diags.is_empty());
+    let summary = summarize(&site);
+    match a.format {
+        Format::Text => {
+            for d in &diags.items {
+                eprintln!("{}", d.render(&site.sources));
+            }
+            print!("{}", render_summary(&summary, &diags));
+        }
+        Format::Json => {
+            let out = JsonOut {
+                ok: !failed,
+                errors: diags.errors(),
+                warnings: diags.warnings(),
+                diagnostics: json_diags(&diags, &site.sources),
+                summary,
+            };
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

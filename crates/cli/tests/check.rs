@@ -1,0 +1,214 @@
+//! `rampart check`: exit codes, text and JSON output, the conformance sites.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn rampart(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .args(args)
+        .output()
+        .expect("run rampart")
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A temporary site directory with the given files.
+fn site(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    for (p, t) in files {
+        let path = d.path().join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, t).unwrap();
+    }
+    d
+}
+
+const NODE: &str = "[[node]]\nname = \"hv1\"\nbridges = { vmbr0 = [\"192.0.2.10/24\"] }\n";
+
+#[test]
+fn conformance_sites_check_clean() {
+    for case in ["guest-basics", "host-basics"] {
+        let o = rampart(&["check", fixture(case).to_str().unwrap()]);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{case}: {}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        assert!(
+            stdout(&o).contains("0 errors, 0 warnings"),
+            "{}",
+            stdout(&o)
+        );
+        assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn shared_conformance_sites_check_clean_when_present() {
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance");
+    let Ok(rd) = std::fs::read_dir(&shared) else {
+        return;
+    };
+    for e in rd.flatten() {
+        if e.path().is_dir() {
+            let o = rampart(&["check", e.path().to_str().unwrap()]);
+            assert_eq!(o.status.code(), Some(0), "{:?}: {}", e.path(), stderr(&o));
+        }
+    }
+}
+
+#[test]
+fn summary_counts_nodes_guests_nics_rules_and_sets() {
+    let o = rampart(&["check", fixture("guest-basics").to_str().unwrap()]);
+    let out = stdout(&o);
+    assert!(out.contains("1 node, 3 guests, 3 NICs, 6 rules"), "{out}");
+    assert!(out.contains("vm100 3"), "{out}");
+    assert!(out.contains("dc-trusted (cluster, 1 entry)"), "{out}");
+}
+
+#[test]
+fn errors_exit_1_with_rustc_style_diagnostics() {
+    let d = site(&[
+        ("site.toml", NODE),
+        (
+            "firewall/cluster.fw",
+            "[OPTIONS]\nenable: 1\npolciy_in: DROP\n[RULES]\nIN SHH(ACCEPT)\n",
+        ),
+    ]);
+    let o = rampart(&["check", d.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("error[E0103]: unknown option `polciy_in`"),
+        "{err}"
+    );
+    assert!(err.contains("--> firewall/cluster.fw:3:1"), "{err}");
+    assert!(err.contains("3 | polciy_in: DROP"), "{err}");
+    assert!(err.contains("= help: did you mean `policy_in`?"), "{err}");
+    assert!(err.contains("error[E0310]: unknown macro `SHH`"), "{err}");
+    assert!(
+        stdout(&o).contains("2 errors, 0 warnings"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn warnings_exit_0_unless_denied() {
+    let d = site(&[
+        ("site.toml", NODE),
+        ("firewall/cluster.fw", "[IPSET web]\n10.0.0.1\n10.0.0.1\n"),
+    ]);
+    let o = rampart(&["check", d.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("warning[E0312]"), "{}", stderr(&o));
+    let o = rampart(&["check", d.path().to_str().unwrap(), "--deny-warnings"]);
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn missing_site_is_a_usage_error() {
+    let o = rampart(&["check", "/nonexistent/rampart-site"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("cannot read site directory `/nonexistent/rampart-site`"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_file_is_not_a_site() {
+    let d = site(&[("site.toml", NODE)]);
+    let o = rampart(&["check", d.path().join("site.toml").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("is not a directory"), "{}", stderr(&o));
+}
+
+#[test]
+fn bad_arguments_exit_2() {
+    assert_eq!(rampart(&[]).status.code(), Some(2));
+    assert_eq!(rampart(&["check"]).status.code(), Some(2));
+    assert_eq!(
+        rampart(&["check", ".", "--format", "xml"]).status.code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn json_output() {
+    let d = site(&[
+        ("site.toml", NODE),
+        (
+            "firewall/cluster.fw",
+            "[RULES]\nIN ACCEPT -p tcp -dport 90:80\n",
+        ),
+    ]);
+    let o = rampart(&["check", d.path().to_str().unwrap(), "--format", "json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("valid JSON");
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["errors"], 1);
+    let d0 = &v["diagnostics"][0];
+    assert_eq!(d0["code"], "E0302");
+    assert_eq!(d0["severity"], "error");
+    assert_eq!(d0["file"], "firewall/cluster.fw");
+    assert_eq!(
+        (d0["line"].as_u64(), d0["col"].as_u64(), d0["len"].as_u64()),
+        (Some(2), Some(25), Some(5))
+    );
+    assert_eq!(d0["hint"], "write `80:90`");
+    assert_eq!(v["summary"]["nodes"], 1);
+
+    let o = rampart(&[
+        "check",
+        fixture("host-basics").to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["summary"]["rules_total"], 6);
+    assert_eq!(v["summary"]["rules_by_zone"][0]["zone"], "host:hv1");
+}
+
+#[test]
+fn proxmox_tree_symlinks_are_not_followed_twice() {
+    let d = site(&[
+        (
+            "corosync.conf",
+            "nodelist {\n  node {\n    name: pve1\n    ring0_addr: 10.0.0.11\n  }\n}\n",
+        ),
+        (
+            "nodes/pve1/qemu-server/100.conf",
+            "net0: virtio=BC:24:11:AA:BB:CC,bridge=vmbr0,firewall=1\n",
+        ),
+        ("firewall/cluster.fw", "[OPTIONS]\nenable: 1\n"),
+    ]);
+    std::os::unix::fs::symlink(
+        d.path().join("nodes/pve1/qemu-server"),
+        d.path().join("qemu-server"),
+    )
+    .unwrap();
+    let o = rampart(&["check", d.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("1 node, 1 guest, 1 NIC"),
+        "{}",
+        stdout(&o)
+    );
+}

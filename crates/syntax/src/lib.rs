@@ -1,0 +1,296 @@
+//! rampart's parser: a site's files (bytes) -> [`SiteAst`] with spans, plus
+//! every problem found as a [`Diagnostic`](rampart_types::Diagnostic). No I/O.
+//!
+//! Files read (paths relative to the site root; anything else is ignored):
+//! `site.toml`, `corosync.conf`, `firewall/cluster.fw`, `firewall/<vmid>.fw`,
+//! `nodes/<node>/host.fw`, `qemu-server/<vmid>.conf`, `lxc/<vmid>.conf`, and
+//! the same two under `nodes/<node>/`.
+
+pub mod addr;
+pub mod ast;
+pub mod conf;
+pub mod fw;
+pub mod site_toml;
+pub mod suggest;
+pub mod tables;
+pub mod text;
+
+pub use ast::*;
+
+use rampart_types::{codes, Diagnostic, Diagnostics, SiteFiles, SourceMap, Span};
+
+/// What a path of the site is.
+enum Role {
+    SiteToml,
+    Corosync,
+    Cluster,
+    GuestFw(u32),
+    Host(String),
+    GuestConf {
+        id: u32,
+        kind: GuestKindName,
+        node: Option<String>,
+    },
+}
+
+fn vmid(s: &str, ext: &str) -> Option<u32> {
+    let n = s.strip_suffix(ext)?;
+    if n.is_empty() || n.len() > 9 || !n.bytes().all(|b| b.is_ascii_digit()) || n.starts_with('0') {
+        return None;
+    }
+    n.parse().ok()
+}
+
+fn role(path: &str) -> Option<Role> {
+    let parts: Vec<&str> = path.split('/').collect();
+    match parts.as_slice() {
+        ["site.toml"] => Some(Role::SiteToml),
+        ["corosync.conf"] => Some(Role::Corosync),
+        ["firewall", "cluster.fw"] => Some(Role::Cluster),
+        ["firewall", f] => vmid(f, ".fw").map(Role::GuestFw),
+        ["nodes", n, "host.fw"] => Some(Role::Host(n.to_string())),
+        ["qemu-server", f] => vmid(f, ".conf").map(|id| Role::GuestConf {
+            id,
+            kind: GuestKindName::Vm,
+            node: None,
+        }),
+        ["lxc", f] => vmid(f, ".conf").map(|id| Role::GuestConf {
+            id,
+            kind: GuestKindName::Ct,
+            node: None,
+        }),
+        ["nodes", n, "qemu-server", f] => vmid(f, ".conf").map(|id| Role::GuestConf {
+            id,
+            kind: GuestKindName::Vm,
+            node: Some(n.to_string()),
+        }),
+        ["nodes", n, "lxc", f] => vmid(f, ".conf").map(|id| Role::GuestConf {
+            id,
+            kind: GuestKindName::Ct,
+            node: Some(n.to_string()),
+        }),
+        _ => None,
+    }
+}
+
+struct Job<'a> {
+    id: rampart_types::FileId,
+    path: &'a str,
+    bytes: &'a [u8],
+    role: Role,
+}
+
+enum Parsed {
+    Unusable,
+    /// The tree's header, nodes and guests.
+    SiteToml(Box<SiteAst>),
+    Corosync(Vec<NodeDecl>),
+    Cluster(FwFile),
+    GuestFw(u32, FwFile),
+    Host(String, FwFile),
+    GuestConf(GuestDecl),
+}
+
+struct Out {
+    id: rampart_types::FileId,
+    path: String,
+    text: String,
+    parsed: Parsed,
+    diags: Diagnostics,
+}
+
+fn parse_one(j: &Job) -> Out {
+    let mut diags = Diagnostics::new();
+    let dec = text::decode(j.id, j.path, j.bytes, &mut diags);
+    let (fid, t, bad) = (j.id, dec.text.as_str(), &dec.bad_lines);
+    let parsed = if !dec.usable {
+        Parsed::Unusable
+    } else {
+        match &j.role {
+            Role::SiteToml => {
+                let mut part = SiteAst::default();
+                site_toml::parse_site_toml(fid, t, &mut part, &mut diags);
+                Parsed::SiteToml(Box::new(part))
+            }
+            Role::Corosync => Parsed::Corosync(conf::parse_corosync(fid, t, &mut diags)),
+            Role::Cluster => {
+                Parsed::Cluster(fw::parse_fw(fid, FwKind::Cluster, t, bad, &mut diags))
+            }
+            Role::GuestFw(vmid) => {
+                Parsed::GuestFw(*vmid, fw::parse_fw(fid, FwKind::Guest, t, bad, &mut diags))
+            }
+            Role::Host(node) => Parsed::Host(
+                node.clone(),
+                fw::parse_fw(fid, FwKind::Host, t, bad, &mut diags),
+            ),
+            Role::GuestConf { id, kind, node } => {
+                let node = node
+                    .as_ref()
+                    .map(|n| Spanned::new(n.clone(), Span::new(fid, 1, 1, 0)));
+                Parsed::GuestConf(conf::parse_guest_conf(
+                    fid, t, bad, *id, *kind, node, &mut diags,
+                ))
+            }
+        }
+    };
+    Out {
+        id: j.id,
+        path: j.path.to_string(),
+        text: dec.text,
+        parsed,
+        diags,
+    }
+}
+
+/// Parse every file of a site. Problems are collected, never fatal: the tree
+/// holds what could be read.
+pub fn parse_site(files: &SiteFiles) -> (SiteAst, SourceMap, Diagnostics) {
+    let mut ast = SiteAst::default();
+    let mut map = SourceMap::new();
+    let mut diags = Diagnostics::new();
+    let mut conf_guests: Vec<GuestDecl> = Vec::new();
+    let mut node_dirs: Vec<String> = Vec::new();
+    let mut corosync_nodes: Vec<NodeDecl> = Vec::new();
+
+    // site.toml first so its FileId is 0 when present, then the rest in path order.
+    let mut order: Vec<(&String, &Vec<u8>)> = files.files.iter().collect();
+    order.sort_by(|(a, _), (b, _)| {
+        let key = |p: &str| (p != "site.toml", p != "corosync.conf");
+        key(a).cmp(&key(b)).then_with(|| a.cmp(b))
+    });
+    let mut seen_dirs: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let mut jobs: Vec<Job> = Vec::new();
+    for (path, bytes) in order {
+        if let Some(n) = path
+            .strip_prefix("nodes/")
+            .and_then(|r| r.split('/').next())
+        {
+            if path.matches('/').count() >= 2 && seen_dirs.insert(n) {
+                node_dirs.push(n.to_string());
+            }
+        }
+        let Some(role) = role(path) else { continue };
+        // The id the file gets once added: ids are dense, in this order.
+        let id = rampart_types::FileId(jobs.len() as u32);
+        jobs.push(Job {
+            id,
+            path,
+            bytes,
+            role,
+        });
+    }
+
+    // Files are independent: parse them on a few threads (pure computation),
+    // then merge in file order so the result does not depend on scheduling.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(4);
+    let outs: Vec<Out> = if threads > 1 && jobs.len() >= 256 {
+        // site.toml (one big file) gets a thread of its own.
+        let split = usize::from(matches!(jobs[0].role, Role::SiteToml));
+        let (head, rest) = jobs.split_at(split);
+        let chunk = rest.len().div_ceil((threads - split).max(1)).max(1);
+        let mut parts: Vec<&[Job]> = vec![head];
+        parts.extend(rest.chunks(chunk));
+        std::thread::scope(|sc| {
+            let handles: Vec<_> = parts
+                .into_iter()
+                .map(|c| sc.spawn(move || c.iter().map(parse_one).collect::<Vec<Out>>()))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        })
+    } else {
+        jobs.iter().map(parse_one).collect()
+    };
+    for o in outs {
+        let fid = map.add(o.path, o.text);
+        debug_assert_eq!(fid, o.id);
+        diags.extend(o.diags);
+        match o.parsed {
+            Parsed::Unusable => {}
+            Parsed::SiteToml(part) => {
+                ast.has_site_toml = true;
+                ast.name = part.name;
+                ast.backend = part.backend;
+                ast.nodes = part.nodes;
+                ast.guests = part.guests;
+            }
+            Parsed::Corosync(n) => corosync_nodes = n,
+            Parsed::Cluster(f) => ast.cluster = Some(f),
+            Parsed::GuestFw(vmid, f) => {
+                ast.guest_fw.insert(vmid, f);
+            }
+            Parsed::Host(node, f) => {
+                ast.hosts.insert(node, f);
+            }
+            Parsed::GuestConf(g) => conf_guests.push(g),
+        }
+    }
+
+    if !ast.has_site_toml {
+        // A Proxmox tree: nodes from corosync.conf and the nodes/ directories.
+        for n in corosync_nodes {
+            if !ast.nodes.iter().any(|x| x.name.value == n.name.value) {
+                ast.nodes.push(n);
+            }
+        }
+        for d in node_dirs {
+            if !ast.nodes.iter().any(|x| x.name.value == d) {
+                let span = Span::default();
+                ast.nodes.push(NodeDecl {
+                    name: Spanned::new(d, span),
+                    backend: None,
+                    platform: None,
+                    bridges: Vec::new(),
+                    addresses: Vec::new(),
+                    local_network: None,
+                    endpoint: None,
+                    implicit_bridges: true,
+                    span,
+                });
+            }
+        }
+        if ast.nodes.is_empty()
+            && (ast.cluster.is_some() || !ast.guest_fw.is_empty() || !conf_guests.is_empty())
+        {
+            diags.push(
+                Diagnostic::new(
+                    codes::MISSING_SITE_FILE,
+                    "the site names no node: no site.toml, corosync.conf or nodes/ directory",
+                )
+                .hint("add a site.toml with a [[node]]"),
+            );
+        }
+    }
+
+    // Merge guests from .conf files into the declared ones.
+    let declared = ast.guests.len();
+    for cg in conf_guests {
+        if let Some(g) = ast.guests[..declared]
+            .iter_mut()
+            .find(|g| g.id.value == cg.id.value && g.kind == cg.kind)
+        {
+            if g.nics.is_empty() {
+                g.nics = cg.nics;
+            }
+            if g.name.is_none() {
+                g.name = cg.name;
+            }
+            if g.node.is_none() {
+                g.node = cg.node;
+            }
+            continue;
+        }
+        ast.guests.push(cg);
+    }
+    if files.files.is_empty() {
+        diags.push(Diagnostic::new(
+            codes::MISSING_SITE_FILE,
+            "the site holds no files",
+        ));
+    }
+    (ast, map, diags)
+}
