@@ -5,8 +5,12 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod check;
+mod compile;
 mod gensite;
+mod load;
+mod simulate;
 mod sitedir;
+mod testpolicy;
 
 #[derive(Parser)]
 #[command(
@@ -23,15 +27,29 @@ struct Cli {
 enum Command {
     /// Parse and resolve a site; print every problem and a summary.
     Check(check::Args),
+    /// Compile a node (or all) to its ruleset and sysctls.
+    Compile(compile::Args),
+    /// What happens to one packet, and which line decided it.
+    Simulate(simulate::Args),
+    /// Run conformance cases against the simulator or (--kernel) real packets.
+    TestPolicy(testpolicy::Args),
     /// Write a deterministic synthetic site (for benchmarks).
     GenSite(gensite::Args),
 }
 
 fn main() -> ExitCode {
+    // The lab re-executes this binary inside namespaces to send probes.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(code) = rampart_lab::probe::run_if_helper(&args) {
+        return ExitCode::from(code as u8);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check(a) => check::run(a),
         Command::GenSite(a) => gensite::run(a),
+        Command::Compile(a) => compile::run(a),
+        Command::Simulate(a) => simulate::run(a),
+        Command::TestPolicy(a) => testpolicy::run(a),
     };
     match result {
         Ok(code) => code,
