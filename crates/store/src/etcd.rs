@@ -116,10 +116,6 @@ fn map_err(what: &str, e: etcd_client::Error) -> StoreError {
     }
 }
 
-fn is_compacted(e: &StoreError) -> bool {
-    e.message.contains("compacted")
-}
-
 /// A site path that may become a key: relative, `/`-separated, no `.`/`..`
 /// or empty components, no NUL.
 fn check_path(path: &str) -> Result<(), StoreError> {
@@ -481,7 +477,8 @@ impl EtcdStore {
 /// A watch of an etcd site (see [`SiteWatch`]). It watches the manifest key
 /// from the last revision it saw, so after etcd comes back it resumes where
 /// it stopped; if that revision was compacted it falls back to a full load.
-/// Several pushes that arrive together are coalesced into the newest.
+/// Several pushes that arrive before `next` is called are coalesced into
+/// the newest.
 pub struct EtcdWatch {
     store: EtcdStore,
     /// Manifest revision of the last snapshot yielded.
@@ -516,13 +513,18 @@ impl EtcdWatch {
 
     /// One step; `Ok(Some)`: a snapshot; `Ok(None)`: keep going.
     fn step(&mut self, deadline: Instant) -> Result<Option<Snapshot>, StoreError> {
-        // Something announced: load exactly that revision.
-        if let Some(rev) = self.pending {
-            let r = match self.store.read_site(rev) {
-                Err(e) if is_compacted(&e) => self.store.read_site(0),
-                r => r,
-            };
-            self.pending = None;
+        // Something announced: load the newest site (several pushes that
+        // arrived meanwhile are coalesced; older announcements are skipped).
+        if let Some(rev) = self.pending.take() {
+            if self.last.is_some_and(|last| rev <= last) {
+                return Ok(None);
+            }
+            let r = self.store.read_site(0);
+            if let Err(e) = &r {
+                if e.is_transient() {
+                    self.pending = Some(rev);
+                }
+            }
             match r?.snapshot {
                 Some(s) => return Ok(self.offer(s)),
                 None => return Err(self.store.no_site()),
