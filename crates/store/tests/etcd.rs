@@ -359,3 +359,29 @@ fn etcd_test_server_is_killed_on_drop_and_on_panic() {
     let ep = endpoint.lock().unwrap().clone();
     assert!(std::net::TcpStream::connect(ep.trim_start_matches("http://")).is_err());
 }
+
+#[test]
+fn a_full_store_refuses_the_push_and_keeps_the_last_complete_site() {
+    // A tiny backend quota: etcd raises its NOSPACE alarm once it is full.
+    let etcd = Etcd::start_with_args(&["--quota-backend-bytes=1048576"]);
+    let s = store(&etcd, "/full");
+    let first = s.push(&site_a()).unwrap();
+    let mut err = None;
+    for i in 0..64 {
+        let big = site_a().with("firewall/big.fw", vec![b'#' + (i % 2) as u8; 512 * 1024]);
+        match s.push(&big) {
+            Ok(_) => {}
+            Err(e) => {
+                err = Some(e);
+                break;
+            }
+        }
+    }
+    let err = err.expect("the quota is never reached");
+    assert_eq!(err.code, codes::DISK_FULL, "{err}");
+    // Readers still get one complete site (the last one that fit).
+    let now = s.load().unwrap();
+    assert_eq!(now.hash, rampart_store::content_hash(&now.files));
+    assert!(now.files.get("site.toml").is_some());
+    assert_ne!(now.revision, first.revision);
+}
