@@ -385,3 +385,70 @@ fn a_full_store_refuses_the_push_and_keeps_the_last_complete_site() {
     assert!(now.files.get("site.toml").is_some());
     assert_ne!(now.revision, first.revision);
 }
+
+#[test]
+fn concurrent_pushes_serialise() {
+    let etcd = Etcd::start();
+    let mut threads = Vec::new();
+    for t in 0..2 {
+        let s = store(&etcd, "/race");
+        threads.push(std::thread::spawn(move || {
+            for i in 0..15 {
+                let site = site_a().with(format!("firewall/{}.fw", 200 + t), format!("# {i}\n"));
+                s.push(&site).expect("push");
+            }
+        }));
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    let s = store(&etcd, "/race");
+    let now = s.load().unwrap();
+    // The last push of one writer won completely; the other writer's file
+    // is gone with it (each push replaces the whole site).
+    let ours: Vec<_> = now
+        .files
+        .under("firewall")
+        .map(|(p, _)| p.to_string())
+        .collect();
+    assert!(
+        ours.contains(&"firewall/200.fw".to_string())
+            ^ ours.contains(&"firewall/201.fw".to_string()),
+        "{ours:?}"
+    );
+}
+
+#[derive(Clone, Default)]
+struct Recorder(Arc<std::sync::Mutex<Vec<Duration>>>);
+impl rampart_store::Sleeper for Recorder {
+    fn sleep(&mut self, d: Duration) {
+        self.0.lock().unwrap().push(d);
+        std::thread::sleep(d);
+    }
+}
+
+#[test]
+fn watch_backs_off_exponentially_while_etcd_is_down() {
+    let mut etcd = Etcd::start();
+    let mut o = opts(&etcd, "/bo");
+    o.retry = RetryPolicy {
+        initial: Duration::from_millis(20),
+        max: Duration::from_millis(160),
+        factor: 2.0,
+        jitter: 0.0,
+    };
+    o.request_timeout = Duration::from_millis(300);
+    let s = EtcdStore::new(o).unwrap();
+    let a = s.push(&site_a()).unwrap();
+    etcd.stop();
+    let mut w = s.watch_from(Some(&a.revision)).unwrap();
+    let rec = Recorder::default();
+    w.set_sleeper(Box::new(rec.clone()));
+    let err = w.next(Duration::from_secs(2)).unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    let delays = rec.0.lock().unwrap().clone();
+    assert!(delays.len() >= 4, "{delays:?}");
+    let ms: Vec<u128> = delays.iter().map(|d| d.as_millis()).collect();
+    assert_eq!(&ms[..4], &[20, 40, 80, 160], "{ms:?}");
+    assert!(ms.iter().all(|&m| m <= 160), "not capped: {ms:?}");
+}
