@@ -90,9 +90,31 @@ impl Etcd {
     /// Kill the server (SIGKILL) and wait for it. Data stays.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // A paused server still dies from SIGKILL.
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Freeze the server (SIGSTOP): like a network partition, connections
+    /// stay open but nothing answers.
+    pub fn pause(&mut self) {
+        self.signal("STOP");
+    }
+
+    /// Undo [`pause`](Etcd::pause) (SIGCONT).
+    pub fn resume(&mut self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&mut self, sig: &str) {
+        let pid = self.child.as_ref().expect("etcd is not running").id();
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("running kill");
+        assert!(st.success(), "kill -{sig} {pid} failed");
     }
 
     /// Start again on the same ports with the same data (after [`stop`]).

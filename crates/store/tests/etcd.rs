@@ -452,3 +452,29 @@ fn watch_backs_off_exponentially_while_etcd_is_down() {
     assert_eq!(&ms[..4], &[20, 40, 80, 160], "{ms:?}");
     assert!(ms.iter().all(|&m| m <= 160), "not capped: {ms:?}");
 }
+
+#[test]
+fn a_frozen_etcd_times_out_as_unreachable_and_the_watch_recovers() {
+    let mut etcd = Etcd::start();
+    let mut o = opts(&etcd, "/frozen");
+    o.request_timeout = Duration::from_millis(700);
+    let s = EtcdStore::new(o).unwrap();
+    let a = s.push(&site_a()).unwrap();
+    let mut w = s.watch(None).unwrap();
+    assert_eq!(next_snapshot(&mut *w, 10), a);
+
+    etcd.pause();
+    let t = Instant::now();
+    let err = s.load().unwrap_err();
+    assert_eq!(err.code, codes::STORE_UNREACHABLE, "{err}");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    // The watch stays bounded by its timeout while nothing answers.
+    let t = Instant::now();
+    let r = w.next(Duration::from_millis(800));
+    assert!(!matches!(r, Ok(Some(_))), "{r:?}");
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+
+    etcd.resume();
+    let b = store(&etcd, "/frozen").push(&site_b()).unwrap();
+    assert_eq!(next_snapshot(&mut *w, 15), b);
+}
