@@ -640,13 +640,13 @@ impl SiteWatch for EtcdWatch {
                     }
                 }
                 Err(e) if e.is_transient() => {
-                    let now = Instant::now();
+                    let now = self.sleeper.now();
                     if now >= deadline {
                         return Err(e);
                     }
                     let d = self.backoff.next_delay().min(deadline - now);
                     self.sleeper.sleep(d);
-                    if Instant::now() >= deadline {
+                    if self.sleeper.now() >= deadline {
                         return Err(e);
                     }
                 }

@@ -30,9 +30,14 @@ impl Default for RetryPolicy {
     }
 }
 
-/// Something that can wait. Tests record delays instead of sleeping.
+/// The clock and the wait of a retry loop. Tests inject a fake one that
+/// records delays and advances virtual time instead of sleeping.
 pub trait Sleeper {
     fn sleep(&mut self, d: Duration);
+    /// The current time as this sleeper sees it.
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
 }
 
 /// Sleeps the calling thread.
@@ -118,7 +123,7 @@ impl Backoff {
                 Err(e) => {
                     let mut d = self.next_delay();
                     if let Some(deadline) = deadline {
-                        let now = Instant::now();
+                        let now = sleeper.now();
                         if now >= deadline {
                             return Err(e);
                         }
@@ -211,6 +216,42 @@ mod tests {
         let r: Result<(), _> = b.retry(&mut s, None, || Err(StoreError::unreadable("gone")));
         assert_eq!(r.unwrap_err().code, rampart_types::codes::SITE_UNREADABLE);
         assert!(s.0.is_empty(), "a non-transient error must not be retried");
+    }
+
+    /// Virtual time: sleeping only advances the clock.
+    struct Fake {
+        start: Instant,
+        slept: Duration,
+        naps: Vec<Duration>,
+    }
+    impl Sleeper for Fake {
+        fn sleep(&mut self, d: Duration) {
+            self.slept += d;
+            self.naps.push(d);
+        }
+        fn now(&self) -> Instant {
+            self.start + self.slept
+        }
+    }
+
+    #[test]
+    fn never_sleeps_past_the_deadline_virtual_clock() {
+        let start = Instant::now();
+        let mut fake = Fake {
+            start,
+            slept: Duration::ZERO,
+            naps: vec![],
+        };
+        let mut b = Backoff::with_seed(policy(0.0), 1);
+        let r: Result<(), _> =
+            b.retry(&mut fake, Some(start + Duration::from_millis(1000)), || {
+                Err(StoreError::unreachable("down"))
+            });
+        assert!(r.unwrap_err().is_transient());
+        let ms: Vec<u128> = fake.naps.iter().map(|d| d.as_millis()).collect();
+        // 100+200+400 = 700, then the 800 ms step is cut to the 300 left.
+        assert_eq!(ms, vec![100, 200, 400, 300]);
+        assert_eq!(fake.slept, Duration::from_millis(1000));
     }
 
     #[test]
