@@ -39,8 +39,8 @@ impl Default for DirOptions {
             max_file_size: 16 << 20,
             max_files: 100_000,
             max_depth: 16,
-            poll_interval: Duration::from_millis(500),
-            debounce: Duration::from_millis(300),
+            poll_interval: Duration::from_millis(100),
+            debounce: Duration::from_millis(100),
             status_dir: None,
         }
     }
@@ -383,8 +383,11 @@ impl SiteWatch for DirWatch {
                 return Ok(None);
             }
             let mut nap = opts.poll_interval;
-            if self.pending.is_some() {
-                nap = nap.min(opts.debounce / 2).max(Duration::from_millis(1));
+            if let Some((_, since)) = &self.pending {
+                // Look again when the debounce window closes (or earlier, to
+                // notice a write that restarts it).
+                let closes = (*since + opts.debounce).saturating_duration_since(now);
+                nap = nap.min(closes).max(Duration::from_millis(1));
             }
             std::thread::sleep(nap.min(deadline - now));
         }

@@ -42,6 +42,25 @@ pub struct EtcdOptions {
     pub max_txn_ops: usize,
 }
 
+/// The prefix used when none is given.
+pub const DEFAULT_PREFIX: &str = "/rampart";
+
+/// Split a `--etcd` argument: comma-separated client URLs; a bare
+/// `host:port` gets `http://`.
+pub fn parse_endpoints(arg: &str) -> Vec<String> {
+    arg.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            if s.contains("://") {
+                s.to_string()
+            } else {
+                format!("http://{s}")
+            }
+        })
+        .collect()
+}
+
 impl EtcdOptions {
     pub fn new(endpoints: impl IntoIterator<Item = impl Into<String>>, prefix: &str) -> Self {
         Self {

@@ -31,7 +31,7 @@ mod retry;
 pub mod testing;
 
 pub use dir::{DirOptions, DirStore, DirWatch};
-pub use etcd::{EtcdOptions, EtcdStore, EtcdWatch, Manifest};
+pub use etcd::{parse_endpoints, EtcdOptions, EtcdStore, EtcdWatch, Manifest, DEFAULT_PREFIX};
 pub use retry::{Backoff, RetryPolicy, Sleeper, ThreadSleeper};
 
 /// A complete site as read at one point in time.
@@ -180,6 +180,15 @@ mod tests {
         assert!(e.to_string().starts_with("error[E0703]"), "{e}");
         assert!(e.is_transient());
         assert!(!StoreError::unreadable("x").is_transient());
+    }
+
+    #[test]
+    fn endpoints_from_a_flag() {
+        assert_eq!(
+            parse_endpoints("10.0.0.1:2379, https://e2:2379,"),
+            ["http://10.0.0.1:2379", "https://e2:2379"]
+        );
+        assert!(parse_endpoints("").is_empty());
     }
 
     #[test]

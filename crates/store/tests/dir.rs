@@ -271,3 +271,25 @@ fn watch_reports_a_removed_site_once_and_recovers() {
     let snap = w.next(Duration::from_secs(5)).unwrap().expect("change");
     assert!(snap.files.get("firewall/100.fw").is_some());
 }
+
+#[test]
+fn a_change_is_seen_about_poll_plus_debounce_after_the_write() {
+    let d = tempfile::tempdir().unwrap();
+    site(d.path());
+    let opts = DirOptions {
+        poll_interval: Duration::from_millis(10),
+        debounce: Duration::from_millis(20),
+        ..DirOptions::default()
+    };
+    let store = DirStore::with_options(d.path(), opts);
+    let first = store.load().unwrap();
+    let mut w = store.watch(Some(&first.revision)).unwrap();
+    assert_eq!(w.next(Duration::from_millis(100)).unwrap(), None);
+    let t = Instant::now();
+    write(d.path(), "firewall/cluster.fw", "[OPTIONS]\nenable: 0\n");
+    let snap = w.next(Duration::from_secs(5)).unwrap().expect("change");
+    let took = t.elapsed();
+    assert_ne!(snap.revision, first.revision);
+    assert!(took >= Duration::from_millis(20), "not debounced: {took:?}");
+    assert!(took < Duration::from_millis(250), "slow: {took:?}");
+}
