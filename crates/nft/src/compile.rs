@@ -1347,7 +1347,7 @@ fn norm_ports(p: &[PortRange]) -> Vec<PortRange> {
 }
 
 /// Management TCP ports, cluster UDP ports, cluster TCP ports.
-fn platform_ports(p: Platform) -> (Vec<PortRange>, Vec<PortRange>, Vec<PortRange>) {
+pub fn platform_ports(p: Platform) -> (Vec<PortRange>, Vec<PortRange>, Vec<PortRange>) {
     let s = PortRange::single;
     let r = PortRange::new;
     match p {

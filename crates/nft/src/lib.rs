@@ -16,6 +16,6 @@ pub mod testkit;
 
 pub use caps::{Caps, Datapath};
 pub use compile::{
-    compile, compile_with, link_local, NicSlot, Plan, Sysctl, BRIDGED, BRIDGE_PRIORITY,
-    INET_PRIORITY, IN_MASK, NFLOG_GROUP, OUT_MASK, TABLE,
+    compile, compile_with, link_local, platform_ports, NicSlot, Plan, Sysctl, BRIDGED,
+    BRIDGE_PRIORITY, INET_PRIORITY, IN_MASK, NFLOG_GROUP, OUT_MASK, TABLE,
 };

@@ -11,6 +11,7 @@
 mod packet;
 mod walk;
 
+pub mod guard;
 pub use packet::{Packet, State, Zone};
 pub use walk::{RuleHit, Step, Trace};
 
