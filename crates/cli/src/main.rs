@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod apply;
 mod check;
 mod compile;
 mod gensite;
@@ -33,6 +34,14 @@ enum Command {
     Simulate(simulate::Args),
     /// Run conformance cases against the simulator or (--kernel) real packets.
     TestPolicy(testpolicy::Args),
+    /// Compile, check the lock-out guard, and apply atomically (optionally with --confirm).
+    Apply(apply::ApplyArgs),
+    /// Keep the change applied with --confirm (run it from a NEW connection).
+    Confirm(apply::Common),
+    /// Return to the last good plan.
+    Rollback(apply::Common),
+    /// What runs, whether it drifted, and pending confirmations.
+    Status(apply::StatusArgs),
     /// Write a deterministic synthetic site (for benchmarks).
     GenSite(gensite::Args),
 }
@@ -48,6 +57,10 @@ fn main() -> ExitCode {
         Command::Check(a) => check::run(a),
         Command::GenSite(a) => gensite::run(a),
         Command::Compile(a) => compile::run(a),
+        Command::Apply(a) => apply::apply(a),
+        Command::Confirm(a) => apply::confirm(a),
+        Command::Rollback(a) => apply::rollback(a),
+        Command::Status(a) => apply::status(a),
         Command::Simulate(a) => simulate::run(a),
         Command::TestPolicy(a) => testpolicy::run(a),
     };
