@@ -39,8 +39,16 @@ pub fn run(a: Args) -> Result<ExitCode> {
     } else {
         rampart_gen::generate(&params)
     }?;
-    if a.out.exists() && a.out.read_dir().map(|mut d| d.next().is_some()).unwrap_or(true) {
-        bail!("{} exists and is not an empty directory; refusing to overwrite it", a.out.display());
+    if a.out.exists()
+        && a.out
+            .read_dir()
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        bail!(
+            "{} exists and is not an empty directory; refusing to overwrite it",
+            a.out.display()
+        );
     }
     let mut bytes = 0usize;
     for (rel, data) in &site.files {

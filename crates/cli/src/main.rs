@@ -7,6 +7,7 @@ use std::process::ExitCode;
 mod check;
 mod gensite;
 mod sitedir;
+mod wg;
 
 #[derive(Parser)]
 #[command(
@@ -25,6 +26,8 @@ enum Command {
     Check(check::Args),
     /// Write a deterministic synthetic site (for benchmarks).
     GenSite(gensite::Args),
+    /// WireGuard: enroll keys, client configs, key rotation, the plan.
+    Wg(wg::Args),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +35,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check(a) => check::run(a),
         Command::GenSite(a) => gensite::run(a),
+        Command::Wg(a) => wg::run(a),
     };
     match result {
         Ok(code) => code,
