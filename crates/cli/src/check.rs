@@ -200,6 +200,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
     diags.extend(crate::wg::site_checks(&files, &mut site.sources));
     diags.sort();
     diags.items.dedup();
+    if let Some(m) = crate::wg::redacted(&site.sources, &diags) {
+        site.sources = m;
+    }
     let failed = diags.has_errors() || (a.deny_warnings && !diags.is_empty());
     let summary = summarize(&site);
     match a.format {
