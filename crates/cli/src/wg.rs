@@ -344,10 +344,9 @@ fn enroll(a: EnrollArgs) -> Result<ExitCode> {
     for (n, pk) in &keys {
         println!("{pk}");
         eprintln!(
-            "{}: network `{n}`: key {} ({}), public_key {} in {}",
+            "{}: network `{n}`: key {} (private, stays in the key store), public_key {} in {}",
             a.node,
             ks.key_path(n).display(),
-            "private, stays in the key store",
             if before == site.text {
                 "already"
             } else {
@@ -624,7 +623,10 @@ fn show(a: ShowArgs) -> Result<ExitCode> {
     let ifaces: Vec<&InterfacePlan> = plan
         .interfaces
         .iter()
-        .filter(|i| a.node.as_deref().map_or(true, |n| i.owner == n))
+        .filter(|i| match &a.node {
+            Some(n) => &i.owner == n,
+            None => true,
+        })
         .collect();
     if let (Some(n), true) = (&a.node, ifaces.is_empty()) {
         if !diags.has_errors() {
