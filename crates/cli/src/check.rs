@@ -197,7 +197,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let files = read_site(&a.site)?;
     let (mut site, mut diags) = rampart_resolve::load(&files);
     // WireGuard networks and private keys anywhere in the site (E06xx).
-    diags.extend(crate::wg::site_checks(&files, &mut site.sources));
+    let wg = crate::wg::site_checks(&files, &mut site.sources, &diags);
+    diags.extend(wg);
     diags.sort();
     diags.items.dedup();
     if let Some(m) = crate::wg::redacted(&site.sources, &diags) {

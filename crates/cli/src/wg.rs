@@ -719,31 +719,44 @@ fn show_interface(i: &InterfacePlan) -> String {
 
 /// The WireGuard checks `rampart check` adds: [`rampart_wg::check`] on
 /// site.toml (when it has WireGuard tables) and a private-key scan of every
-/// other site file. Files not yet in `map` are added to it so their
-/// diagnostics render with the offending line.
-pub fn site_checks(files: &SiteFiles, map: &mut SourceMap) -> Diagnostics {
+/// other site file. Files not yet in `map` are added to it when they hold a
+/// key, so their diagnostics render with the offending line. `existing` are
+/// the site's other diagnostics: a site.toml the site parser already found
+/// unreadable (E0123) is not reported a second time.
+pub fn site_checks(files: &SiteFiles, map: &mut SourceMap, existing: &Diagnostics) -> Diagnostics {
     let mut diags = Diagnostics::new();
-    let known: Vec<(FileId, String)> = map.files().map(|(id, f)| (id, f.path.clone())).collect();
+    let known: std::collections::HashMap<String, FileId> =
+        map.files().map(|(id, f)| (f.path.clone(), id)).collect();
+    let mut next = map.files().count() as u32;
     for (path, bytes) in &files.files {
         let Ok(text) = std::str::from_utf8(bytes) else {
             continue; // the syntax layer reports files that are not UTF-8
         };
-        let known_id = known.iter().find(|(_, p)| p == path).map(|(id, _)| *id);
-        let has_wg = path == "site.toml"
-            && toml::from_str::<toml::Table>(text)
-                .is_ok_and(|t| t.contains_key("wireguard") || t.contains_key("client"));
-        match known_id {
-            // Includes the private-key scan of site.toml itself.
-            Some(id) if has_wg => diags.extend(rampart_wg::check(id, text).1),
-            Some(id) => diags.extend(rampart_wg::scan_private_keys(id, text)),
+        // Cheap test first: the full check parses the whole file again.
+        let has_wg = path == "site.toml" && (text.contains("wireguard") || text.contains("client"));
+        match known.get(path) {
+            Some(&id) if has_wg => {
+                // Includes the private-key scan of site.toml itself.
+                let (_, mut d) = rampart_wg::check(id, text);
+                let toml_code = rampart_types::codes::SITE_TOML.code;
+                if existing
+                    .items
+                    .iter()
+                    .any(|x| x.code == toml_code && x.span.is_some_and(|s| s.file == id))
+                {
+                    d.items.retain(|x| x.code != toml_code);
+                }
+                diags.extend(d);
+            }
+            Some(&id) => diags.extend(rampart_wg::scan_private_keys(id, text)),
             None => {
                 // A file the parser does not read (notes, a stray wg0.conf):
                 // into the map only when it holds a key, under the id it gets.
-                let next = FileId(map.files().count() as u32);
-                let found = rampart_wg::scan_private_keys(next, text);
+                let found = rampart_wg::scan_private_keys(FileId(next), text);
                 if !found.is_empty() {
                     let id = map.add(path.clone(), text);
-                    debug_assert_eq!(id, next);
+                    debug_assert_eq!(id, FileId(next));
+                    next += 1;
                     diags.extend(found);
                 }
             }

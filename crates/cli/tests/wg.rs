@@ -679,3 +679,27 @@ fn check_fails_on_a_private_key_in_the_site_naming_line_and_column() {
     assert!(hits.contains(&("wg0.conf".into(), 2)), "{hits:?}");
     assert!(!out(&o).contains(&secret));
 }
+
+#[test]
+fn check_reports_an_unreadable_site_toml_once() {
+    let s = enrolled();
+    let p = s.path().join("site/site.toml");
+    fs::write(&p, format!("{}\n[[wireguard]\n", s.toml())).unwrap();
+    let o = rampart(&["check", &s.site()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(err(&o).matches("error[E0123]").count(), 1, "{}", err(&o));
+}
+
+#[test]
+fn check_of_a_site_without_wireguard_is_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("site.toml"),
+        "[[node]]\nname = \"hv1\"\nbridges = { vmbr0 = [\"192.0.2.10/24\"] }\n",
+    )
+    .unwrap();
+    fs::write(dir.path().join("README"), "psk: see the wiki\n").unwrap();
+    let o = rampart(&["check", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert!(err(&o).is_empty(), "{}", err(&o));
+}
