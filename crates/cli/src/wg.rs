@@ -165,12 +165,18 @@ impl SiteToml {
 
     /// Every WireGuard diagnostic of the site and its plan.
     fn check(&self) -> (Option<Plan>, Diagnostics, SourceMap) {
-        let mut map = SourceMap::new();
-        let id = map.add("site.toml", self.text.clone());
-        let (plan, diags) = rampart_wg::check(id, &self.text);
-        let map = redacted(&map, &diags).unwrap_or(map);
-        (plan, diags, map)
+        check_text(&self.text)
     }
+}
+
+/// The WireGuard plan and diagnostics of a site.toml text, with the source
+/// map to render them (secrets redacted).
+fn check_text(text: &str) -> (Option<Plan>, Diagnostics, SourceMap) {
+    let mut map = SourceMap::new();
+    let id = map.add("site.toml", text);
+    let (plan, diags) = rampart_wg::check(id, text);
+    let map = redacted(&map, &diags).unwrap_or(map);
+    (plan, diags, map)
 }
 
 /// Set `public_key = "<key>"` in a table, keeping the value's surrounding
@@ -377,6 +383,7 @@ fn client(a: ClientArgs) -> Result<ExitCode> {
         })?;
         key = Some(k);
     }
+    let mut pending: Option<String> = None;
     if a.generate_key {
         let k = PrivateKey::generate();
         let pk = k.public_key().to_base64();
@@ -397,16 +404,12 @@ fn client(a: ClientArgs) -> Result<ExitCode> {
                 site.path.display()
             );
         }
-        site.write(doc.to_string())?;
-        eprintln!(
-            "generated a key for client `{}`; its public key {pk} is now its public_key in {} \
-             (compile and apply the site so its peers accept it); the private key is only in the config below",
-            a.name,
-            site.path.display()
-        );
+        // Written only once the config (with the private key) is printed:
+        // otherwise the site would name a key nobody has.
+        pending = Some(doc.to_string());
         key = Some(k);
     }
-    let (plan, diags, map) = site.check();
+    let (plan, diags, map) = check_text(pending.as_deref().unwrap_or(&site.text));
     render_diags(&diags, &map);
     let Some(plan) = plan else {
         return Ok(ExitCode::from(1));
@@ -468,6 +471,16 @@ fn client(a: ClientArgs) -> Result<ExitCode> {
         println!("{q}");
     } else if a.png.is_none() {
         print!("{conf}");
+    }
+    if let Some(text) = pending {
+        site.write(text)?;
+        eprintln!(
+            "generated a key for client `{}`; its public key {} is now its public_key in {} \
+             (compile and apply the site so its peers accept it); the private key is only in the config",
+            a.name,
+            iface.public_key,
+            site.path.display()
+        );
     }
     if key.is_none() {
         eprintln!(

@@ -703,3 +703,27 @@ fn check_of_a_site_without_wireguard_is_unchanged() {
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     assert!(err(&o).is_empty(), "{}", err(&o));
 }
+
+#[test]
+fn generate_key_leaves_the_site_alone_when_no_config_can_be_made() {
+    let s = enrolled();
+    let p = s.path().join("site/site.toml");
+    fs::write(
+        &p,
+        s.toml().replace(
+            "network = \"core\"\nname = \"phone\"",
+            "network = \"nope\"\nname = \"phone\"",
+        ),
+    )
+    .unwrap();
+    let before = s.toml();
+    let o = rampart(&["wg", "client", &s.site(), "phone", "--generate-key"]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert!(
+        err(&o).contains("no `[[wireguard]]` network named `nope`"),
+        "{}",
+        err(&o)
+    );
+    assert!(out(&o).is_empty(), "{}", out(&o));
+    assert_eq!(s.toml(), before, "the site must not name a key nobody has");
+}
