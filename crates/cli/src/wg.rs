@@ -430,6 +430,13 @@ fn client(a: ClientArgs) -> Result<ExitCode> {
                 "error: no config for client `{}`: fix the errors above (a client whose public_key is not a valid key is left out; `--generate-key` makes one)",
                 a.name
             );
+            if let Some(k) = &key {
+                eprintln!(
+                    "  the key in `{}` has the public key {}: that is the client's `public_key = \"...\"`",
+                    a.key.as_deref().unwrap_or(Path::new("?")).display(),
+                    k.public_key()
+                );
+            }
             return Ok(ExitCode::from(1));
         }
         bail!(
