@@ -4,9 +4,14 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod apply;
 mod check;
+mod compile;
 mod gensite;
+mod load;
+mod simulate;
 mod sitedir;
+mod testpolicy;
 mod wg;
 
 #[derive(Parser)]
@@ -24,6 +29,20 @@ struct Cli {
 enum Command {
     /// Parse and resolve a site; print every problem and a summary.
     Check(check::Args),
+    /// Compile a node (or all) to its ruleset and sysctls.
+    Compile(compile::Args),
+    /// What happens to one packet, and which line decided it.
+    Simulate(simulate::Args),
+    /// Run conformance cases against the simulator or (--kernel) real packets.
+    TestPolicy(testpolicy::Args),
+    /// Compile, check the lock-out guard, and apply atomically (optionally with --confirm).
+    Apply(apply::ApplyArgs),
+    /// Keep the change applied with --confirm (run it from a NEW connection).
+    Confirm(apply::Common),
+    /// Return to the last good plan.
+    Rollback(apply::Common),
+    /// What runs, whether it drifted, and pending confirmations.
+    Status(apply::StatusArgs),
     /// Write a deterministic synthetic site (for benchmarks).
     GenSite(gensite::Args),
     /// WireGuard: enroll keys, client configs, key rotation, the plan.
@@ -31,10 +50,22 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // The lab re-executes this binary inside namespaces to send probes.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(code) = rampart_lab::probe::run_if_helper(&args) {
+        return ExitCode::from(code as u8);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check(a) => check::run(a),
         Command::GenSite(a) => gensite::run(a),
+        Command::Compile(a) => compile::run(a),
+        Command::Apply(a) => apply::apply(a),
+        Command::Confirm(a) => apply::confirm(a),
+        Command::Rollback(a) => apply::rollback(a),
+        Command::Status(a) => apply::status(a),
+        Command::Simulate(a) => simulate::run(a),
+        Command::TestPolicy(a) => testpolicy::run(a),
         Command::Wg(a) => wg::run(a),
     };
     match result {

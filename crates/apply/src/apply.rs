@@ -1,0 +1,717 @@
+//! apply / confirm / rollback / status.
+
+use crate::error::Error;
+use crate::legacy::{self, LegacyWrite};
+use crate::nftscript::{delete_prelude, is_owned, script_tables, TableRef};
+use crate::plan::{sha256_hex, Applied, Backend, Plan};
+use crate::revert::RevertScript;
+use crate::state::{Pending, StateDir, CURRENT, LAST_GOOD, PREVIOUS};
+use crate::sysctl;
+use crate::system::{IpFamily, System};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+/// How to apply.
+#[derive(Clone, Debug)]
+pub struct ApplyOpts {
+    /// State directory (default [`crate::DEFAULT_STATE_DIR`]).
+    pub state_dir: PathBuf,
+    /// `--confirm N`: revert after N seconds unless [`confirm`] arrives.
+    pub confirm: Option<u64>,
+    /// Identity of the session applying (the CLI passes `$SSH_CONNECTION`);
+    /// a confirm from the same session is refused.
+    pub session: Option<String>,
+    /// iptables backend only: also write the ruleset to this
+    /// `/etc/sysconfig/iptables`-style file, keeping a timestamped backup.
+    pub legacy_file: Option<PathBuf>,
+    /// Record the kernel hash after apply (needed for drift; costs one
+    /// `nft -s list table` per rampart table).
+    pub record_kernel_hash: bool,
+    /// Run `nft -c` / `iptables-restore --test` before the change. The
+    /// kernel transaction is atomic either way (a refused script leaves the
+    /// old ruleset); the check only keeps a refused plan from touching
+    /// sysctls or scheduling a revert. Default true.
+    pub check: bool,
+}
+
+impl ApplyOpts {
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        ApplyOpts {
+            state_dir: state_dir.into(),
+            confirm: None,
+            session: None,
+            legacy_file: None,
+            record_kernel_hash: true,
+            check: true,
+        }
+    }
+}
+
+impl Default for ApplyOpts {
+    fn default() -> Self {
+        Self::new(crate::DEFAULT_STATE_DIR)
+    }
+}
+
+/// What an apply did.
+#[derive(Clone, Debug)]
+pub struct ApplyOutcome {
+    pub applied: Applied,
+    /// Set with `--confirm`: the scheduled revert.
+    pub pending: Option<Pending>,
+    /// Set when a legacy file was replaced: backup and recovery command.
+    pub legacy: Option<LegacyWrite>,
+    /// Sysctls written before the ruleset (tightening) and after it.
+    pub sysctls_before: Vec<(String, String)>,
+    pub sysctls_after: Vec<(String, String)>,
+}
+
+/// Drift between the kernel and the recorded plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Drift {
+    /// Kernel matches the hash recorded right after apply.
+    InSync,
+    /// Someone changed rampart's tables since.
+    Drifted { expected: String, actual: String },
+    /// No plan, or no hash recorded.
+    Unknown,
+}
+
+/// What `status` reports.
+#[derive(Clone, Debug)]
+pub struct Status {
+    pub current: Option<Applied>,
+    pub last_good_hash: Option<String>,
+    pub drift: Drift,
+    pub pending: Option<Pending>,
+    /// The most recent change that was reverted because nobody confirmed it.
+    pub last_reverted: Option<Pending>,
+}
+
+fn validate(plan: &Plan) -> Result<BTreeSet<TableRef>, Error> {
+    for (k, v) in &plan.sysctls {
+        if !sysctl::valid_key(k) {
+            return Err(Error::InvalidPlan(format!("bad sysctl key `{k}`")));
+        }
+        if !sysctl::valid_value(v) {
+            return Err(Error::InvalidPlan(format!("bad value for sysctl `{k}`")));
+        }
+    }
+    match plan.backend {
+        Backend::Nftables => {
+            if plan.ruleset6.is_some() || plan.ipsets.is_some() {
+                return Err(Error::InvalidPlan(
+                    "ruleset6/ipsets belong to the iptables backend".into(),
+                ));
+            }
+            script_tables(&plan.ruleset).map_err(Error::InvalidPlan)
+        }
+        Backend::Iptables => {
+            if plan.ruleset.trim().is_empty() {
+                return Err(Error::InvalidPlan("empty iptables ruleset".into()));
+            }
+            Ok(BTreeSet::new())
+        }
+    }
+}
+
+fn well_known_tables() -> [TableRef; 2] {
+    [
+        TableRef {
+            family: "inet".into(),
+            name: "rampart".into(),
+        },
+        TableRef {
+            family: "bridge".into(),
+            name: "rampart".into(),
+        },
+    ]
+}
+
+fn owned_tables(sys: &dyn System) -> Result<BTreeSet<TableRef>, Error> {
+    Ok(sys
+        .nft_tables()?
+        .into_iter()
+        .filter(|t| is_owned(&t.name))
+        .collect())
+}
+
+fn normalize_save(text: &str) -> String {
+    let mut out = String::new();
+    for l in text.lines() {
+        if l.starts_with('#') {
+            continue;
+        }
+        // ":CHAIN POLICY [packets:bytes]" -> drop counters
+        let l = match (l.starts_with(':'), l.rfind(" [")) {
+            (true, Some(i)) => &l[..i],
+            _ => l,
+        };
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
+}
+
+/// Hash of the normalized kernel state rampart owns: the stateless listing
+/// of every rampart nft table (nftables), or iptables-save without
+/// comments and counters (iptables).
+pub fn kernel_hash(sys: &dyn System, backend: Backend, v6: bool) -> Result<String, Error> {
+    let mut text = String::new();
+    match backend {
+        Backend::Nftables => {
+            for t in owned_tables(sys)? {
+                text.push_str(&sys.nft_list_table(&t)?);
+            }
+        }
+        Backend::Iptables => {
+            text.push_str(&normalize_save(&sys.ipt_save(IpFamily::V4)?));
+            if v6 {
+                text.push_str("\0v6\n");
+                text.push_str(&normalize_save(&sys.ipt_save(IpFamily::V6)?));
+            }
+        }
+    }
+    Ok(sha256_hex(text.as_bytes()))
+}
+
+/// A pending change whose deadline passed this long ago without its revert
+/// running (reboot, timer lost) is reverted by the next apply first.
+pub const OVERDUE_GRACE_SECS: u64 = 2;
+
+/// Run an overdue revert script now, in the foreground. It races on the same
+/// rename as a late scheduled run, so it cannot run twice.
+fn run_overdue_revert(state: &StateDir, p: &Pending) -> Result<(), Error> {
+    let script = state.path(&format!("revert-{}.sh", p.id));
+    let out = std::process::Command::new("/bin/sh")
+        .arg(&script)
+        .arg("0")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| Error::Spawn {
+            command: format!("/bin/sh {}", script.display()),
+            source: e,
+        })?;
+    if !out.status.success() {
+        return Err(Error::Command {
+            command: format!("/bin/sh {} 0", script.display()),
+            status: out.status.code(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(())
+}
+
+fn rename_if_exists(state: &StateDir, from: &str, to: &str) -> Result<bool, Error> {
+    match std::fs::rename(state.path(from), state.path(to)) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io(&state.path(from), e)),
+    }
+}
+
+/// Remove leftovers of earlier confirm cycles; refuse while a revert runs.
+fn clean_cycles(state: &StateDir, now: u64) -> Result<(), Error> {
+    let rd = std::fs::read_dir(state.root()).map_err(|e| Error::io(state.root(), e))?;
+    for ent in rd.flatten() {
+        let name = ent.file_name().to_string_lossy().into_owned();
+        if let Some(id) = name
+            .strip_prefix("reverting-")
+            .and_then(|r| r.strip_suffix(".json"))
+        {
+            let age = ent
+                .metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|m| m.elapsed().ok())
+                .map(|d| d.as_secs())
+                .unwrap_or(u64::MAX);
+            if age < 60 {
+                return Err(Error::PendingConfirmation {
+                    id: format!("{id} (revert running)"),
+                    deadline: now,
+                });
+            }
+        }
+        let old = ["revert-", "confirmed-", "cancelled-", "reverting-"]
+            .iter()
+            .any(|p| name.starts_with(p));
+        if old {
+            let _ = std::fs::remove_file(ent.path());
+        }
+    }
+    Ok(())
+}
+
+/// Check, snapshot, schedule the revert (with `--confirm`), then apply the
+/// plan as one kernel transaction, with sysctls ordered so the host never
+/// opens, and record the result. On any error before the kernel step
+/// nothing is changed; if the kernel refuses, the old ruleset stays.
+pub fn apply(sys: &dyn System, plan: &Plan, opts: &ApplyOpts) -> Result<ApplyOutcome, Error> {
+    let state = StateDir::open(&opts.state_dir)?;
+    let _lock = state.lock()?;
+    apply_locked(sys, &state, plan, opts)
+}
+
+fn apply_locked(
+    sys: &dyn System,
+    state: &StateDir,
+    plan: &Plan,
+    opts: &ApplyOpts,
+) -> Result<ApplyOutcome, Error> {
+    let state = state.clone();
+    let plan_tables = validate(plan)?;
+    let now = sys.now();
+    if let Some(p) = state.pending()? {
+        if now <= p.deadline + OVERDUE_GRACE_SECS {
+            return Err(Error::PendingConfirmation {
+                id: p.id,
+                deadline: p.deadline,
+            });
+        }
+        run_overdue_revert(&state, &p)?;
+    }
+    clean_cycles(&state, now)?;
+    let current = state.read_applied(CURRENT)?;
+    let plan_hash = plan.content_hash();
+
+    // 1. Build and check what the kernel will get.
+    let (script, owned_now) = match plan.backend {
+        Backend::Nftables => {
+            // Tables replaced: the plan's, the recorded plan's (so a table
+            // dropped from the plan goes away), rampart's well-known ones,
+            // and with --confirm every rampart table that runs now. Listing
+            // the kernel's tables costs a full ruleset fetch (~0.5 s at 100k
+            // set elements), so the plain path does without it; a stray
+            // table made by hand shows up as drift instead.
+            let owned_now = if opts.confirm.is_some() {
+                owned_tables(sys)?
+            } else {
+                BTreeSet::new()
+            };
+            let mut all: BTreeSet<TableRef> = owned_now.union(&plan_tables).cloned().collect();
+            all.extend(well_known_tables());
+            if let Some(cur) = current
+                .as_ref()
+                .filter(|c| c.plan.backend == Backend::Nftables)
+            {
+                all.extend(script_tables(&cur.plan.ruleset).unwrap_or_default());
+            }
+            let mut script = delete_prelude(&all);
+            script.push_str(&plan.ruleset);
+            if !script.ends_with('\n') {
+                script.push('\n');
+            }
+            if opts.check {
+                sys.nft_check(&script)
+                    .map_err(|e| Error::CheckFailed(Box::new(e)))?;
+            }
+            (script, owned_now)
+        }
+        Backend::Iptables => {
+            if opts.check {
+                sys.ipt_check(IpFamily::V4, &plan.ruleset)
+                    .map_err(|e| Error::CheckFailed(Box::new(e)))?;
+                if let Some(r6) = &plan.ruleset6 {
+                    sys.ipt_check(IpFamily::V6, r6)
+                        .map_err(|e| Error::CheckFailed(Box::new(e)))?;
+                }
+            }
+            (plan.ruleset.clone(), BTreeSet::new())
+        }
+    };
+
+    // 2. Sysctls: the target, what they are now, what they were before rampart.
+    let mut target = plan.sysctls.clone();
+    if let Some(cur) = &current {
+        for k in cur.plan.sysctls.keys() {
+            if !target.contains_key(k) {
+                if let Some(orig) = cur.sysctls_before.get(k) {
+                    target.insert(k.clone(), orig.clone());
+                }
+            }
+        }
+    }
+    let mut now_values = BTreeMap::new();
+    for k in target.keys() {
+        now_values.insert(k.clone(), sys.sysctl_get(k)?);
+    }
+    let mut sysctls_before_rampart = BTreeMap::new();
+    for k in plan.sysctls.keys() {
+        let orig = current
+            .as_ref()
+            .and_then(|c| c.sysctls_before.get(k).cloned())
+            .unwrap_or_else(|| now_values[k].clone());
+        sysctls_before_rampart.insert(k.clone(), orig);
+    }
+    let (sc_before, sc_after) = sysctl::order(&now_values, &target);
+
+    let legacy_prep = match (&opts.legacy_file, plan.backend) {
+        (Some(p), Backend::Iptables) => Some(legacy::prepare(p, now)?),
+        (Some(_), Backend::Nftables) => {
+            return Err(Error::InvalidPlan(
+                "a legacy iptables file needs an iptables plan".into(),
+            ))
+        }
+        _ => None,
+    };
+
+    // 3. With --confirm: snapshot and schedule the revert before touching anything.
+    let pending = match opts.confirm {
+        Some(secs) => Some(schedule_revert(
+            sys,
+            &state,
+            plan,
+            &plan_hash,
+            &opts.session,
+            secs,
+            now,
+            &owned_now,
+            &plan_tables,
+            current.as_ref(),
+            &target,
+            &now_values,
+            legacy_prep.as_ref(),
+        )?),
+        None => None,
+    };
+    let cancel = |state: &StateDir| {
+        if let Some(p) = &pending {
+            let _ = rename_if_exists(
+                state,
+                &format!("pending-{}.json", p.id),
+                &format!("cancelled-{}.json", p.id),
+            );
+        }
+    };
+
+    // 4. Tighten, swap in one transaction, relax.
+    let mut done_before: Vec<(String, String)> = Vec::new();
+    for (k, v) in &sc_before {
+        if let Err(e) = sys.sysctl_set(k, v) {
+            for (k, _) in done_before.iter().rev() {
+                let _ = sys.sysctl_set(k, &now_values[k.as_str()]);
+            }
+            cancel(&state);
+            return Err(e);
+        }
+        done_before.push((k.clone(), v.clone()));
+    }
+    let kernel = match plan.backend {
+        Backend::Nftables => sys.nft_apply(&script),
+        Backend::Iptables => (|| {
+            if let Some(sets) = &plan.ipsets {
+                sys.ipset_restore(sets)?;
+            }
+            sys.ipt_restore(IpFamily::V4, &plan.ruleset)?;
+            if let Some(r6) = &plan.ruleset6 {
+                sys.ipt_restore(IpFamily::V6, r6)?;
+            }
+            Ok(())
+        })(),
+    };
+    if let Err(e) = kernel {
+        for (k, _) in done_before.iter().rev() {
+            let _ = sys.sysctl_set(k, &now_values[k.as_str()]);
+        }
+        cancel(&state);
+        return Err(Error::ApplyFailed(Box::new(e)));
+    }
+    let mut after_err = None;
+    for (k, v) in &sc_after {
+        if let Err(e) = sys.sysctl_set(k, v) {
+            after_err = Some(e);
+            break;
+        }
+    }
+
+    // 5. Record.
+    let kernel_hash = if opts.record_kernel_hash {
+        kernel_hash(sys, plan.backend, plan.ruleset6.is_some()).ok()
+    } else {
+        None
+    };
+    let applied = Applied {
+        plan: plan.clone(),
+        plan_hash,
+        applied_at: now,
+        kernel_hash,
+        sysctls_before: sysctls_before_rampart,
+    };
+    if current.is_some() {
+        state.link_as(CURRENT, PREVIOUS)?;
+    }
+    state.write_applied(CURRENT, &applied)?;
+    let legacy = match &legacy_prep {
+        Some(prep) => Some(legacy::commit(
+            prep,
+            &plan.ruleset,
+            &sys.programs().iptables_restore,
+        )?),
+        None => None,
+    };
+    if let Some(e) = after_err {
+        return Err(e);
+    }
+    if pending.is_none() {
+        state.link_as(CURRENT, LAST_GOOD)?;
+    }
+    Ok(ApplyOutcome {
+        applied,
+        pending,
+        legacy,
+        sysctls_before: sc_before,
+        sysctls_after: sc_after,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn schedule_revert(
+    sys: &dyn System,
+    state: &StateDir,
+    plan: &Plan,
+    plan_hash: &str,
+    session: &Option<String>,
+    secs: u64,
+    now: u64,
+    owned_now: &BTreeSet<TableRef>,
+    plan_tables: &BTreeSet<TableRef>,
+    current: Option<&Applied>,
+    target: &BTreeMap<String, String>,
+    now_values: &BTreeMap<String, String>,
+    legacy_prep: Option<&legacy::LegacyPrep>,
+) -> Result<Pending, Error> {
+    let id = format!("{now}-{}", &plan_hash[..12]);
+    let programs = sys.programs();
+    let mut restores = Vec::new();
+    match plan.backend {
+        Backend::Nftables => {
+            let all: BTreeSet<TableRef> = owned_now.union(plan_tables).cloned().collect();
+            let prelude = delete_prelude(&all);
+            let mut snap = prelude.clone();
+            for t in owned_now {
+                snap.push_str(&sys.nft_list_table(t)?);
+            }
+            // The revert must be loadable, or the deadline would restore
+            // nothing. Check it now (against the kernel as it runs, which is
+            // what it will replace); fall back to the recorded plan; refuse
+            // the change if neither loads.
+            let snap = match sys.nft_check(&snap) {
+                Ok(()) => snap,
+                Err(listing_err) => {
+                    let alt = current
+                        .filter(|c| c.plan.backend == Backend::Nftables)
+                        .map(|c| format!("{prelude}{}\n", c.plan.ruleset));
+                    match alt {
+                        Some(alt) if sys.nft_check(&alt).is_ok() => alt,
+                        _ => {
+                            return Err(Error::NoRevert(format!(
+                                "the running rampart tables do not reload: {listing_err}"
+                            )))
+                        }
+                    }
+                }
+            };
+            let file = format!("revert-{id}.rules");
+            state.write(&file, snap.as_bytes(), 0o600)?;
+            restores.push((vec![programs.nft.clone(), "-f".into(), "-".into()], file));
+        }
+        Backend::Iptables => {
+            let file = format!("revert-{id}.rules");
+            state.write(&file, sys.ipt_save(IpFamily::V4)?.as_bytes(), 0o600)?;
+            restores.push((vec![programs.iptables_restore.clone()], file));
+            if plan.ruleset6.is_some() {
+                let file = format!("revert-{id}.rules6");
+                state.write(&file, sys.ipt_save(IpFamily::V6)?.as_bytes(), 0o600)?;
+                restores.push((vec![programs.ip6tables_restore.clone()], file));
+            }
+        }
+    }
+    if let Some(cur) = current {
+        let data = serde_json::to_vec_pretty(cur).expect("serializable");
+        state.write(&format!("revert-{id}.current"), &data, 0o600)?;
+    }
+    // Going back: from the target values to the ones that run now.
+    let back: BTreeMap<String, String> = now_values
+        .iter()
+        .filter(|(k, v)| target.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let (rb, ra) = sysctl::order(target, &back);
+    let script = RevertScript {
+        id: &id,
+        state_dir: &state.root().to_string_lossy(),
+        prefix: &sys.exec_prefix(),
+        programs: &programs,
+        restores,
+        sysctls_before: rb,
+        sysctls_after: ra,
+        has_previous_record: current.is_some(),
+        legacy: legacy_prep.map(legacy::revert_lines).unwrap_or_default(),
+    }
+    .render();
+    let script_name = format!("revert-{id}.sh");
+    state.write(&script_name, script.as_bytes(), 0o700)?;
+    let mut pending = Pending {
+        id: id.clone(),
+        plan_hash: plan_hash.to_owned(),
+        applied_at: now,
+        deadline: now + secs,
+        session: session.clone(),
+        scheduled: String::new(),
+    };
+    let pending_name = format!("pending-{id}.json");
+    let write_pending = |p: &Pending| {
+        state.write(
+            &pending_name,
+            &serde_json::to_vec_pretty(p).expect("serializable"),
+            0o600,
+        )
+    };
+    write_pending(&pending)?;
+    match sys.schedule(
+        &state.path(&script_name),
+        secs,
+        &format!("rampart-revert-{id}"),
+    ) {
+        Ok(how) => {
+            pending.scheduled = how;
+            // Best effort: the record is only informative here; if the
+            // revert already consumed it, do not recreate it.
+            let tmp = state.path(&format!(".pending-{id}.update"));
+            if state.path(&pending_name).exists()
+                && crate::state::write_atomic(
+                    &tmp,
+                    &serde_json::to_vec_pretty(&pending).expect("serializable"),
+                    0o600,
+                )
+                .is_ok()
+            {
+                let _ = rename_if_exists(state, &format!(".pending-{id}.update"), &pending_name);
+            }
+            Ok(pending)
+        }
+        Err(e) => {
+            let _ = state.remove(&pending_name);
+            Err(e)
+        }
+    }
+}
+
+/// Mark the pending change confirmed: its revert will do nothing, and the
+/// change becomes the last good plan. `session` is the caller's session
+/// identity (the CLI passes `$SSH_CONNECTION`); it must differ from the one
+/// that applied when both are known. Refused while the apply is still running
+/// (the current record does not show the pending plan yet).
+pub fn confirm(state_dir: impl Into<PathBuf>, session: Option<&str>) -> Result<Applied, Error> {
+    let state = StateDir::open(state_dir)?;
+    let _lock = state.lock()?;
+    let Some(p) = state.pending()? else {
+        return Err(last_reverted(&state)?
+            .map(|r| Error::AlreadyReverted(r.id))
+            .unwrap_or(Error::NothingPending));
+    };
+    if let (Some(a), Some(b)) = (&p.session, session) {
+        if a == b {
+            return Err(Error::SameSession(a.clone()));
+        }
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if now > p.deadline {
+        // The revert owns the change now, even if it has not run yet.
+        return Err(Error::AlreadyReverted(format!(
+            "{} (deadline passed {}s ago)",
+            p.id,
+            now - p.deadline
+        )));
+    }
+    let current = state.read_applied(CURRENT)?;
+    let Some(current) = current.filter(|c| c.plan_hash == p.plan_hash) else {
+        return Err(Error::PendingConfirmation {
+            id: format!("{} (apply has not finished)", p.id),
+            deadline: p.deadline,
+        });
+    };
+    if !rename_if_exists(
+        &state,
+        &format!("pending-{}.json", p.id),
+        &format!("confirmed-{}.json", p.id),
+    )? {
+        return Err(Error::AlreadyReverted(p.id));
+    }
+    state.link_as(CURRENT, LAST_GOOD)?;
+    Ok(current)
+}
+
+fn last_reverted(state: &StateDir) -> Result<Option<Pending>, Error> {
+    let mut best: Option<Pending> = None;
+    let rd = std::fs::read_dir(state.root()).map_err(|e| Error::io(state.root(), e))?;
+    for ent in rd.flatten() {
+        let name = ent.file_name().to_string_lossy().into_owned();
+        if name.starts_with("reverted-") && name.ends_with(".json") {
+            if let Some(p) = crate::state::read_json::<Pending>(&ent.path())? {
+                let newer = match &best {
+                    Some(b) => p.applied_at >= b.applied_at,
+                    None => true,
+                };
+                if newer {
+                    best = Some(p);
+                }
+            }
+        }
+    }
+    Ok(best)
+}
+
+/// Cancel any pending confirmation and apply the last good plan through the
+/// same safe path.
+pub fn rollback(sys: &dyn System, opts: &ApplyOpts) -> Result<ApplyOutcome, Error> {
+    let state = StateDir::open(&opts.state_dir)?;
+    let _lock = state.lock()?;
+    let last_good = state.read_applied(LAST_GOOD)?.ok_or(Error::NoLastGood)?;
+    if let Some(p) = state.pending()? {
+        rename_if_exists(
+            &state,
+            &format!("pending-{}.json", p.id),
+            &format!("cancelled-{}.json", p.id),
+        )?;
+    }
+    let opts = ApplyOpts {
+        confirm: None,
+        ..opts.clone()
+    };
+    apply_locked(sys, &state, &last_good.plan, &opts)
+}
+
+/// What runs, whether it drifted, what waits for confirmation.
+pub fn status(sys: &dyn System, state_dir: impl Into<PathBuf>) -> Result<Status, Error> {
+    let state = StateDir::open(state_dir)?;
+    let current = state.read_applied(CURRENT)?;
+    let drift = match &current {
+        Some(c) => match &c.kernel_hash {
+            Some(expected) => {
+                let actual = kernel_hash(sys, c.plan.backend, c.plan.ruleset6.is_some())?;
+                if &actual == expected {
+                    Drift::InSync
+                } else {
+                    Drift::Drifted {
+                        expected: expected.clone(),
+                        actual,
+                    }
+                }
+            }
+            None => Drift::Unknown,
+        },
+        None => Drift::Unknown,
+    };
+    Ok(Status {
+        last_good_hash: state.read_applied(LAST_GOOD)?.map(|a| a.plan_hash),
+        current,
+        drift,
+        pending: state.pending()?,
+        last_reverted: last_reverted(&state)?,
+    })
+}

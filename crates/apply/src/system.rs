@@ -1,0 +1,357 @@
+//! The platform behind a trait. [`HostSystem`] runs the real tools, optionally
+//! inside a network namespace (`ip netns exec NS ...`), so tests, labs and
+//! production all take the same path.
+
+use crate::error::Error;
+use crate::nftscript::{parse_list_tables, TableRef};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// IP family of an iptables operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IpFamily {
+    V4,
+    V6,
+}
+
+/// How a confirmation revert is scheduled so that it survives the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheduler {
+    /// `systemd-run --on-active` when systemd runs this host and no network
+    /// namespace is in use; a detached process otherwise.
+    Auto,
+    /// A new session (`setsid -f`), stdin/stdout/stderr detached: survives
+    /// the death of the SSH session and of the process that applied.
+    Detached,
+    /// A transient systemd timer.
+    SystemdRun,
+}
+
+/// Everything apply needs from the host.
+pub trait System {
+    /// `nft -c -f -`: check a script in the kernel without committing it.
+    fn nft_check(&self, script: &str) -> Result<(), Error>;
+    /// `nft -f -`: one kernel transaction.
+    fn nft_apply(&self, script: &str) -> Result<(), Error>;
+    /// `nft list tables`.
+    fn nft_tables(&self) -> Result<Vec<TableRef>, Error>;
+    /// `nft -s list table F N` (stateless: no counter values).
+    fn nft_list_table(&self, table: &TableRef) -> Result<String, Error>;
+    /// `iptables-restore --test` / `ip6tables-restore --test`.
+    fn ipt_check(&self, fam: IpFamily, text: &str) -> Result<(), Error>;
+    /// `iptables-restore` / `ip6tables-restore` (replaces the tables named in `text`).
+    fn ipt_restore(&self, fam: IpFamily, text: &str) -> Result<(), Error>;
+    /// `iptables-save` / `ip6tables-save`.
+    fn ipt_save(&self, fam: IpFamily) -> Result<String, Error>;
+    /// `ipset restore -exist`.
+    fn ipset_restore(&self, text: &str) -> Result<(), Error>;
+    /// Current value of a sysctl (trimmed).
+    fn sysctl_get(&self, key: &str) -> Result<String, Error>;
+    /// Set a sysctl.
+    fn sysctl_set(&self, key: &str, value: &str) -> Result<(), Error>;
+    /// Argument vector prefix that runs a command where this system's commands
+    /// run (e.g. `["ip","netns","exec","ns1"]`), for the revert script.
+    fn exec_prefix(&self) -> Vec<String>;
+    /// Program names used for the revert script: (nft, iptables-restore, ip6tables-restore, sysctl).
+    fn programs(&self) -> Programs;
+    /// Start `sh script delay` so that it outlives the caller; returns a
+    /// description (pid or unit name).
+    fn schedule(&self, script: &Path, delay_secs: u64, unit: &str) -> Result<String, Error>;
+    /// Seconds since the Unix epoch.
+    fn now(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    }
+}
+
+/// Program names or paths.
+#[derive(Clone, Debug)]
+pub struct Programs {
+    pub nft: String,
+    pub iptables_restore: String,
+    pub ip6tables_restore: String,
+    pub iptables_save: String,
+    pub ip6tables_save: String,
+    pub ipset: String,
+    pub sysctl: String,
+}
+
+impl Default for Programs {
+    fn default() -> Self {
+        Programs {
+            nft: "nft".into(),
+            iptables_restore: "iptables-restore".into(),
+            ip6tables_restore: "ip6tables-restore".into(),
+            iptables_save: "iptables-save".into(),
+            ip6tables_save: "ip6tables-save".into(),
+            ipset: "ipset".into(),
+            sysctl: "sysctl".into(),
+        }
+    }
+}
+
+/// The real host, or a network namespace of it.
+#[derive(Clone, Debug)]
+pub struct HostSystem {
+    pub netns: Option<String>,
+    pub programs: Programs,
+    pub scheduler: Scheduler,
+}
+
+impl HostSystem {
+    /// The host's own network namespace.
+    pub fn host() -> Self {
+        HostSystem {
+            netns: None,
+            programs: Programs::default(),
+            scheduler: Scheduler::Auto,
+        }
+    }
+
+    /// Run everything inside `ip netns exec NAME`.
+    pub fn in_netns(name: impl Into<String>) -> Self {
+        HostSystem {
+            netns: Some(name.into()),
+            ..Self::host()
+        }
+    }
+
+    fn command(&self, prog: &str) -> Command {
+        match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns.as_str(), prog]);
+                c
+            }
+            None => Command::new(prog),
+        }
+    }
+
+    fn run(&self, prog: &str, args: &[&str], input: Option<&str>) -> Result<String, Error> {
+        let mut cmd = self.command(prog);
+        cmd.args(args)
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let what = format!("{prog} {}", args.join(" "));
+        let mut child = cmd.spawn().map_err(|e| Error::Spawn {
+            command: what.clone(),
+            source: e,
+        })?;
+        if let Some(text) = input {
+            // Write from a thread so a large script cannot deadlock against
+            // a full stdout/stderr pipe.
+            let mut stdin = child.stdin.take().expect("piped stdin");
+            let text = text.to_owned();
+            let writer = std::thread::spawn(move || {
+                let _ = stdin.write_all(text.as_bytes());
+            });
+            let out = child.wait_with_output().map_err(|e| Error::Spawn {
+                command: what.clone(),
+                source: e,
+            })?;
+            let _ = writer.join();
+            return finish(what, out);
+        }
+        let out = child.wait_with_output().map_err(|e| Error::Spawn {
+            command: what.clone(),
+            source: e,
+        })?;
+        finish(what, out)
+    }
+
+    fn use_systemd(&self) -> bool {
+        match self.scheduler {
+            Scheduler::Detached => false,
+            Scheduler::SystemdRun => true,
+            Scheduler::Auto => self.netns.is_none() && Path::new("/run/systemd/system").is_dir(),
+        }
+    }
+}
+
+/// A script in a private temp file (0600, removed on drop): `nft -f FILE`
+/// loads a large script markedly faster than `nft -f -` from a pipe.
+struct ScriptFile {
+    path: String,
+}
+
+impl ScriptFile {
+    fn new(script: &str) -> Result<ScriptFile, Error> {
+        use std::os::unix::fs::OpenOptionsExt;
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "rampart-{}-{}.nft",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_file(&path);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        f.write_all(script.as_bytes())
+            .map_err(|e| Error::io(&path, e))?;
+        Ok(ScriptFile {
+            path: path.to_string_lossy().into_owned(),
+        })
+    }
+
+    fn path(&self) -> &str {
+        &self.path
+    }
+}
+
+impl Drop for ScriptFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn finish(command: String, out: std::process::Output) -> Result<String, Error> {
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(Error::Command {
+            command,
+            status: out.status.code(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
+    }
+}
+
+impl System for HostSystem {
+    fn nft_check(&self, script: &str) -> Result<(), Error> {
+        let f = ScriptFile::new(script)?;
+        self.run(&self.programs.nft, &["-c", "-f", f.path()], None)
+            .map(|_| ())
+    }
+    fn nft_apply(&self, script: &str) -> Result<(), Error> {
+        let f = ScriptFile::new(script)?;
+        self.run(&self.programs.nft, &["-f", f.path()], None)
+            .map(|_| ())
+    }
+    fn nft_tables(&self) -> Result<Vec<TableRef>, Error> {
+        Ok(parse_list_tables(&self.run(
+            &self.programs.nft,
+            &["list", "tables"],
+            None,
+        )?))
+    }
+    fn nft_list_table(&self, t: &TableRef) -> Result<String, Error> {
+        self.run(
+            &self.programs.nft,
+            &["-s", "list", "table", &t.family, &t.name],
+            None,
+        )
+    }
+    fn ipt_check(&self, fam: IpFamily, text: &str) -> Result<(), Error> {
+        let p = match fam {
+            IpFamily::V4 => &self.programs.iptables_restore,
+            IpFamily::V6 => &self.programs.ip6tables_restore,
+        };
+        self.run(p, &["--test"], Some(text)).map(|_| ())
+    }
+    fn ipt_restore(&self, fam: IpFamily, text: &str) -> Result<(), Error> {
+        let p = match fam {
+            IpFamily::V4 => &self.programs.iptables_restore,
+            IpFamily::V6 => &self.programs.ip6tables_restore,
+        };
+        self.run(p, &[], Some(text)).map(|_| ())
+    }
+    fn ipt_save(&self, fam: IpFamily) -> Result<String, Error> {
+        let p = match fam {
+            IpFamily::V4 => &self.programs.iptables_save,
+            IpFamily::V6 => &self.programs.ip6tables_save,
+        };
+        self.run(p, &[], None)
+    }
+    fn ipset_restore(&self, text: &str) -> Result<(), Error> {
+        self.run(&self.programs.ipset, &["restore", "-exist"], Some(text))
+            .map(|_| ())
+    }
+    fn sysctl_get(&self, key: &str) -> Result<String, Error> {
+        Ok(self
+            .run(&self.programs.sysctl, &["-n", key], None)?
+            .trim()
+            .to_owned())
+    }
+    fn sysctl_set(&self, key: &str, value: &str) -> Result<(), Error> {
+        self.run(
+            &self.programs.sysctl,
+            &["-q", "-w", &format!("{key}={value}")],
+            None,
+        )
+        .map(|_| ())
+    }
+    fn exec_prefix(&self) -> Vec<String> {
+        match &self.netns {
+            Some(ns) => vec!["ip".into(), "netns".into(), "exec".into(), ns.clone()],
+            None => vec![],
+        }
+    }
+    fn programs(&self) -> Programs {
+        self.programs.clone()
+    }
+    fn schedule(&self, script: &Path, delay_secs: u64, unit: &str) -> Result<String, Error> {
+        let script = script.to_string_lossy().into_owned();
+        if self.use_systemd() {
+            let on_active = format!("--on-active={delay_secs}s");
+            let unit_arg = format!("--unit={unit}");
+            let out = Command::new("systemd-run")
+                .args([
+                    unit_arg.as_str(),
+                    on_active.as_str(),
+                    "--timer-property=AccuracySec=100ms",
+                    "--collect",
+                    "/bin/sh",
+                    script.as_str(),
+                    "0",
+                ])
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| Error::Spawn {
+                    command: "systemd-run".into(),
+                    source: e,
+                })?;
+            finish("systemd-run".into(), out)?;
+            return Ok(format!("systemd timer {unit}.timer"));
+        }
+        // setsid -f: always forks, the child gets a new session without a
+        // controlling terminal, so SIGHUP from a dying SSH session never
+        // reaches it; its parent (setsid) exits at once and is reaped here.
+        let log = PathBuf::from(format!("{script}.log"));
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|e| Error::io(&log, e))?;
+        let logf2 = logf.try_clone().map_err(|e| Error::io(&log, e))?;
+        let status = Command::new("setsid")
+            .args(["-f", "/bin/sh", script.as_str(), &delay_secs.to_string()])
+            .stdin(Stdio::null())
+            .stdout(logf)
+            .stderr(logf2)
+            .status()
+            .map_err(|e| Error::Spawn {
+                command: "setsid".into(),
+                source: e,
+            })?;
+        if !status.success() {
+            return Err(Error::Command {
+                command: "setsid -f /bin/sh ...".into(),
+                status: status.code(),
+                stderr: String::new(),
+            });
+        }
+        Ok(format!("detached process (log {})", log.display()))
+    }
+}

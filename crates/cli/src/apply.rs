@@ -1,0 +1,212 @@
+//! `rampart apply`, `confirm`, `rollback`, `status`: the safe path from a
+//! compiled plan to the kernel.
+
+use crate::load::{pick_node, resolved_site};
+use anyhow::{anyhow, Result};
+use rampart_apply::{ApplyOpts, Drift, HostSystem};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[derive(clap::Args)]
+pub struct Common {
+    /// Where rampart keeps the plan that runs, the last good one and pending
+    /// confirmations.
+    #[arg(long, default_value = rampart_apply::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Act inside this network namespace (labs and tests).
+    #[arg(long)]
+    pub netns: Option<String>,
+}
+
+impl Common {
+    fn system(&self) -> HostSystem {
+        match &self.netns {
+            Some(ns) => HostSystem::in_netns(ns.clone()),
+            None => HostSystem::host(),
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct ApplyArgs {
+    pub site: PathBuf,
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Revert automatically unless `rampart confirm` arrives, over a new
+    /// connection, within this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    pub confirm: Option<u64>,
+    /// Apply even when the lock-out guard refuses (you have console access).
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// The session that applies or confirms: a new SSH connection has a new
+/// client port, so it differs from the one that applied.
+fn session() -> Option<String> {
+    std::env::var("SSH_CONNECTION")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+pub fn apply(a: ApplyArgs) -> Result<ExitCode> {
+    let site = match resolved_site(&a.site) {
+        Ok(s) => s,
+        Err(e) => return e.exit(),
+    };
+    let node = pick_node(&site, a.node.as_deref())?.name.clone();
+    let plan = match rampart_nft::compile(&site, &node) {
+        Ok(p) => p,
+        Err(d) => {
+            eprint!("{}", d.render(&site.sources));
+            eprintln!("error: node `{node}` does not compile; nothing was applied");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let guard = rampart_sim::guard::lockout_check(&site, &plan, &node);
+    if !guard.is_empty() {
+        eprint!("{}", guard.render(&site.sources));
+    }
+    if guard.has_errors() {
+        if a.force {
+            eprintln!(
+                "warning: the lock-out guard refused this plan; applying anyway because of --force"
+            );
+        } else {
+            eprintln!("error: refusing to apply: the plan would lock out management or the cluster (use --force only with console access)");
+            return Ok(ExitCode::from(1));
+        }
+    }
+    let files = crate::sitedir::read_site(&a.site)?;
+    let mut ap = rampart_apply::Plan::nftables(&node, plan.script.clone());
+    ap.sysctls = plan
+        .sysctls
+        .iter()
+        .map(|s| (s.key.clone(), s.value.clone()))
+        .collect();
+    ap.meta.origin_revision = site_revision(&files);
+    ap.meta.compiled_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut opts = ApplyOpts::new(&a.common.state_dir);
+    opts.confirm = a.confirm;
+    opts.session = session();
+    let sys = a.common.system();
+    let outcome = rampart_apply::apply(&sys, &ap, &opts)
+        .map_err(|e| anyhow!("apply failed, the previous ruleset is still in place: {e}"))?;
+    println!(
+        "applied plan {} to `{node}` (site revision {})",
+        short(&outcome.applied.plan_hash),
+        short(&ap.meta.origin_revision)
+    );
+    if let Some(p) = &outcome.pending {
+        println!(
+            "pending: reverts to the previous ruleset in {} s unless `rampart confirm` runs from a NEW connection",
+            p.deadline.saturating_sub(now())
+        );
+    }
+    if let Some(l) = &outcome.legacy {
+        println!("recovery: {}", l.recovery);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn site_revision(files: &rampart_types::SiteFiles) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (k, v) in &files.files {
+        h.update((k.len() as u64).to_le_bytes());
+        h.update(k.as_bytes());
+        h.update((v.len() as u64).to_le_bytes());
+        h.update(v);
+    }
+    hex::encode(h.finalize())
+}
+
+fn short(h: &str) -> &str {
+    &h[..h.len().min(12)]
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+pub fn confirm(c: Common) -> Result<ExitCode> {
+    let applied =
+        rampart_apply::confirm(&c.state_dir, session().as_deref()).map_err(|e| anyhow!("{e}"))?;
+    println!("confirmed plan {}: it stays", short(&applied.plan_hash));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn rollback(c: Common) -> Result<ExitCode> {
+    let opts = ApplyOpts::new(&c.state_dir);
+    let out = rampart_apply::rollback(&c.system(), &opts)
+        .map_err(|e| anyhow!("rollback failed, the running ruleset is unchanged: {e}"))?;
+    println!("rolled back to plan {}", short(&out.applied.plan_hash));
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub common: Common,
+}
+
+pub fn status(a: StatusArgs) -> Result<ExitCode> {
+    let st = rampart_apply::status(&a.common.system(), &a.common.state_dir)
+        .map_err(|e| anyhow!("{e}"))?;
+    match &st.current {
+        None => println!(
+            "no plan applied by rampart (state in {})",
+            a.common.state_dir.display()
+        ),
+        Some(cur) => {
+            println!("node:          {}", cur.plan.node);
+            println!("plan:          {}", cur.plan_hash);
+            println!("site revision: {}", cur.plan.meta.origin_revision);
+            println!(
+                "applied:       {} ({} s ago)",
+                cur.applied_at,
+                now().saturating_sub(cur.applied_at)
+            );
+        }
+    }
+    if let Some(h) = &st.last_good_hash {
+        println!("last good:     {h}");
+    }
+    let drifted = matches!(st.drift, Drift::Drifted { .. });
+    match &st.drift {
+        Drift::InSync => println!("kernel:        in sync with the plan"),
+        Drift::Drifted { expected, actual } => println!(
+            "kernel:        DRIFTED: rampart's tables changed since apply (expected {}, found {}); `rampart apply` repairs it",
+            short(expected),
+            short(actual)
+        ),
+        Drift::Unknown => println!("kernel:        unknown (no plan recorded)"),
+    }
+    if let Some(p) = &st.pending {
+        println!(
+            "pending:       plan {} reverts in {} s unless confirmed",
+            short(&p.plan_hash),
+            p.deadline.saturating_sub(now())
+        );
+    }
+    if let Some(p) = &st.last_reverted {
+        println!(
+            "last reverted: plan {} (not confirmed in time)",
+            short(&p.plan_hash)
+        );
+    }
+    Ok(if drifted {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

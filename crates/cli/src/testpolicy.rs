@@ -1,0 +1,198 @@
+//! `rampart test-policy [--kernel] DIR...`: run conformance cases (a site
+//! plus `packets.toml`) against the simulator, or with real packets in
+//! network namespaces.
+
+use crate::sitedir::read_site;
+use anyhow::{Context, Result};
+use rampart_case::{Outcome, PacketProto};
+use rampart_resolve::ir;
+use rampart_types::{Family, Proto};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Case directories (each: site.toml, firewall/, nodes/, packets.toml),
+    /// or directories holding such cases (e.g. `conformance`).
+    #[arg(required = true)]
+    pub cases: Vec<PathBuf>,
+    /// Send real packets through the compiled ruleset in network namespaces
+    /// (needs root) instead of asking the simulator.
+    #[arg(long)]
+    pub kernel: bool,
+    #[arg(long, value_enum, default_value_t = crate::compile::BackendArg::Nftables)]
+    pub backend: crate::compile::BackendArg,
+    /// Print every packet, not only the failing ones.
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+/// A case, loaded: its resolved site, compiled plan and packets.
+pub struct LoadedCase {
+    pub name: String,
+    pub site: ir::Site,
+    pub plan: rampart_nft::Plan,
+    pub packets_toml: String,
+    pub case: rampart_case::Case,
+}
+
+/// Load a case directory. Any problem (site errors, a node that does not
+/// compile, a bad packets.toml) is an error naming the case.
+pub fn load_case(dir: &Path) -> Result<LoadedCase> {
+    let name = dir.display().to_string();
+    let files = read_site(dir)?;
+    let (site, diags) = rampart_resolve::load(&files);
+    if diags.has_errors() {
+        anyhow::bail!(
+            "{name}: the site has errors:\n{}",
+            diags.render(&site.sources)
+        );
+    }
+    let packets_toml = std::fs::read_to_string(dir.join("packets.toml"))
+        .with_context(|| format!("{name}: reading packets.toml"))?;
+    let case = rampart_case::parse(&packets_toml).map_err(|e| anyhow::anyhow!("{name}/{e}"))?;
+    let node_name = crate::load::pick_node(&site, case.node.as_deref())
+        .map_err(|e| anyhow::anyhow!("{name}: {e}"))?
+        .name
+        .clone();
+    let plan = rampart_nft::compile(&site, &node_name).map_err(|d| {
+        anyhow::anyhow!(
+            "{name}: node `{node_name}` does not compile:\n{}",
+            d.render(&site.sources)
+        )
+    })?;
+    Ok(LoadedCase {
+        name,
+        site,
+        plan,
+        packets_toml,
+        case,
+    })
+}
+
+/// The simulator's packet for a case packet.
+pub fn sim_packet(p: &rampart_case::Packet) -> rampart_sim::Packet {
+    let proto = match p.proto {
+        PacketProto::Tcp => Proto::Tcp,
+        PacketProto::Udp => Proto::Udp,
+        PacketProto::Icmp => Proto::Icmp,
+        PacketProto::Icmpv6 => Proto::Icmpv6,
+    };
+    let mut s = rampart_sim::Packet::new(&p.from.to_string(), &p.to.to_string(), proto);
+    s.dport = p.dport;
+    s.sport = p.sport;
+    s.source = p.source;
+    s.dest = p.dest;
+    s.icmp_type = p.icmp_type.clone();
+    s.family = Some(match p.family {
+        Family::V4 => Family::V4,
+        Family::V6 => Family::V6,
+    });
+    s.state = match p.state {
+        rampart_case::State::New => rampart_sim::State::New,
+        rampart_case::State::Established => rampart_sim::State::Established,
+    };
+    s
+}
+
+/// Every packet of a case through the simulator.
+pub fn run_sim(c: &LoadedCase) -> Vec<Outcome> {
+    c.case
+        .packets
+        .iter()
+        .map(|p| Outcome {
+            case: c.name.clone(),
+            packet: p.label(),
+            expected: p.verdict,
+            got: rampart_sim::simulate_plan(&c.site, &c.plan, &sim_packet(p))
+                .map(|t| t.verdict)
+                .map_err(|e| e.to_string()),
+        })
+        .collect()
+}
+
+/// Every packet of a case through the real kernel.
+pub fn run_kernel(c: &LoadedCase, helper: rampart_lab::Helper) -> Result<Vec<Outcome>> {
+    let opts = rampart_lab::LabOptions::new(helper);
+    let script = c.plan.script.clone();
+    let out =
+        rampart_lab::runner::run_case_kernel(&c.name, &c.packets_toml, &c.site, opts, &|lab| {
+            lab.load_nft(&script)
+        })
+        .map_err(|e| anyhow::anyhow!("{}: {e}", c.name))?;
+    Ok(out)
+}
+
+/// The case directories named: a directory with a packets.toml is a case;
+/// any other directory stands for its subdirectories that are cases.
+pub fn expand(args: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for a in args {
+        if !a.is_dir() {
+            anyhow::bail!("`{}` is not a case directory", a.display());
+        }
+        if a.join("packets.toml").is_file() {
+            out.push(a.clone());
+            continue;
+        }
+        let mut subs: Vec<PathBuf> = std::fs::read_dir(a)
+            .with_context(|| format!("listing {}", a.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join("packets.toml").is_file())
+            .collect();
+        if subs.is_empty() {
+            anyhow::bail!(
+                "`{}` has no packets.toml and no case directories",
+                a.display()
+            );
+        }
+        subs.sort();
+        out.extend(subs);
+    }
+    Ok(out)
+}
+
+pub fn run(a: Args) -> Result<ExitCode> {
+    let mut outcomes = Vec::new();
+    let mut broken = 0;
+    for dir in &expand(&a.cases)? {
+        let case = match load_case(dir) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                broken += 1;
+                continue;
+            }
+        };
+        let got = if a.kernel {
+            let helper = rampart_lab::Helper::current_exe(&[rampart_lab::probe::HIDDEN_SUBCOMMAND])
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            match run_kernel(&case, helper) {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    broken += 1;
+                    continue;
+                }
+            }
+        } else {
+            run_sim(&case)
+        };
+        if a.verbose {
+            for o in &got {
+                println!("{o}");
+            }
+        }
+        outcomes.extend(got);
+    }
+    print!("{}", rampart_case::summary(&outcomes));
+    if broken > 0 {
+        eprintln!("error: {broken} case(s) could not run");
+    }
+    let failed = outcomes.iter().any(|o| !o.passed());
+    Ok(if failed || broken > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,1383 @@
+//! IR -> ruleset model for one node.
+
+use crate::caps::Caps;
+use crate::model::*;
+use crate::sets;
+use rampart_resolve::ir::{self, AddrMatch, Guest, Nic, Platform, SetId};
+use rampart_types::{
+    codes, Action, Diagnostic, Diagnostics, Direction, Family, IpRange, LogLevel, Origin,
+    PortRange, Proto,
+};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv6Addr};
+
+/// Name of the tables rampart owns (`inet rampart`, `bridge rampart`).
+pub const TABLE: &str = "rampart";
+/// Mark bits holding the id of the guest NIC a bridged packet came in on.
+pub const IN_MASK: u32 = 0xffff_0000;
+/// Mark bit set on every packet the bridge forwards (bridge forward hook).
+pub const BRIDGED: u32 = 0x0000_8000;
+/// Mark bits holding the id of the guest NIC a bridged packet goes out on.
+pub const OUT_MASK: u32 = 0x0000_7fff;
+/// nflog group of every log rule (pvefw-logger listens on group 0).
+pub const NFLOG_GROUP: u16 = 0;
+/// Priority of the bridge-family chains: before br_netfilter (0 / -1).
+pub const BRIDGE_PRIORITY: i32 = -200;
+/// Priority of the inet chains: `filter`, after conntrack (-200).
+pub const INET_PRIORITY: i32 = 0;
+
+/// A node's compiled plan: the ruleset (model and text) and the sysctls.
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    pub node: String,
+    pub ruleset: Ruleset,
+    /// The `nft -f` script: one atomic transaction.
+    pub script: String,
+    pub sysctls: Vec<Sysctl>,
+    /// The guest NICs that are filtered, with the id their packets carry
+    /// in the mark.
+    pub nics: Vec<NicSlot>,
+    /// Warnings (never errors: errors fail the compile).
+    pub warnings: Diagnostics,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Sysctl {
+    pub key: String,
+    pub value: String,
+    pub why: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NicSlot {
+    pub id: u32,
+    pub guest: u32,
+    pub nic: String,
+    pub ifname: String,
+    pub bridge: String,
+}
+
+/// Compile `node` of `site` for the kernel rampart assumes by default
+/// ([`Caps::default`]).
+pub fn compile(site: &ir::Site, node: &str) -> Result<Plan, Diagnostics> {
+    compile_with(site, node, &Caps::default())
+}
+
+/// Compile `node` of `site` for a kernel with `caps` (see [`crate::caps`]).
+pub fn compile_with(site: &ir::Site, node: &str, caps: &Caps) -> Result<Plan, Diagnostics> {
+    let Some(n) = site.node(node) else {
+        let mut d = Diagnostics::new();
+        let names: Vec<&str> = site.nodes.iter().map(|n| n.name.as_str()).collect();
+        d.push(
+            Diagnostic::new(codes::UNKNOWN_NODE, format!("no node `{node}` in the site"))
+                .note(format!("nodes: {}", names.join(", "))),
+        );
+        return Err(d);
+    };
+    let mut cx = Cx {
+        site,
+        node: n,
+        caps,
+        diags: Diagnostics::new(),
+        warnings: Diagnostics::new(),
+        sets: BTreeMap::new(),
+    };
+    let plan = cx.build();
+    if cx.diags.has_errors() {
+        let mut d = cx.diags;
+        d.sort();
+        return Err(d);
+    }
+    Ok(plan)
+}
+
+struct Cx<'a> {
+    site: &'a ir::Site,
+    node: &'a ir::Node,
+    caps: &'a Caps,
+    diags: Diagnostics,
+    warnings: Diagnostics,
+    /// Named sets created so far, by name.
+    sets: BTreeMap<String, Set>,
+}
+
+/// How a policy chain spells ACCEPT: `return` to let the caller go on (the
+/// receiver's IN after the sender's OUT), or a queue for IPS.
+#[derive(Clone, Copy)]
+struct Ctx<'a> {
+    /// Host rules name host interfaces: `iifname` for IN/FORWARD, `oifname` for OUT.
+    host: bool,
+    accept: &'a Verdict,
+    /// Log prefix: `0:host-in` / `100:tap100i0-in`.
+    log_tag: &'a str,
+}
+
+fn l4(p: &Proto) -> Match {
+    Match::L4Proto {
+        number: p.number(),
+        name: p.name().to_string(),
+    }
+}
+
+fn reject_chain() -> Verdict {
+    Verdict::Jump("reject-packet".into())
+}
+
+impl<'a> Cx<'a> {
+    fn origin(&self, o: &Origin) -> String {
+        o.render(&self.site.sources)
+    }
+
+    fn error(&mut self, o: &Origin, msg: String, hint: Option<&str>) {
+        let mut d = Diagnostic::new(codes::NOT_EXPRESSIBLE, msg);
+        if let Some(s) = o.span() {
+            d = d.at(s);
+        }
+        if let Some(h) = hint {
+            d = d.hint(h);
+        }
+        self.diags.push(d.note(format!("from {}", self.origin(o))));
+    }
+
+    /// The name of the nft set holding `id`'s entries of `family`, created on first use.
+    fn set_ref(&mut self, id: SetId, family: Family) -> String {
+        let s = self.site.set(id);
+        let name = format!(
+            "{}_{}",
+            s.kernel_name,
+            if family == Family::V4 { "v4" } else { "v6" }
+        );
+        if !self.sets.contains_key(&name) {
+            let ranges = sets::effective(s, family);
+            let set = Set {
+                name: name.clone(),
+                key: KeyType::of(family),
+                interval: sets::needs_interval(&ranges),
+                dynamic: None,
+                elements: ranges.into_iter().map(Key::Addr).collect(),
+                comment: format!("ipset {} ({})", s.name, self.origin(&s.origin)),
+            };
+            self.sets.insert(name.clone(), set);
+        }
+        name
+    }
+
+    fn addr_match(&mut self, a: &AddrMatch, family: Family, dir: Dir) -> Option<Match> {
+        let target = match a {
+            AddrMatch::Set(id) => AddrTarget::Set(self.set_ref(*id, family)),
+            AddrMatch::List(l) => {
+                let m = sets::merge(family, l.iter().copied());
+                if m.is_empty() {
+                    return None;
+                }
+                AddrTarget::Literal(m)
+            }
+        };
+        Some(Match::Addr {
+            family,
+            dir,
+            neg: false,
+            target,
+        })
+    }
+
+    /// The match lists of an IR rule: one per family it applies to
+    /// (a rule naming a set in both families becomes two nft rules).
+    fn rule_matches(&mut self, r: &ir::Rule, ctx: Ctx) -> Vec<Vec<Match>> {
+        let is_set = |a: &Option<AddrMatch>| matches!(a, Some(AddrMatch::Set(_)));
+        let families: Vec<Option<Family>> = match r.family {
+            Some(f) => vec![Some(f)],
+            None if is_set(&r.source) || is_set(&r.dest) => {
+                vec![Some(Family::V4), Some(Family::V6)]
+            }
+            None => {
+                let lf = |a: &Option<AddrMatch>| match a {
+                    Some(AddrMatch::List(l)) => l.first().map(|x| x.family()),
+                    _ => None,
+                };
+                vec![lf(&r.source).or(lf(&r.dest))]
+            }
+        };
+        let mut out = Vec::new();
+        'fam: for f in families {
+            let mut ms = Vec::new();
+            if let Some(i) = &r.iface {
+                if ctx.host {
+                    let dir = if r.dir == Direction::Out {
+                        Dir::Dst
+                    } else {
+                        Dir::Src
+                    };
+                    ms.push(Match::Ifname {
+                        dir,
+                        name: i.clone(),
+                    });
+                }
+            }
+            let mut implied = false;
+            for (a, d) in [(&r.source, Dir::Src), (&r.dest, Dir::Dst)] {
+                if let Some(a) = a {
+                    let Some(f) = f else { continue };
+                    match self.addr_match(a, f, d) {
+                        Some(m) => {
+                            ms.push(m);
+                            implied = true;
+                        }
+                        None => continue 'fam,
+                    }
+                }
+            }
+            if let Some(f) = f {
+                if !implied && r.proto.as_ref().and_then(|p| p.family()).is_none() {
+                    ms.push(Match::NfProto(f));
+                }
+            }
+            if let Some(p) = &r.proto {
+                match p {
+                    Proto::Icmp | Proto::Icmpv6 => {
+                        let v6 = *p == Proto::Icmpv6;
+                        match &r.icmp_type {
+                            Some(t) => ms.push(Match::Icmp {
+                                v6,
+                                types: vec![t.ty],
+                                code: t.code,
+                            }),
+                            None => ms.push(l4(p)),
+                        }
+                    }
+                    _ => {
+                        let n = p.number();
+                        if !(n == 6 || n == 17) || (r.dport.is_empty() && r.sport.is_empty()) {
+                            ms.push(l4(p));
+                        }
+                        if !r.sport.is_empty() {
+                            ms.push(Match::Port {
+                                proto: n,
+                                dir: Dir::Src,
+                                ports: norm_ports(&r.sport),
+                            });
+                        }
+                        if !r.dport.is_empty() {
+                            ms.push(Match::Port {
+                                proto: n,
+                                dir: Dir::Dst,
+                                ports: norm_ports(&r.dport),
+                            });
+                        }
+                    }
+                }
+            }
+            out.push(ms);
+        }
+        out
+    }
+
+    fn log_stmts(&self, level: LogLevel, tag: &str, action: Action) -> Option<Vec<Stmt>> {
+        let sys = level.syslog()?;
+        let mut v = Vec::new();
+        let rl = &self.site.cluster.log_ratelimit;
+        if rl.enable {
+            v.push(Stmt::Limit(Limit {
+                rate: rl.rate,
+                unit: rl.unit.clone(),
+                burst: rl.burst,
+            }));
+        }
+        v.push(Stmt::Log {
+            prefix: format!(":{tag}:{sys}: {action}: "),
+            group: NFLOG_GROUP,
+        });
+        Some(v)
+    }
+
+    fn action_verdict(&self, a: Action, ctx: Ctx) -> Verdict {
+        match a {
+            Action::Accept => ctx.accept.clone(),
+            Action::Drop => Verdict::Drop,
+            Action::Reject => reject_chain(),
+        }
+    }
+
+    /// An IR rule as nft rules (a log rule before each when `-log` is set).
+    fn user_rule(&mut self, r: &ir::Rule, ctx: Ctx, out: &mut Vec<Rule>) {
+        let comment = self.origin(&r.origin);
+        for ms in self.rule_matches(r, ctx) {
+            if let Some(stmts) = self.log_stmts(r.log, ctx.log_tag, r.action) {
+                out.push(Rule {
+                    matches: ms.clone(),
+                    stmts,
+                    verdict: None,
+                    comment: comment.clone(),
+                    decision: None,
+                });
+            }
+            out.push(Rule {
+                matches: ms,
+                stmts: vec![],
+                verdict: Some(self.action_verdict(r.action, ctx)),
+                comment: comment.clone(),
+                decision: Some(r.action),
+            });
+        }
+    }
+
+    fn policy(&self, a: Action, level: LogLevel, ctx: Ctx, what: &str, out: &mut Vec<Rule>) {
+        let comment = format!("auto:{what} {a}");
+        if a != Action::Accept {
+            // Like Proxmox's standard DROP/REJECT chains: neighbour
+            // discovery keeps working under a DROP or REJECT policy, or
+            // IPv6 could not work at all (the `ndp` option adds router
+            // discovery and redirects before the rules).
+            out.push(
+                Rule::new("auto:neighbour discovery under a DROP/REJECT policy")
+                    .m(Match::Icmp {
+                        v6: true,
+                        types: vec![135, 136],
+                        code: None,
+                    })
+                    .v(Verdict::Return)
+                    .decides(Action::Accept),
+            );
+        }
+        if let Some(stmts) = self.log_stmts(level, ctx.log_tag, a) {
+            out.push(Rule {
+                matches: vec![],
+                stmts,
+                verdict: None,
+                comment: comment.clone(),
+                decision: None,
+            });
+        }
+        out.push(Rule::new(comment).v(self.action_verdict(a, ctx)).decides(a));
+    }
+
+    fn blacklist(&mut self, out: &mut Vec<Rule>) {
+        if let Some(bl) = self.node.firewall.blacklist {
+            let origin = self.origin(&self.site.set(bl).origin);
+            for f in Family::both() {
+                let s = self.set_ref(bl, f);
+                out.push(
+                    Rule::new(format!("auto:blacklist {origin}"))
+                        .m(Match::Addr {
+                            family: f,
+                            dir: Dir::Src,
+                            neg: false,
+                            target: AddrTarget::Set(s),
+                        })
+                        .v(Verdict::Drop)
+                        .decides(Action::Drop),
+                );
+            }
+        }
+    }
+
+    fn build(&mut self) -> Plan {
+        let node = self.node;
+        let site = self.site;
+        let header = format!(
+            "rampart plan for node {}: generated, do not edit.",
+            node.name
+        );
+        let mut plan_nics = Vec::new();
+        let mut sysctls = Vec::new();
+        if !site.cluster.enable {
+            let rs = Ruleset {
+                tables: vec![],
+                absent: vec![
+                    (TableFamily::Inet, TABLE.into()),
+                    (TableFamily::Bridge, TABLE.into()),
+                ],
+            };
+            let script = crate::print::script(
+                &rs,
+                &format!("{header}\nThe cluster firewall is off: rampart's tables are removed."),
+            );
+            return Plan {
+                node: node.name.clone(),
+                ruleset: rs,
+                script,
+                sysctls,
+                nics: plan_nics,
+                warnings: std::mem::take(&mut self.warnings),
+            };
+        }
+        let opts = &node.firewall.options;
+        let host_on = node.firewall.enabled;
+
+        // Guest NICs behind the firewall, numbered for the mark.
+        let mut slots: Vec<(&Guest, &Nic, u32)> = Vec::new();
+        for g in site.guests_on(&node.name) {
+            if !g.enabled {
+                continue;
+            }
+            for nic in &g.nics {
+                if nic.firewall {
+                    let id = slots.len() as u32 + 1;
+                    slots.push((g, nic, id));
+                }
+            }
+        }
+        if slots.len() as u32 > OUT_MASK {
+            self.error(
+                &node.origin,
+                format!(
+                    "node `{}` has more than {} filtered guest NICs",
+                    node.name, OUT_MASK
+                ),
+                None,
+            );
+        }
+        for (g, nic, id) in &slots {
+            plan_nics.push(NicSlot {
+                id: *id,
+                guest: g.id,
+                nic: nic.name.clone(),
+                ifname: nic.ifname.clone(),
+                bridge: nic.bridge.clone(),
+            });
+        }
+
+        let mut inet = Table::new(TableFamily::Inet, TABLE);
+        let accept_ret = Verdict::Return;
+
+        // --- conntrack helpers
+        let mut helper_rules = Vec::new();
+        for h in &opts.nf_conntrack_helpers {
+            let Some(defs) = helper_defs(h) else {
+                self.error(
+                    &node.origin,
+                    format!("unknown conntrack helper `{h}` in nf_conntrack_helpers"),
+                    Some("known helpers: amanda, ftp, h323, irc, netbios-ns, pptp, sane, sip, snmp, tftp"),
+                );
+                continue;
+            };
+            for (kind, proto, port) in defs {
+                let name = format!("helper-{}-{}", h, proto);
+                let name = name.replace('.', "");
+                inet.helpers.push(CtHelper {
+                    name: name.clone(),
+                    kind: kind.to_string(),
+                    proto: proto.to_string(),
+                    comment: format!("auto:nf_conntrack_helpers {h}"),
+                });
+                let pn = if proto == "tcp" { 6 } else { 17 };
+                helper_rules.push(
+                    Rule::new(format!("auto:nf_conntrack_helpers {h}"))
+                        .m(Match::Port {
+                            proto: pn,
+                            dir: Dir::Dst,
+                            ports: vec![PortRange::single(port)],
+                        })
+                        .s(Stmt::CtHelperSet(name)),
+                );
+            }
+        }
+        if opts.log_nf_conntrack {
+            let mut d = Diagnostic::new(
+                codes::NOT_EXPRESSIBLE,
+                "log_nf_conntrack is a logger feature (conntrack events), not part of the ruleset; rampart does not log conntrack events",
+            );
+            d.severity = rampart_types::Severity::Warning;
+            self.warnings.push(d);
+        }
+
+        // --- shared chains
+        let mut reject = Chain::regular("reject-packet");
+        reject.comment =
+            Some("REJECT: tcp reset, udp port unreachable, else host unreachable".into());
+        reject.rules = vec![
+            Rule::new("auto:reject no answer to broadcast/multicast")
+                .m(Match::PktTypeBroadMulti)
+                .v(Verdict::Drop),
+            Rule::new("auto:reject")
+                .m(l4(&Proto::Tcp))
+                .v(Verdict::Reject(RejectWith::TcpReset)),
+            Rule::new("auto:reject")
+                .m(l4(&Proto::Udp))
+                .v(Verdict::Reject(RejectWith::PortUnreachable)),
+            Rule::new("auto:reject").v(Verdict::Reject(RejectWith::HostUnreachable)),
+        ];
+
+        let mut tcpflags = Chain::regular("tcp-flags");
+        tcpflags.comment = Some("tcpflags: impossible TCP flag combinations".into());
+        {
+            use tcpflag::*;
+            let all = FIN | SYN | RST | PSH | ACK | URG;
+            let bad = [
+                (FIN | SYN, FIN | SYN),
+                (SYN | RST, SYN | RST),
+                (FIN | RST, FIN | RST),
+                (FIN | ACK, FIN),
+                (ACK | URG, URG),
+                (PSH | ACK, PSH),
+                (all, 0),
+                (all, FIN | PSH | URG),
+            ];
+            for (mask, value) in bad {
+                if let Some(stmts) =
+                    self.log_stmts(opts.tcp_flags_log_level, "0:tcp-flags", Action::Drop)
+                {
+                    tcpflags.rules.push(Rule {
+                        matches: vec![Match::TcpFlags { mask, value }],
+                        stmts,
+                        verdict: None,
+                        comment: "auto:tcpflags".into(),
+                        decision: None,
+                    });
+                }
+                tcpflags.rules.push(
+                    Rule::new("auto:tcpflags")
+                        .m(Match::TcpFlags { mask, value })
+                        .v(Verdict::Drop)
+                        .decides(Action::Drop),
+                );
+            }
+        }
+
+        // --- host chains
+        let mut host_in = Chain::regular("host-in");
+        let mut host_out = Chain::regular("host-out");
+        let mut host_fwd = Chain::regular("host-forward");
+        if !host_on {
+            for c in [&mut host_in, &mut host_out, &mut host_fwd] {
+                c.rules.push(
+                    Rule::new("auto:host firewall off")
+                        .v(Verdict::Return)
+                        .decides(Action::Accept),
+                );
+            }
+        } else {
+            let ctx_in = Ctx {
+                host: true,
+                accept: &accept_ret,
+                log_tag: "0:host-in",
+            };
+            let ctx_out = Ctx {
+                host: true,
+                accept: &accept_ret,
+                log_tag: "0:host-out",
+            };
+            let ctx_fwd = Ctx {
+                host: true,
+                accept: &accept_ret,
+                log_tag: "0:host-forward",
+            };
+            let mut r = Vec::new();
+            self.blacklist(&mut r);
+            if opts.nosmurfs {
+                let m = vec![
+                    Match::NfProto(Family::V4),
+                    Match::FibSaddrType(vec![FibType::Broadcast, FibType::Multicast]),
+                ];
+                if let Some(stmts) = self.log_stmts(opts.smurf_log_level, "0:smurfs", Action::Drop)
+                {
+                    r.push(Rule {
+                        matches: m.clone(),
+                        stmts,
+                        verdict: None,
+                        comment: "auto:nosmurfs".into(),
+                        decision: None,
+                    });
+                }
+                r.push(Rule {
+                    matches: m,
+                    stmts: vec![],
+                    verdict: Some(Verdict::Drop),
+                    comment: "auto:nosmurfs".into(),
+                    decision: Some(Action::Drop),
+                });
+            }
+            if opts.tcpflags {
+                r.push(
+                    Rule::new("auto:tcpflags")
+                        .m(l4(&Proto::Tcp))
+                        .v(Verdict::Jump("tcp-flags".into())),
+                );
+            }
+            if opts.protection_synflood {
+                for f in Family::both() {
+                    let set = format!("synflood_{}", if f == Family::V4 { "v4" } else { "v6" });
+                    self.sets.insert(
+                        set.clone(),
+                        Set {
+                            name: set.clone(),
+                            key: KeyType::of(f),
+                            interval: false,
+                            dynamic: Some(DynamicSet {
+                                size: 65535,
+                                timeout_s: 60,
+                            }),
+                            elements: vec![],
+                            comment: "auto:protection_synflood meter".into(),
+                        },
+                    );
+                    let limit = Limit {
+                        rate: opts.protection_synflood_rate,
+                        unit: "second".into(),
+                        burst: opts.protection_synflood_burst,
+                    };
+                    r.push(
+                        Rule::new("auto:protection_synflood")
+                            .m(Match::NfProto(f))
+                            .m(Match::TcpFlags {
+                                mask: tcpflag::FIN | tcpflag::SYN | tcpflag::RST | tcpflag::ACK,
+                                value: tcpflag::SYN,
+                            })
+                            .s(Stmt::MeterOver {
+                                set,
+                                family: f,
+                                limit,
+                            })
+                            .v(Verdict::Drop)
+                            .decides(Action::Drop),
+                    );
+                }
+            }
+            if opts.ndp {
+                let nd = Rule::new("auto:ndp")
+                    .m(Match::Icmp {
+                        v6: true,
+                        types: vec![133, 134, 135, 136, 137],
+                        code: None,
+                    })
+                    .v(Verdict::Return)
+                    .decides(Action::Accept);
+                // The node's own neighbour discovery must get out too.
+                host_out.rules.push(nd.clone());
+                r.push(nd);
+            }
+            let (mgmt_tcp, cl_udp, cl_tcp) = platform_ports(node.platform);
+            for f in Family::both() {
+                let s = self.set_ref(node.firewall.management, f);
+                r.push(
+                    Rule::new("auto:management")
+                        .m(Match::Addr {
+                            family: f,
+                            dir: Dir::Src,
+                            neg: false,
+                            target: AddrTarget::Set(s),
+                        })
+                        .m(Match::Port {
+                            proto: 6,
+                            dir: Dir::Dst,
+                            ports: mgmt_tcp.clone(),
+                        })
+                        .v(Verdict::Return)
+                        .decides(Action::Accept),
+                );
+            }
+            for f in Family::both() {
+                let s = self.set_ref(node.firewall.cluster_peers, f);
+                for (proto, ports) in [(17u8, &cl_udp), (6u8, &cl_tcp)] {
+                    if ports.is_empty() {
+                        continue;
+                    }
+                    r.push(
+                        Rule::new("auto:cluster")
+                            .m(Match::Addr {
+                                family: f,
+                                dir: Dir::Src,
+                                neg: false,
+                                target: AddrTarget::Set(s.clone()),
+                            })
+                            .m(Match::Port {
+                                proto,
+                                dir: Dir::Dst,
+                                ports: ports.clone(),
+                            })
+                            .v(Verdict::Return)
+                            .decides(Action::Accept),
+                    );
+                    host_out.rules.push(
+                        Rule::new("auto:cluster")
+                            .m(Match::Addr {
+                                family: f,
+                                dir: Dir::Dst,
+                                neg: false,
+                                target: AddrTarget::Set(s.clone()),
+                            })
+                            .m(Match::Port {
+                                proto,
+                                dir: Dir::Dst,
+                                ports: ports.clone(),
+                            })
+                            .v(Verdict::Return)
+                            .decides(Action::Accept),
+                    );
+                }
+            }
+            host_in.rules = r;
+            let rules = node.firewall.rules.clone();
+            for rule in &rules {
+                match rule.dir {
+                    Direction::In => {
+                        let mut v = Vec::new();
+                        self.user_rule(rule, ctx_in, &mut v);
+                        host_in.rules.extend(v);
+                    }
+                    Direction::Out => {
+                        let mut v = Vec::new();
+                        self.user_rule(rule, ctx_out, &mut v);
+                        host_out.rules.extend(v);
+                    }
+                    Direction::Forward => {
+                        let mut v = Vec::new();
+                        self.user_rule(rule, ctx_fwd, &mut v);
+                        host_fwd.rules.extend(v);
+                    }
+                }
+            }
+            let mut v = Vec::new();
+            self.policy(
+                node.firewall.policy_in,
+                opts.log_level_in,
+                ctx_in,
+                "policy_in",
+                &mut v,
+            );
+            host_in.rules.extend(v);
+            let mut v = Vec::new();
+            self.policy(
+                node.firewall.policy_out,
+                opts.log_level_out,
+                ctx_out,
+                "policy_out",
+                &mut v,
+            );
+            host_out.rules.extend(v);
+            let mut v = Vec::new();
+            self.policy(
+                node.firewall.policy_forward,
+                opts.log_level_forward,
+                ctx_fwd,
+                "policy_forward",
+                &mut v,
+            );
+            host_fwd.rules.extend(v);
+        }
+
+        // --- guest NIC chains and dispatch maps
+        let mut out_by_in = Map {
+            name: "nic-out-by-in".into(),
+            key: KeyType::Mark,
+            interval: false,
+            value_is_verdict: true,
+            elements: vec![],
+            comment: "sender's OUT chain by the NIC id in mark bits 16-31".into(),
+        };
+        let mut in_by_out = Map {
+            name: "nic-in-by-out".into(),
+            key: KeyType::Mark,
+            interval: false,
+            value_is_verdict: true,
+            elements: vec![],
+            comment: "receiver's IN chain by the NIC id in mark bits 0-14".into(),
+        };
+        let mut by_addr: [BTreeMap<IpAddr, (String, u32)>; 2] = [BTreeMap::new(), BTreeMap::new()];
+        let mut guest_chains = Vec::new();
+        let mut bridge_in_mark = Vec::new();
+        let mut bridge_out_mark = Vec::new();
+        let mut bridge_chains = Vec::new();
+        let mut ips_by_out = Map {
+            name: "ips-by-out".into(),
+            key: KeyType::Mark,
+            interval: false,
+            value_is_verdict: true,
+            elements: vec![],
+            comment: "established traffic to IPS guests goes to their queue too".into(),
+        };
+        let mut ips_chains = Vec::new();
+        for (g, nic, id) in slots.clone() {
+            let (cin, cout) = self.guest_chains(g, nic);
+            if g.options.ips {
+                let (lo, hi) = g.options.ips_queues.unwrap_or((0, 0));
+                let name = format!("ips-{}", nic.ifname);
+                let mut c = Chain::regular(name.clone());
+                c.rules.push(
+                    Rule::new(format!("auto:ips guest {}", g.id))
+                        .v(Verdict::Queue { lo, hi })
+                        .decides(Action::Accept),
+                );
+                ips_chains.push(c);
+                ips_by_out
+                    .elements
+                    .push((Key::Mark(id), MapValue::Verdict(Verdict::Jump(name))));
+            }
+            out_by_in.elements.push((
+                Key::Mark(id << 16),
+                MapValue::Verdict(Verdict::Jump(cout.name.clone())),
+            ));
+            in_by_out.elements.push((
+                Key::Mark(id),
+                MapValue::Verdict(Verdict::Jump(cin.name.clone())),
+            ));
+            for a in &nic.addresses {
+                let addr = a.addr();
+                let fi = if addr.is_ipv4() { 0 } else { 1 };
+                if let Some((_, other)) = by_addr[fi].get(&addr) {
+                    if *other != g.id {
+                        self.error(
+                            &g.origin,
+                            format!("address {addr} of guest {} NIC {} is also used by guest {other}", g.id, nic.name),
+                            Some("each guest address must belong to one guest so host traffic reaches the right IN chain"),
+                        );
+                    }
+                    continue;
+                }
+                by_addr[fi].insert(addr, (cin.name.clone(), g.id));
+            }
+            guest_chains.push(cin);
+            guest_chains.push(cout);
+            bridge_in_mark.push((Key::Ifname(nic.ifname.clone()), MapValue::Mark(id << 16)));
+            let mc = format!("mark-out-{}", nic.ifname);
+            bridge_out_mark.push((
+                Key::Ifname(nic.ifname.clone()),
+                MapValue::Verdict(Verdict::Jump(mc.clone())),
+            ));
+            let mut c = Chain::regular(mc);
+            c.rules
+                .push(Rule::new(format!("auto:guest {} {}", g.id, nic.name)).s(Stmt::MarkOr(id)));
+            bridge_chains.push(c);
+        }
+        let mut addr_maps = Vec::new();
+        for (fi, f) in [(0, Family::V4), (1, Family::V6)] {
+            addr_maps.push(Map {
+                name: format!("guest-in-{}", if f == Family::V4 { "v4" } else { "v6" }),
+                key: KeyType::of(f),
+                interval: false,
+                value_is_verdict: true,
+                elements: by_addr[fi]
+                    .iter()
+                    .map(|(a, (c, _))| {
+                        (
+                            Key::Addr(IpRange::host(*a)),
+                            MapValue::Verdict(Verdict::Jump(c.clone())),
+                        )
+                    })
+                    .collect(),
+                comment:
+                    "receiver's IN chain by guest address, for traffic the node sends or routes"
+                        .into(),
+            });
+        }
+        let bridges = Set {
+            name: "bridges".into(),
+            key: KeyType::Ifname,
+            interval: false,
+            dynamic: None,
+            elements: node
+                .bridges
+                .iter()
+                .map(|b| Key::Ifname(b.name.clone()))
+                .collect(),
+            comment: "the node's bridges".into(),
+        };
+
+        // --- base chains
+        let ct_rules = |allow_invalid: bool| {
+            let mut v = vec![Rule::new("auto:conntrack")
+                .m(Match::Ct(vec![CtState::Established, CtState::Related]))
+                .v(Verdict::Accept)
+                .decides(Action::Accept)];
+            if !allow_invalid {
+                v.push(
+                    Rule::new("auto:conntrack")
+                        .m(Match::Ct(vec![CtState::Invalid]))
+                        .v(Verdict::Drop)
+                        .decides(Action::Drop),
+                );
+            }
+            v
+        };
+        let allow_invalid = opts.nf_conntrack_allow_invalid;
+        let sender_out = || {
+            Rule::new("auto:guest OUT of the sending NIC").v(Verdict::Vmap {
+                key: VmapKey::MarkMasked(IN_MASK),
+                map: "nic-out-by-in".into(),
+            })
+        };
+        let to_guest = |f: Family| {
+            Rule::new("auto:guest IN of the receiving address")
+                .m(Match::IfnameSet {
+                    dir: Dir::Dst,
+                    set: "bridges".into(),
+                })
+                .v(Verdict::Vmap {
+                    key: VmapKey::Addr(f, Dir::Dst),
+                    map: format!("guest-in-{}", if f == Family::V4 { "v4" } else { "v6" }),
+                })
+        };
+
+        let mut input = Chain::base("hook-input", Hook::Input, INET_PRIORITY);
+        input.rules.extend(ct_rules(allow_invalid));
+        input.rules.push(
+            Rule::new("auto:loopback")
+                .m(Match::Ifname {
+                    dir: Dir::Src,
+                    name: "lo".into(),
+                })
+                .v(Verdict::Accept)
+                .decides(Action::Accept),
+        );
+        input.rules.push(sender_out());
+        input
+            .rules
+            .push(Rule::new("auto:host IN").v(Verdict::Jump("host-in".into())));
+        input
+            .rules
+            .push(Rule::new("auto:accepted").v(Verdict::Accept));
+
+        let mut output = Chain::base("hook-output", Hook::Output, INET_PRIORITY);
+        output.rules.extend(helper_rules.iter().cloned());
+        output.rules.extend(ct_rules(allow_invalid));
+        output.rules.push(
+            Rule::new("auto:loopback")
+                .m(Match::Ifname {
+                    dir: Dir::Dst,
+                    name: "lo".into(),
+                })
+                .v(Verdict::Accept)
+                .decides(Action::Accept),
+        );
+        output
+            .rules
+            .push(Rule::new("auto:host OUT").v(Verdict::Jump("host-out".into())));
+        output.rules.push(to_guest(Family::V4));
+        output.rules.push(to_guest(Family::V6));
+        output
+            .rules
+            .push(Rule::new("auto:accepted").v(Verdict::Accept));
+
+        let mut forward = Chain::base("hook-forward", Hook::Forward, INET_PRIORITY);
+        if !ips_by_out.elements.is_empty() {
+            forward.rules.push(
+                Rule::new("auto:ips established")
+                    .m(Match::Ct(vec![CtState::Established, CtState::Related]))
+                    .m(Match::Mark {
+                        mask: BRIDGED,
+                        value: BRIDGED,
+                    })
+                    .v(Verdict::Vmap {
+                        key: VmapKey::MarkMasked(OUT_MASK),
+                        map: "ips-by-out".into(),
+                    }),
+            );
+        }
+        forward.rules.extend(ct_rules(allow_invalid));
+        forward.rules.push(sender_out());
+        forward.rules.push(
+            Rule::new("auto:guest IN of the receiving NIC")
+                .m(Match::Mark {
+                    mask: BRIDGED,
+                    value: BRIDGED,
+                })
+                .v(Verdict::Vmap {
+                    key: VmapKey::MarkMasked(OUT_MASK),
+                    map: "nic-in-by-out".into(),
+                }),
+        );
+        forward.rules.push(
+            Rule::new("auto:bridged, accepted")
+                .m(Match::Mark {
+                    mask: BRIDGED,
+                    value: BRIDGED,
+                })
+                .v(Verdict::Accept),
+        );
+        forward
+            .rules
+            .push(Rule::new("auto:host FORWARD").v(Verdict::Jump("host-forward".into())));
+        forward.rules.push(to_guest(Family::V4));
+        forward.rules.push(to_guest(Family::V6));
+        forward
+            .rules
+            .push(Rule::new("auto:accepted").v(Verdict::Accept));
+
+        if !helper_rules.is_empty() {
+            let mut pre = Chain::base("hook-prerouting", Hook::Prerouting, INET_PRIORITY);
+            pre.rules = helper_rules;
+            inet.chains.push(pre);
+        }
+        inet.chains.push(input);
+        inet.chains.push(forward);
+        inet.chains.push(output);
+        inet.chains.push(host_in);
+        inet.chains.push(host_out);
+        inet.chains.push(host_fwd);
+        inet.chains.extend(guest_chains);
+        inet.chains.push(tcpflags);
+        inet.chains.push(reject);
+        inet.maps.push(out_by_in);
+        inet.maps.push(in_by_out);
+        if !ips_by_out.elements.is_empty() {
+            inet.maps.push(ips_by_out);
+            inet.chains.extend(ips_chains);
+        }
+        inet.maps.extend(addr_maps);
+        let mut all_sets: Vec<Set> = std::mem::take(&mut self.sets).into_values().collect();
+        all_sets.push(bridges);
+        all_sets.sort_by(|a, b| a.name.cmp(&b.name));
+        inet.sets = all_sets;
+
+        let mut rs = Ruleset::default();
+        rs.tables.push(inet);
+        // The bridge table exists whenever the node has bridges, even with no
+        // filtered guest: it marks bridged packets, so that with br_netfilter
+        // on (its default), bridged traffic is told apart from routed
+        // traffic and never meets policy_forward.
+        if node.bridges.is_empty() {
+            rs.absent.push((TableFamily::Bridge, TABLE.into()));
+        } else {
+            let mut br = Table::new(TableFamily::Bridge, TABLE);
+            br.maps.push(Map {
+                name: "nic-in-mark".into(),
+                key: KeyType::Ifname,
+                interval: false,
+                value_is_verdict: false,
+                elements: bridge_in_mark,
+                comment: "mark of each filtered guest NIC, as ingress port".into(),
+            });
+            br.maps.push(Map {
+                name: "nic-out-mark".into(),
+                key: KeyType::Ifname,
+                interval: false,
+                value_is_verdict: true,
+                elements: bridge_out_mark,
+                comment: "adds the egress guest NIC's id to the mark".into(),
+            });
+            let mut pre = Chain::base("hook-prerouting", Hook::Prerouting, BRIDGE_PRIORITY);
+            pre.rules
+                .push(Rule::new("auto:datapath clear mark").s(Stmt::MarkSet(0)));
+            pre.rules.push(
+                Rule::new("auto:datapath ingress NIC")
+                    .s(Stmt::MarkFromIifnameMap("nic-in-mark".into())),
+            );
+            let mut fwd = Chain::base("hook-forward", Hook::Forward, BRIDGE_PRIORITY);
+            fwd.rules
+                .push(Rule::new("auto:datapath bridged").s(Stmt::MarkOr(BRIDGED)));
+            fwd.rules
+                .push(Rule::new("auto:datapath egress NIC").v(Verdict::Vmap {
+                    key: VmapKey::Ifname(Dir::Dst),
+                    map: "nic-out-mark".into(),
+                }));
+            br.chains.push(pre);
+            br.chains.push(fwd);
+            br.chains.extend(bridge_chains);
+            rs.tables.push(br);
+        }
+        if !slots.is_empty() {
+            sysctls.push(Sysctl {
+                key: "net.bridge.bridge-nf-call-iptables".into(),
+                value: "1".into(),
+                why: "bridged IPv4 of guests passes the inet hooks, where conntrack works (br_netfilter)".into(),
+            });
+            sysctls.push(Sysctl {
+                key: "net.bridge.bridge-nf-call-ip6tables".into(),
+                value: "1".into(),
+                why: "bridged IPv6 of guests passes the inet hooks (br_netfilter)".into(),
+            });
+        }
+        sysctls.push(Sysctl {
+            key: "net.netfilter.nf_conntrack_max".into(),
+            value: opts.nf_conntrack_max.to_string(),
+            why: "host option nf_conntrack_max".into(),
+        });
+        sysctls.push(Sysctl {
+            key: "net.netfilter.nf_conntrack_tcp_timeout_established".into(),
+            value: opts.nf_conntrack_tcp_timeout_established.to_string(),
+            why: "host option nf_conntrack_tcp_timeout_established".into(),
+        });
+        sysctls.push(Sysctl {
+            key: "net.netfilter.nf_conntrack_tcp_timeout_syn_recv".into(),
+            value: opts.nf_conntrack_tcp_timeout_syn_recv.to_string(),
+            why: "host option nf_conntrack_tcp_timeout_syn_recv".into(),
+        });
+        sysctls.sort_by(|a, b| a.key.cmp(&b.key));
+        let script = crate::print::script(&rs, &header);
+        Plan {
+            node: node.name.clone(),
+            ruleset: rs,
+            script,
+            sysctls,
+            nics: plan_nics,
+            warnings: std::mem::take(&mut self.warnings),
+        }
+    }
+
+    fn guest_chains(&mut self, g: &Guest, nic: &Nic) -> (Chain, Chain) {
+        let o = &g.options;
+        let tag_in = format!("{}:{}-in", g.id, nic.ifname);
+        let tag_out = format!("{}:{}-out", g.id, nic.ifname);
+        let queue;
+        let accept_in = if o.ips {
+            if !self.caps.nft_queue {
+                self.error(
+                    &g.origin,
+                    format!(
+                        "guest {} has `ips: 1`, but this kernel's nftables has no `queue` support (nft_queue), so accepted traffic cannot reach the IPS",
+                        g.id
+                    ),
+                    Some("use the iptables backend for this node (xt NFQUEUE works here), or turn ips off"),
+                );
+            }
+            let (lo, hi) = o.ips_queues.unwrap_or((0, 0));
+            queue = Verdict::Queue { lo, hi };
+            &queue
+        } else {
+            &Verdict::Return
+        };
+        let ctx_in = Ctx {
+            host: false,
+            accept: accept_in,
+            log_tag: &tag_in,
+        };
+        let ctx_out = Ctx {
+            host: false,
+            accept: &Verdict::Return,
+            log_tag: &tag_out,
+        };
+        let who = format!("guest {} {}", g.id, nic.name);
+
+        let mut cout = Chain::regular(format!("nic-{}-out", nic.ifname));
+        cout.comment = Some(format!("{who} OUT"));
+        if o.macfilter {
+            if let Some(mac) = nic.mac {
+                cout.rules.push(
+                    Rule::new("auto:macfilter")
+                        .m(Match::EtherSaddrNot(mac))
+                        .v(Verdict::Drop)
+                        .decides(Action::Drop),
+                );
+            }
+        }
+        if !o.radv {
+            cout.rules.push(
+                Rule::new("auto:radv off")
+                    .m(Match::Icmp {
+                        v6: true,
+                        types: vec![134],
+                        code: None,
+                    })
+                    .v(Verdict::Drop)
+                    .decides(Action::Drop),
+            );
+        }
+        if o.dhcp {
+            cout.rules
+                .push(dhcp_rule(68, 67).v(Verdict::Return).decides(Action::Accept));
+            cout.rules.push(
+                dhcp_rule(546, 547)
+                    .v(Verdict::Return)
+                    .decides(Action::Accept),
+            );
+        }
+        // Neighbour discovery leaves before ipfilter (ND uses link-local
+        // and unspecified sources); with `ndp: 1` router solicitations too.
+        let nd_types = if o.ndp {
+            vec![133, 135, 136]
+        } else {
+            vec![135, 136]
+        };
+        cout.rules.push(
+            Rule::new(if o.ndp {
+                "auto:ndp"
+            } else {
+                "auto:neighbour discovery"
+            })
+            .m(Match::Icmp {
+                v6: true,
+                types: nd_types,
+                code: None,
+            })
+            .v(Verdict::Return)
+            .decides(Action::Accept),
+        );
+        if let Some(ipf) = nic.ipfilter {
+            let origin = self.origin(&self.site.set(ipf).origin);
+            for f in Family::both() {
+                let s = self.set_ref(ipf, f);
+                let mut r = Rule::new(format!("auto:ipfilter {origin}")).m(Match::Addr {
+                    family: f,
+                    dir: Dir::Src,
+                    neg: true,
+                    target: AddrTarget::Set(s),
+                });
+                if f == Family::V6 {
+                    if let Some(mac) = nic.mac {
+                        r = r.m(Match::Addr {
+                            family: f,
+                            dir: Dir::Src,
+                            neg: true,
+                            target: AddrTarget::Literal(vec![IpRange::host(IpAddr::V6(
+                                link_local(&mac),
+                            ))]),
+                        });
+                    }
+                }
+                cout.rules.push(r.v(Verdict::Drop).decides(Action::Drop));
+            }
+        }
+
+        let mut cin = Chain::regular(format!("nic-{}-in", nic.ifname));
+        cin.comment = Some(format!("{who} IN"));
+        self.blacklist(&mut cin.rules);
+        if o.dhcp {
+            cin.rules.push(
+                dhcp_rule(67, 68)
+                    .v(accept_in.clone())
+                    .decides(Action::Accept),
+            );
+            cin.rules.push(
+                dhcp_rule(547, 546)
+                    .v(accept_in.clone())
+                    .decides(Action::Accept),
+            );
+        }
+        if o.ndp {
+            cin.rules.push(
+                Rule::new("auto:ndp")
+                    .m(Match::Icmp {
+                        v6: true,
+                        types: vec![134, 135, 136, 137],
+                        code: None,
+                    })
+                    .v(accept_in.clone())
+                    .decides(Action::Accept),
+            );
+        }
+        for r in &g.rules {
+            if r.iface.as_ref().is_some_and(|i| *i != nic.name) {
+                continue;
+            }
+            match r.dir {
+                Direction::In => {
+                    let mut v = Vec::new();
+                    self.user_rule(r, ctx_in, &mut v);
+                    cin.rules.extend(v);
+                }
+                Direction::Out => {
+                    let mut v = Vec::new();
+                    self.user_rule(r, ctx_out, &mut v);
+                    cout.rules.extend(v);
+                }
+                Direction::Forward => self.error(
+                    &r.origin,
+                    format!(
+                        "guest {}: FORWARD rules exist only in host and cluster firewalls",
+                        g.id
+                    ),
+                    None,
+                ),
+            }
+        }
+        let mut v = Vec::new();
+        self.policy(
+            o.policy_in,
+            o.log_level_in,
+            ctx_in,
+            &format!("{who} policy_in"),
+            &mut v,
+        );
+        cin.rules.extend(v);
+        let mut v = Vec::new();
+        self.policy(
+            o.policy_out,
+            o.log_level_out,
+            ctx_out,
+            &format!("{who} policy_out"),
+            &mut v,
+        );
+        cout.rules.extend(v);
+        (cin, cout)
+    }
+}
+
+fn dhcp_rule(sport: u16, dport: u16) -> Rule {
+    Rule::new("auto:dhcp")
+        .m(Match::Port {
+            proto: 17,
+            dir: Dir::Src,
+            ports: vec![PortRange::single(sport)],
+        })
+        .m(Match::Port {
+            proto: 17,
+            dir: Dir::Dst,
+            ports: vec![PortRange::single(dport)],
+        })
+}
+
+/// The EUI-64 link-local address of a MAC (what the guest's kernel uses).
+pub fn link_local(mac: &[u8; 6]) -> Ipv6Addr {
+    let m = mac;
+    Ipv6Addr::from([
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        m[0] ^ 0x02,
+        m[1],
+        m[2],
+        0xff,
+        0xfe,
+        m[3],
+        m[4],
+        m[5],
+    ])
+}
+
+fn norm_ports(p: &[PortRange]) -> Vec<PortRange> {
+    let mut v = p.to_vec();
+    v.sort();
+    let mut out: Vec<PortRange> = Vec::new();
+    for r in v {
+        if let Some(l) = out.last_mut() {
+            if r.lo as u32 <= l.hi as u32 + 1 {
+                l.hi = l.hi.max(r.hi);
+                continue;
+            }
+        }
+        out.push(r);
+    }
+    out
+}
+
+/// Management TCP ports, cluster UDP ports, cluster TCP ports.
+pub fn platform_ports(p: Platform) -> (Vec<PortRange>, Vec<PortRange>, Vec<PortRange>) {
+    let s = PortRange::single;
+    let r = PortRange::new;
+    match p {
+        Platform::Proxmox => (
+            vec![s(22), s(3128), r(5900, 5999), s(8006), r(60000, 60050)],
+            vec![r(5405, 5412)],
+            vec![],
+        ),
+        Platform::Xcpng => (
+            vec![s(22), s(443), s(6640), s(6653)],
+            vec![r(5404, 5405)],
+            vec![s(21064)],
+        ),
+        Platform::Linux => (vec![s(22)], vec![], vec![]),
+    }
+}
+
+/// Kernel helper names, protocol and port of a `nf_conntrack_helpers` entry.
+fn helper_defs(name: &str) -> Option<Vec<(&'static str, &'static str, u16)>> {
+    Some(match name {
+        "ftp" => vec![("ftp", "tcp", 21)],
+        "tftp" => vec![("tftp", "udp", 69)],
+        "sip" => vec![("sip", "udp", 5060)],
+        "irc" => vec![("irc", "tcp", 6667)],
+        "pptp" => vec![("pptp", "tcp", 1723)],
+        "sane" => vec![("sane", "tcp", 6566)],
+        "amanda" => vec![("amanda", "udp", 10080)],
+        "snmp" => vec![("snmp", "udp", 161)],
+        "netbios-ns" => vec![("netbios-ns", "udp", 137)],
+        "h323" => vec![("RAS", "udp", 1719), ("Q.931", "tcp", 1720)],
+        _ => return None,
+    })
+}

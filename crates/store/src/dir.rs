@@ -1,0 +1,395 @@
+//! The directory store: a site is a directory tree on the node.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rampart_types::files::SiteFiles;
+
+use crate::{
+    check_node_name, content_hash, NodeStatus, SiteStore, SiteWatch, Snapshot, StoreError,
+};
+
+/// Limits and timings of a [`DirStore`].
+#[derive(Clone, Debug)]
+pub struct DirOptions {
+    /// A file larger than this makes the site unreadable (fail closed).
+    pub max_file_size: u64,
+    /// More files than this makes the site unreadable.
+    pub max_files: usize,
+    /// Deepest directory nesting read.
+    pub max_depth: usize,
+    /// How often a watch looks at the tree's fingerprint (mtimes, sizes).
+    pub poll_interval: Duration,
+    /// A change is read only once the fingerprint stayed the same this long,
+    /// so a half-written edit is never compiled.
+    pub debounce: Duration,
+    /// Where `put_status` writes `<node>.json`. `None`: statuses are kept in
+    /// memory for the life of the store only.
+    pub status_dir: Option<PathBuf>,
+}
+
+impl Default for DirOptions {
+    fn default() -> Self {
+        Self {
+            max_file_size: 16 << 20,
+            max_files: 100_000,
+            max_depth: 16,
+            poll_interval: Duration::from_millis(100),
+            debounce: Duration::from_millis(100),
+            status_dir: None,
+        }
+    }
+}
+
+/// A site directory (see the crate README for what is read and skipped).
+#[derive(Debug)]
+pub struct DirStore {
+    root: PathBuf,
+    opts: DirOptions,
+    mem_status: Mutex<BTreeMap<String, NodeStatus>>,
+}
+
+/// Skipped names: hidden files and directories, editor backups and swap
+/// files, emacs autosaves.
+fn skipped(name: &str) -> bool {
+    name.starts_with('.')
+        || name.ends_with('~')
+        || name.ends_with(".swp")
+        || name.ends_with(".swo")
+        || name.ends_with(".swx")
+        || (name.starts_with('#') && name.ends_with('#'))
+}
+
+/// One file of the tree as the fingerprint sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Stamp {
+    path: String,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    ino: u64,
+}
+
+type Fingerprint = Result<Vec<Stamp>, String>;
+
+impl DirStore {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self::with_options(root, DirOptions::default())
+    }
+
+    pub fn with_options(root: impl Into<PathBuf>, opts: DirOptions) -> Self {
+        Self {
+            root: root.into(),
+            opts,
+            mem_status: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Walk the tree, calling `visit(relative path, target path, metadata of
+    /// the target)` for every regular file that is read.
+    fn walk(
+        &self,
+        visit: &mut dyn FnMut(&str, &Path, &fs::Metadata) -> Result<(), StoreError>,
+    ) -> Result<usize, StoreError> {
+        let shown = self.root.display();
+        let meta = fs::metadata(&self.root)
+            .map_err(|e| StoreError::unreadable(format!("site directory {shown}: {e}")))?;
+        if !meta.is_dir() {
+            return Err(StoreError::unreadable(format!(
+                "site {shown} is not a directory"
+            )));
+        }
+        let canon = fs::canonicalize(&self.root)
+            .map_err(|e| StoreError::unreadable(format!("site directory {shown}: {e}")))?;
+        let mut count = 0;
+        self.walk_dir(&canon, &canon, "", 0, &mut count, visit)?;
+        if count == 0 {
+            return Err(StoreError::unreadable(format!(
+                "site directory {shown} has no files (an empty site is never read as \"no firewall\")"
+            )));
+        }
+        Ok(count)
+    }
+
+    fn walk_dir(
+        &self,
+        canon_root: &Path,
+        dir: &Path,
+        rel: &str,
+        depth: usize,
+        count: &mut usize,
+        visit: &mut dyn FnMut(&str, &Path, &fs::Metadata) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        if depth > self.opts.max_depth {
+            return Err(StoreError::unreadable(format!(
+                "{}: nested deeper than {} directories",
+                dir.display(),
+                self.opts.max_depth
+            )));
+        }
+        let rd = fs::read_dir(dir)
+            .map_err(|e| StoreError::unreadable(format!("{}: {e}", dir.display())))?;
+        let mut entries = Vec::new();
+        for ent in rd {
+            let ent = ent.map_err(|e| StoreError::unreadable(format!("{}: {e}", dir.display())))?;
+            entries.push(ent);
+        }
+        entries.sort_by_key(|e| e.file_name());
+        for ent in entries {
+            let path = ent.path();
+            let name = ent.file_name();
+            let Some(name) = name.to_str() else {
+                return Err(StoreError::unreadable(format!(
+                    "{}: file name is not UTF-8",
+                    path.display()
+                )));
+            };
+            if skipped(name) {
+                continue;
+            }
+            let relpath = if rel.is_empty() {
+                name.to_string()
+            } else {
+                format!("{rel}/{name}")
+            };
+            let lmeta = fs::symlink_metadata(&path)
+                .map_err(|e| StoreError::unreadable(format!("{}: {e}", path.display())))?;
+            let (target, meta) = if lmeta.file_type().is_symlink() {
+                let target = fs::canonicalize(&path).map_err(|e| {
+                    StoreError::unreadable(format!("{}: broken symlink: {e}", path.display()))
+                })?;
+                if !target.starts_with(canon_root) {
+                    return Err(StoreError::unreadable(format!(
+                        "{}: symlink leaves the site tree (to {})",
+                        path.display(),
+                        target.display()
+                    )));
+                }
+                let meta = fs::metadata(&target)
+                    .map_err(|e| StoreError::unreadable(format!("{}: {e}", path.display())))?;
+                if meta.is_dir() {
+                    // An alias of a directory already read (like /etc/pve/local).
+                    continue;
+                }
+                (target, meta)
+            } else {
+                (path.clone(), lmeta)
+            };
+            if meta.is_dir() {
+                self.walk_dir(canon_root, &target, &relpath, depth + 1, count, visit)?;
+            } else if meta.is_file() {
+                *count += 1;
+                if *count > self.opts.max_files {
+                    return Err(StoreError::unreadable(format!(
+                        "site has more than {} files",
+                        self.opts.max_files
+                    )));
+                }
+                if meta.len() > self.opts.max_file_size {
+                    return Err(StoreError::unreadable(format!(
+                        "{}: {} bytes, more than the limit of {}",
+                        path.display(),
+                        meta.len(),
+                        self.opts.max_file_size
+                    )));
+                }
+                visit(&relpath, &target, &meta)?;
+            } else {
+                return Err(StoreError::unreadable(format!(
+                    "{}: not a regular file or directory",
+                    path.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Read the whole tree into [`SiteFiles`].
+    pub fn read_files(&self) -> Result<SiteFiles, StoreError> {
+        let mut files = SiteFiles::new();
+        let cap = self.opts.max_file_size;
+        self.walk(&mut |rel, target, _meta| {
+            let mut buf = Vec::new();
+            fs::File::open(target)
+                .and_then(|f| f.take(cap + 1).read_to_end(&mut buf))
+                .map_err(|e| StoreError::unreadable(format!("{}: {e}", target.display())))?;
+            if buf.len() as u64 > cap {
+                return Err(StoreError::unreadable(format!(
+                    "{}: grew past the limit of {cap} bytes while read",
+                    target.display()
+                )));
+            }
+            files.insert(rel, buf);
+            Ok(())
+        })?;
+        Ok(files)
+    }
+
+    fn fingerprint(&self) -> Fingerprint {
+        let mut out = Vec::new();
+        self.walk(&mut |rel, _target, m| {
+            out.push(Stamp {
+                path: rel.to_string(),
+                len: m.len(),
+                mtime: (m.mtime(), m.mtime_nsec()),
+                ctime: (m.ctime(), m.ctime_nsec()),
+                ino: m.ino(),
+            });
+            Ok(())
+        })
+        .map(|_| out)
+        .map_err(|e| e.to_string())
+    }
+
+    fn status_path(&self, dir: &Path, node: &str) -> PathBuf {
+        dir.join(format!("{node}.json"))
+    }
+}
+
+impl SiteStore for DirStore {
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        let files = self.read_files()?;
+        let hash = content_hash(&files);
+        Ok(Snapshot {
+            files,
+            revision: hash.clone(),
+            hash,
+        })
+    }
+
+    fn watch(&self, last: Option<&str>) -> Result<Box<dyn SiteWatch>, StoreError> {
+        Ok(Box::new(DirWatch {
+            store: DirStore::with_options(self.root.clone(), self.opts.clone()),
+            last_revision: last.map(str::to_string),
+            seen: None,
+            pending: None,
+        }))
+    }
+
+    fn put_status(&self, node: &str, status: &NodeStatus) -> Result<(), StoreError> {
+        check_node_name(node)?;
+        let Some(dir) = &self.opts.status_dir else {
+            self.mem_status
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(node.to_string(), status.clone());
+            return Ok(());
+        };
+        let json = serde_json::to_vec_pretty(status).expect("status serialises");
+        let path = self.status_path(dir, node);
+        let tmp = dir.join(format!(".{node}.json.tmp"));
+        let write = || -> std::io::Result<()> {
+            fs::create_dir_all(dir)?;
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(&json)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)
+        };
+        write().map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            let code = if e.raw_os_error() == Some(28) {
+                rampart_types::codes::DISK_FULL
+            } else {
+                rampart_types::codes::SITE_UNREADABLE
+            };
+            StoreError::new(code, format!("writing status {}: {e}", path.display()))
+        })
+    }
+
+    fn statuses(&self) -> Result<BTreeMap<String, NodeStatus>, StoreError> {
+        let Some(dir) = &self.opts.status_dir else {
+            return Ok(self
+                .mem_status
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone());
+        };
+        let mut out = BTreeMap::new();
+        let rd = match fs::read_dir(dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(StoreError::unreadable(format!("{}: {e}", dir.display()))),
+        };
+        for ent in rd {
+            let ent = ent.map_err(|e| StoreError::unreadable(format!("{}: {e}", dir.display())))?;
+            let name = ent.file_name().to_string_lossy().into_owned();
+            let Some(node) = name.strip_suffix(".json") else {
+                continue;
+            };
+            if name.starts_with('.') {
+                continue;
+            }
+            let bytes = fs::read(ent.path())
+                .map_err(|e| StoreError::unreadable(format!("{}: {e}", ent.path().display())))?;
+            let st: NodeStatus = serde_json::from_slice(&bytes).map_err(|e| {
+                StoreError::unreadable(format!("{}: bad status record: {e}", ent.path().display()))
+            })?;
+            out.insert(node.to_string(), st);
+        }
+        Ok(out)
+    }
+}
+
+/// A polling, debounced watch of a [`DirStore`].
+pub struct DirWatch {
+    store: DirStore,
+    last_revision: Option<String>,
+    /// The fingerprint the last load (or error) was made from.
+    seen: Option<Fingerprint>,
+    /// A changed fingerprint and since when it has been stable.
+    pending: Option<(Fingerprint, Instant)>,
+}
+
+impl SiteWatch for DirWatch {
+    /// Errors are reported once per change of the tree's state (a site that
+    /// stays missing does not make every call fail at once).
+    fn next(&mut self, timeout: Duration) -> Result<Option<Snapshot>, StoreError> {
+        let deadline = Instant::now() + timeout;
+        let opts = &self.store.opts;
+        loop {
+            let now = Instant::now();
+            let fp = self.store.fingerprint();
+            match self.pending.take() {
+                None => {
+                    if self.seen.as_ref() != Some(&fp) {
+                        self.pending = Some((fp, now));
+                    }
+                }
+                Some((pfp, since)) => {
+                    if pfp != fp {
+                        self.pending = Some((fp, now));
+                    } else if now.duration_since(since) >= opts.debounce {
+                        self.seen = Some(fp);
+                        let snap = self.store.load()?;
+                        if self.last_revision.as_deref() != Some(snap.revision.as_str()) {
+                            self.last_revision = Some(snap.revision.clone());
+                            return Ok(Some(snap));
+                        }
+                    } else {
+                        self.pending = Some((pfp, since));
+                    }
+                }
+            }
+            if now >= deadline {
+                return Ok(None);
+            }
+            let mut nap = opts.poll_interval;
+            if let Some((_, since)) = &self.pending {
+                // Look again when the debounce window closes (or earlier, to
+                // notice a write that restarts it).
+                let closes = (*since + opts.debounce).saturating_duration_since(now);
+                nap = nap.min(closes).max(Duration::from_millis(1));
+            }
+            std::thread::sleep(nap.min(deadline - now));
+        }
+    }
+}
