@@ -727,3 +727,33 @@ fn generate_key_leaves_the_site_alone_when_no_config_can_be_made() {
     assert!(out(&o).is_empty(), "{}", out(&o));
     assert_eq!(s.toml(), before, "the site must not name a key nobody has");
 }
+
+#[test]
+fn enroll_adds_a_missing_public_key() {
+    let s = site();
+    let p = s.path().join("site/site.toml");
+    let text = s
+        .toml()
+        .replace(
+            "public_key = \"...\"   # filled in by `rampart wg enroll`\n",
+            "",
+        )
+        .replace(
+            "{ name = \"a\", public_key = \"...\", address",
+            "{ name = \"a\", address",
+        );
+    assert!(!text.contains("\"...\""));
+    fs::write(&p, &text).unwrap();
+    let keys = s.keys("a");
+    let o = rampart(&["wg", "enroll", &s.site(), "--node", "a", "--keys", &keys]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let (pc, pm) = (
+        wg_pubkey(&read_key(&keys, "core.key")),
+        wg_pubkey(&read_key(&keys, "mgmt.key")),
+    );
+    let after = s.toml();
+    assert!(after.contains(&format!("public_key = \"{pc}\"")), "{after}");
+    assert!(after.contains(&format!("public_key = \"{pm}\"")), "{after}");
+    let c = rampart(&["check", &s.site()]);
+    assert_eq!(c.status.code(), Some(0), "{}", err(&c));
+}
