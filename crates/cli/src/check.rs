@@ -195,7 +195,15 @@ fn json_diags<'a>(diags: &'a Diagnostics, map: &'a SourceMap) -> Vec<JsonDiag<'a
 
 pub fn run(a: Args) -> Result<ExitCode> {
     let files = read_site(&a.site)?;
-    let (site, diags) = rampart_resolve::load(&files);
+    let (mut site, mut diags) = rampart_resolve::load(&files);
+    // WireGuard networks and private keys anywhere in the site (E06xx).
+    let wg = crate::wg::site_checks(&files, &mut site.sources, &diags);
+    diags.extend(wg);
+    diags.sort();
+    diags.items.dedup();
+    if let Some(m) = crate::wg::redacted(&site.sources, &diags) {
+        site.sources = m;
+    }
     let failed = diags.has_errors() || (a.deny_warnings && !diags.is_empty());
     let summary = summarize(&site);
     match a.format {

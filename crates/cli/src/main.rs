@@ -12,6 +12,7 @@ mod load;
 mod simulate;
 mod sitedir;
 mod testpolicy;
+mod wg;
 
 #[derive(Parser)]
 #[command(
@@ -44,6 +45,8 @@ enum Command {
     Status(apply::StatusArgs),
     /// Write a deterministic synthetic site (for benchmarks).
     GenSite(gensite::Args),
+    /// WireGuard: enroll keys, client configs, key rotation, the plan.
+    Wg(wg::Args),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
         Command::Status(a) => apply::status(a),
         Command::Simulate(a) => simulate::run(a),
         Command::TestPolicy(a) => testpolicy::run(a),
+        Command::Wg(a) => wg::run(a),
     };
     match result {
         Ok(code) => code,

@@ -9,7 +9,10 @@
 use std::time::Instant;
 
 fn env(name: &str, default: u32) -> u32 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Peak resident set size of this process so far, in bytes (Linux).
@@ -39,8 +42,16 @@ fn main() {
         let t = Instant::now();
         let (site, diags) = rampart_resolve::load(&files);
         times.push(t.elapsed().as_secs_f64());
-        assert!(!diags.has_errors(), "generated site has errors:\n{}", diags.render(&site.sources));
-        ir_rules = site.nodes.iter().map(|n| n.firewall.rules.len()).sum::<usize>()
+        assert!(
+            !diags.has_errors(),
+            "generated site has errors:\n{}",
+            diags.render(&site.sources)
+        );
+        ir_rules = site
+            .nodes
+            .iter()
+            .map(|n| n.firewall.rules.len())
+            .sum::<usize>()
             + site.guests.iter().map(|g| g.rules.len()).sum::<usize>();
     }
     times.sort_by(|a, b| a.partial_cmp(b).unwrap());

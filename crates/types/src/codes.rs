@@ -99,7 +99,10 @@ pub const UNKNOWN_BRIDGE: Code = e("E0411", "unknown bridge");
 pub const DUPLICATE_GUEST: Code = e("E0412", "two guests with the same id");
 pub const NOT_EXPRESSIBLE: Code = e("E0413", "the backend cannot express this");
 pub const DUPLICATE_NAME: Code = e("E0414", "name defined twice");
-pub const UNKNOWN_GUEST: Code = w("E0415", "firewall file for a guest the site does not declare");
+pub const UNKNOWN_GUEST: Code = w(
+    "E0415",
+    "firewall file for a guest the site does not declare",
+);
 
 // --- Policy semantics (27-31) ---
 pub const SHADOWED_RULE: Code = w("E0501", "rule can never match (shadowed)");
