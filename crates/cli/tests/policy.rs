@@ -225,3 +225,32 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// bad-inputs 26: something the backend cannot express is an error naming
+/// where it comes from, never a silently skipped rule.
+#[test]
+fn an_inexpressible_feature_is_an_error_not_a_skip() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::create_dir_all(p.join("firewall")).unwrap();
+    std::fs::write(
+        p.join("site.toml"),
+        "[[node]]\nname = \"hv1\"\nbridges = { vmbr0 = [\"192.0.2.10/24\"] }\n\n[[guest]]\nid = 100\nkind = \"vm\"\nnode = \"hv1\"\nnics = [{ name = \"net0\", bridge = \"vmbr0\", addresses = [\"192.0.2.100/24\"], firewall = true }]\n",
+    )
+    .unwrap();
+    std::fs::write(p.join("firewall/cluster.fw"), "[OPTIONS]\nenable: 1\n").unwrap();
+    // IPS needs nft `queue`, which this kernel (and the nftables backend
+    // here) does not have.
+    std::fs::write(p.join("firewall/100.fw"), "[OPTIONS]\nenable: 1\nips: 1\n").unwrap();
+    let out = rampart().arg("compile").arg(p).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("error[E0413]") && err.contains("ips: 1") && err.contains("firewall/100.fw"),
+        "{err}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "no ruleset printed for a node that does not compile"
+    );
+}
