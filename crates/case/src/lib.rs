@@ -485,11 +485,20 @@ verdict = "accept"
     #[test]
     fn source_mac() {
         let base = "[[packet]]\nto = \"outside\"\nsource = \"192.0.2.50\"\nproto = \"icmp\"\nverdict = \"DROP\"\n";
-        let c = parse(&format!("{base}from = \"vm100\"\nsource_mac = \"0e:00:00:00:64:ff\"\n")).unwrap();
+        let c = parse(&format!(
+            "{base}from = \"vm100\"\nsource_mac = \"0e:00:00:00:64:ff\"\n"
+        ))
+        .unwrap();
         assert_eq!(c.packets[0].source_mac, Some([0x0e, 0, 0, 0, 0x64, 0xff]));
-        let e = parse(&format!("{base}from = \"vm100\"\nsource_mac = \"0e:00:00\"\n")).unwrap_err();
+        let e = parse(&format!(
+            "{base}from = \"vm100\"\nsource_mac = \"0e:00:00\"\n"
+        ))
+        .unwrap_err();
         assert!(e.message.contains("not a MAC"), "{e}");
-        let e = parse(&format!("{base}from = \"host\"\nsource_mac = \"0e:00:00:00:64:ff\"\n")).unwrap_err();
+        let e = parse(&format!(
+            "{base}from = \"host\"\nsource_mac = \"0e:00:00:00:64:ff\"\n"
+        ))
+        .unwrap_err();
         assert!(e.message.contains("only guest senders"), "{e}");
     }
 

@@ -109,6 +109,10 @@ pub struct Probe {
     pub dest: Option<IpAddr>,
     pub family: Family,
     pub state: State,
+    /// A guest sender's MAC for this probe instead of its NIC's: the NIC's
+    /// address is changed for the probe (which runs in a round of its own,
+    /// neighbour caches flushed before and after) and restored.
+    pub source_mac: Option<[u8; 6]>,
 }
 
 impl Probe {
@@ -130,6 +134,7 @@ impl Probe {
             dest: None,
             family,
             state: State::New,
+            source_mac: None,
         }
     }
     pub fn from_packet(p: &rampart_case::Packet) -> Probe {
@@ -144,6 +149,7 @@ impl Probe {
             dest: p.dest,
             family: p.family,
             state: p.state,
+            source_mac: p.source_mac,
         }
     }
 }
@@ -920,7 +926,37 @@ impl Lab {
                 )
             })
         };
-        let mut order: Vec<usize> = (0..probes.len()).collect();
+        let mut order: Vec<usize> = (0..probes.len())
+            .filter(|&i| probes[i].source_mac.is_none())
+            .collect();
+        let with_mac: Vec<usize> = (0..probes.len())
+            .filter(|&i| probes[i].source_mac.is_some())
+            .collect();
+        if !with_mac.is_empty() {
+            // The others first (with the ruleset load), then one round per
+            // probe with a MAC of its own.
+            let rest: Vec<Probe> = order.iter().map(|&i| probes[i].clone()).collect();
+            let mut results: Vec<Option<Result<Observed>>> = probes.iter().map(|_| None).collect();
+            let mut load = load;
+            if !rest.is_empty() {
+                for (&i, r) in order.iter().zip(self.run_probes(&rest, load.take())) {
+                    results[i] = Some(r);
+                }
+            }
+            for i in with_mac {
+                if let Some(l) = load.take() {
+                    if let Err(e) = l(self) {
+                        results[i] = Some(Err(e));
+                        continue;
+                    }
+                }
+                results[i] = Some(self.probe_with_mac(&probes[i]));
+            }
+            return results
+                .into_iter()
+                .map(|r| r.expect("every probe ran"))
+                .collect();
+        }
         order.sort_by_key(|&i| probes[i].state != State::Established);
         let mut rounds: Vec<(Vec<usize>, Vec<_>)> = Vec::new();
         for i in order {
@@ -953,6 +989,55 @@ impl Lab {
             .into_iter()
             .map(|r| r.expect("every probe is in a round"))
             .collect()
+    }
+
+    /// One probe sent from another MAC than its guest NIC's: set it, flush
+    /// the neighbour caches of every namespace (so answers find the new
+    /// MAC), send, restore the NIC's MAC and flush again.
+    fn probe_with_mac(&self, p: &Probe) -> Result<Observed> {
+        let mac = p.source_mac.expect("a probe with a MAC");
+        let Zone::Guest { .. } = &p.from else {
+            return Err(Error::new(format!(
+                "source_mac on a probe from {}: only guests can have one",
+                p.from
+            )));
+        };
+        let (ns, _, ifaces) = self.zone_info(&p.from, p.family)?;
+        let ifname = &ifaces
+            .first()
+            .ok_or_else(|| Error::new(format!("{} has no interface", p.from)))?
+            .0;
+        let show = Netns::borrowed(&ns)
+            .exec(&["cat", &format!("/sys/class/net/{ifname}/address")], None)?;
+        let original = show.trim().to_string();
+        let fmt = |m: [u8; 6]| {
+            format!(
+                "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                m[0], m[1], m[2], m[3], m[4], m[5]
+            )
+        };
+        let flush = || {
+            let mut all = vec![
+                ns.clone(),
+                self.host.ns.name().to_string(),
+                self.outside.ns.name().to_string(),
+            ];
+            all.extend(self.guests.values().map(|(_, m)| m.ns.name().to_string()));
+            for n in all {
+                let _ = Netns::borrowed(&n).ip_batch(&["neigh flush all".to_string()]);
+            }
+        };
+        Netns::borrowed(&ns).ip_batch(&[format!("link set {ifname} address {}", fmt(mac))])?;
+        flush();
+        let r = self
+            .run_round(std::slice::from_ref(p), None)
+            .pop()
+            .expect("one result");
+        let restore =
+            Netns::borrowed(&ns).ip_batch(&[format!("link set {ifname} address {original}")]);
+        flush();
+        restore?;
+        r
     }
 
     fn run_round(&self, probes: &[Probe], load: Option<Loader>) -> Vec<Result<Observed>> {

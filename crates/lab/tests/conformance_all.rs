@@ -21,7 +21,11 @@ fn site_files(dir: &Path) -> SiteFiles {
     fn walk(root: &Path, dir: &Path, out: &mut SiteFiles) {
         for e in std::fs::read_dir(dir).unwrap() {
             let p = e.unwrap().path();
-            let rel = p.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
+            let rel = p
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
             if p.is_dir() {
                 walk(root, &p, out);
             } else if rel != "packets.toml" {
@@ -155,7 +159,10 @@ fn every_conformance_case_on_simulator_and_kernel() {
         format!("{p} passed, {} failed", o.len() - p)
     };
     let (s, k) = (count(&sim_all), count(&kernel_all));
-    println!("simulator: {s}\nkernel:    {k}\ncases that could not run: {}", broken.len());
+    println!(
+        "simulator: {s}\nkernel:    {k}\ncases that could not run: {}",
+        broken.len()
+    );
     assert!(
         broken.is_empty()
             && sim_all.iter().all(Outcome::passed)
