@@ -912,19 +912,18 @@ impl Lab {
     /// together: they go in rounds (established ones first), with the
     /// node's conntrack table flushed between rounds so each starts new.
     fn run_probes(&self, probes: &[Probe], load: Option<Loader>) -> Vec<Result<Observed>> {
-        let key = |p: &Probe| {
-            p.sport.map(|sp| {
-                (
-                    p.proto,
-                    p.from.to_string(),
-                    p.to.to_string(),
-                    p.source,
-                    p.dest,
-                    sp,
-                    p.dport,
-                    p.family,
-                )
-            })
+        // The local ports a probe binds: the sender's (when it names a
+        // `sport`) and the listener's. Two probes that bind the same port
+        // in one namespace cannot run together (a listener is shared by
+        // probes to the same destination, so listener/listener is fine).
+        type Binding = (PacketProto, String, Option<IpAddr>, u16, Family);
+        let sender = |p: &Probe| -> Option<Binding> {
+            p.sport
+                .map(|sp| (p.proto, p.from.to_string(), p.source, sp, p.family))
+        };
+        let listener = |p: &Probe| -> Option<Binding> {
+            p.dport
+                .map(|dp| (p.proto, p.to.to_string(), p.dest, dp, p.family))
         };
         let mut order: Vec<usize> = (0..probes.len())
             .filter(|&i| probes[i].source_mac.is_none())
@@ -958,25 +957,30 @@ impl Lab {
                 .collect();
         }
         order.sort_by_key(|&i| probes[i].state != State::Established);
-        let mut rounds: Vec<(Vec<usize>, Vec<_>)> = Vec::new();
+        // (probes, senders' bindings, listeners' bindings) per round.
+        type Round = (Vec<usize>, Vec<Binding>, Vec<Binding>);
+        let mut rounds: Vec<Round> = Vec::new();
         for i in order {
-            let k = key(&probes[i]);
-            let r = rounds
-                .iter()
-                .position(|(_, keys)| k.as_ref().is_none_or(|k| !keys.contains(k)));
+            let (s, l) = (sender(&probes[i]), listener(&probes[i]));
+            let r = rounds.iter().position(|(_, ss, ls)| {
+                s.as_ref()
+                    .is_none_or(|s| !ss.contains(s) && !ls.contains(s))
+                    && l.as_ref().is_none_or(|l| !ss.contains(l))
+            });
             let r = r.unwrap_or_else(|| {
-                rounds.push((Vec::new(), Vec::new()));
+                rounds.push((Vec::new(), Vec::new(), Vec::new()));
                 rounds.len() - 1
             });
             rounds[r].0.push(i);
-            rounds[r].1.extend(k);
+            rounds[r].1.extend(s);
+            rounds[r].2.extend(l);
         }
         if rounds.len() <= 1 {
             return self.run_round(probes, load);
         }
         let mut results: Vec<Option<Result<Observed>>> = probes.iter().map(|_| None).collect();
         let mut load = load;
-        for (n, (idx, _)) in rounds.iter().enumerate() {
+        for (n, (idx, _, _)) in rounds.iter().enumerate() {
             if n > 0 {
                 let _ = self.host.ns.exec(&["conntrack", "-F"], None);
             }
