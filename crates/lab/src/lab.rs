@@ -405,8 +405,51 @@ impl Lab {
                 }
             }
         }
+        // One outside machine per bridge, in one namespace: a source in
+        // one of the node's networks on bridge i is a machine on bridge i,
+        // so it reaches the node's other networks through the node (routed,
+        // FORWARD traffic), never over its own leg on another bridge.
+        // Source-based tables do that: table 100+i holds bridge i's
+        // networks and a default route via the node's address there.
+        // Far addresses (on loopback) keep the main table: the upstream
+        // router, with a leg on every bridge.
+        let mut out_rules = Vec::new();
+        for (i, (b, nb)) in bridges.iter().zip(&n.bridges).enumerate() {
+            let table = 100 + i;
+            for net in nb.addresses.iter().map(|a| a.trunc()) {
+                let fam = Family::of(&net.addr());
+                // `ip -batch` cannot switch family per line: rules go apart.
+                out_rules.push((fam, net, table));
+                out_lines.push(format!("route add {net} dev {} table {table}", b.name));
+                if let Some(h) = nb.addresses.iter().find(|a| Family::of(&a.addr()) == fam) {
+                    let any = if fam == Family::V4 {
+                        "0.0.0.0/0"
+                    } else {
+                        "::/0"
+                    };
+                    out_lines.push(format!(
+                        "route add {any} via {} dev {} table {table}",
+                        h.addr(),
+                        b.name
+                    ));
+                }
+            }
+        }
         host.ns.ip_batch(&host_lines)?;
         out_ns.ip_batch(&out_lines)?;
+        for (fam, net, table) in out_rules {
+            let (f, net, t) = (
+                if fam == Family::V4 { "-4" } else { "-6" },
+                net.to_string(),
+                table.to_string(),
+            );
+            out_ns.exec(
+                &[
+                    "ip", f, "rule", "add", "from", &net, "lookup", &t, "priority", &t,
+                ],
+                None,
+            )?;
+        }
         let outside = Member {
             ns: out_ns,
             ifaces: bridges
@@ -480,6 +523,43 @@ impl Lab {
                         };
                         gl.push(format!("route add {any} via {gw} dev {}", c.name));
                         defaults.insert(fam);
+                    }
+                }
+            }
+            // The node's networks on other bridges are reached through the
+            // node (routed), as the outside machines there reach ours.
+            let own: Vec<IpNet> = g
+                .nics
+                .iter()
+                .flat_map(|c| c.addresses.iter().map(|a| a.trunc()))
+                .collect();
+            let mut routed = BTreeSet::new();
+            for c in &g.nics {
+                let bi = n
+                    .bridges
+                    .iter()
+                    .position(|b| b.name == c.bridge)
+                    .expect("checked above");
+                for (bj, other) in n.bridges.iter().enumerate() {
+                    if bj == bi {
+                        continue;
+                    }
+                    for net in other.addresses.iter().map(|a| a.trunc()) {
+                        let fam = Family::of(&net.addr());
+                        let via = n.bridges[bi]
+                            .addresses
+                            .iter()
+                            .find(|a| Family::of(&a.addr()) == fam);
+                        let has_fam = c.addresses.iter().any(|a| Family::of(&a.addr()) == fam);
+                        if let (Some(via), true) = (via, has_fam) {
+                            if !own.iter().any(|o| o.contains(&net.addr())) && routed.insert(net) {
+                                gl.push(format!(
+                                    "route add {net} via {} dev {}",
+                                    via.addr(),
+                                    c.name
+                                ));
+                            }
+                        }
                     }
                 }
             }
