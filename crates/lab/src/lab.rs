@@ -416,12 +416,15 @@ impl Lab {
         let mut out_rules = Vec::new();
         for (i, (b, nb)) in bridges.iter().zip(&n.bridges).enumerate() {
             let table = 100 + i;
-            for net in nb.addresses.iter().map(|a| a.trunc()) {
+            let nets: BTreeSet<IpNet> = nb.addresses.iter().map(|a| a.trunc()).collect();
+            let mut defaults = BTreeSet::new();
+            for net in nets {
                 let fam = Family::of(&net.addr());
                 // `ip -batch` cannot switch family per line: rules go apart.
                 out_rules.push((fam, net, table));
                 out_lines.push(format!("route add {net} dev {} table {table}", b.name));
-                if let Some(h) = nb.addresses.iter().find(|a| Family::of(&a.addr()) == fam) {
+                let h = nb.addresses.iter().find(|a| Family::of(&a.addr()) == fam);
+                if let (Some(h), true) = (h, defaults.insert(fam)) {
                     let any = if fam == Family::V4 {
                         "0.0.0.0/0"
                     } else {

@@ -105,7 +105,7 @@ fn run(dir: &Path) -> Result<(Vec<Outcome>, Vec<Outcome>), String> {
     let kernel = run_case_kernel(&name, &text, &site, common::opts(), &|lab: &Lab| {
         lab.load_nft(&script)
     })
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| format!("{name}: {e}"))?;
     Ok((sim, kernel))
 }
 
