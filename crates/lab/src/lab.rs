@@ -409,8 +409,10 @@ impl Lab {
         // one of the node's networks on bridge i is a machine on bridge i,
         // so it reaches the node's other networks through the node (routed,
         // FORWARD traffic), never over its own leg on another bridge.
-        // Source-based tables do that: table 100+i holds bridge i's
-        // networks and a default route via the node's address there.
+        // Source-based tables for its own packets (`iif lo`; what it
+        // forwards as the upstream router keeps the main table) do that:
+        // table 100+i holds bridge i's networks and a default route via
+        // the node's address there.
         // Far addresses (on loopback) keep the main table: the upstream
         // router, with a leg on every bridge.
         let mut out_rules = Vec::new();
@@ -448,7 +450,7 @@ impl Lab {
             );
             out_ns.exec(
                 &[
-                    "ip", f, "rule", "add", "from", &net, "lookup", &t, "priority", &t,
+                    "ip", f, "rule", "add", "from", &net, "iif", "lo", "lookup", &t, "priority", &t,
                 ],
                 None,
             )?;
@@ -895,8 +897,25 @@ impl Lab {
 
     /// Resolve a probe into the namespaces and the helper's spec.
     fn resolve(&self, p: &Probe) -> Result<(String, String, Spec)> {
-        let (sns, sdef, sif) = self.zone_info(&p.from, p.family)?;
-        let (dns, ddef, dif) = self.zone_info(&p.to, p.family)?;
+        let (sns, mut sdef, sif) = self.zone_info(&p.from, p.family)?;
+        let (dns, mut ddef, dif) = self.zone_info(&p.to, p.family)?;
+        // The outside machine's default address is the one on the other
+        // end's network when it has one (a machine on that bridge, as the
+        // simulator places it), else its first of the family.
+        let near = |ifaces: &Ifaces| {
+            self.outside.addrs.iter().copied().find(|a| {
+                Family::of(a) == p.family
+                    && ifaces
+                        .iter()
+                        .any(|(_, nets)| nets.iter().any(|n| n.contains(a)))
+            })
+        };
+        if p.from == Zone::Outside {
+            sdef = near(&dif).or(sdef);
+        }
+        if p.to == Zone::Outside {
+            ddef = near(&sif).or(ddef);
+        }
         let src = p
             .source
             .or(sdef)
