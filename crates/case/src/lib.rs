@@ -139,6 +139,9 @@ pub struct Packet {
     pub dest: Option<IpAddr>,
     pub family: Family,
     pub state: State,
+    /// `source_mac = "xx:xx:xx:xx:xx:xx"`: a guest sender uses this MAC
+    /// instead of its NIC's (guest senders only).
+    pub source_mac: Option<[u8; 6]>,
     pub verdict: Action,
 }
 
@@ -205,6 +208,7 @@ struct RawPacket {
     dest: Option<String>,
     family: Option<String>,
     state: Option<String>,
+    source_mac: Option<String>,
     verdict: String,
 }
 
@@ -304,10 +308,24 @@ pub fn parse(text: &str) -> Result<Case, CaseError> {
                 )))
             }
         };
+        let source_mac = match &p.source_mac {
+            None => None,
+            Some(m) => Some(parse_mac(m).ok_or_else(|| {
+                err(format!(
+                    "`source_mac` is not a MAC address (xx:xx:xx:xx:xx:xx): `{m}`"
+                ))
+            })?),
+        };
+        let from = Zone::parse(&p.from);
+        if source_mac.is_some() && !matches!(from, Zone::Guest { .. }) {
+            return Err(err(format!(
+                "`source_mac` on a packet from `{from}`: only guest senders can have one"
+            )));
+        }
         packets.push(Packet {
             index,
             name: p.name,
-            from: Zone::parse(&p.from),
+            from,
             to: Zone::parse(&p.to),
             proto,
             dport: p.dport,
@@ -317,6 +335,7 @@ pub fn parse(text: &str) -> Result<Case, CaseError> {
             dest,
             family,
             state,
+            source_mac,
             verdict,
         });
     }
@@ -324,6 +343,22 @@ pub fn parse(text: &str) -> Result<Case, CaseError> {
         node: raw.node,
         packets,
     })
+}
+
+/// `0e:00:00:00:64:01` (or with `-`) -> bytes.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    if parts.len() != 6 {
+        return None;
+    }
+    let mut m = [0u8; 6];
+    for (b, p) in m.iter_mut().zip(parts) {
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    Some(m)
 }
 
 /// What one packet of one case got.
@@ -445,6 +480,26 @@ verdict = "accept"
             (Family::V6, Action::Accept, "packet #2".to_string())
         );
         assert_eq!(q.icmp_type_name(), "echo-request");
+    }
+
+    #[test]
+    fn source_mac() {
+        let base = "[[packet]]\nto = \"outside\"\nsource = \"192.0.2.50\"\nproto = \"icmp\"\nverdict = \"DROP\"\n";
+        let c = parse(&format!(
+            "{base}from = \"vm100\"\nsource_mac = \"0e:00:00:00:64:ff\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.packets[0].source_mac, Some([0x0e, 0, 0, 0, 0x64, 0xff]));
+        let e = parse(&format!(
+            "{base}from = \"vm100\"\nsource_mac = \"0e:00:00\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("not a MAC"), "{e}");
+        let e = parse(&format!(
+            "{base}from = \"host\"\nsource_mac = \"0e:00:00:00:64:ff\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("only guest senders"), "{e}");
     }
 
     #[test]

@@ -109,6 +109,10 @@ pub struct Probe {
     pub dest: Option<IpAddr>,
     pub family: Family,
     pub state: State,
+    /// A guest sender's MAC for this probe instead of its NIC's: the NIC's
+    /// address is changed for the probe (which runs in a round of its own,
+    /// neighbour caches flushed before and after) and restored.
+    pub source_mac: Option<[u8; 6]>,
 }
 
 impl Probe {
@@ -130,6 +134,7 @@ impl Probe {
             dest: None,
             family,
             state: State::New,
+            source_mac: None,
         }
     }
     pub fn from_packet(p: &rampart_case::Packet) -> Probe {
@@ -144,6 +149,7 @@ impl Probe {
             dest: p.dest,
             family: p.family,
             state: p.state,
+            source_mac: p.source_mac,
         }
     }
 }
@@ -399,8 +405,56 @@ impl Lab {
                 }
             }
         }
+        // One outside machine per bridge, in one namespace: a source in
+        // one of the node's networks on bridge i is a machine on bridge i,
+        // so it reaches the node's other networks through the node (routed,
+        // FORWARD traffic), never over its own leg on another bridge.
+        // Source-based tables for its own packets (`iif lo`; what it
+        // forwards as the upstream router keeps the main table) do that:
+        // table 100+i holds bridge i's networks and a default route via
+        // the node's address there.
+        // Far addresses (on loopback) keep the main table: the upstream
+        // router, with a leg on every bridge.
+        let mut out_rules = Vec::new();
+        for (i, (b, nb)) in bridges.iter().zip(&n.bridges).enumerate() {
+            let table = 100 + i;
+            let nets: BTreeSet<IpNet> = nb.addresses.iter().map(|a| a.trunc()).collect();
+            let mut defaults = BTreeSet::new();
+            for net in nets {
+                let fam = Family::of(&net.addr());
+                // `ip -batch` cannot switch family per line: rules go apart.
+                out_rules.push((fam, net, table));
+                out_lines.push(format!("route add {net} dev {} table {table}", b.name));
+                let h = nb.addresses.iter().find(|a| Family::of(&a.addr()) == fam);
+                if let (Some(h), true) = (h, defaults.insert(fam)) {
+                    let any = if fam == Family::V4 {
+                        "0.0.0.0/0"
+                    } else {
+                        "::/0"
+                    };
+                    out_lines.push(format!(
+                        "route add {any} via {} dev {} table {table}",
+                        h.addr(),
+                        b.name
+                    ));
+                }
+            }
+        }
         host.ns.ip_batch(&host_lines)?;
         out_ns.ip_batch(&out_lines)?;
+        for (fam, net, table) in out_rules {
+            let (f, net, t) = (
+                if fam == Family::V4 { "-4" } else { "-6" },
+                net.to_string(),
+                table.to_string(),
+            );
+            out_ns.exec(
+                &[
+                    "ip", f, "rule", "add", "from", &net, "iif", "lo", "lookup", &t, "priority", &t,
+                ],
+                None,
+            )?;
+        }
         let outside = Member {
             ns: out_ns,
             ifaces: bridges
@@ -474,6 +528,43 @@ impl Lab {
                         };
                         gl.push(format!("route add {any} via {gw} dev {}", c.name));
                         defaults.insert(fam);
+                    }
+                }
+            }
+            // The node's networks on other bridges are reached through the
+            // node (routed), as the outside machines there reach ours.
+            let own: Vec<IpNet> = g
+                .nics
+                .iter()
+                .flat_map(|c| c.addresses.iter().map(|a| a.trunc()))
+                .collect();
+            let mut routed = BTreeSet::new();
+            for c in &g.nics {
+                let bi = n
+                    .bridges
+                    .iter()
+                    .position(|b| b.name == c.bridge)
+                    .expect("checked above");
+                for (bj, other) in n.bridges.iter().enumerate() {
+                    if bj == bi {
+                        continue;
+                    }
+                    for net in other.addresses.iter().map(|a| a.trunc()) {
+                        let fam = Family::of(&net.addr());
+                        let via = n.bridges[bi]
+                            .addresses
+                            .iter()
+                            .find(|a| Family::of(&a.addr()) == fam);
+                        let has_fam = c.addresses.iter().any(|a| Family::of(&a.addr()) == fam);
+                        if let (Some(via), true) = (via, has_fam) {
+                            if !own.iter().any(|o| o.contains(&net.addr())) && routed.insert(net) {
+                                gl.push(format!(
+                                    "route add {net} via {} dev {}",
+                                    via.addr(),
+                                    c.name
+                                ));
+                            }
+                        }
                     }
                 }
             }
@@ -806,8 +897,25 @@ impl Lab {
 
     /// Resolve a probe into the namespaces and the helper's spec.
     fn resolve(&self, p: &Probe) -> Result<(String, String, Spec)> {
-        let (sns, sdef, sif) = self.zone_info(&p.from, p.family)?;
-        let (dns, ddef, dif) = self.zone_info(&p.to, p.family)?;
+        let (sns, mut sdef, sif) = self.zone_info(&p.from, p.family)?;
+        let (dns, mut ddef, dif) = self.zone_info(&p.to, p.family)?;
+        // The outside machine's default address is the one on the other
+        // end's network when it has one (a machine on that bridge, as the
+        // simulator places it), else its first of the family.
+        let near = |ifaces: &Ifaces| {
+            self.outside.addrs.iter().copied().find(|a| {
+                Family::of(a) == p.family
+                    && ifaces
+                        .iter()
+                        .any(|(_, nets)| nets.iter().any(|n| n.contains(a)))
+            })
+        };
+        if p.from == Zone::Outside {
+            sdef = near(&dif).or(sdef);
+        }
+        if p.to == Zone::Outside {
+            ddef = near(&sif).or(ddef);
+        }
         let src = p
             .source
             .or(sdef)
@@ -906,41 +1014,75 @@ impl Lab {
     /// together: they go in rounds (established ones first), with the
     /// node's conntrack table flushed between rounds so each starts new.
     fn run_probes(&self, probes: &[Probe], load: Option<Loader>) -> Vec<Result<Observed>> {
-        let key = |p: &Probe| {
-            p.sport.map(|sp| {
-                (
-                    p.proto,
-                    p.from.to_string(),
-                    p.to.to_string(),
-                    p.source,
-                    p.dest,
-                    sp,
-                    p.dport,
-                    p.family,
-                )
-            })
+        // The local ports a probe binds: the sender's (when it names a
+        // `sport`) and the listener's. Two probes that bind the same port
+        // in one namespace cannot run together (a listener is shared by
+        // probes to the same destination, so listener/listener is fine).
+        type Binding = (PacketProto, String, Option<IpAddr>, u16, Family);
+        let sender = |p: &Probe| -> Option<Binding> {
+            p.sport
+                .map(|sp| (p.proto, p.from.to_string(), p.source, sp, p.family))
         };
-        let mut order: Vec<usize> = (0..probes.len()).collect();
+        let listener = |p: &Probe| -> Option<Binding> {
+            p.dport
+                .map(|dp| (p.proto, p.to.to_string(), p.dest, dp, p.family))
+        };
+        let mut order: Vec<usize> = (0..probes.len())
+            .filter(|&i| probes[i].source_mac.is_none())
+            .collect();
+        let with_mac: Vec<usize> = (0..probes.len())
+            .filter(|&i| probes[i].source_mac.is_some())
+            .collect();
+        if !with_mac.is_empty() {
+            // The others first (with the ruleset load), then one round per
+            // probe with a MAC of its own.
+            let rest: Vec<Probe> = order.iter().map(|&i| probes[i].clone()).collect();
+            let mut results: Vec<Option<Result<Observed>>> = probes.iter().map(|_| None).collect();
+            let mut load = load;
+            if !rest.is_empty() {
+                for (&i, r) in order.iter().zip(self.run_probes(&rest, load.take())) {
+                    results[i] = Some(r);
+                }
+            }
+            for i in with_mac {
+                if let Some(l) = load.take() {
+                    if let Err(e) = l(self) {
+                        results[i] = Some(Err(e));
+                        continue;
+                    }
+                }
+                results[i] = Some(self.probe_with_mac(&probes[i]));
+            }
+            return results
+                .into_iter()
+                .map(|r| r.expect("every probe ran"))
+                .collect();
+        }
         order.sort_by_key(|&i| probes[i].state != State::Established);
-        let mut rounds: Vec<(Vec<usize>, Vec<_>)> = Vec::new();
+        // (probes, senders' bindings, listeners' bindings) per round.
+        type Round = (Vec<usize>, Vec<Binding>, Vec<Binding>);
+        let mut rounds: Vec<Round> = Vec::new();
         for i in order {
-            let k = key(&probes[i]);
-            let r = rounds
-                .iter()
-                .position(|(_, keys)| k.as_ref().is_none_or(|k| !keys.contains(k)));
+            let (s, l) = (sender(&probes[i]), listener(&probes[i]));
+            let r = rounds.iter().position(|(_, ss, ls)| {
+                s.as_ref()
+                    .is_none_or(|s| !ss.contains(s) && !ls.contains(s))
+                    && l.as_ref().is_none_or(|l| !ss.contains(l))
+            });
             let r = r.unwrap_or_else(|| {
-                rounds.push((Vec::new(), Vec::new()));
+                rounds.push((Vec::new(), Vec::new(), Vec::new()));
                 rounds.len() - 1
             });
             rounds[r].0.push(i);
-            rounds[r].1.extend(k);
+            rounds[r].1.extend(s);
+            rounds[r].2.extend(l);
         }
         if rounds.len() <= 1 {
             return self.run_round(probes, load);
         }
         let mut results: Vec<Option<Result<Observed>>> = probes.iter().map(|_| None).collect();
         let mut load = load;
-        for (n, (idx, _)) in rounds.iter().enumerate() {
+        for (n, (idx, _, _)) in rounds.iter().enumerate() {
             if n > 0 {
                 let _ = self.host.ns.exec(&["conntrack", "-F"], None);
             }
@@ -953,6 +1095,55 @@ impl Lab {
             .into_iter()
             .map(|r| r.expect("every probe is in a round"))
             .collect()
+    }
+
+    /// One probe sent from another MAC than its guest NIC's: set it, flush
+    /// the neighbour caches of every namespace (so answers find the new
+    /// MAC), send, restore the NIC's MAC and flush again.
+    fn probe_with_mac(&self, p: &Probe) -> Result<Observed> {
+        let mac = p.source_mac.expect("a probe with a MAC");
+        let Zone::Guest { .. } = &p.from else {
+            return Err(Error::new(format!(
+                "source_mac on a probe from {}: only guests can have one",
+                p.from
+            )));
+        };
+        let (ns, _, ifaces) = self.zone_info(&p.from, p.family)?;
+        let ifname = &ifaces
+            .first()
+            .ok_or_else(|| Error::new(format!("{} has no interface", p.from)))?
+            .0;
+        let show = Netns::borrowed(&ns)
+            .exec(&["cat", &format!("/sys/class/net/{ifname}/address")], None)?;
+        let original = show.trim().to_string();
+        let fmt = |m: [u8; 6]| {
+            format!(
+                "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                m[0], m[1], m[2], m[3], m[4], m[5]
+            )
+        };
+        let flush = || {
+            let mut all = vec![
+                ns.clone(),
+                self.host.ns.name().to_string(),
+                self.outside.ns.name().to_string(),
+            ];
+            all.extend(self.guests.values().map(|(_, m)| m.ns.name().to_string()));
+            for n in all {
+                let _ = Netns::borrowed(&n).ip_batch(&["neigh flush all".to_string()]);
+            }
+        };
+        Netns::borrowed(&ns).ip_batch(&[format!("link set {ifname} address {}", fmt(mac))])?;
+        flush();
+        let r = self
+            .run_round(std::slice::from_ref(p), None)
+            .pop()
+            .expect("one result");
+        let restore =
+            Netns::borrowed(&ns).ip_batch(&[format!("link set {ifname} address {original}")]);
+        flush();
+        restore?;
+        r
     }
 
     fn run_round(&self, probes: &[Probe], load: Option<Loader>) -> Vec<Result<Observed>> {

@@ -389,6 +389,18 @@ fn classify(e: &io::Error) -> Result<(Observed, String), String> {
     }
 }
 
+fn is_eperm(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(nix::libc::EPERM)
+}
+
+fn no_answer(refused: bool) -> String {
+    if refused {
+        "refused by the sender's own kernel (EPERM) and no error came back".into()
+    } else {
+        "no answer".into()
+    }
+}
+
 fn bound_socket(s: &Spec, ty: Type, proto: Protocol) -> Result<Socket, String> {
     let sock = Socket::new(domain(&s.dst), ty, Some(proto)).map_err(|e| format!("socket: {e}"))?;
     let _ = sock.set_reuse_address(true);
@@ -447,14 +459,19 @@ fn udp_socket(s: &Spec) -> Result<UdpSocket, String> {
 
 fn udp_exchange(udp: &UdpSocket, timeout: Duration) -> Result<(Observed, String), String> {
     let deadline = Instant::now() + timeout;
-    if let Err(e) = udp.send(b"rampart probe") {
-        return classify(&e);
-    }
+    // EPERM: the sender's own OUTPUT hook refused the datagram. A DROP and
+    // a REJECT both do that; a REJECT also sends the ICMP error back to
+    // this socket, so wait for it before calling it DROP.
+    let refused = match udp.send(b"rampart probe") {
+        Ok(_) => false,
+        Err(e) if is_eperm(&e) => true,
+        Err(e) => return classify(&e),
+    };
     let mut buf = [0u8; 2048];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Ok((Observed::Drop, "no answer".into()));
+            return Ok((Observed::Drop, no_answer(refused)));
         }
         udp.set_read_timeout(Some(left))
             .map_err(|e| e.to_string())?;
@@ -463,6 +480,7 @@ fn udp_exchange(udp: &UdpSocket, timeout: Duration) -> Result<(Observed, String)
                 return Ok((Observed::Accept, "answered".into()))
             }
             Ok(_) => continue,
+            Err(e) if is_eperm(&e) => continue,
             Err(e) => return classify(&e),
         }
     }
@@ -519,19 +537,25 @@ fn icmp_exchange(
         pkt[2..4].copy_from_slice(&c.to_be_bytes());
     }
     let deadline = Instant::now() + timeout;
-    if let Err(e) = sock.send_to(&pkt, &SockAddr::from(SocketAddr::new(s.dst, 0))) {
-        return classify(&e);
-    }
+    // EPERM from our own OUTPUT hook: DROP unless the unreachable of a
+    // REJECT arrives (see udp_exchange).
+    let refused = match sock.send_to(&pkt, &SockAddr::from(SocketAddr::new(s.dst, 0))) {
+        Ok(_) => false,
+        Err(e) if is_eperm(&e) => true,
+        Err(e) => return classify(&e),
+    };
     let mut buf = [0u8; 2048];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            let what = if s.icmp_type == echo {
-                "no echo reply"
+            let what = if refused {
+                no_answer(true)
+            } else if s.icmp_type == echo {
+                "no echo reply".into()
             } else {
-                "no answer (only echo requests get one)"
+                "no answer (only echo requests get one)".into()
             };
-            return Ok((Observed::Drop, what.into()));
+            return Ok((Observed::Drop, what));
         }
         sock.set_read_timeout(Some(left))
             .map_err(|e| e.to_string())?;
