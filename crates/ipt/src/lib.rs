@@ -606,8 +606,8 @@ impl<'a> Compiler<'a> {
 
         // ---------------------------------------------------- INPUT
         self.auto(&input, "-i lo", "auto:loopback", "ACCEPT");
-        if self.v6() && (!host_on || opts.ndp) {
-            for t in nd_types {
+        if self.v6() {
+            for t in nd_types.iter().filter(|t| t.starts_with("neigh") || !host_on || opts.ndp) {
                 let m = self.icmp6(t);
                 self.auto(&input, &m, "auto:ndp", "ACCEPT");
             }
@@ -625,8 +625,8 @@ impl<'a> Compiler<'a> {
 
         // ---------------------------------------------------- OUTPUT
         self.auto(&output, "-o lo", "auto:loopback", "ACCEPT");
-        if self.v6() && (!host_on || opts.ndp) {
-            for t in nd_types {
+        if self.v6() {
+            for t in nd_types.iter().filter(|t| t.starts_with("neigh") || !host_on || opts.ndp) {
                 let m = self.icmp6(t);
                 self.auto(&output, &m, "auto:ndp", "ACCEPT");
             }
@@ -659,9 +659,13 @@ impl<'a> Compiler<'a> {
                     self.auto(&ndp, &m, &format!("auto:{}-radv", g.zone()), "DROP");
                 }
                 if !g.options.ndp {
+                    // Neighbour solicitations and adverts always pass (no
+                    // IPv6 without them); `ndp` gates router discovery.
                     for side in ["in", "out"] {
-                        let m = format!("-m physdev --physdev-{side} {i}");
-                        self.auto(&ndp, &m, &format!("auto:{}-ndp", g.zone()), "DROP");
+                        for t in ["router-solicitation", "router-advertisement"] {
+                            let m = format!("-m physdev --physdev-{side} {i} {}", self.icmp6(t));
+                            self.auto(&ndp, &m, &format!("auto:{}-ndp", g.zone()), "DROP");
+                        }
                     }
                 }
             }
