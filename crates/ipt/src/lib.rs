@@ -21,7 +21,9 @@
 //!   `iptables-restore`.
 
 use rampart_resolve::ir::{self, AddrMatch, GuestKind, Platform};
-use rampart_types::{codes, Action, Diagnostic, Diagnostics, Direction, Family, IpRange, LogLevel, Proto};
+use rampart_types::{
+    codes, Action, Diagnostic, Diagnostics, Direction, Family, IpRange, LogLevel, Proto,
+};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -96,7 +98,10 @@ pub fn compile(site: &ir::Site, node: &str) -> Result<IptPlan, Diagnostics> {
 pub fn compile_with(site: &ir::Site, node: &str, mode: Mode) -> Result<IptPlan, Diagnostics> {
     let Some(n) = site.node(node) else {
         let mut d = Diagnostics::new();
-        d.push(Diagnostic::new(codes::UNKNOWN_NODE, format!("no node named `{node}` in the site")));
+        d.push(Diagnostic::new(
+            codes::UNKNOWN_NODE,
+            format!("no node named `{node}` in the site"),
+        ));
         return Err(d);
     };
     let mut sets = SetTable::default();
@@ -104,7 +109,15 @@ pub fn compile_with(site: &ir::Site, node: &str, mode: Mode) -> Result<IptPlan, 
     let mut out = [String::new(), String::new()];
     let mut hooks = Vec::new();
     for (i, fam) in Family::both().into_iter().enumerate() {
-        let mut c = Compiler { site, node: n, fam, sets: &mut sets, diags: &mut diags, chains: Vec::new(), raw: Vec::new() };
+        let mut c = Compiler {
+            site,
+            node: n,
+            fam,
+            sets: &mut sets,
+            diags: &mut diags,
+            chains: Vec::new(),
+            raw: Vec::new(),
+        };
         c.build();
         let (text, h) = c.render(mode);
         out[i] = text;
@@ -118,18 +131,38 @@ pub fn compile_with(site: &ir::Site, node: &str, mode: Mode) -> Result<IptPlan, 
     }
     let o = &n.firewall.options;
     let mut sysctls = vec![
-        ("net.bridge.bridge-nf-call-ip6tables".to_string(), "1".to_string()),
-        ("net.bridge.bridge-nf-call-iptables".to_string(), "1".to_string()),
-        ("net.netfilter.nf_conntrack_max".to_string(), o.nf_conntrack_max.to_string()),
+        (
+            "net.bridge.bridge-nf-call-ip6tables".to_string(),
+            "1".to_string(),
+        ),
+        (
+            "net.bridge.bridge-nf-call-iptables".to_string(),
+            "1".to_string(),
+        ),
+        (
+            "net.netfilter.nf_conntrack_max".to_string(),
+            o.nf_conntrack_max.to_string(),
+        ),
         (
             "net.netfilter.nf_conntrack_tcp_timeout_established".to_string(),
             o.nf_conntrack_tcp_timeout_established.to_string(),
         ),
-        ("net.netfilter.nf_conntrack_tcp_timeout_syn_recv".to_string(), o.nf_conntrack_tcp_timeout_syn_recv.to_string()),
+        (
+            "net.netfilter.nf_conntrack_tcp_timeout_syn_recv".to_string(),
+            o.nf_conntrack_tcp_timeout_syn_recv.to_string(),
+        ),
     ];
     sysctls.sort();
     let [v4, v6] = out;
-    Ok(IptPlan { node: node.to_string(), mode, v4, v6, ipsets: sets.render(), sysctls, hooks })
+    Ok(IptPlan {
+        node: node.to_string(),
+        mode,
+        v4,
+        v6,
+        ipsets: sets.render(),
+        sysctls,
+        hooks,
+    })
 }
 
 // ---------------------------------------------------------------- ipsets
@@ -165,7 +198,8 @@ impl SetTable {
             return n.clone();
         }
         let set = site.set(id);
-        let entries: Vec<(IpRange, bool)> = set.entries_of(f).map(|e| (e.range, e.nomatch)).collect();
+        let entries: Vec<(IpRange, bool)> =
+            set.entries_of(f).map(|e| (e.range, e.nomatch)).collect();
         let name = if entries.iter().any(|(_, nomatch)| !nomatch) {
             let kn = &set.kernel_name;
             let base = if kn.len() + 2 <= MAX_SET {
@@ -189,13 +223,18 @@ impl SetTable {
             return n.clone();
         }
         let name = format!("rampart-l{}-{}", self.lists.len(), fam_suffix(f));
-        self.sets.insert(name.clone(), (f, ranges.iter().map(|r| (*r, false)).collect()));
+        self.sets.insert(
+            name.clone(),
+            (f, ranges.iter().map(|r| (*r, false)).collect()),
+        );
         self.lists.insert(key, name.clone());
         name
     }
 
     fn render(&self) -> String {
-        let mut s = String::from("# rampart ipsets: each set is filled under a temporary name and swapped in.\n");
+        let mut s = String::from(
+            "# rampart ipsets: each set is filled under a temporary name and swapped in.\n",
+        );
         for (name, (f, entries)) in &self.sets {
             let family = match f {
                 Family::V4 => "inet",
@@ -204,12 +243,19 @@ impl SetTable {
             let maxelem = (entries.len() * 2).max(65536);
             let tmp = format!("{name}-T");
             for n in [name, &tmp] {
-                let _ = writeln!(s, "create {n} hash:net family {family} hashsize 1024 maxelem {maxelem} -exist");
+                let _ = writeln!(
+                    s,
+                    "create {n} hash:net family {family} hashsize 1024 maxelem {maxelem} -exist"
+                );
             }
             let _ = writeln!(s, "flush {tmp}");
             for (r, nomatch) in entries {
                 for part in set_entry_parts(r) {
-                    let _ = writeln!(s, "add {tmp} {part}{}", if *nomatch { " nomatch" } else { "" });
+                    let _ = writeln!(
+                        s,
+                        "add {tmp} {part}{}",
+                        if *nomatch { " nomatch" } else { "" }
+                    );
                 }
             }
             let _ = writeln!(s, "swap {tmp} {name}");
@@ -227,7 +273,11 @@ fn set_entry_parts(r: &IpRange) -> Vec<String> {
             ipnet::IpNet::V4(_) => vec!["0.0.0.0/1".into(), "128.0.0.0/1".into()],
             ipnet::IpNet::V6(_) => vec!["::/1".into(), "8000::/1".into()],
         },
-        Some(n) => vec![if n.prefix_len() == n.max_prefix_len() { n.addr().to_string() } else { n.to_string() }],
+        Some(n) => vec![if n.prefix_len() == n.max_prefix_len() {
+            n.addr().to_string()
+        } else {
+            n.to_string()
+        }],
         None => vec![format!("{}-{}", r.start, r.end)],
     }
 }
@@ -277,7 +327,10 @@ impl Accept {
 }
 
 fn quote(s: &str) -> String {
-    let clean: String = s.chars().map(|c| if c == '"' || c.is_control() { '\'' } else { c }).collect();
+    let clean: String = s
+        .chars()
+        .map(|c| if c == '"' || c.is_control() { '\'' } else { c })
+        .collect();
     let mut clean = clean;
     if clean.len() > 250 {
         let mut end = 250;
@@ -291,7 +344,13 @@ fn quote(s: &str) -> String {
 
 fn ports_arg(ps: &[rampart_types::PortRange]) -> String {
     ps.iter()
-        .map(|p| if p.lo == p.hi { p.lo.to_string() } else { format!("{}:{}", p.lo, p.hi) })
+        .map(|p| {
+            if p.lo == p.hi {
+                p.lo.to_string()
+            } else {
+                format!("{}:{}", p.lo, p.hi)
+            }
+        })
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -322,7 +381,10 @@ impl<'a> Compiler<'a> {
     }
 
     fn comment(&self, origin: &rampart_types::Origin) -> String {
-        format!("-m comment --comment {}", quote(&origin.render(&self.site.sources)))
+        format!(
+            "-m comment --comment {}",
+            quote(&origin.render(&self.site.sources))
+        )
     }
 
     fn chain(&mut self, name: &str) {
@@ -339,7 +401,12 @@ impl<'a> Compiler<'a> {
             format!("-A {chain} {matches} {c} -j {target}")
         };
         self.chain(chain);
-        self.chains.iter_mut().find(|(n, _)| n == chain).unwrap().1.push(line);
+        self.chains
+            .iter_mut()
+            .find(|(n, _)| n == chain)
+            .unwrap()
+            .1
+            .push(line);
     }
 
     fn auto(&mut self, chain: &str, matches: &str, what: &str, target: &str) {
@@ -357,7 +424,12 @@ impl<'a> Compiler<'a> {
     fn limit(&self) -> String {
         let l = &self.site.cluster.log_ratelimit;
         if l.enable {
-            format!(" -m limit --limit {}/{} --limit-burst {}", l.rate, l.unit, l.burst.max(1))
+            format!(
+                " -m limit --limit {}/{} --limit-burst {}",
+                l.rate,
+                l.unit,
+                l.burst.max(1)
+            )
         } else {
             String::new()
         }
@@ -370,12 +442,18 @@ impl<'a> Compiler<'a> {
         while p.len() > 63 {
             p.pop();
         }
-        format!("NFLOG --nflog-group {NFLOG_GROUP} --nflog-prefix {}", quote(&p))
+        format!(
+            "NFLOG --nflog-group {NFLOG_GROUP} --nflog-prefix {}",
+            quote(&p)
+        )
     }
 
     fn filtered_nics(&self) -> Vec<FNic<'a>> {
         let site: &'a ir::Site = self.site;
-        let mut guests: Vec<&ir::Guest> = site.guests_on(&self.node.name).filter(|g| g.enabled).collect();
+        let mut guests: Vec<&ir::Guest> = site
+            .guests_on(&self.node.name)
+            .filter(|g| g.enabled)
+            .collect();
         guests.sort_by_key(|g| g.id);
         let mut v = Vec::new();
         for g in guests {
@@ -389,8 +467,11 @@ impl<'a> Compiler<'a> {
     }
 
     fn not_expressible(&mut self, origin: &rampart_types::Origin, what: String) {
-        let mut d = Diagnostic::new(codes::NOT_EXPRESSIBLE, format!("the iptables backend cannot express this: {what}"))
-            .label(format!("rule at {}", origin.render(&self.site.sources)));
+        let mut d = Diagnostic::new(
+            codes::NOT_EXPRESSIBLE,
+            format!("the iptables backend cannot express this: {what}"),
+        )
+        .label(format!("rule at {}", origin.render(&self.site.sources)));
         if let Some(span) = origin.span() {
             d = d.at(span);
         }
@@ -407,7 +488,10 @@ impl<'a> Compiler<'a> {
             Some((a, b)) if a < b => format!("NFQUEUE --queue-balance {a}:{b} --queue-bypass"),
             Some((a, b)) => {
                 if self.fam == Family::V4 {
-                    self.not_expressible(&g.origin, format!("ips_queues {a}:{b} is a backwards range"));
+                    self.not_expressible(
+                        &g.origin,
+                        format!("ips_queues {a}:{b} is a backwards range"),
+                    );
                 }
                 return None;
             }
@@ -425,13 +509,21 @@ impl<'a> Compiler<'a> {
                 None => Err(()),
             },
             AddrMatch::List(ranges) => {
-                let ranges: Vec<IpRange> = ranges.iter().filter(|r| r.family() == self.fam).copied().collect();
+                let ranges: Vec<IpRange> = ranges
+                    .iter()
+                    .filter(|r| r.family() == self.fam)
+                    .copied()
+                    .collect();
                 match ranges.as_slice() {
                     [] => Err(()),
                     [r] => match r.as_net() {
                         Some(n) => Ok(format!("{opt} {n}")),
                         None => {
-                            let o = if dir == "src" { "--src-range" } else { "--dst-range" };
+                            let o = if dir == "src" {
+                                "--src-range"
+                            } else {
+                                "--dst-range"
+                            };
                             Ok(format!("-m iprange {o} {}-{}", r.start, r.end))
                         }
                     },
@@ -504,7 +596,10 @@ impl<'a> Compiler<'a> {
         let mut v = Vec::new();
         for s in port_part(&r.sport, "s") {
             for d in port_part(&r.dport, "d") {
-                let parts: Vec<&str> = [base.as_str(), s.as_str(), d.as_str()].into_iter().filter(|x| !x.is_empty()).collect();
+                let parts: Vec<&str> = [base.as_str(), s.as_str(), d.as_str()]
+                    .into_iter()
+                    .filter(|x| !x.is_empty())
+                    .collect();
                 v.push(parts.join(" "));
             }
         }
@@ -523,7 +618,12 @@ impl<'a> Compiler<'a> {
                 let lim = self.limit();
                 let origin = r.origin.render(&self.site.sources);
                 let t = self.log_target(&format!("{origin} {}", r.action), r.log);
-                self.push(chain, &format!("{m}{lim}").trim().to_string(), &r.origin, &t);
+                self.push(
+                    chain,
+                    &format!("{m}{lim}").trim().to_string(),
+                    &r.origin,
+                    &t,
+                );
             }
             self.push(chain, &m, &r.origin, &target);
         }
@@ -568,9 +668,23 @@ impl<'a> Compiler<'a> {
         }
         let rc = self.reject_chain();
         self.chain(&rc);
-        self.auto(&rc, "-p tcp", "auto:reject", "REJECT --reject-with tcp-reset");
-        let unreach = if self.v6() { "icmp6-port-unreachable" } else { "icmp-port-unreachable" };
-        self.auto(&rc, "", "auto:reject", &format!("REJECT --reject-with {unreach}"));
+        self.auto(
+            &rc,
+            "-p tcp",
+            "auto:reject",
+            "REJECT --reject-with tcp-reset",
+        );
+        let unreach = if self.v6() {
+            "icmp6-port-unreachable"
+        } else {
+            "icmp-port-unreachable"
+        };
+        self.auto(
+            &rc,
+            "",
+            "auto:reject",
+            &format!("REJECT --reject-with {unreach}"),
+        );
 
         // Conntrack helpers (raw table).
         for h in &opts.nf_conntrack_helpers {
@@ -602,12 +716,20 @@ impl<'a> Compiler<'a> {
             }
         }
 
-        let nd_types = ["router-solicitation", "router-advertisement", "neighbour-solicitation", "neighbour-advertisement"];
+        let nd_types = [
+            "router-solicitation",
+            "router-advertisement",
+            "neighbour-solicitation",
+            "neighbour-advertisement",
+        ];
 
         // ---------------------------------------------------- INPUT
         self.auto(&input, "-i lo", "auto:loopback", "ACCEPT");
         if self.v6() {
-            for t in nd_types.iter().filter(|t| t.starts_with("neigh") || !host_on || opts.ndp) {
+            for t in nd_types
+                .iter()
+                .filter(|t| t.starts_with("neigh") || !host_on || opts.ndp)
+            {
                 let m = self.icmp6(t);
                 self.auto(&input, &m, "auto:ndp", "ACCEPT");
             }
@@ -615,7 +737,12 @@ impl<'a> Compiler<'a> {
         self.conntrack(&input, opts.nf_conntrack_allow_invalid);
         for n in &nics {
             let m = format!("-m physdev --physdev-in {}", n.nic.ifname);
-            self.auto(&input, &m, &format!("auto:{}-out", n.guest.zone()), &n.chain("OUT"));
+            self.auto(
+                &input,
+                &m,
+                &format!("auto:{}-out", n.guest.zone()),
+                &n.chain("OUT"),
+            );
         }
         if host_on {
             let hin = format!("{PREFIX}HOST-IN");
@@ -626,7 +753,10 @@ impl<'a> Compiler<'a> {
         // ---------------------------------------------------- OUTPUT
         self.auto(&output, "-o lo", "auto:loopback", "ACCEPT");
         if self.v6() {
-            for t in nd_types.iter().filter(|t| t.starts_with("neigh") || !host_on || opts.ndp) {
+            for t in nd_types
+                .iter()
+                .filter(|t| t.starts_with("neigh") || !host_on || opts.ndp)
+            {
                 let m = self.icmp6(t);
                 self.auto(&output, &m, "auto:ndp", "ACCEPT");
             }
@@ -655,7 +785,10 @@ impl<'a> Compiler<'a> {
             for n in &nics {
                 let (g, i) = (n.guest, &n.nic.ifname);
                 if !g.options.radv {
-                    let m = format!("-m physdev --physdev-in {i} {}", self.icmp6("router-advertisement"));
+                    let m = format!(
+                        "-m physdev --physdev-in {i} {}",
+                        self.icmp6("router-advertisement")
+                    );
                     self.auto(&ndp, &m, &format!("auto:{}-radv", g.zone()), "DROP");
                 }
                 if !g.options.ndp {
@@ -672,7 +805,12 @@ impl<'a> Compiler<'a> {
             self.auto(&ndp, "", "auto:ndp", "ACCEPT");
         }
         if !opts.nf_conntrack_allow_invalid {
-            self.auto(&forward, "-m conntrack --ctstate INVALID", "auto:conntrack", "DROP");
+            self.auto(
+                &forward,
+                "-m conntrack --ctstate INVALID",
+                "auto:conntrack",
+                "DROP",
+            );
         }
         for n in &nics {
             if let Some(q) = self.queue_target(n.guest) {
@@ -682,18 +820,38 @@ impl<'a> Compiler<'a> {
                 }
             }
         }
-        self.auto(&forward, "-m conntrack --ctstate RELATED,ESTABLISHED", "auto:conntrack", "ACCEPT");
+        self.auto(
+            &forward,
+            "-m conntrack --ctstate RELATED,ESTABLISHED",
+            "auto:conntrack",
+            "ACCEPT",
+        );
         self.chain(&bridged);
-        self.auto(&forward, "-m physdev --physdev-is-bridged", "auto:bridged", &bridged);
+        self.auto(
+            &forward,
+            "-m physdev --physdev-is-bridged",
+            "auto:bridged",
+            &bridged,
+        );
         for n in &nics {
             let m = format!("-m physdev --physdev-in {}", n.nic.ifname);
-            self.auto(&forward, &m, &format!("auto:{}-out", n.guest.zone()), &n.chain("OUT"));
+            self.auto(
+                &forward,
+                &m,
+                &format!("auto:{}-out", n.guest.zone()),
+                &n.chain("OUT"),
+            );
         }
         if host_on {
             let hf = format!("{PREFIX}HOST-FWD");
             self.auto(&forward, "", "auto:host-forward", &hf);
             self.chain(&hf);
-            let rules: Vec<&ir::Rule> = node.firewall.rules.iter().filter(|r| r.dir == Direction::Forward).collect();
+            let rules: Vec<&ir::Rule> = node
+                .firewall
+                .rules
+                .iter()
+                .filter(|r| r.dir == Direction::Forward)
+                .collect();
             for r in rules {
                 self.user_rule(&hf, r, Some("-i"), &Accept::Return);
             }
@@ -709,11 +867,21 @@ impl<'a> Compiler<'a> {
         // packet may go on), then the receiver's IN chain (decides).
         for n in &nics {
             let m = format!("-m physdev --physdev-in {}", n.nic.ifname);
-            self.auto(&bridged, &m, &format!("auto:{}-out", n.guest.zone()), &n.chain("OUT"));
+            self.auto(
+                &bridged,
+                &m,
+                &format!("auto:{}-out", n.guest.zone()),
+                &n.chain("OUT"),
+            );
         }
         for n in &nics {
             let m = format!("-m physdev --physdev-out {}", n.nic.ifname);
-            self.auto(&bridged, &m, &format!("auto:{}-in", n.guest.zone()), &n.chain("IN"));
+            self.auto(
+                &bridged,
+                &m,
+                &format!("auto:{}-in", n.guest.zone()),
+                &n.chain("IN"),
+            );
         }
         for n in &nics {
             if let Some(q) = self.queue_target(n.guest) {
@@ -730,9 +898,19 @@ impl<'a> Compiler<'a> {
 
     fn conntrack(&mut self, chain: &str, allow_invalid: bool) {
         if !allow_invalid {
-            self.auto(chain, "-m conntrack --ctstate INVALID", "auto:conntrack", "DROP");
+            self.auto(
+                chain,
+                "-m conntrack --ctstate INVALID",
+                "auto:conntrack",
+                "DROP",
+            );
         }
-        self.auto(chain, "-m conntrack --ctstate RELATED,ESTABLISHED", "auto:conntrack", "ACCEPT");
+        self.auto(
+            chain,
+            "-m conntrack --ctstate RELATED,ESTABLISHED",
+            "auto:conntrack",
+            "ACCEPT",
+        );
     }
 
     /// The node's own traffic to a guest (OUTPUT) and routed traffic to a
@@ -746,7 +924,12 @@ impl<'a> Compiler<'a> {
                 }
                 let host = ipnet::IpNet::new(a.addr(), a.max_prefix_len()).unwrap();
                 let m = format!("-o {} -d {host}", n.nic.bridge);
-                self.auto(chain, &m, &format!("auto:{}-in", n.guest.zone()), &n.chain("IN"));
+                self.auto(
+                    chain,
+                    &m,
+                    &format!("auto:{}-in", n.guest.zone()),
+                    &n.chain("IN"),
+                );
             }
         }
     }
@@ -768,7 +951,12 @@ impl<'a> Compiler<'a> {
                 self.auto(&sm, "-s ff00::/8", "auto:nosmurfs", "DROP");
             } else {
                 self.auto(&sm, "-s 0.0.0.0/32", "auto:nosmurfs", "RETURN");
-                self.auto(&sm, "-m addrtype --src-type BROADCAST", "auto:nosmurfs", "DROP");
+                self.auto(
+                    &sm,
+                    "-m addrtype --src-type BROADCAST",
+                    "auto:nosmurfs",
+                    "DROP",
+                );
                 self.auto(&sm, "-s 224.0.0.0/4", "auto:nosmurfs", "DROP");
             }
         }
@@ -820,7 +1008,12 @@ impl<'a> Compiler<'a> {
             }
         }
         let accept = Accept::Target("ACCEPT".into());
-        for r in node.firewall.rules.iter().filter(|r| r.dir == Direction::In) {
+        for r in node
+            .firewall
+            .rules
+            .iter()
+            .filter(|r| r.dir == Direction::In)
+        {
             self.user_rule(chain, r, Some("-i"), &accept);
         }
         let (p, l) = (node.firewall.policy_in, opts.log_level_in);
@@ -846,7 +1039,12 @@ impl<'a> Compiler<'a> {
                 self.auto(chain, &m, "auto:cluster", "RETURN");
             }
         }
-        for r in node.firewall.rules.iter().filter(|r| r.dir == Direction::Out) {
+        for r in node
+            .firewall
+            .rules
+            .iter()
+            .filter(|r| r.dir == Direction::Out)
+        {
             self.user_rule(chain, r, Some("-o"), &Accept::Return);
         }
         let (p, l) = (node.firewall.policy_out, opts.log_level_out);
@@ -859,7 +1057,13 @@ impl<'a> Compiler<'a> {
         let (cin, cout) = (n.chain("IN"), n.chain("OUT"));
         if cout.len() > MAX_CHAIN {
             if self.fam == Family::V4 {
-                self.not_expressible(&g.origin, format!("interface name `{}` is too long for an iptables chain name", nic.ifname));
+                self.not_expressible(
+                    &g.origin,
+                    format!(
+                        "interface name `{}` is too long for an iptables chain name",
+                        nic.ifname
+                    ),
+                );
             }
             return;
         }
@@ -882,7 +1086,11 @@ impl<'a> Compiler<'a> {
             }
         }
         if g.options.dhcp {
-            let m = if self.v6() { "-p udp -m udp --sport 547 --dport 546" } else { "-p udp -m udp --sport 67 --dport 68" };
+            let m = if self.v6() {
+                "-p udp -m udp --sport 547 --dport 546"
+            } else {
+                "-p udp -m udp --sport 67 --dport 68"
+            };
             self.auto(&cin, m, &format!("auto:{zone}-dhcp"), accept_in.target());
         }
         for r in g.rules.iter().filter(|r| r.dir == Direction::In) {
@@ -893,18 +1101,32 @@ impl<'a> Compiler<'a> {
             r.iface = None;
             self.user_rule(&cin, &r, None, &accept_in);
         }
-        self.policy(&cin, g.options.policy_in, g.options.log_level_in, &format!("auto:{zone}-policy-in"), &accept_in);
+        self.policy(
+            &cin,
+            g.options.policy_in,
+            g.options.log_level_in,
+            &format!("auto:{zone}-policy-in"),
+            &accept_in,
+        );
 
         // OUT: MAC filter, DHCP requests, IP filter, rules, policy.
         if g.options.macfilter {
             if let Some(mac) = nic.mac {
-                let mac = mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+                let mac = mac
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(":");
                 let m = format!("-m mac ! --mac-source {mac}");
                 self.auto(&cout, &m, &format!("auto:{zone}-macfilter"), "DROP");
             }
         }
         if g.options.dhcp {
-            let m = if self.v6() { "-p udp -m udp --sport 546 --dport 547" } else { "-p udp -m udp --sport 68 --dport 67" };
+            let m = if self.v6() {
+                "-p udp -m udp --sport 546 --dport 547"
+            } else {
+                "-p udp -m udp --sport 68 --dport 67"
+            };
             self.auto(&cout, m, &format!("auto:{zone}-dhcp"), "RETURN");
         }
         if let Some(ipf) = nic.ipfilter {
@@ -929,13 +1151,28 @@ impl<'a> Compiler<'a> {
             self.user_rule(&cout, &r, None, &Accept::Return);
         }
         let _ = GuestKind::Vm;
-        self.policy(&cout, g.options.policy_out, g.options.log_level_out, &format!("auto:{zone}-policy-out"), &Accept::Return);
+        self.policy(
+            &cout,
+            g.options.policy_out,
+            g.options.log_level_out,
+            &format!("auto:{zone}-policy-out"),
+            &Accept::Return,
+        );
     }
 
     fn render(&self, mode: Mode) -> (String, Vec<Hook>) {
         let mut s = String::new();
         let fam = if self.v6() { "ip6tables" } else { "iptables" };
-        let _ = writeln!(s, "# rampart plan for node {} ({fam}-restore{})", self.node.name, if mode == Mode::Noflush { " --noflush" } else { "" });
+        let _ = writeln!(
+            s,
+            "# rampart plan for node {} ({fam}-restore{})",
+            self.node.name,
+            if mode == Mode::Noflush {
+                " --noflush"
+            } else {
+                ""
+            }
+        );
         let mut hooks = Vec::new();
         let hook_comment = "-m comment --comment \"auto:hook\"";
         // raw
@@ -952,7 +1189,11 @@ impl<'a> Compiler<'a> {
                 if mode == Mode::Full {
                     let _ = writeln!(s, "-A {c} {hook_comment} -j {target}");
                 } else if !self.raw.is_empty() {
-                    hooks.push(Hook { table: "raw", chain: c, target });
+                    hooks.push(Hook {
+                        table: "raw",
+                        chain: c,
+                        target,
+                    });
                 }
             }
             for l in &self.raw {
@@ -973,7 +1214,11 @@ impl<'a> Compiler<'a> {
             if mode == Mode::Full {
                 let _ = writeln!(s, "-A {c} {hook_comment} -j {target}");
             } else {
-                hooks.push(Hook { table: "filter", chain: c, target });
+                hooks.push(Hook {
+                    table: "filter",
+                    chain: c,
+                    target,
+                });
             }
         }
         for (_, lines) in &self.chains {

@@ -24,7 +24,10 @@ fn main() {
         return;
     }
     let filter = args.iter().skip(1).find(|a| !a.starts_with('-')).cloned();
-    let tests: &[(&str, fn())] = &[("conformance_suite_on_the_kernel", conformance_suite_on_the_kernel)];
+    let tests: &[(&str, fn())] = &[(
+        "conformance_suite_on_the_kernel",
+        conformance_suite_on_the_kernel,
+    )];
     let mut failed = 0;
     for (name, f) in tests {
         if filter.as_deref().is_some_and(|fl| !name.contains(fl)) {
@@ -50,7 +53,10 @@ fn conformance_suite_on_the_kernel() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.join("packets.toml").exists())
-        .filter(|p| only.as_deref().map_or(true, |o| p.file_name().unwrap().to_str() == Some(o)))
+        .filter(|p| {
+            only.as_deref()
+                .map_or(true, |o| p.file_name().unwrap().to_str() == Some(o))
+        })
         .collect();
     dirs.sort();
     assert!(!dirs.is_empty());
@@ -61,7 +67,11 @@ fn conformance_suite_on_the_kernel() {
         let (site, diags) = rampart_resolve::load(&files);
         if diags.has_errors() {
             // The resolver's problem, not this backend's: reported, not run.
-            eprintln!("NOT RUN {}: the resolver rejects it:\n{}", dir.display(), diags.render(&site.sources));
+            eprintln!(
+                "NOT RUN {}: the resolver rejects it:\n{}",
+                dir.display(),
+                diags.render(&site.sources)
+            );
             unresolved += 1;
             continue;
         }
@@ -74,14 +84,19 @@ fn conformance_suite_on_the_kernel() {
                 continue;
             }
         };
-        let plan = rampart_ipt::compile(&site, case.node.as_deref().unwrap_or_else(|| &site.nodes[0].name))
-            .unwrap_or_else(|d| panic!("{}: {}", dir.display(), d.render(&site.sources)));
+        let plan = rampart_ipt::compile(
+            &site,
+            case.node.as_deref().unwrap_or_else(|| &site.nodes[0].name),
+        )
+        .unwrap_or_else(|d| panic!("{}: {}", dir.display(), d.render(&site.sources)));
         if std::env::var("RAMPART_DEBUG").is_ok() {
             debug_case(&site, &case, &plan);
         }
         let opts = LabOptions::new(helper());
-        let outcomes = rampart_lab::runner::run_case_dir(dir, &site, opts, &|lab| common::load_into_lab(lab, &plan))
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let outcomes = rampart_lab::runner::run_case_dir(dir, &site, opts, &|lab| {
+            common::load_into_lab(lab, &plan)
+        })
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         let failed: Vec<_> = outcomes.iter().filter(|o| !o.passed()).cloned().collect();
         if !failed.is_empty() {
             eprintln!("{}", rampart_case::summary(&failed));
@@ -94,16 +109,32 @@ fn conformance_suite_on_the_kernel() {
 }
 
 /// Probe a case by hand and print the counters (RAMPART_DEBUG=1).
-fn debug_case(site: &rampart_resolve::ir::Site, case: &rampart_case::Case, plan: &rampart_ipt::IptPlan) {
-    let node = case.node.clone().unwrap_or_else(|| site.nodes[0].name.clone());
+fn debug_case(
+    site: &rampart_resolve::ir::Site,
+    case: &rampart_case::Case,
+    plan: &rampart_ipt::IptPlan,
+) {
+    let node = case
+        .node
+        .clone()
+        .unwrap_or_else(|| site.nodes[0].name.clone());
     let lab = rampart_lab::Lab::build(site, &node, LabOptions::new(helper())).unwrap();
     common::load_into_lab(&lab, plan).unwrap();
-    let probes: Vec<rampart_lab::Probe> = case.packets.iter().map(rampart_lab::Probe::from_packet).collect();
+    let probes: Vec<rampart_lab::Probe> = case
+        .packets
+        .iter()
+        .map(rampart_lab::Probe::from_packet)
+        .collect();
     for (p, r) in case.packets.iter().zip(lab.probe_all(&probes)) {
         eprintln!("{} -> {:?} (want {:?})", p.label(), r, p.verdict);
     }
-    eprintln!("{}", lab.host().exec(&["conntrack", "-L", "-f", "ipv6"], None).unwrap_or_default());
-    for prog in ["ip6tables-save"] {
+    eprintln!(
+        "{}",
+        lab.host()
+            .exec(&["conntrack", "-L", "-f", "ipv6"], None)
+            .unwrap_or_default()
+    );
+    for prog in ["iptables-save"] {
         eprintln!("{}", lab.host().exec(&[prog, "-c"], None).unwrap());
     }
 }

@@ -8,13 +8,20 @@ use std::path::Path;
 
 pub fn read_site(root: &Path) -> SiteFiles {
     fn walk(root: &Path, dir: &Path, files: &mut SiteFiles) {
-        let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         entries.sort();
         for p in entries {
             if p.is_dir() {
                 walk(root, &p, files);
             } else {
-                let rel = p.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
+                let rel = p
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .replace('\\', "/");
                 if rel != "packets.toml" {
                     files.insert(rel, std::fs::read(&p).unwrap());
                 }
@@ -39,10 +46,14 @@ pub fn load_plan(ns: &Netns, plan: &IptPlan) -> rampart_lab::Result<()> {
         }
         ns.exec(&argv, Some(text))?;
         for h in &plan.hooks {
-            let check: Vec<String> = std::iter::once(prog.to_string()).chain(h.check_args()).collect();
+            let check: Vec<String> = std::iter::once(prog.to_string())
+                .chain(h.check_args())
+                .collect();
             let check: Vec<&str> = check.iter().map(|s| s.as_str()).collect();
             if ns.exec(&check, None).is_err() {
-                let ins: Vec<String> = std::iter::once(prog.to_string()).chain(h.insert_args()).collect();
+                let ins: Vec<String> = std::iter::once(prog.to_string())
+                    .chain(h.insert_args())
+                    .collect();
                 let ins: Vec<&str> = ins.iter().map(|s| s.as_str()).collect();
                 ns.exec(&ins, None)?;
             }
