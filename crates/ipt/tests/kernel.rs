@@ -19,15 +19,24 @@ fn main() {
     if let Some(code) = rampart_lab::probe::run_if_helper(&args) {
         std::process::exit(code);
     }
+    if args.get(1).map(String::as_str) == Some(NFQ_SUBCOMMAND) {
+        std::process::exit(nfq_consumer(&args[2..]));
+    }
     if !common::is_root() {
         eprintln!("kernel tests skipped: they need root");
         return;
     }
     let filter = args.iter().skip(1).find(|a| !a.starts_with('-')).cloned();
-    let tests: &[(&str, fn())] = &[(
-        "conformance_suite_on_the_kernel",
-        conformance_suite_on_the_kernel,
-    )];
+    let tests: &[(&str, fn())] = &[
+        (
+            "ips_nfqueue_bypass_and_consumer",
+            ips_nfqueue_bypass_and_consumer,
+        ),
+        (
+            "conformance_suite_on_the_kernel",
+            conformance_suite_on_the_kernel,
+        ),
+    ];
     let mut failed = 0;
     for (name, f) in tests {
         if filter.as_deref().is_some_and(|fl| !name.contains(fl)) {
@@ -137,4 +146,108 @@ fn debug_case(
     for prog in ["iptables-save"] {
         eprintln!("{}", lab.host().exec(&[prog, "-c"], None).unwrap());
     }
+}
+
+const NFQ_SUBCOMMAND: &str = "__nfq";
+
+/// A tiny IPS stand-in: binds queue N and gives every packet the verdict
+/// asked for (`__nfq drop|accept N`). Prints `ready` once bound.
+fn nfq_consumer(args: &[String]) -> i32 {
+    use std::io::Write;
+    let verdict = match args.first().map(String::as_str) {
+        Some("drop") => nfq::Verdict::Drop,
+        Some("accept") => nfq::Verdict::Accept,
+        _ => return 2,
+    };
+    let num: u16 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(0);
+    let mut q = nfq::Queue::open().expect("open nfqueue");
+    q.bind(num).expect("bind queue");
+    println!("ready");
+    std::io::stdout().flush().unwrap();
+    let mut seen = 0u64;
+    loop {
+        let mut msg = q.recv().expect("recv");
+        seen += 1;
+        msg.set_verdict(verdict);
+        q.verdict(msg).expect("verdict");
+        eprintln!("nfq: packet {seen}");
+    }
+}
+
+const IPS_SITE: &str = r#"
+[[node]]
+name = "hv1"
+backend = "iptables"
+bridges = { vmbr0 = ["192.0.2.10/24"] }
+
+[[guest]]
+id = 100
+kind = "vm"
+node = "hv1"
+nics = [
+  { name = "net0", bridge = "vmbr0", mac = "0e:00:00:00:64:00", addresses = ["192.0.2.100/24"], firewall = true },
+]
+"#;
+
+/// A guest with `ips: 1`: accepted traffic goes to NFQUEUE 3 with bypass.
+/// With no listener it flows; a consumer that drops makes it fail; one
+/// that accepts lets it through again. Rules still decide first: a port
+/// the guest's policy drops never reaches the queue.
+fn ips_nfqueue_bypass_and_consumer() {
+    use rampart_lab::{Observed, PacketProto, Probe};
+    use std::io::BufRead;
+    let files = rampart_types::SiteFiles::new()
+        .with("site.toml", IPS_SITE)
+        .with("firewall/cluster.fw", "[OPTIONS]\nenable: 1\n")
+        .with(
+            "firewall/100.fw",
+            "[OPTIONS]\nenable: 1\nips: 1\nips_queues: 3\n\n[RULES]\nIN ACCEPT -p tcp -dport 80\n",
+        );
+    let (site, diags) = rampart_resolve::load(&files);
+    assert!(!diags.has_errors(), "{}", diags.render(&site.sources));
+    let plan = rampart_ipt::compile(&site, "hv1").unwrap();
+    assert!(
+        plan.v4.contains("NFQUEUE --queue-num 3 --queue-bypass"),
+        "{}",
+        plan.v4
+    );
+    let lab = rampart_lab::Lab::build(&site, "hv1", LabOptions::new(helper())).unwrap();
+    common::load_into_lab(&lab, &plan).unwrap();
+    let probe = |dport: u16| {
+        let mut p = Probe::new(
+            "outside",
+            "vm100",
+            PacketProto::Tcp,
+            Some(dport),
+            rampart_types::Family::V4,
+        );
+        p.source = Some("192.0.2.50".parse().unwrap());
+        lab.probe(&p).unwrap()
+    };
+    assert_eq!(
+        probe(80),
+        Observed::Accept,
+        "no IPS listening: bypass lets accepted traffic through"
+    );
+    assert_eq!(probe(81), Observed::Drop, "the guest's policy still drops");
+    for (mode, want) in [("drop", Observed::Drop), ("accept", Observed::Accept)] {
+        let exe = std::env::current_exe().unwrap();
+        let mut child = lab
+            .host()
+            .command(&exe)
+            .args([NFQ_SUBCOMMAND, mode, "3"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+        let got = probe(80);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(got, want, "consumer that says {mode}");
+    }
+    assert_eq!(probe(80), Observed::Accept, "consumer gone: bypass again");
 }
