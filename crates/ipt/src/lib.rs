@@ -20,7 +20,7 @@
 //!   file written to `/etc/sysconfig/iptables` and loaded by plain
 //!   `iptables-restore`.
 
-use rampart_resolve::ir::{self, AddrMatch, GuestKind, Platform};
+use rampart_resolve::ir::{self, AddrMatch, Platform};
 use rampart_types::{
     codes, Action, Diagnostic, Diagnostics, Direction, Family, IpRange, LogLevel, Proto,
 };
@@ -483,7 +483,7 @@ impl<'a> Compiler<'a> {
             return None;
         }
         let t = match g.options.ips_queues {
-            None => format!("NFQUEUE --queue-num 0 --queue-bypass"),
+            None => "NFQUEUE --queue-num 0 --queue-bypass".to_string(),
             Some((a, b)) if a == b => format!("NFQUEUE --queue-num {a} --queue-bypass"),
             Some((a, b)) if a < b => format!("NFQUEUE --queue-balance {a}:{b} --queue-bypass"),
             Some((a, b)) => {
@@ -618,12 +618,7 @@ impl<'a> Compiler<'a> {
                 let lim = self.limit();
                 let origin = r.origin.render(&self.site.sources);
                 let t = self.log_target(&format!("{origin} {}", r.action), r.log);
-                self.push(
-                    chain,
-                    &format!("{m}{lim}").trim().to_string(),
-                    &r.origin,
-                    &t,
-                );
+                self.push(chain, format!("{m}{lim}").trim(), &r.origin, &t);
             }
             self.push(chain, &m, &r.origin, &target);
         }
@@ -1150,7 +1145,6 @@ impl<'a> Compiler<'a> {
             r.iface = None;
             self.user_rule(&cout, &r, None, &Accept::Return);
         }
-        let _ = GuestKind::Vm;
         self.policy(
             &cout,
             g.options.policy_out,

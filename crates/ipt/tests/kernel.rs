@@ -63,8 +63,9 @@ fn conformance_suite_on_the_kernel() {
         .map(|e| e.unwrap().path())
         .filter(|p| p.join("packets.toml").exists())
         .filter(|p| {
-            only.as_deref()
-                .map_or(true, |o| p.file_name().unwrap().to_str() == Some(o))
+            !only
+                .as_deref()
+                .is_some_and(|o| p.file_name().unwrap().to_str() != Some(o))
         })
         .collect();
     dirs.sort();
@@ -143,7 +144,7 @@ fn debug_case(
             .exec(&["conntrack", "-L", "-f", "ipv6"], None)
             .unwrap_or_default()
     );
-    for prog in ["iptables-save"] {
+    for prog in ["iptables-save", "ip6tables-save"] {
         eprintln!("{}", lab.host().exec(&[prog, "-c"], None).unwrap());
     }
 }
