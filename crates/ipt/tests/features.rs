@@ -93,8 +93,48 @@ fn restore(plan: &IptPlan) {
         ns.exec(&[prog, "--test"], Some(text))
             .unwrap_or_else(|e| panic!("{prog} --test: {e}\n{text}"));
     }
+    // Another tool's chain, loaded first, must survive a noflush load (twice).
+    let noflush = plan.mode == Mode::Noflush;
+    if noflush {
+        for cmd in [
+            vec!["iptables", "-N", "OTHER-TOOL"],
+            vec![
+                "iptables",
+                "-A",
+                "OTHER-TOOL",
+                "-p",
+                "tcp",
+                "--dport",
+                "9",
+                "-j",
+                "DROP",
+            ],
+            vec!["iptables", "-A", "INPUT", "-j", "OTHER-TOOL"],
+        ] {
+            ns.exec(&cmd, None).unwrap();
+        }
+    }
     common::load_plan(&ns, plan)
         .unwrap_or_else(|e| panic!("restore: {e}\n{}\n{}", plan.v4, plan.v6));
+    common::load_plan(&ns, plan).unwrap();
+    let saved = ns.exec(&["iptables-save", "-t", "filter"], None).unwrap();
+    let hooks = saved
+        .lines()
+        .filter(|l| l.starts_with("-A INPUT") && l.ends_with("-j RAMPART-INPUT"))
+        .count();
+    assert_eq!(hooks, 1, "{saved}");
+    if noflush {
+        assert!(
+            saved.contains("-A OTHER-TOOL -p tcp -m tcp --dport 9 -j DROP"),
+            "{saved}"
+        );
+        assert!(saved.contains("-A INPUT -j OTHER-TOOL"), "{saved}");
+        let first = saved.lines().find(|l| l.starts_with("-A INPUT")).unwrap();
+        assert_eq!(
+            first, "-A INPUT -j RAMPART-INPUT",
+            "rampart's hook comes first"
+        );
+    }
 }
 
 const ON: &str = "[OPTIONS]\nenable: 1\n";

@@ -32,6 +32,7 @@ fn main() {
             "ips_nfqueue_bypass_and_consumer",
             ips_nfqueue_bypass_and_consumer,
         ),
+        ("guest_and_host_verdicts", guest_and_host_verdicts),
         (
             "conformance_suite_on_the_kernel",
             conformance_suite_on_the_kernel,
@@ -251,4 +252,51 @@ fn ips_nfqueue_bypass_and_consumer() {
         assert_eq!(got, want, "consumer that says {mode}");
     }
     assert_eq!(probe(80), Observed::Accept, "consumer gone: bypass again");
+}
+
+/// A guest accepts, drops and rejects TCP as its rules say; the node
+/// accepts management from its management set and drops it from elsewhere.
+fn guest_and_host_verdicts() {
+    use rampart_lab::{Observed, PacketProto, Probe};
+    let files = rampart_types::SiteFiles::new()
+        .with("site.toml", IPS_SITE)
+        .with(
+            "firewall/cluster.fw",
+            "[OPTIONS]\nenable: 1\n\n[IPSET management]\n203.0.113.5\n",
+        )
+        .with(
+            "firewall/100.fw",
+            "[OPTIONS]\nenable: 1\n\n[RULES]\nIN ACCEPT -p tcp -dport 80\nIN REJECT -p tcp -dport 81\nIN DROP -p tcp -dport 82\n",
+        );
+    let (site, diags) = rampart_resolve::load(&files);
+    assert!(!diags.has_errors(), "{}", diags.render(&site.sources));
+    let plan = rampart_ipt::compile(&site, "hv1").unwrap();
+    let lab = rampart_lab::Lab::build(&site, "hv1", LabOptions::new(helper())).unwrap();
+    common::load_into_lab(&lab, &plan).unwrap();
+    let probe = |to: &str, dport: u16, src: &str| {
+        let mut p = Probe::new(
+            "outside",
+            to,
+            PacketProto::Tcp,
+            Some(dport),
+            rampart_types::Family::V4,
+        );
+        p.source = Some(src.parse().unwrap());
+        p
+    };
+    let cases = [
+        (probe("vm100", 80, "198.51.100.9"), Observed::Accept),
+        (probe("vm100", 81, "198.51.100.9"), Observed::Reject),
+        (probe("vm100", 82, "198.51.100.9"), Observed::Drop),
+        (probe("vm100", 83, "198.51.100.9"), Observed::Drop),
+        (probe("host", 22, "203.0.113.5"), Observed::Accept),
+        (probe("host", 8006, "192.0.2.50"), Observed::Accept),
+        (probe("host", 22, "203.0.113.6"), Observed::Drop),
+        (probe("host", 8007, "203.0.113.5"), Observed::Drop),
+    ];
+    let probes: Vec<Probe> = cases.iter().map(|(p, _)| p.clone()).collect();
+    let got = lab.probe_all(&probes);
+    for ((p, want), got) in cases.iter().zip(got) {
+        assert_eq!(got.as_ref().ok(), Some(want), "{p:?}: {got:?}");
+    }
 }
