@@ -88,6 +88,10 @@ pub struct IptPlan {
     pub sysctls: Vec<(String, String)>,
     /// Jumps to ensure in both families (noflush mode; empty in full mode).
     pub hooks: Vec<Hook>,
+    /// Kernel modules to load before the rules (`modprobe`), sorted:
+    /// `br_netfilter`, `nfnetlink_queue` with IPS guests, the conntrack
+    /// helpers' modules.
+    pub modules: Vec<String>,
 }
 
 /// Compile in [`Mode::Noflush`].
@@ -153,6 +157,17 @@ pub fn compile_with(site: &ir::Site, node: &str, mode: Mode) -> Result<IptPlan, 
         ),
     ];
     sysctls.sort();
+    let mut modules = vec!["br_netfilter".to_string()];
+    if site.guests_on(node).any(|g| g.enabled && g.options.ips) {
+        modules.push("nfnetlink_queue".into());
+    }
+    if n.firewall.enabled || site.guests_on(node).any(|g| g.enabled) {
+        for h in &o.nf_conntrack_helpers {
+            modules.push(format!("nf_conntrack_{h}"));
+        }
+    }
+    modules.sort();
+    modules.dedup();
     let [v4, v6] = out;
     Ok(IptPlan {
         node: node.to_string(),
@@ -162,6 +177,7 @@ pub fn compile_with(site: &ir::Site, node: &str, mode: Mode) -> Result<IptPlan, 
         ipsets: sets.render(),
         sysctls,
         hooks,
+        modules,
     })
 }
 

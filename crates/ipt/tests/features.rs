@@ -55,11 +55,12 @@ fn site_toml(toml: &str, cluster: &str, host: &str, guest: &str) -> ir::Site {
 
 fn golden(name: &str, plan: &IptPlan) {
     let text = format!(
-        "## ipset restore\n{}## iptables-restore\n{}## ip6tables-restore\n{}## sysctl\n{}## hooks\n{}",
+        "## ipset restore\n{}## iptables-restore\n{}## ip6tables-restore\n{}## sysctl\n{}## modules\n{}## hooks\n{}",
         plan.ipsets,
         plan.v4,
         plan.v6,
         plan.sysctls.iter().map(|(k, v)| format!("{k} = {v}\n")).collect::<String>(),
+        plan.modules.iter().map(|m| format!("{m}\n")).collect::<String>(),
         plan.hooks.iter().map(|h| h.insert_args().join(" ") + "\n").collect::<String>(),
     );
     let path =

@@ -24,6 +24,11 @@ fn render(plan: &IptPlan) -> String {
     for (k, v) in &plan.sysctls {
         s.push_str(&format!("{k} = {v}\n"));
     }
+    s.push_str("## modules\n");
+    for m in &plan.modules {
+        s.push_str(m);
+        s.push('\n');
+    }
     s.push_str("## hooks\n");
     for h in &plan.hooks {
         s.push_str(&h.insert_args().join(" "));
