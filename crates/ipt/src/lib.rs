@@ -1141,17 +1141,19 @@ impl<'a> Compiler<'a> {
             self.auto(&cout, m, &format!("auto:{zone}-dhcp"), "RETURN");
         }
         if let Some(ipf) = nic.ipfilter {
+            // Sources allowed: the set, and IPv6 link-local (neighbour
+            // discovery); anything else is dropped.
             let what = format!("auto:{zone}-ipfilter-{}", nic.name);
+            let ipfc = n.chain("IPF");
+            self.chain(&ipfc);
+            self.auto(&cout, "", &what, &ipfc);
             if self.v6() {
-                self.auto(&cout, "-s fe80::/10", &what, "RETURN");
+                self.auto(&ipfc, "-s fe80::/10", &what, "RETURN");
             }
-            match self.addr(&AddrMatch::Set(ipf), "src") {
-                Ok(m) => {
-                    let m = m.replace("-m set --match-set", "-m set ! --match-set");
-                    self.auto(&cout, &m, &what, "DROP");
-                }
-                Err(()) => self.auto(&cout, "", &what, "DROP"),
+            if let Ok(m) = self.addr(&AddrMatch::Set(ipf), "src") {
+                self.auto(&ipfc, &m, &what, "RETURN");
             }
+            self.auto(&ipfc, "", &what, "DROP");
         }
         for r in g.rules.iter().filter(|r| r.dir == Direction::Out) {
             if r.iface.as_deref().is_some_and(|i| i != nic.name) {
