@@ -41,3 +41,35 @@ fn thousand_nodes_twenty_thousand_guests() {
         "iptables: 1000 nodes / 20000 guests compiled in {t:?} ({bytes} bytes; target < 2 s)"
     );
 }
+
+#[test]
+#[ignore = "diagnostic: where the bytes of one plan go"]
+fn plan_size_breakdown() {
+    let files = generate(&GenParams {
+        nodes: 100,
+        guests: 2000,
+        rules_per_guest: 10,
+        seed: 7,
+    })
+    .unwrap();
+    let (site, _) = rampart_resolve::load(&files);
+    let plan = rampart_ipt::compile(&site, &site.nodes[0].name).unwrap();
+    eprintln!(
+        "v4 {} v6 {} ipsets {}",
+        plan.v4.len(),
+        plan.v6.len(),
+        plan.ipsets.len()
+    );
+    let mut by: std::collections::BTreeMap<String, usize> = Default::default();
+    for l in plan.ipsets.lines().filter(|l| l.starts_with("add ")) {
+        *by.entry(l.split_whitespace().nth(1).unwrap().to_string())
+            .or_default() += 1;
+    }
+    let mut v: Vec<_> = by.into_iter().collect();
+    v.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    eprintln!("{:?}", &v[..v.len().min(8)]);
+    eprintln!(
+        "{}",
+        plan.v4.lines().filter(|l| l.starts_with("-A")).count()
+    );
+}
