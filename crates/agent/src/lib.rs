@@ -467,3 +467,61 @@ impl Agent {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site(extra: &str) -> SiteFiles {
+        let mut f = SiteFiles::new();
+        f.files.insert(
+            "site.toml".into(),
+            b"[[node]]\nname = \"hv1\"\nbridges = { vmbr0 = [\"192.0.2.10/24\"] }\n[[node]]\nname = \"hv2\"\nbridges = { vmbr0 = [\"192.0.2.11/24\"] }\n".to_vec(),
+        );
+        f.files.insert(
+            "firewall/cluster.fw".into(),
+            format!("[OPTIONS]\nenable: 1\npolicy_in: DROP\n\n[IPSET management]\n198.51.100.5\n\n[RULES]\nIN HTTP(ACCEPT)\n{extra}").into_bytes(),
+        );
+        f
+    }
+
+    #[test]
+    fn plan_for_compiles_guards_and_refuses() {
+        let p = plan_for(&site(""), Some("hv1"), "rev1", false).unwrap();
+        assert_eq!(p.node, "hv1");
+        assert_eq!(p.plan.meta.origin_revision, "rev1");
+        assert!(p.plan.ruleset.contains("table inet rampart"));
+        assert!(p.rules > 0);
+        // Same site, same plan hash (meta is not hashed): no-op re-apply.
+        let q = plan_for(&site(""), Some("hv1"), "rev2", false).unwrap();
+        assert_eq!(p.plan.content_hash(), q.plan.content_hash());
+
+        let r = plan_for(&site(""), None, "r", false).unwrap_err();
+        assert_eq!(r.kind, RefusalKind::NoNode);
+        let r = plan_for(&site(""), Some("hv9"), "r", false).unwrap_err();
+        assert_eq!(r.kind, RefusalKind::NoNode);
+        assert!(r.message.contains("hv1, hv2"), "{}", r.message);
+
+        let mut bad = site("");
+        bad.files.insert(
+            "firewall/cluster.fw".into(),
+            b"[OPTIONS]\npolciy_in: DROP\n".to_vec(),
+        );
+        let r = plan_for(&bad, Some("hv1"), "r", false).unwrap_err();
+        assert_eq!(r.kind, RefusalKind::Invalid);
+        assert!(r.rendered.contains("E0103"), "{}", r.rendered);
+
+        let lockout = site("\n[IPSET blacklist]\n198.51.100.0/24\n");
+        let r = plan_for(&lockout, Some("hv1"), "r", false).unwrap_err();
+        assert_eq!(r.kind, RefusalKind::Guard);
+        assert!(r.rendered.contains("E0502"), "{}", r.rendered);
+        let forced = plan_for(&lockout, Some("hv1"), "r", true).unwrap();
+        assert!(forced.forced);
+    }
+
+    #[test]
+    fn counts_rules_and_elements() {
+        let s = "table inet rampart {\n set s {\n  type ipv4_addr\n  elements = { 10.0.0.1, 10.0.0.2,\n 10.0.0.3 }\n }\n chain input {\n  type filter hook input priority 0; policy drop;\n  ct state established accept\n  tcp dport 22 accept\n }\n}\n";
+        assert_eq!(count_script(s), (2, 3));
+    }
+}

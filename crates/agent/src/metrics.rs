@@ -134,3 +134,45 @@ pub fn serve_metrics(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result
         })?;
     Ok(local)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn serves_prometheus_text() {
+        let m = Arc::new(Metrics::default());
+        m.applies.inc();
+        m.applies.inc();
+        m.drift_repairs.inc();
+        m.rules.set(7);
+        m.set_plan("abc123");
+        m.last_apply_duration.set_secs(Duration::from_millis(250));
+        let addr = serve_metrics("127.0.0.1:0".parse().unwrap(), m).unwrap();
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+        for line in [
+            "rampart_applies_total 2",
+            "rampart_apply_failures_total 0",
+            "rampart_refusals_total 0",
+            "rampart_drift_repairs_total 1",
+            "rampart_last_apply_duration_seconds 0.25",
+            "rampart_plan_info{hash=\"abc123\"} 1",
+            "rampart_ruleset_rules 7",
+            "rampart_set_elements 0",
+            "# TYPE rampart_applies_total counter",
+        ] {
+            assert!(out.lines().any(|l| l == line), "missing `{line}` in\n{out}");
+        }
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 404"), "{out}");
+    }
+}
