@@ -242,6 +242,7 @@ pub struct Agent {
     running_revision: Option<String>,
     running_hash: Option<String>,
     current_plan: Option<rampart_apply::Plan>,
+    applied_at: Option<u64>,
     errors: Vec<String>,
 }
 
@@ -259,6 +260,7 @@ impl Agent {
             running_revision: None,
             running_hash: None,
             current_plan: None,
+            applied_at: None,
             errors: Vec::new(),
         };
         // What runs already (an agent restart must not re-apply needlessly).
@@ -268,6 +270,7 @@ impl Agent {
                     a.running_revision = Some(cur.plan.meta.origin_revision.clone());
                     a.running_hash = Some(cur.plan_hash.clone());
                     a.metrics.set_plan(&cur.plan_hash);
+                    a.applied_at = Some(cur.applied_at);
                     a.current_plan = Some(cur.plan);
                 }
             }
@@ -334,6 +337,7 @@ impl Agent {
                 self.metrics.last_apply_duration.set_secs(t.elapsed());
                 self.metrics.set_plan(&out.applied.plan_hash);
                 self.running_hash = Some(out.applied.plan_hash.clone());
+                self.applied_at = Some(out.applied.applied_at);
                 self.current_plan = Some(plan.clone());
                 Ok(())
             }
@@ -377,7 +381,7 @@ impl Agent {
             applied_revision: self.running_revision.clone(),
             plan_hash: self.running_hash.clone(),
             errors: self.errors.clone(),
-            applied_at: Some(now()),
+            applied_at: self.applied_at,
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         };
         if let Err(e) = self.store.put_status(&self.cfg.node, &st) {
@@ -396,7 +400,8 @@ impl Agent {
         }
     }
 
-    /// The foreground loop, until SIGTERM/SIGINT. SIGHUP reloads now.
+    /// The foreground loop, until SIGTERM/SIGINT. SIGHUP reloads the site
+    /// and checks drift now.
     pub fn run(&mut self, signals: &Signals) {
         let mut ready = false;
         let mut watch: Option<Box<dyn SiteWatch>> = None;
@@ -412,6 +417,9 @@ impl Agent {
                     }
                     Err(e) => self.store_error(&e),
                 }
+                // And compare the kernel with the plan now.
+                self.check_drift();
+                last_drift = Instant::now();
             }
             if watch.is_none() {
                 match self.store.watch(self.running_revision.as_deref()) {

@@ -101,8 +101,22 @@ pub fn cluster_status(etcd: &str, prefix: &str) -> Result<ExitCode> {
             behind = true;
         }
     }
+    // Nodes of the site that never reported.
+    if let Some(s) = &site {
+        let (resolved, _) = rampart_resolve::load(&s.files);
+        for n in &resolved.nodes {
+            if !statuses.contains_key(&n.name) {
+                println!(
+                    "{:<20} {:<10} {:<14} {:>8}  no status reported",
+                    n.name, "-", "-", "-"
+                );
+                behind = true;
+            }
+        }
+    }
     if statuses.is_empty() {
         println!("(no node has reported yet)");
+        behind = true;
     }
     Ok(if behind {
         ExitCode::from(1)
