@@ -469,3 +469,52 @@ fn sighup_reloads_and_repairs_now_and_remove_on_exit_removes() {
     assert!(agent.term().success());
     assert!(ns.table().is_none(), "table removed on exit");
 }
+
+#[test]
+fn kill_9_leaves_the_ruleset_and_a_restarted_agent_does_not_reapply() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let ns = Ns::new("k9");
+    let state = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site");
+    write_site(&site, &["hv1"], "203.0.113.7");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let st = state.path().to_str().unwrap().to_owned();
+    let args = [
+        "--site",
+        site.to_str().unwrap(),
+        "--node",
+        "hv1",
+        "--state-dir",
+        &st,
+        "--netns",
+        &ns.0,
+        "--interval",
+        "0.5",
+        "--remove-on-exit",
+        "--metrics-listen",
+        &listen,
+    ];
+    let mut agent = spawn_agent(&args);
+    wait_until(Duration::from_secs(20), "first apply", || {
+        metrics(port).contains("rampart_applies_total 1")
+    });
+    let before = ns.table().unwrap();
+    // kill -9: no exit handler runs, not even --remove-on-exit.
+    let _ = agent.0.kill();
+    let _ = agent.0.wait();
+    assert_eq!(ns.table().as_deref(), Some(before.as_str()));
+    // A new agent finds the same plan running: nothing re-applied.
+    let _agent2 = spawn_agent(&args);
+    wait_until(Duration::from_secs(20), "second agent up", || {
+        metrics(port).contains("rampart_plan_info")
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let m = metrics(port);
+    assert!(m.contains("rampart_applies_total 0"), "{m}");
+    assert_eq!(ns.table().as_deref(), Some(before.as_str()));
+}
