@@ -244,6 +244,8 @@ pub struct Agent {
     current_plan: Option<rampart_apply::Plan>,
     applied_at: Option<u64>,
     errors: Vec<String>,
+    /// The last store error was transient (etcd unreachable).
+    store_down: bool,
 }
 
 impl Agent {
@@ -262,6 +264,7 @@ impl Agent {
             current_plan: None,
             applied_at: None,
             errors: Vec::new(),
+            store_down: false,
         };
         // What runs already (an agent restart must not re-apply needlessly).
         if let Ok(st) = rampart_apply::status(&a.sys, &a.cfg.state_dir) {
@@ -372,6 +375,7 @@ impl Agent {
 
     fn store_error(&mut self, e: &StoreError) {
         tracing::error!("site unavailable, the running ruleset stays: {e}");
+        self.store_down = e.is_transient();
         self.errors = vec![e.to_string()];
         self.report();
     }
@@ -435,10 +439,11 @@ impl Agent {
             match w.next(step) {
                 Ok(Some(snap)) => {
                     backoff.reset();
+                    self.store_down = false;
                     self.reconcile(&snap);
                 }
                 Ok(None) => {
-                    if self.errors.iter().any(|e| e.contains("E070")) {
+                    if std::mem::take(&mut self.store_down) {
                         // The store answers again.
                         self.errors.clear();
                         self.report();
