@@ -1,8 +1,8 @@
 //! `rampart apply`, `confirm`, `rollback`, `status`: the safe path from a
 //! compiled plan to the kernel.
 
-use crate::load::{pick_node, resolved_site};
 use anyhow::{anyhow, Result};
+use rampart_agent::RefusalKind;
 use rampart_apply::{ApplyOpts, Drift, HostSystem};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,45 +53,37 @@ fn session() -> Option<String> {
 }
 
 pub fn apply(a: ApplyArgs) -> Result<ExitCode> {
-    let site = match resolved_site(&a.site) {
-        Ok(s) => s,
-        Err(e) => return e.exit(),
-    };
-    let node = pick_node(&site, a.node.as_deref())?.name.clone();
-    let plan = match rampart_nft::compile(&site, &node) {
-        Ok(p) => p,
-        Err(d) => {
-            eprint!("{}", d.render(&site.sources));
-            eprintln!("error: node `{node}` does not compile; nothing was applied");
-            return Ok(ExitCode::from(1));
-        }
-    };
-    let guard = rampart_sim::guard::lockout_check(&site, &plan, &node);
-    if !guard.is_empty() {
-        eprint!("{}", guard.render(&site.sources));
-    }
-    if guard.has_errors() {
-        if a.force {
-            eprintln!(
-                "warning: the lock-out guard refused this plan; applying anyway because of --force"
-            );
-        } else {
-            eprintln!("error: refusing to apply: the plan would lock out management or the cluster (use --force only with console access)");
-            return Ok(ExitCode::from(1));
-        }
-    }
     let files = crate::sitedir::read_site(&a.site)?;
-    let mut ap = rampart_apply::Plan::nftables(&node, plan.script.clone());
-    ap.sysctls = plan
-        .sysctls
-        .iter()
-        .map(|s| (s.key.clone(), s.value.clone()))
-        .collect();
-    ap.meta.origin_revision = site_revision(&files);
-    ap.meta.compiled_at = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    // The one safe path, shared with the agent: resolve, compile, guard.
+    let planned =
+        match rampart_agent::plan_for(&files, a.node.as_deref(), &site_revision(&files), a.force) {
+            Ok(p) => p,
+            Err(r) => {
+                eprint!("{}", r.rendered);
+                return match r.kind {
+                    RefusalKind::NoNode => Err(anyhow!("{}", r.message)),
+                    RefusalKind::Guard => {
+                        eprintln!(
+                            "error: {} (use --force only with console access)",
+                            r.message
+                        );
+                        Ok(ExitCode::from(1))
+                    }
+                    RefusalKind::Invalid | RefusalKind::Compile => {
+                        eprintln!("error: {}", r.message);
+                        Ok(ExitCode::from(1))
+                    }
+                };
+            }
+        };
+    eprint!("{}", planned.rendered);
+    if planned.forced {
+        eprintln!(
+            "warning: the lock-out guard refused this plan; applying anyway because of --force"
+        );
+    }
+    let node = planned.node.clone();
+    let ap = planned.plan;
     let mut opts = ApplyOpts::new(&a.common.state_dir);
     opts.confirm = a.confirm;
     opts.session = session();
@@ -157,9 +149,19 @@ pub fn rollback(c: Common) -> Result<ExitCode> {
 pub struct StatusArgs {
     #[command(flatten)]
     pub common: Common,
+    /// Show the whole cluster from this etcd (comma-separated endpoints)
+    /// instead of this host's state.
+    #[arg(long, value_name = "URL")]
+    pub etcd: Option<String>,
+    /// The site's etcd key prefix.
+    #[arg(long, default_value = rampart_store::DEFAULT_PREFIX, requires = "etcd")]
+    pub prefix: String,
 }
 
 pub fn status(a: StatusArgs) -> Result<ExitCode> {
+    if let Some(etcd) = &a.etcd {
+        return crate::push::cluster_status(etcd, &a.prefix);
+    }
     let st = rampart_apply::status(&a.common.system(), &a.common.state_dir)
         .map_err(|e| anyhow!("{e}"))?;
     match &st.current {

@@ -4,11 +4,13 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod agent;
 mod apply;
 mod check;
 mod compile;
 mod gensite;
 mod load;
+mod push;
 mod simulate;
 mod sitedir;
 mod testpolicy;
@@ -43,6 +45,10 @@ enum Command {
     Rollback(apply::Common),
     /// What runs, whether it drifted, and pending confirmations.
     Status(apply::StatusArgs),
+    /// Keep this node converged on its site (a directory or an etcd prefix).
+    Agent(agent::Args),
+    /// Check a site fully, then store it in etcd as one revision.
+    Push(push::Args),
     /// Write a deterministic synthetic site (for benchmarks).
     GenSite(gensite::Args),
     /// WireGuard: enroll keys, client configs, key rotation, the plan.
@@ -67,6 +73,8 @@ fn main() -> ExitCode {
         Command::Simulate(a) => simulate::run(a),
         Command::TestPolicy(a) => testpolicy::run(a),
         Command::Wg(a) => wg::run(a),
+        Command::Agent(a) => agent::run(a),
+        Command::Push(a) => push::run(a),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,540 @@
+//! The rampart agent: keeps one node converged on its site, read from a
+//! directory or an etcd prefix, through the one safe path that
+//! `rampart apply` uses too ([`plan_for`]: resolve, compile, lock-out guard).
+//!
+//! Fail closed: a site that cannot be read, does not compile or is refused
+//! by the guard never changes what runs; the last good ruleset stays.
+
+mod metrics;
+mod notify;
+mod signals;
+
+pub use metrics::{serve_metrics, Metrics};
+pub use notify::sd_notify;
+pub use signals::Signals;
+
+use rampart_apply::{ApplyOpts, Drift, HostSystem};
+use rampart_store::{NodeStatus, SiteStore, SiteWatch, Snapshot, StoreError};
+use rampart_types::{Diagnostics, SiteFiles};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Why a site was not turned into a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// The site has errors (parse/resolve).
+    Invalid,
+    /// No such node, or several nodes and none named.
+    NoNode,
+    /// The node does not compile.
+    Compile,
+    /// The lock-out guard refused the plan.
+    Guard,
+}
+
+/// A site that must not be applied, with its diagnostics rendered.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub kind: RefusalKind,
+    pub node: Option<String>,
+    pub diagnostics: Diagnostics,
+    /// `diagnostics` rendered against the site's sources (rustc-like).
+    pub rendered: String,
+    /// One line for logs and status.
+    pub message: String,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// A plan ready for `rampart_apply::apply`, with the warnings met on the way.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub plan: rampart_apply::Plan,
+    pub node: String,
+    /// Warnings (and, with `force`, the guard's errors).
+    pub diagnostics: Diagnostics,
+    pub rendered: String,
+    /// True when the guard refused and `force` overrode it.
+    pub forced: bool,
+    /// Rules and set elements of the compiled ruleset (for metrics).
+    pub rules: usize,
+    pub set_elements: usize,
+}
+
+/// The one safe path from a site to a plan: resolve, compile for `node`
+/// (or the only node), run the lock-out guard. `force` turns a guard
+/// refusal into a warning (the CLI's `--force`; the agent never forces).
+pub fn plan_for(
+    files: &SiteFiles,
+    node: Option<&str>,
+    origin_revision: &str,
+    force: bool,
+) -> Result<Planned, Refusal> {
+    let (site, diags) = rampart_resolve::load(files);
+    let mut all = Diagnostics::new();
+    all.extend(diags.clone());
+    if diags.has_errors() {
+        return Err(Refusal {
+            kind: RefusalKind::Invalid,
+            node: node.map(str::to_owned),
+            rendered: diags.render(&site.sources),
+            message: format!(
+                "the site has {} error(s); nothing was compiled",
+                diags.errors()
+            ),
+            diagnostics: diags,
+        });
+    }
+    let names: Vec<&str> = site.nodes.iter().map(|n| n.name.as_str()).collect();
+    let picked = match (node, names.as_slice()) {
+        (Some(n), _) if site.node(n).is_some() => Ok(n.to_owned()),
+        (Some(n), _) => Err(format!(
+            "no node `{n}` in the site (nodes: {})",
+            names.join(", ")
+        )),
+        (None, [only]) => Ok((*only).to_owned()),
+        (None, []) => Err("the site has no nodes".to_owned()),
+        (None, _) => Err("the site has several nodes: say which with --node".to_owned()),
+    };
+    let node = match picked {
+        Ok(n) => n,
+        Err(message) => {
+            return Err(Refusal {
+                kind: RefusalKind::NoNode,
+                node: node.map(str::to_owned),
+                rendered: String::new(),
+                message,
+                diagnostics: Diagnostics::new(),
+            })
+        }
+    };
+    let compiled = match rampart_nft::compile(&site, &node) {
+        Ok(p) => p,
+        Err(d) => {
+            return Err(Refusal {
+                kind: RefusalKind::Compile,
+                rendered: d.render(&site.sources),
+                message: format!("node `{node}` does not compile; nothing was applied"),
+                node: Some(node),
+                diagnostics: d,
+            })
+        }
+    };
+    let guard = rampart_sim::guard::lockout_check(&site, &compiled, &node);
+    let forced = guard.has_errors();
+    if forced && !force {
+        return Err(Refusal {
+            kind: RefusalKind::Guard,
+            rendered: guard.render(&site.sources),
+            message: "refusing to apply: the plan would lock out management or the cluster"
+                .to_owned(),
+            node: Some(node),
+            diagnostics: guard,
+        });
+    }
+    all.extend(guard);
+    let mut plan = rampart_apply::Plan::nftables(&node, compiled.script.clone());
+    plan.sysctls = compiled
+        .sysctls
+        .iter()
+        .map(|s| (s.key.clone(), s.value.clone()))
+        .collect();
+    plan.meta.origin_revision = origin_revision.to_owned();
+    plan.meta.compiled_at = now();
+    let (rules, set_elements) = count_script(&compiled.script);
+    Ok(Planned {
+        rendered: all.render(&site.sources),
+        diagnostics: all,
+        node,
+        plan,
+        forced,
+        rules,
+        set_elements,
+    })
+}
+
+/// Rough sizes of an nft script: rule lines inside chains, and elements of
+/// `elements = { ... }` lists.
+fn count_script(script: &str) -> (usize, usize) {
+    let mut rules = 0;
+    let mut elements = 0;
+    let mut in_chain = false;
+    let mut in_elems = false;
+    for line in script.lines() {
+        let t = line.trim();
+        if in_elems {
+            elements += t
+                .split(',')
+                .filter(|s| !s.trim().trim_end_matches('}').trim().is_empty())
+                .count();
+            if t.contains('}') {
+                in_elems = false;
+            }
+            continue;
+        }
+        if let Some(rest) = t.strip_prefix("elements = {") {
+            let body = rest.split('}').next().unwrap_or("");
+            elements += body.split(',').filter(|s| !s.trim().is_empty()).count();
+            in_elems = !rest.contains('}');
+            continue;
+        }
+        if t.starts_with("chain ") {
+            in_chain = true;
+            continue;
+        }
+        if t == "}" {
+            in_chain = false;
+            continue;
+        }
+        if in_chain
+            && !t.is_empty()
+            && !t.starts_with("type ")
+            && !t.starts_with("policy ")
+            && !t.starts_with('#')
+        {
+            rules += 1;
+        }
+    }
+    (rules, elements)
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// How the agent runs.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub node: String,
+    pub state_dir: PathBuf,
+    pub netns: Option<String>,
+    /// Drift check (and, for a directory, nothing else: its watch polls).
+    pub interval: Duration,
+    /// One reconcile, then exit (exit status says whether it applied).
+    pub once: bool,
+    /// On exit, delete rampart's tables (an explicit choice; default keeps them).
+    pub remove_on_exit: bool,
+}
+
+/// What one `--once` run did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    Unchanged,
+    Refused,
+    Failed,
+}
+
+pub struct Agent {
+    cfg: AgentConfig,
+    store: Box<dyn SiteStore>,
+    sys: HostSystem,
+    metrics: Arc<Metrics>,
+    /// Revision and plan hash of what runs (after apply or found on start).
+    running_revision: Option<String>,
+    running_hash: Option<String>,
+    current_plan: Option<rampart_apply::Plan>,
+    applied_at: Option<u64>,
+    errors: Vec<String>,
+    /// The last store error was transient (etcd unreachable).
+    store_down: bool,
+}
+
+impl Agent {
+    pub fn new(cfg: AgentConfig, store: Box<dyn SiteStore>, metrics: Arc<Metrics>) -> Agent {
+        let sys = match &cfg.netns {
+            Some(ns) => HostSystem::in_netns(ns.clone()),
+            None => HostSystem::host(),
+        };
+        let mut a = Agent {
+            cfg,
+            store,
+            sys,
+            metrics,
+            running_revision: None,
+            running_hash: None,
+            current_plan: None,
+            applied_at: None,
+            errors: Vec::new(),
+            store_down: false,
+        };
+        // What runs already (an agent restart must not re-apply needlessly).
+        if let Ok(st) = rampart_apply::status(&a.sys, &a.cfg.state_dir) {
+            if let Some(cur) = st.current {
+                if cur.plan.node == a.cfg.node {
+                    a.running_revision = Some(cur.plan.meta.origin_revision.clone());
+                    a.running_hash = Some(cur.plan_hash.clone());
+                    a.metrics.set_plan(&cur.plan_hash);
+                    a.applied_at = Some(cur.applied_at);
+                    a.current_plan = Some(cur.plan);
+                }
+            }
+        }
+        a
+    }
+
+    fn opts(&self) -> ApplyOpts {
+        ApplyOpts::new(&self.cfg.state_dir)
+    }
+
+    /// Compile `snap`, guard, apply unless the same plan already runs.
+    pub fn reconcile(&mut self, snap: &Snapshot) -> Outcome {
+        let planned = match plan_for(&snap.files, Some(&self.cfg.node), &snap.revision, false) {
+            Ok(p) => p,
+            Err(r) => {
+                self.metrics.refusals.inc();
+                tracing::error!(
+                    revision = %snap.revision,
+                    kind = ?r.kind,
+                    "site revision not applied, the running ruleset stays: {}\n{}",
+                    r.message,
+                    r.rendered
+                );
+                self.errors = vec![format!("revision {}: {}", snap.revision, r.message)];
+                self.report();
+                return Outcome::Refused;
+            }
+        };
+        if planned.diagnostics.warnings() > 0 {
+            tracing::warn!(revision = %snap.revision, "{}", planned.rendered);
+        }
+        let hash = planned.plan.content_hash();
+        if self.running_hash.as_deref() == Some(hash.as_str()) {
+            tracing::debug!(revision = %snap.revision, plan = %hash, "plan unchanged");
+            self.running_revision = Some(snap.revision.clone());
+            self.errors.clear();
+            self.report();
+            return Outcome::Unchanged;
+        }
+        self.metrics.rules.set(planned.rules as u64);
+        self.metrics.set_elements.set(planned.set_elements as u64);
+        match self.apply(&planned.plan) {
+            Ok(()) => {
+                tracing::info!(revision = %snap.revision, plan = %hash, node = %self.cfg.node, "applied");
+                self.running_revision = Some(snap.revision.clone());
+                self.errors.clear();
+                self.report();
+                Outcome::Applied
+            }
+            Err(e) => {
+                self.errors = vec![format!("revision {}: apply failed: {e}", snap.revision)];
+                self.report();
+                Outcome::Failed
+            }
+        }
+    }
+
+    fn apply(&mut self, plan: &rampart_apply::Plan) -> Result<(), rampart_apply::Error> {
+        let t = Instant::now();
+        match rampart_apply::apply(&self.sys, plan, &self.opts()) {
+            Ok(out) => {
+                self.metrics.applies.inc();
+                self.metrics.last_apply_duration.set_secs(t.elapsed());
+                self.metrics.set_plan(&out.applied.plan_hash);
+                self.running_hash = Some(out.applied.plan_hash.clone());
+                self.applied_at = Some(out.applied.applied_at);
+                self.current_plan = Some(plan.clone());
+                Ok(())
+            }
+            Err(e) => {
+                self.metrics.failures.inc();
+                tracing::error!("apply failed, the previous ruleset stays: {e}");
+                Err(e)
+            }
+        }
+    }
+
+    /// Compare the kernel with the plan; re-apply on drift.
+    pub fn check_drift(&mut self) -> bool {
+        let Some(plan) = self.current_plan.clone() else {
+            return false;
+        };
+        match rampart_apply::status(&self.sys, &self.cfg.state_dir) {
+            Ok(st) => {
+                if let Drift::Drifted { expected, actual } = st.drift {
+                    tracing::warn!(%expected, %actual, "rampart's tables drifted from the plan; repairing");
+                    if self.apply(&plan).is_ok() {
+                        self.metrics.drift_repairs.inc();
+                        tracing::info!("drift repaired");
+                        return true;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("cannot read the applied state: {e}"),
+        }
+        false
+    }
+
+    fn store_error(&mut self, e: &StoreError) {
+        tracing::error!("site unavailable, the running ruleset stays: {e}");
+        self.store_down = e.is_transient();
+        self.errors = vec![e.to_string()];
+        self.report();
+    }
+
+    fn report(&self) {
+        let st = NodeStatus {
+            applied_revision: self.running_revision.clone(),
+            plan_hash: self.running_hash.clone(),
+            errors: self.errors.clone(),
+            applied_at: self.applied_at,
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        if let Err(e) = self.store.put_status(&self.cfg.node, &st) {
+            tracing::debug!("status not written: {e}");
+        }
+    }
+
+    /// One load + reconcile (`--once`). A store error is `Failed`.
+    pub fn once(&mut self) -> Outcome {
+        match self.store.load() {
+            Ok(s) => self.reconcile(&s),
+            Err(e) => {
+                self.store_error(&e);
+                Outcome::Failed
+            }
+        }
+    }
+
+    /// The foreground loop, until SIGTERM/SIGINT. SIGHUP reloads the site
+    /// and checks drift now.
+    pub fn run(&mut self, signals: &Signals) {
+        let mut ready = false;
+        let mut watch: Option<Box<dyn SiteWatch>> = None;
+        let mut backoff = rampart_store::Backoff::new(rampart_store::RetryPolicy::default());
+        let mut last_drift = Instant::now();
+        let step = Duration::from_millis(200).min(self.cfg.interval);
+        while !signals.should_stop() {
+            if signals.take_reload() {
+                tracing::info!("SIGHUP: reloading the site");
+                match self.store.load() {
+                    Ok(s) => {
+                        self.reconcile(&s);
+                    }
+                    Err(e) => self.store_error(&e),
+                }
+                // And compare the kernel with the plan now.
+                self.check_drift();
+                last_drift = Instant::now();
+            }
+            if watch.is_none() {
+                match self.store.watch(self.running_revision.as_deref()) {
+                    Ok(w) => watch = Some(w),
+                    Err(e) => {
+                        self.store_error(&e);
+                        std::thread::sleep(backoff.next_delay().min(self.cfg.interval));
+                        continue;
+                    }
+                }
+            }
+            let w = watch.as_mut().expect("watch set");
+            match w.next(step) {
+                Ok(Some(snap)) => {
+                    backoff.reset();
+                    self.store_down = false;
+                    self.reconcile(&snap);
+                }
+                Ok(None) => {
+                    if std::mem::take(&mut self.store_down) {
+                        // The store answers again.
+                        self.errors.clear();
+                        self.report();
+                    }
+                }
+                Err(e) => {
+                    self.store_error(&e);
+                    std::thread::sleep(backoff.next_delay().min(self.cfg.interval));
+                }
+            }
+            if !ready {
+                ready = true;
+                sd_notify("READY=1");
+            }
+            if last_drift.elapsed() >= self.cfg.interval {
+                last_drift = Instant::now();
+                self.check_drift();
+            }
+        }
+        sd_notify("STOPPING=1");
+        if self.cfg.remove_on_exit {
+            self.remove();
+        } else {
+            tracing::info!("stopping; the running ruleset stays in place");
+        }
+    }
+
+    /// Delete rampart's tables (only with `--remove-on-exit`).
+    pub fn remove(&mut self) {
+        let empty = rampart_apply::Plan::nftables(&self.cfg.node, String::new());
+        match rampart_apply::apply(&self.sys, &empty, &self.opts()) {
+            Ok(_) => tracing::warn!("--remove-on-exit: rampart's tables removed"),
+            Err(e) => tracing::error!("--remove-on-exit failed: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site(extra: &str) -> SiteFiles {
+        let mut f = SiteFiles::new();
+        f.files.insert(
+            "site.toml".into(),
+            b"[[node]]\nname = \"hv1\"\nbridges = { vmbr0 = [\"192.0.2.10/24\"] }\n[[node]]\nname = \"hv2\"\nbridges = { vmbr0 = [\"192.0.2.11/24\"] }\n".to_vec(),
+        );
+        f.files.insert(
+            "firewall/cluster.fw".into(),
+            format!("[OPTIONS]\nenable: 1\npolicy_in: DROP\n\n[IPSET management]\n198.51.100.5\n\n[RULES]\nIN HTTP(ACCEPT)\n{extra}").into_bytes(),
+        );
+        f
+    }
+
+    #[test]
+    fn plan_for_compiles_guards_and_refuses() {
+        let p = plan_for(&site(""), Some("hv1"), "rev1", false).unwrap();
+        assert_eq!(p.node, "hv1");
+        assert_eq!(p.plan.meta.origin_revision, "rev1");
+        assert!(p.plan.ruleset.contains("table inet rampart"));
+        assert!(p.rules > 0);
+        // Same site, same plan hash (meta is not hashed): no-op re-apply.
+        let q = plan_for(&site(""), Some("hv1"), "rev2", false).unwrap();
+        assert_eq!(p.plan.content_hash(), q.plan.content_hash());
+
+        let r = plan_for(&site(""), None, "r", false).unwrap_err();
+        assert_eq!(r.kind, RefusalKind::NoNode);
+        let r = plan_for(&site(""), Some("hv9"), "r", false).unwrap_err();
+        assert_eq!(r.kind, RefusalKind::NoNode);
+        assert!(r.message.contains("hv1, hv2"), "{}", r.message);
+
+        let mut bad = site("");
+        bad.files.insert(
+            "firewall/cluster.fw".into(),
+            b"[OPTIONS]\npolciy_in: DROP\n".to_vec(),
+        );
+        let r = plan_for(&bad, Some("hv1"), "r", false).unwrap_err();
+        assert_eq!(r.kind, RefusalKind::Invalid);
+        assert!(r.rendered.contains("E0103"), "{}", r.rendered);
+
+        let lockout = site("\n[IPSET blacklist]\n198.51.100.0/24\n");
+        let r = plan_for(&lockout, Some("hv1"), "r", false).unwrap_err();
+        assert_eq!(r.kind, RefusalKind::Guard);
+        assert!(r.rendered.contains("E0502"), "{}", r.rendered);
+        let forced = plan_for(&lockout, Some("hv1"), "r", true).unwrap();
+        assert!(forced.forced);
+    }
+
+    #[test]
+    fn counts_rules_and_elements() {
+        let s = "table inet rampart {\n set s {\n  type ipv4_addr\n  elements = { 10.0.0.1, 10.0.0.2,\n 10.0.0.3 }\n }\n chain input {\n  type filter hook input priority 0; policy drop;\n  ct state established accept\n  tcp dport 22 accept\n }\n}\n";
+        assert_eq!(count_script(s), (2, 3));
+    }
+}

@@ -1,0 +1,93 @@
+//! `rampart agent`: the foreground reconcile loop (see rampart-agent).
+
+use anyhow::{anyhow, Result};
+use rampart_agent::{Agent, AgentConfig, Metrics, Outcome, Signals};
+use rampart_store::{DirOptions, DirStore, EtcdStore, SiteStore};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["site", "etcd"])))]
+pub struct Args {
+    /// The site as a directory.
+    #[arg(long, value_name = "DIR")]
+    pub site: Option<PathBuf>,
+    /// The site in etcd (comma-separated client URLs).
+    #[arg(long, value_name = "URL")]
+    pub etcd: Option<String>,
+    /// The site's etcd key prefix.
+    #[arg(long, default_value = rampart_store::DEFAULT_PREFIX)]
+    pub prefix: String,
+    /// This node's name in the site.
+    #[arg(long)]
+    pub node: String,
+    #[command(flatten)]
+    pub common: crate::apply::Common,
+    /// Seconds between drift checks.
+    #[arg(long, default_value_t = 30.0, value_name = "S")]
+    pub interval: f64,
+    /// Reconcile once and exit (0 applied or unchanged, 1 refused, 2 failed).
+    #[arg(long)]
+    pub once: bool,
+    /// On exit, delete rampart's tables (default: leave the ruleset in place).
+    #[arg(long)]
+    pub remove_on_exit: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+pub fn run(a: Args) -> Result<ExitCode> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RAMPART_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    // Before any other thread starts, so every thread has them blocked.
+    let signals = Signals::install()?;
+    let store: Box<dyn SiteStore> = match (&a.site, &a.etcd) {
+        (Some(dir), _) => {
+            let opts = DirOptions {
+                status_dir: Some(a.common.state_dir.join("status")),
+                ..DirOptions::default()
+            };
+            Box::new(DirStore::with_options(dir, opts))
+        }
+        (None, Some(url)) => Box::new(
+            EtcdStore::connect(rampart_store::parse_endpoints(url), &a.prefix)
+                .map_err(|e| anyhow!("{e}"))?,
+        ),
+        (None, None) => unreachable!("clap requires --site or --etcd"),
+    };
+    if !(a.interval > 0.0 && a.interval.is_finite()) {
+        return Err(anyhow!("--interval must be a positive number of seconds"));
+    }
+    let metrics = Arc::new(Metrics::default());
+    if let Some(addr) = a.metrics_listen {
+        let bound = rampart_agent::serve_metrics(addr, metrics.clone())?;
+        tracing::info!("metrics on http://{bound}/metrics");
+    }
+    let cfg = AgentConfig {
+        node: a.node,
+        state_dir: a.common.state_dir,
+        netns: a.common.netns,
+        interval: Duration::from_secs_f64(a.interval),
+        once: a.once,
+        remove_on_exit: a.remove_on_exit,
+    };
+    let mut agent = Agent::new(cfg, store, metrics);
+    if a.once {
+        return Ok(match agent.once() {
+            Outcome::Applied | Outcome::Unchanged => ExitCode::SUCCESS,
+            Outcome::Refused => ExitCode::from(1),
+            Outcome::Failed => ExitCode::from(2),
+        });
+    }
+    agent.run(&signals);
+    Ok(ExitCode::SUCCESS)
+}
