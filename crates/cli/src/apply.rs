@@ -53,12 +53,27 @@ fn session() -> Option<String> {
 }
 
 pub fn apply(a: ApplyArgs) -> Result<ExitCode> {
-    let site = match resolved_site(&a.site) {
+    let (files, site) = match crate::load::resolved_site_files(&a.site) {
         Ok(s) => s,
         Err(e) => return e.exit(),
     };
     let node = pick_node(&site, a.node.as_deref())?.name.clone();
-    let plan = match rampart_nft::compile(&site, &node) {
+    // The same ruleset as `rampart compile`: with the WireGuard listen
+    // ports and forwarding of the node's interfaces.
+    let wg = crate::compile::Wg::of(&files);
+    if !wg.diags.is_empty() {
+        eprint!("{}", wg.diags.render(&wg.sources));
+    }
+    if wg.diags.has_errors() {
+        eprintln!("error: the WireGuard networks of site.toml have errors; nothing was applied");
+        return Ok(ExitCode::from(1));
+    }
+    let plan = match rampart_nft::compile_with_extras(
+        &site,
+        &node,
+        &rampart_nft::Caps::default(),
+        &wg.extras(&node),
+    ) {
         Ok(p) => p,
         Err(d) => {
             eprint!("{}", d.render(&site.sources));
