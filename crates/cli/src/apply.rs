@@ -1,7 +1,7 @@
 //! `rampart apply`, `confirm`, `rollback`, `status`: the safe path from a
 //! compiled plan to the kernel.
 
-use crate::load::{pick_node, resolved_site};
+use crate::load::{pick_node, resolved_site_files};
 use anyhow::{anyhow, Result};
 use rampart_apply::{ApplyOpts, Drift, HostSystem};
 use std::path::PathBuf;
@@ -53,7 +53,7 @@ fn session() -> Option<String> {
 }
 
 pub fn apply(a: ApplyArgs) -> Result<ExitCode> {
-    let (files, site) = match crate::load::resolved_site_files(&a.site) {
+    let (files, site) = match resolved_site_files(&a.site) {
         Ok(s) => s,
         Err(e) => return e.exit(),
     };
