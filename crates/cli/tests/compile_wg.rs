@@ -184,3 +184,40 @@ fn a_site_without_wireguard_compiles_as_before() {
     names.sort();
     assert_eq!(names, ["ruleset.nft", "sysctl.conf"]);
 }
+
+#[test]
+fn simulate_sees_the_listen_port_rule() {
+    let fx = fixture();
+    let sim = |source: &str| {
+        let o = rampart(&[
+            "simulate",
+            fx.to_str().unwrap(),
+            "--node",
+            "host3",
+            "--from",
+            "outside",
+            "--to",
+            "host",
+            "-p",
+            "udp",
+            "--dport",
+            "51830",
+            "--source",
+            source,
+            "--dest",
+            "203.0.113.3",
+            "--json",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (
+            v["verdict"].as_str().unwrap().to_string(),
+            v["decided_by"]["origin"].as_str().unwrap().to_string(),
+        )
+    };
+    assert_eq!(sim("203.0.113.1"), ("ACCEPT".into(), "site.toml:35".into()));
+    assert_eq!(
+        sim("203.0.113.66"),
+        ("DROP".into(), "auto:policy_in DROP".into())
+    );
+}
