@@ -142,7 +142,7 @@ fn listen_rules(wg: &[WgPort]) -> Vec<Rule> {
                     if r.is_empty() {
                         continue;
                     }
-                    r.sort_by(|a, b| a.start.cmp(&b.start));
+                    r.sort_by_key(|a| a.start);
                     r.dedup();
                     out.push(
                         Rule::new(w.origin.clone())
