@@ -181,3 +181,90 @@ fn forward_rules(wg: &[WgPort]) -> Vec<Rule> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rampart_types::SiteFiles;
+
+    fn site(host_fw: &str) -> ir::Site {
+        let files = SiteFiles::new()
+            .with("site.toml", "[[node]]\nname = \"hv1\"\n")
+            .with(
+                "firewall/cluster.fw",
+                "[OPTIONS]\nenable: 1\npolicy_in: REJECT\n",
+            )
+            .with("nodes/hv1/host.fw", host_fw);
+        let (site, d) = rampart_resolve::load(&files);
+        assert!(!d.has_errors(), "{}", d.render(&site.sources));
+        site
+    }
+
+    fn wg(forward: bool) -> Extras {
+        Extras {
+            wireguard: vec![WgPort {
+                iface: "wg0".into(),
+                port: Some(51820),
+                sources: Some(vec!["192.0.2.1".parse().unwrap()]),
+                forward,
+                origin: "site.toml:9".into(),
+            }],
+        }
+    }
+
+    fn comments(plan: &Plan, chain: &str) -> Vec<String> {
+        plan.ruleset
+            .table(TableFamily::Inet)
+            .unwrap()
+            .chain(chain)
+            .unwrap()
+            .rules
+            .iter()
+            .map(|r| r.comment.clone())
+            .collect()
+    }
+
+    #[test]
+    fn listen_rule_goes_after_host_rules_and_before_the_logged_policy() {
+        let site = site(
+            "[OPTIONS]\nenable: 1\nlog_level_in: info\n\n[RULES]\nIN DROP -p udp -dport 51820 -source 192.0.2.1\n",
+        );
+        let plan = compile_with_extras(&site, "hv1", &Caps::default(), &wg(false)).unwrap();
+        let c = comments(&plan, "host-in");
+        let at = c.iter().position(|x| x == "site.toml:9").unwrap();
+        let user = c
+            .iter()
+            .position(|x| x.contains("host.fw:"))
+            .unwrap_or_else(|| panic!("{c:?}"));
+        let nd = c
+            .iter()
+            .position(|x| x == "auto:neighbour discovery under a DROP/REJECT policy")
+            .unwrap();
+        assert!(user < at && at < nd, "{c:?}");
+        // The policy's log rule and verdict follow, in that order.
+        assert_eq!(
+            &c[nd + 1..],
+            ["auto:policy_in REJECT", "auto:policy_in REJECT"]
+        );
+        assert!(plan
+            .script
+            .contains("ip saddr 192.0.2.1 udp dport 51820 return comment \"site.toml:9\""));
+        // Not a forwarder: host-forward is untouched.
+        assert!(!comments(&plan, "host-forward")
+            .iter()
+            .any(|x| x.contains("wireguard")));
+        let fwd = compile_with_extras(&site, "hv1", &Caps::default(), &wg(true)).unwrap();
+        assert_eq!(
+            comments(&fwd, "host-forward")[0],
+            "auto:wireguard wg0 forwarding"
+        );
+    }
+
+    #[test]
+    fn host_firewall_off_adds_nothing() {
+        let site = site("[OPTIONS]\nenable: 0\n");
+        let plain = crate::compile(&site, "hv1").unwrap();
+        let plan = compile_with_extras(&site, "hv1", &Caps::default(), &wg(true)).unwrap();
+        assert_eq!(plan.ruleset, plain.ruleset);
+    }
+}
