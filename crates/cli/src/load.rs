@@ -4,11 +4,19 @@
 use crate::sitedir::read_site;
 use anyhow::{bail, Result};
 use rampart_resolve::ir;
+use rampart_types::SiteFiles;
 use std::path::Path;
 
 /// Load and resolve `dir`. Warnings are printed to stderr; errors are
 /// printed and turned into `Err` (the caller exits 1).
+#[allow(dead_code)] // every subcommand now wants the files too; kept for new ones
 pub fn resolved_site(dir: &Path) -> Result<ir::Site, SiteError> {
+    resolved_site_files(dir).map(|(_, s)| s)
+}
+
+/// [`resolved_site`], also returning the files read (for the parts of the
+/// site the IR does not carry, such as the WireGuard networks).
+pub fn resolved_site_files(dir: &Path) -> Result<(SiteFiles, ir::Site), SiteError> {
     let files = read_site(dir).map_err(SiteError::Io)?;
     let (site, diags) = rampart_resolve::load(&files);
     if !diags.is_empty() {
@@ -17,7 +25,7 @@ pub fn resolved_site(dir: &Path) -> Result<ir::Site, SiteError> {
     if diags.has_errors() {
         return Err(SiteError::Invalid(diags.errors()));
     }
-    Ok(site)
+    Ok((files, site))
 }
 
 #[derive(Debug)]

@@ -1,7 +1,7 @@
 //! `rampart simulate SITE [--node N] --from Z --to Z ...`: what happens to
 //! one packet, and which line decided it.
 
-use crate::load::{pick_node, resolved_site};
+use crate::load::{pick_node, resolved_site_files};
 use anyhow::{bail, Result};
 use rampart_sim::{Packet, State, Zone};
 use rampart_types::{Family, Proto};
@@ -78,12 +78,19 @@ pub fn packet_from(a: &Args) -> Result<Packet> {
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
-    let site = match resolved_site(&a.site) {
+    let (files, site) = match resolved_site_files(&a.site) {
         Ok(s) => s,
         Err(e) => return e.exit(),
     };
     let node = pick_node(&site, a.node.as_deref())?.name.clone();
     let packet = packet_from(&a)?;
+    // The ruleset `rampart compile` writes: with the WireGuard listen ports.
+    let wg = crate::compile::Wg::of(&files);
+    if wg.diags.has_errors() {
+        eprint!("{}", wg.diags.render(&wg.sources));
+        eprintln!("error: the WireGuard networks of site.toml have errors; nothing to simulate");
+        return Ok(ExitCode::from(1));
+    }
     if let Zone::Node(n) = &packet.to {
         if site.node(n).is_none() {
             bail!(
@@ -91,7 +98,15 @@ pub fn run(a: Args) -> Result<ExitCode> {
             );
         }
     }
-    match rampart_sim::simulate(&site, &node, &packet) {
+    let sim = rampart_nft::compile_with_extras(
+        &site,
+        &node,
+        &rampart_nft::Caps::default(),
+        &wg.extras(&node),
+    )
+    .map_err(rampart_sim::SimError::Compile)
+    .and_then(|plan| rampart_sim::simulate_plan(&site, &plan, &packet));
+    match sim {
         Ok(trace) => {
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&trace)?);

@@ -55,7 +55,20 @@ pub fn load_case(dir: &Path) -> Result<LoadedCase> {
         .map_err(|e| anyhow::anyhow!("{name}: {e}"))?
         .name
         .clone();
-    let plan = rampart_nft::compile(&site, &node_name).map_err(|d| {
+    let wg = crate::compile::Wg::of(&files);
+    if wg.diags.has_errors() {
+        anyhow::bail!(
+            "{name}: the WireGuard networks of site.toml have errors:\n{}",
+            wg.diags.render(&wg.sources)
+        );
+    }
+    let plan = rampart_nft::compile_with_extras(
+        &site,
+        &node_name,
+        &rampart_nft::Caps::default(),
+        &wg.extras(&node_name),
+    )
+    .map_err(|d| {
         anyhow::anyhow!(
             "{name}: node `{node_name}` does not compile:\n{}",
             d.render(&site.sources)

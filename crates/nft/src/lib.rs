@@ -9,6 +9,7 @@
 
 pub mod caps;
 mod compile;
+pub mod extras;
 pub mod model;
 pub mod print;
 pub mod sets;
@@ -19,3 +20,4 @@ pub use compile::{
     compile, compile_with, link_local, platform_ports, NicSlot, Plan, Sysctl, BRIDGED,
     BRIDGE_PRIORITY, INET_PRIORITY, IN_MASK, NFLOG_GROUP, OUT_MASK, TABLE,
 };
+pub use extras::{compile_with_extras, Extras, WgPort};
