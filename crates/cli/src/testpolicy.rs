@@ -97,6 +97,7 @@ pub fn sim_packet(p: &rampart_case::Packet) -> rampart_sim::Packet {
     s.source = p.source;
     s.dest = p.dest;
     s.icmp_type = p.icmp_type.clone();
+    s.source_mac = p.source_mac;
     s.family = Some(match p.family {
         Family::V4 => Family::V4,
         Family::V6 => Family::V6,

@@ -255,3 +255,22 @@ fn an_inexpressible_feature_is_an_error_not_a_skip() {
         "no ruleset printed for a node that does not compile"
     );
 }
+
+/// The project's whole conformance suite through the CLI's simulator path
+/// (the kernel side runs in crates/lab/tests/conformance_all.rs).
+#[test]
+fn the_conformance_suite_passes_on_the_simulator() {
+    let out = rampart()
+        .arg("test-policy")
+        .arg(repo().join("conformance"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = text.lines().last().unwrap_or_default();
+    assert!(last.ends_with(" passed, 0 failed"), "{text}");
+}
