@@ -7,15 +7,10 @@ use rampart_resolve::ir;
 use rampart_types::SiteFiles;
 use std::path::Path;
 
-/// Load and resolve `dir`. Warnings are printed to stderr; errors are
-/// printed and turned into `Err` (the caller exits 1).
-#[allow(dead_code)] // every subcommand now wants the files too; kept for new ones
-pub fn resolved_site(dir: &Path) -> Result<ir::Site, SiteError> {
-    resolved_site_files(dir).map(|(_, s)| s)
-}
-
-/// [`resolved_site`], also returning the files read (for the parts of the
-/// site the IR does not carry, such as the WireGuard networks).
+/// Load and resolve `dir`, returning the files read too (for the parts of
+/// the site the IR does not carry, such as the WireGuard networks).
+/// Warnings are printed to stderr; errors are printed and turned into
+/// `Err` (the caller exits 1).
 pub fn resolved_site_files(dir: &Path) -> Result<(SiteFiles, ir::Site), SiteError> {
     let files = read_site(dir).map_err(SiteError::Io)?;
     let (site, diags) = rampart_resolve::load(&files);

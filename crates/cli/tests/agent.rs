@@ -6,25 +6,10 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-struct Ns(String);
+mod common;
+use common::{is_root, Ns};
+
 impl Ns {
-    fn new(tag: &str) -> Ns {
-        let name = format!("ragent-{}-{tag}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        assert!(Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .unwrap()
-            .success());
-        Ns(name)
-    }
-    fn nft(&self, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.0, "nft"])
-            .args(args)
-            .output()
-            .unwrap()
-    }
     fn table(&self) -> Option<String> {
         let o = self.nft(&["-s", "list", "table", "inet", "rampart"]);
         o.status
@@ -41,11 +26,6 @@ impl Ns {
                     .count()
             })
             .unwrap_or(0)
-    }
-}
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
 }
 
@@ -71,15 +51,6 @@ impl Drop for AgentProc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
 }
 
 fn rampart(args: &[&str]) -> Output {

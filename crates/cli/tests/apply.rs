@@ -4,40 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-struct Ns(String);
-impl Ns {
-    fn new(tag: &str) -> Ns {
-        let name = format!("rcli-{}-{tag}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        assert!(Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .unwrap()
-            .success());
-        Ns(name)
-    }
-    fn nft(&self, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.0, "nft"])
-            .args(args)
-            .output()
-            .unwrap()
-    }
-}
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
+mod common;
+use common::{is_root, Ns};
 
 fn rampart(args: &[&str], state: &Path, ns: &Ns) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rampart"))

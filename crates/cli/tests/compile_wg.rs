@@ -18,14 +18,8 @@ fn rampart(args: &[&str]) -> Output {
         .expect("run rampart")
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
+mod common;
+use common::is_root;
 
 fn compile_all() -> (tempfile::TempDir, Output) {
     let out = tempfile::tempdir().unwrap();

@@ -11,14 +11,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
+mod common;
+use common::is_root;
 
 /// Run `f` on a thread that has entered namespace `ns` (network namespaces
 /// are per thread; sockets made there stay in it).
