@@ -23,6 +23,6 @@ pub use apply::{
 pub use error::Error;
 pub use legacy::LegacyWrite;
 pub use nftscript::TableRef;
-pub use plan::{Applied, Backend, Plan, PlanMeta};
+pub use plan::{Applied, Backend, Plan, PlanMeta, PolicyRule, Route, WgIface, WgPeer};
 pub use state::{Pending, StateDir, DEFAULT_STATE_DIR};
 pub use system::{HostSystem, IpFamily, Programs, Scheduler, System};

@@ -41,8 +41,92 @@ pub struct Plan {
     /// sysctl key (dotted, e.g. `net.ipv4.ip_forward`) -> value.
     #[serde(default)]
     pub sysctls: BTreeMap<String, String>,
+    /// WireGuard interfaces the node runs (kernel module or wireguard-go).
+    /// Private keys are never in the plan: each interface names its key
+    /// store file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wireguard: Vec<WgIface>,
+    /// Routes rampart owns (through WireGuard interfaces, into policy tables).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<Route>,
+    /// Policy-routing rules rampart owns (`ip rule add from SUBNET lookup TABLE`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<PolicyRule>,
     #[serde(default)]
     pub meta: PlanMeta,
+}
+
+/// One WireGuard interface of a node plan. Addresses and prefixes are
+/// canonical text (`10.0.0.2/24`, `fd00::/64`) so this crate needs no
+/// address types; the compiler produces them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WgIface {
+    /// Interface name (`wg0`).
+    pub name: String,
+    /// The site's network name.
+    pub network: String,
+    /// Path of the key store file with the private key (mode 0600; read at
+    /// apply time, never copied into the plan, logs or state).
+    pub private_key_file: String,
+    /// `None`: let the kernel pick (a roaming client).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen_port: Option<u16>,
+    /// Tunnel addresses with prefix length (`10.0.0.2/24`).
+    pub addresses: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u16>,
+    pub peers: Vec<WgPeer>,
+}
+
+/// One peer of a [`WgIface`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WgPeer {
+    /// The peer's name in the site (for messages).
+    pub name: String,
+    /// Base64 public key.
+    pub public_key: String,
+    /// Key store file of the pair's preshared key, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preshared_key_file: Option<String>,
+    /// `host:port` (IPv6 in brackets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Prefixes (`10.0.0.0/24`).
+    pub allowed_ips: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_keepalive: Option<u16>,
+}
+
+/// A route rampart installs and owns.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Route {
+    /// Destination prefix (`0.0.0.0/0`, `10.0.3.0/24`).
+    pub dest: String,
+    /// Output device.
+    pub dev: String,
+    /// Gateway address, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    /// Routing table; `None` = main.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<u32>,
+    /// Where it came from (`site.toml:57`, `auto:wireguard wg0`).
+    pub origin: String,
+}
+
+/// A policy-routing rule rampart installs and owns.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PolicyRule {
+    /// Rule priority (`ip rule add priority N`).
+    pub priority: u32,
+    /// Source prefix (`192.168.100.0/24`).
+    pub from: String,
+    /// Input interface, if the rule is limited to one (`iif vmbr1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iif: Option<String>,
+    /// Table to look up.
+    pub table: u32,
+    pub origin: String,
 }
 
 impl Plan {
@@ -55,6 +139,9 @@ impl Plan {
             ruleset6: None,
             ipsets: None,
             sysctls: BTreeMap::new(),
+            wireguard: Vec::new(),
+            routes: Vec::new(),
+            rules: Vec::new(),
             meta: PlanMeta::default(),
         }
     }
@@ -87,6 +174,20 @@ impl Plan {
         for (k, v) in &self.sysctls {
             field(&mut h, "sysctl-key", k.as_bytes());
             field(&mut h, "sysctl-value", v.as_bytes());
+        }
+        // The network side joins the hash only when present, so the hash
+        // of a firewall-only plan is what it always was.
+        for w in &self.wireguard {
+            let json = serde_json::to_string(w).expect("WgIface serializes");
+            field(&mut h, "wireguard", json.as_bytes());
+        }
+        for r in &self.routes {
+            let json = serde_json::to_string(r).expect("Route serializes");
+            field(&mut h, "route", json.as_bytes());
+        }
+        for r in &self.rules {
+            let json = serde_json::to_string(r).expect("PolicyRule serializes");
+            field(&mut h, "rule", json.as_bytes());
         }
         to_hex(&h.finalize())
     }
