@@ -4,9 +4,8 @@
 
 use crate::sitedir::read_site;
 use anyhow::{Context, Result};
-use rampart_case::{Outcome, PacketProto};
+use rampart_case::Outcome;
 use rampart_resolve::ir;
-use rampart_types::{Family, Proto};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -85,28 +84,7 @@ pub fn load_case(dir: &Path) -> Result<LoadedCase> {
 
 /// The simulator's packet for a case packet.
 pub fn sim_packet(p: &rampart_case::Packet) -> rampart_sim::Packet {
-    let proto = match p.proto {
-        PacketProto::Tcp => Proto::Tcp,
-        PacketProto::Udp => Proto::Udp,
-        PacketProto::Icmp => Proto::Icmp,
-        PacketProto::Icmpv6 => Proto::Icmpv6,
-    };
-    let mut s = rampart_sim::Packet::new(&p.from.to_string(), &p.to.to_string(), proto);
-    s.dport = p.dport;
-    s.sport = p.sport;
-    s.source = p.source;
-    s.dest = p.dest;
-    s.icmp_type = p.icmp_type.clone();
-    s.source_mac = p.source_mac;
-    s.family = Some(match p.family {
-        Family::V4 => Family::V4,
-        Family::V6 => Family::V6,
-    });
-    s.state = match p.state {
-        rampart_case::State::New => rampart_sim::State::New,
-        rampart_case::State::Established => rampart_sim::State::Established,
-    };
-    s
+    rampart_sim::Packet::from(p)
 }
 
 /// Every packet of a case through the simulator.

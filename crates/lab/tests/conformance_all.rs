@@ -11,10 +11,10 @@
 
 mod common;
 
-use rampart_case::{Outcome, PacketProto, State, Zone};
+use rampart_case::Outcome;
 use rampart_lab::runner::run_case_kernel;
 use rampart_lab::Lab;
-use rampart_types::{Action, Family, Proto, SiteFiles};
+use rampart_types::{Action, Family, SiteFiles};
 use std::path::{Path, PathBuf};
 
 fn site_files(dir: &Path) -> SiteFiles {
@@ -38,32 +38,8 @@ fn site_files(dir: &Path) -> SiteFiles {
     f
 }
 
-fn sim_zone(z: &Zone) -> rampart_sim::Zone {
-    rampart_sim::Zone::parse(&z.to_string())
-}
-
 fn sim_packet(p: &rampart_case::Packet) -> rampart_sim::Packet {
-    rampart_sim::Packet {
-        from: sim_zone(&p.from),
-        to: sim_zone(&p.to),
-        proto: match p.proto {
-            PacketProto::Tcp => Proto::Tcp,
-            PacketProto::Udp => Proto::Udp,
-            PacketProto::Icmp => Proto::Icmp,
-            PacketProto::Icmpv6 => Proto::Icmpv6,
-        },
-        sport: p.sport,
-        dport: p.dport,
-        icmp_type: p.icmp_type.clone(),
-        source: p.source,
-        dest: p.dest,
-        family: Some(p.family),
-        state: match p.state {
-            State::New => rampart_sim::State::New,
-            State::Established => rampart_sim::State::Established,
-        },
-        source_mac: p.source_mac,
-    }
+    rampart_sim::Packet::from(p)
 }
 
 fn show(r: &Result<Action, String>) -> String {

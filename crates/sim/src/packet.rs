@@ -71,6 +71,34 @@ pub struct Packet {
     pub source_mac: Option<[u8; 6]>,
 }
 
+/// A conformance case's packet (`packets.toml`, parsed by `rampart-case`)
+/// as the simulator's packet: the one conversion the CLI, the lab and the
+/// tests share.
+impl From<&rampart_case::Packet> for Packet {
+    fn from(p: &rampart_case::Packet) -> Packet {
+        use rampart_case::PacketProto;
+        let proto = match p.proto {
+            PacketProto::Tcp => Proto::Tcp,
+            PacketProto::Udp => Proto::Udp,
+            PacketProto::Icmp => Proto::Icmp,
+            PacketProto::Icmpv6 => Proto::Icmpv6,
+        };
+        let mut s = Packet::new(&p.from.to_string(), &p.to.to_string(), proto);
+        s.dport = p.dport;
+        s.sport = p.sport;
+        s.source = p.source;
+        s.dest = p.dest;
+        s.icmp_type = p.icmp_type.clone();
+        s.source_mac = p.source_mac;
+        s.family = Some(p.family);
+        s.state = match p.state {
+            rampart_case::State::New => State::New,
+            rampart_case::State::Established => State::Established,
+        };
+        s
+    }
+}
+
 impl Packet {
     pub fn new(from: &str, to: &str, proto: Proto) -> Packet {
         Packet {
