@@ -103,6 +103,7 @@ pub const UNKNOWN_GUEST: Code = w(
     "E0415",
     "firewall file for a guest the site does not declare",
 );
+pub const UNKNOWN_ENDPOINT: Code = e("E0416", "unknown intent endpoint");
 
 // --- Policy semantics (27-31) ---
 pub const SHADOWED_RULE: Code = w("E0501", "rule can never match (shadowed)");
@@ -113,6 +114,7 @@ pub const VPN_PORT_UNREACHABLE: Code = e(
 );
 pub const CLUSTER_BLOCKED: Code = e("E0504", "cluster traffic between nodes is blocked");
 pub const REPEATED_RULE: Code = w("E0505", "identical rule repeated");
+pub const INTENT_MISSED: Code = e("E0506", "an [[expect]] intent is not met");
 
 // --- WireGuard (32-41) ---
 pub const MALFORMED_KEY: Code = e("E0601", "malformed WireGuard key");
@@ -203,11 +205,13 @@ pub const ALL: &[Code] = &[
     NOT_EXPRESSIBLE,
     DUPLICATE_NAME,
     UNKNOWN_GUEST,
+    UNKNOWN_ENDPOINT,
     SHADOWED_RULE,
     LOCKOUT,
     VPN_PORT_UNREACHABLE,
     CLUSTER_BLOCKED,
     REPEATED_RULE,
+    INTENT_MISSED,
     MALFORMED_KEY,
     PRIVATE_KEY_IN_SITE,
     DUPLICATE_PUBLIC_KEY,
