@@ -32,6 +32,9 @@ pub struct ApplyOpts {
     /// old ruleset); the check only keeps a refused plan from touching
     /// sysctls or scheduling a revert. Default true.
     pub check: bool,
+    /// Send only the difference to the running plan when that is possible
+    /// (see [`crate::incremental`]); a full replace otherwise. Default true.
+    pub incremental: bool,
 }
 
 impl ApplyOpts {
@@ -43,6 +46,7 @@ impl ApplyOpts {
             legacy_file: None,
             record_kernel_hash: true,
             check: true,
+            incremental: true,
         }
     }
 }
@@ -64,6 +68,24 @@ pub struct ApplyOutcome {
     /// Sysctls written before the ruleset (tightening) and after it.
     pub sysctls_before: Vec<(String, String)>,
     pub sysctls_after: Vec<(String, String)>,
+    /// How the ruleset reached the kernel.
+    pub mode: ApplyMode,
+    /// Time of the kernel step alone (the `nft -f` / restore that swaps the
+    /// ruleset in), without checks and recording.
+    pub kernel_time: std::time::Duration,
+}
+
+/// How an apply changed the kernel's ruleset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApplyMode {
+    /// rampart's tables replaced as a whole (and why not incrementally).
+    Full { why: String },
+    /// Only the difference was sent, in one transaction.
+    Incremental {
+        chains: Vec<String>,
+        elements_added: usize,
+        elements_deleted: usize,
+    },
 }
 
 /// Drift between the kernel and the recorded plan.
@@ -275,50 +297,26 @@ fn apply_locked(
     let current = state.read_applied(CURRENT)?;
     let plan_hash = plan.content_hash();
 
-    // 1. Build and check what the kernel will get.
-    let (script, owned_now) = match plan.backend {
-        Backend::Nftables => {
-            // Tables replaced: the plan's, the recorded plan's (so a table
-            // dropped from the plan goes away), rampart's well-known ones,
-            // and with --confirm every rampart table that runs now. Listing
-            // the kernel's tables costs a full ruleset fetch (~0.5 s at 100k
-            // set elements), so the plain path does without it; a stray
-            // table made by hand shows up as drift instead.
-            let owned_now = if opts.confirm.is_some() {
-                owned_tables(sys)?
-            } else {
-                BTreeSet::new()
-            };
-            let mut all: BTreeSet<TableRef> = owned_now.union(&plan_tables).cloned().collect();
-            all.extend(well_known_tables());
-            if let Some(cur) = current
-                .as_ref()
-                .filter(|c| c.plan.backend == Backend::Nftables)
-            {
-                all.extend(script_tables(&cur.plan.ruleset).unwrap_or_default());
+    // 1. Build and check what the kernel will get: the difference to the
+    // running plan when the kernel provably still runs it, else everything.
+    let mut mode = ApplyMode::Full { why: String::new() };
+    let mut delta = None;
+    if plan.backend == Backend::Nftables {
+        match incremental_delta(sys, plan, opts, current.as_ref()) {
+            Ok(d) => {
+                mode = ApplyMode::Incremental {
+                    chains: d.chains.clone(),
+                    elements_added: d.elements_added,
+                    elements_deleted: d.elements_deleted,
+                };
+                delta = Some(d);
             }
-            let mut script = delete_prelude(&all);
-            script.push_str(&plan.ruleset);
-            if !script.ends_with('\n') {
-                script.push('\n');
-            }
-            if opts.check {
-                sys.nft_check(&script)
-                    .map_err(|e| Error::CheckFailed(Box::new(e)))?;
-            }
-            (script, owned_now)
+            Err(why) => mode = ApplyMode::Full { why },
         }
-        Backend::Iptables => {
-            if opts.check {
-                sys.ipt_check(IpFamily::V4, &plan.ruleset)
-                    .map_err(|e| Error::CheckFailed(Box::new(e)))?;
-                if let Some(r6) = &plan.ruleset6 {
-                    sys.ipt_check(IpFamily::V6, r6)
-                        .map_err(|e| Error::CheckFailed(Box::new(e)))?;
-                }
-            }
-            (plan.ruleset.clone(), BTreeSet::new())
-        }
+    }
+    let (script, owned_now) = match (&delta, plan.backend) {
+        (Some(_), _) => (String::new(), BTreeSet::new()),
+        _ => full_script(sys, plan, opts, &plan_tables, current.as_ref())?,
     };
 
     // 2. Sysctls: the target, what they are now, what they were before rampart.
@@ -397,9 +395,29 @@ fn apply_locked(
         }
         done_before.push((k.clone(), v.clone()));
     }
-    let kernel = match plan.backend {
-        Backend::Nftables => sys.nft_apply(&script),
-        Backend::Iptables => (|| {
+    let t_kernel = std::time::Instant::now();
+    let kernel = match (plan.backend, &delta) {
+        (Backend::Nftables, Some(d)) => {
+            let r = if d.is_empty() {
+                Ok(())
+            } else {
+                sys.nft_apply(&d.script)
+            };
+            match r {
+                Ok(()) => Ok(()),
+                // The kernel refused the difference (it does not run what
+                // the record says after all): replace everything, checked.
+                Err(e) => {
+                    mode = ApplyMode::Full {
+                        why: format!("the incremental transaction failed: {e}"),
+                    };
+                    full_script(sys, plan, opts, &plan_tables, current.as_ref())
+                        .and_then(|(full, _)| sys.nft_apply(&full))
+                }
+            }
+        }
+        (Backend::Nftables, None) => sys.nft_apply(&script),
+        (Backend::Iptables, _) => (|| {
             if let Some(sets) = &plan.ipsets {
                 sys.ipset_restore(sets)?;
             }
@@ -410,6 +428,7 @@ fn apply_locked(
             Ok(())
         })(),
     };
+    let kernel_time = t_kernel.elapsed();
     if let Err(e) = kernel {
         for (k, _) in done_before.iter().rev() {
             let _ = sys.sysctl_set(k, &now_values[k.as_str()]);
@@ -431,11 +450,16 @@ fn apply_locked(
     } else {
         None
     };
+    let nft_genid = match plan.backend {
+        Backend::Nftables => sys.nft_genid(),
+        Backend::Iptables => None,
+    };
     let applied = Applied {
         plan: plan.clone(),
         plan_hash,
         applied_at: now,
         kernel_hash,
+        nft_genid,
         sysctls_before: sysctls_before_rampart,
     };
     if current.is_some() {
@@ -462,7 +486,91 @@ fn apply_locked(
         legacy,
         sysctls_before: sc_before,
         sysctls_after: sc_after,
+        mode,
+        kernel_time,
     })
+}
+
+/// The difference to send instead of the whole tables, or why not.
+fn incremental_delta(
+    sys: &dyn System,
+    plan: &Plan,
+    opts: &ApplyOpts,
+    current: Option<&Applied>,
+) -> Result<crate::incremental::Delta, String> {
+    if !opts.incremental {
+        return Err("incremental apply is off".into());
+    }
+    if opts.confirm.is_some() {
+        return Err("--confirm snapshots and replaces the whole tables".into());
+    }
+    let cur = current
+        .filter(|c| c.plan.backend == Backend::Nftables)
+        .ok_or("no nftables plan runs")?;
+    let recorded = cur
+        .nft_genid
+        .as_ref()
+        .ok_or("no ruleset generation was recorded")?;
+    match sys.nft_genid() {
+        Some(g) if &g == recorded => {}
+        Some(_) => {
+            return Err("the kernel's ruleset changed since the last apply".into());
+        }
+        None => return Err("the ruleset generation cannot be read".into()),
+    }
+    crate::incremental::diff(&cur.plan.ruleset, &plan.ruleset).map_err(|e| e.0)
+}
+
+/// The whole-table replace script (checked with `nft -c` unless opted
+/// out), and the rampart tables found running (with `--confirm`).
+fn full_script(
+    sys: &dyn System,
+    plan: &Plan,
+    opts: &ApplyOpts,
+    plan_tables: &BTreeSet<TableRef>,
+    current: Option<&Applied>,
+) -> Result<(String, BTreeSet<TableRef>), Error> {
+    match plan.backend {
+        Backend::Nftables => {
+            // Tables replaced: the plan's, the recorded plan's (so a table
+            // dropped from the plan goes away), rampart's well-known ones,
+            // and with --confirm every rampart table that runs now. Listing
+            // the kernel's tables costs a full ruleset fetch (~0.5 s at 100k
+            // set elements), so the plain path does without it; a stray
+            // table made by hand shows up as drift instead.
+            let owned_now = if opts.confirm.is_some() {
+                owned_tables(sys)?
+            } else {
+                BTreeSet::new()
+            };
+            let mut all: BTreeSet<TableRef> = owned_now.union(plan_tables).cloned().collect();
+            all.extend(well_known_tables());
+            if let Some(cur) = current.filter(|c| c.plan.backend == Backend::Nftables) {
+                all.extend(script_tables(&cur.plan.ruleset).unwrap_or_default());
+            }
+            let mut script = delete_prelude(&all);
+            script.push_str(&plan.ruleset);
+            if !script.ends_with('\n') {
+                script.push('\n');
+            }
+            if opts.check {
+                sys.nft_check(&script)
+                    .map_err(|e| Error::CheckFailed(Box::new(e)))?;
+            }
+            Ok((script, owned_now))
+        }
+        Backend::Iptables => {
+            if opts.check {
+                sys.ipt_check(IpFamily::V4, &plan.ruleset)
+                    .map_err(|e| Error::CheckFailed(Box::new(e)))?;
+                if let Some(r6) = &plan.ruleset6 {
+                    sys.ipt_check(IpFamily::V6, r6)
+                        .map_err(|e| Error::CheckFailed(Box::new(e)))?;
+                }
+            }
+            Ok((plan.ruleset.clone(), BTreeSet::new()))
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

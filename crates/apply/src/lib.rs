@@ -9,7 +9,9 @@
 
 mod apply;
 mod error;
+pub mod incremental;
 pub mod legacy;
+pub mod netlink;
 pub mod nftscript;
 mod plan;
 pub mod revert;
@@ -18,7 +20,8 @@ pub mod sysctl;
 mod system;
 
 pub use apply::{
-    apply, confirm, kernel_hash, rollback, status, ApplyOpts, ApplyOutcome, Drift, Status,
+    apply, confirm, kernel_hash, rollback, status, ApplyMode, ApplyOpts, ApplyOutcome, Drift,
+    Status,
 };
 pub use error::Error;
 pub use legacy::LegacyWrite;

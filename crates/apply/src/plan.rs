@@ -205,6 +205,12 @@ pub struct Applied {
     /// Hash of the normalized kernel listing of rampart's tables, taken right
     /// after the apply; `status` compares against it to report drift.
     pub kernel_hash: Option<String>,
+    /// The nftables ruleset generation right after the apply (and after the
+    /// kernel hash was taken). While the kernel still reports it, nothing
+    /// was committed since: the kernel runs exactly this plan, and the next
+    /// apply may send only the difference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nft_genid: Option<String>,
     /// The values the sysctls had before rampart first changed them, so that a
     /// key dropped from a later plan (or a revert) restores the original value.
     #[serde(default)]

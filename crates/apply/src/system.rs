@@ -34,6 +34,11 @@ pub trait System {
     fn nft_check(&self, script: &str) -> Result<(), Error>;
     /// `nft -f -`: one kernel transaction.
     fn nft_apply(&self, script: &str) -> Result<(), Error>;
+    /// The nftables ruleset generation (bumped by every committed
+    /// transaction), when it can be read.
+    fn nft_genid(&self) -> Option<String> {
+        None
+    }
     /// `nft list tables`.
     fn nft_tables(&self) -> Result<Vec<TableRef>, Error>;
     /// `nft -s list table F N` (stateless: no counter values).
@@ -238,6 +243,9 @@ impl System for HostSystem {
         let f = ScriptFile::new(script)?;
         self.run(&self.programs.nft, &["-f", f.path()], None)
             .map(|_| ())
+    }
+    fn nft_genid(&self) -> Option<String> {
+        crate::netlink::nft_generation(self.netns.as_deref()).ok()
     }
     fn nft_tables(&self) -> Result<Vec<TableRef>, Error> {
         Ok(parse_list_tables(&self.run(

@@ -1,0 +1,293 @@
+//! Incremental apply in the real kernel: the difference sent to a running
+//! plan leaves exactly the ruleset a full apply of the new plan gives, and
+//! anything unexpected falls back to the full replace. Each test makes its
+//! own network namespaces (unique names, removed on drop).
+
+use rampart_apply::{
+    apply, status, ApplyMode, ApplyOpts, Drift, Error, HostSystem, IpFamily, Plan, Programs,
+    System, TableRef,
+};
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = format!(
+            "rampart-incr-{tag}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        sh("ip", &["netns", "add", &name]);
+        Netns { name }
+    }
+
+    fn exec(&self, args: &[&str]) -> String {
+        let mut full = vec!["netns", "exec", self.name.as_str()];
+        full.extend_from_slice(args);
+        sh("ip", &full)
+    }
+
+    fn sys(&self) -> HostSystem {
+        HostSystem::in_netns(&self.name)
+    }
+
+    /// Both rampart tables as the kernel lists them.
+    fn listing(&self) -> String {
+        let mut s = self.exec(&["nft", "-s", "list", "table", "inet", "rampart"]);
+        s.push_str(&self.exec(&["nft", "-s", "list", "table", "bridge", "rampart"]));
+        s
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
+    }
+}
+
+fn sh(prog: &str, args: &[&str]) -> String {
+    let out = Command::new(prog).args(args).output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{prog} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A plan shaped like the compiler's output: hash and interval sets, a
+/// verdict map, hook and regular chains with anonymous sets, logging and
+/// comments, and a bridge table.
+fn script(v: u32) -> String {
+    let (port, extra_bl, guest_target, bl_range, log_rule) = match v {
+        1 => (
+            "{ 22, 80 }",
+            "",
+            "nic-a",
+            "10.9.1.0-10.9.1.44",
+            "",
+        ),
+        _ => (
+            "{ 22, 443, 8000-8010 }",
+            "\t\t\t203.0.113.7,\n\t\t\t198.51.100.0/25,\n",
+            "nic-b",
+            "10.9.1.0-10.9.1.40",
+            "\t\ttcp dport 111 limit rate 1/second burst 5 packets log prefix \":0:host-in:6: DROP: \" group 0 comment \"cluster.fw:78\"\n",
+        ),
+    };
+    let mut mgmt = String::new();
+    for i in 0..200u32 {
+        if v == 1 || i % 7 != 0 {
+            mgmt.push_str(&format!("\t\t\t192.168.{}.{},\n", i / 100, i % 100 + 1));
+        }
+    }
+    if v != 1 {
+        mgmt.push_str("\t\t\t192.168.9.9,\n");
+    }
+    format!(
+        "#!/usr/sbin/nft -f\n# rampart plan: generated.\n\n\
+table inet rampart\ndelete table inet rampart\ntable inet rampart {{\n\
+\tset mgmt_v4 {{\n\t\ttype ipv4_addr\n\t\tcomment \"ipset management (auto:management)\"\n\t\telements = {{\n{mgmt}\t\t}}\n\t}}\n\
+\tset bl_v4 {{\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\tcomment \"ipset blacklist (cluster.fw:38)\"\n\t\telements = {{\n\t\t\t77.240.159.182,\n\t\t\t{bl_range},\n{extra_bl}\t\t}}\n\t}}\n\
+\tset empty_v6 {{\n\t\ttype ipv6_addr\n\t\tcomment \"ipset ipfilter-net1 (100.fw:18)\"\n\t}}\n\
+\tmap guest-in-v4 {{\n\t\ttype ipv4_addr : verdict\n\t\telements = {{\n\t\t\t10.0.0.20 : jump {guest_target},\n\t\t\t10.0.0.21 : jump nic-b,\n\t\t}}\n\t}}\n\
+\tchain hook-input {{\n\t\ttype filter hook input priority 0; policy accept;\n\t\tct state established,related accept comment \"auto:conntrack\"\n\t\tiifname \"lo\" accept comment \"auto:loopback\"\n\t\tjump host-in comment \"auto:host IN\"\n\t\tip daddr vmap @guest-in-v4\n\t}}\n\
+\tchain host-in {{\n\t\tip saddr @bl_v4 drop comment \"auto:blacklist cluster.fw:38\"\n\t\tip saddr @mgmt_v4 tcp dport {port} return comment \"cluster.fw:64\"\n{log_rule}\t\tdrop comment \"auto:policy_in DROP\"\n\t}}\n\
+\tchain nic-a {{\n\t\tcomment \"guest 100 net0 IN\"\n\t\ttcp dport 80 return comment \"100.fw:3\"\n\t\tdrop\n\t}}\n\
+\tchain nic-b {{\n\t\tcomment \"guest 101 net0 IN\"\n\t\tdrop\n\t}}\n\
+}}\n\n\
+table bridge rampart\ndelete table bridge rampart\ntable bridge rampart {{\n\
+\tmap nic-in-mark {{\n\t\ttype ifname : mark\n\t\telements = {{\n\t\t\t\"tap100i0\" : 0x00010000,\n\t\t}}\n\t}}\n\
+\tchain hook-prerouting {{\n\t\ttype filter hook prerouting priority -200; policy accept;\n\t\tmeta mark set iifname map @nic-in-mark comment \"auto:datapath ingress NIC\"\n\t}}\n\
+}}\n"
+    )
+}
+
+fn plan(v: u32) -> Plan {
+    Plan::nftables("node1", script(v))
+}
+
+/// The ruleset the kernel runs after a plain full apply of `p` in a fresh namespace.
+fn full_listing(p: &Plan) -> String {
+    let ns = Netns::new("ref");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = apply(&ns.sys(), p, &ApplyOpts::new(tmp.path())).unwrap();
+    assert!(matches!(out.mode, ApplyMode::Full { .. }));
+    ns.listing()
+}
+
+#[test]
+fn incremental_apply_leaves_the_same_ruleset_as_a_full_apply() {
+    let ns = Netns::new("same");
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = ApplyOpts::new(tmp.path());
+    let first = apply(&ns.sys(), &plan(1), &opts).unwrap();
+    assert!(
+        matches!(&first.mode, ApplyMode::Full { why } if why.contains("no nftables plan")),
+        "{:?}",
+        first.mode
+    );
+    let out = apply(&ns.sys(), &plan(2), &opts).unwrap();
+    match &out.mode {
+        ApplyMode::Incremental {
+            chains,
+            elements_added,
+            elements_deleted,
+        } => {
+            assert_eq!(chains, &vec!["inet rampart host-in".to_string()]);
+            // mgmt: 29 gone, 1 new; blacklist: 1 range replaced, 2 new;
+            // the map: one value changed.
+            assert_eq!(
+                (*elements_added, *elements_deleted),
+                (1 + 3 + 1, 29 + 1 + 1)
+            );
+        }
+        other => panic!("expected an incremental apply, got {other:?}"),
+    }
+    assert_eq!(ns.listing(), full_listing(&plan(2)));
+    assert_eq!(status(&ns.sys(), tmp.path()).unwrap().drift, Drift::InSync);
+    // And back again.
+    let back = apply(&ns.sys(), &plan(1), &opts).unwrap();
+    assert!(
+        matches!(back.mode, ApplyMode::Incremental { .. }),
+        "{:?}",
+        back.mode
+    );
+    assert_eq!(ns.listing(), full_listing(&plan(1)));
+}
+
+#[test]
+fn a_kernel_changed_behind_rampart_gets_the_full_replace() {
+    let ns = Netns::new("chg");
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = ApplyOpts::new(tmp.path());
+    apply(&ns.sys(), &plan(1), &opts).unwrap();
+    ns.exec(&["nft", "flush", "chain", "inet", "rampart", "nic-a"]);
+    let out = apply(&ns.sys(), &plan(2), &opts).unwrap();
+    assert!(
+        matches!(&out.mode, ApplyMode::Full { why } if why.contains("changed since")),
+        "{:?}",
+        out.mode
+    );
+    assert_eq!(ns.listing(), full_listing(&plan(2)));
+
+    // Someone else's table counts too: the generation is the namespace's.
+    ns.exec(&["nft", "add", "table", "ip", "docker"]);
+    let out = apply(&ns.sys(), &plan(1), &opts).unwrap();
+    assert!(matches!(out.mode, ApplyMode::Full { .. }), "{:?}", out.mode);
+    assert_eq!(ns.listing(), full_listing(&plan(1)));
+    ns.exec(&["nft", "list", "table", "ip", "docker"]);
+}
+
+#[test]
+fn a_structure_change_gets_the_full_replace() {
+    let ns = Netns::new("struct");
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = ApplyOpts::new(tmp.path());
+    apply(&ns.sys(), &plan(1), &opts).unwrap();
+    let mut p = plan(1);
+    p.ruleset = p.ruleset.replace(
+        "\tchain nic-b {",
+        "\tchain nic-c {\n\t\tdrop\n\t}\n\tchain nic-b {",
+    );
+    let out = apply(&ns.sys(), &p, &opts).unwrap();
+    assert!(
+        matches!(&out.mode, ApplyMode::Full { why } if why.contains("added or removed")),
+        "{:?}",
+        out.mode
+    );
+    assert_eq!(ns.listing(), full_listing(&p));
+    // Off by choice.
+    let opts = ApplyOpts {
+        incremental: false,
+        ..ApplyOpts::new(tmp.path())
+    };
+    let out = apply(&ns.sys(), &plan(2), &opts).unwrap();
+    assert!(matches!(out.mode, ApplyMode::Full { .. }), "{:?}", out.mode);
+}
+
+/// A system that claims the ruleset generation never moves: the kernel
+/// then really differs from the record, and the incremental transaction is
+/// refused by the kernel.
+struct StuckGeneration(HostSystem, String);
+
+impl System for StuckGeneration {
+    fn nft_genid(&self) -> Option<String> {
+        Some(self.1.clone())
+    }
+    fn nft_check(&self, s: &str) -> Result<(), Error> {
+        self.0.nft_check(s)
+    }
+    fn nft_apply(&self, s: &str) -> Result<(), Error> {
+        self.0.nft_apply(s)
+    }
+    fn nft_tables(&self) -> Result<Vec<TableRef>, Error> {
+        self.0.nft_tables()
+    }
+    fn nft_list_table(&self, t: &TableRef) -> Result<String, Error> {
+        self.0.nft_list_table(t)
+    }
+    fn ipt_check(&self, f: IpFamily, t: &str) -> Result<(), Error> {
+        self.0.ipt_check(f, t)
+    }
+    fn ipt_restore(&self, f: IpFamily, t: &str) -> Result<(), Error> {
+        self.0.ipt_restore(f, t)
+    }
+    fn ipt_save(&self, f: IpFamily) -> Result<String, Error> {
+        self.0.ipt_save(f)
+    }
+    fn ipset_restore(&self, t: &str) -> Result<(), Error> {
+        self.0.ipset_restore(t)
+    }
+    fn sysctl_get(&self, k: &str) -> Result<String, Error> {
+        self.0.sysctl_get(k)
+    }
+    fn sysctl_set(&self, k: &str, v: &str) -> Result<(), Error> {
+        self.0.sysctl_set(k, v)
+    }
+    fn exec_prefix(&self) -> Vec<String> {
+        self.0.exec_prefix()
+    }
+    fn programs(&self) -> Programs {
+        self.0.programs()
+    }
+    fn schedule(&self, s: &Path, d: u64, u: &str) -> Result<String, Error> {
+        self.0.schedule(s, d, u)
+    }
+}
+
+#[test]
+fn a_refused_difference_falls_back_to_the_full_replace() {
+    let ns = Netns::new("refused");
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = StuckGeneration(ns.sys(), "stuck".into());
+    let opts = ApplyOpts::new(tmp.path());
+    apply(&sys, &plan(1), &opts).unwrap();
+    // The element the difference deletes is gone already: the kernel
+    // refuses the whole incremental transaction.
+    ns.exec(&[
+        "nft",
+        "delete",
+        "element",
+        "inet",
+        "rampart",
+        "mgmt_v4",
+        "{ 192.168.0.1 }",
+    ]);
+    let out = apply(&sys, &plan(2), &opts).unwrap();
+    assert!(
+        matches!(&out.mode, ApplyMode::Full { why } if why.contains("incremental transaction failed")),
+        "{:?}",
+        out.mode
+    );
+    assert_eq!(ns.listing(), full_listing(&plan(2)));
+}
