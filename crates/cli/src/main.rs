@@ -9,6 +9,7 @@ mod apply;
 mod check;
 mod compile;
 mod gensite;
+mod lab;
 mod load;
 mod push;
 mod simulate;
@@ -53,6 +54,8 @@ enum Command {
     GenSite(gensite::Args),
     /// WireGuard: enroll keys, client configs, key rotation, the plan.
     Wg(wg::Args),
+    /// The whole site for real in network namespaces: up, verify, down.
+    Lab(lab::Args),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
         Command::Wg(a) => wg::run(a),
         Command::Agent(a) => agent::run(a),
         Command::Push(a) => push::run(a),
+        Command::Lab(a) => lab::run(a),
     };
     match result {
         Ok(code) => code,

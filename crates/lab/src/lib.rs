@@ -20,6 +20,7 @@ pub mod lab;
 pub mod netns;
 pub mod probe;
 pub mod runner;
+pub mod site;
 
 pub use lab::{GuestGateway, Helper, Lab, LabOptions, Probe};
 pub use netns::{iptables_check, nft_check, Netns};

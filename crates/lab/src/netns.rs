@@ -94,6 +94,22 @@ impl Netns {
         }
     }
 
+    /// A handle that removes the namespace when dropped (for a namespace
+    /// this process made earlier, or a site lab's, by name).
+    pub fn owned(name: &str) -> Netns {
+        Netns {
+            name: name.to_string(),
+            owned: true,
+        }
+    }
+
+    /// Keep the namespace after this handle is dropped (a site lab's
+    /// namespaces outlive the process that made them).
+    pub fn keep(mut self) -> Netns {
+        self.owned = false;
+        self
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
