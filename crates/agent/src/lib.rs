@@ -20,36 +20,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Why a site was not turned into a plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RefusalKind {
-    /// The site has errors (parse/resolve).
-    Invalid,
-    /// No such node, or several nodes and none named.
-    NoNode,
-    /// The node does not compile.
-    Compile,
-    /// The lock-out guard refused the plan.
-    Guard,
-}
-
-/// A site that must not be applied, with its diagnostics rendered.
-#[derive(Debug, Clone)]
-pub struct Refusal {
-    pub kind: RefusalKind,
-    pub node: Option<String>,
-    pub diagnostics: Diagnostics,
-    /// `diagnostics` rendered against the site's sources (rustc-like).
-    pub rendered: String,
-    /// One line for logs and status.
-    pub message: String,
-}
-
-impl std::fmt::Display for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
+pub use rampart_plan::{PlanOpts, Refusal, RefusalKind};
 
 /// A plan ready for `rampart_apply::apply`, with the warnings met on the way.
 #[derive(Debug, Clone)]
@@ -69,93 +40,77 @@ pub struct Planned {
 /// The one safe path from a site to a plan: resolve, compile for `node`
 /// (or the only node), run the lock-out guard. `force` turns a guard
 /// refusal into a warning (the CLI's `--force`; the agent never forces).
+/// The key store is the default one; see [`plan_for_with`].
 pub fn plan_for(
     files: &SiteFiles,
     node: Option<&str>,
     origin_revision: &str,
     force: bool,
 ) -> Result<Planned, Refusal> {
-    let (site, diags) = rampart_resolve::load(files);
-    let mut all = Diagnostics::new();
-    all.extend(diags.clone());
-    if diags.has_errors() {
-        return Err(Refusal {
-            kind: RefusalKind::Invalid,
-            node: node.map(str::to_owned),
-            rendered: diags.render(&site.sources),
-            message: format!(
-                "the site has {} error(s); nothing was compiled",
-                diags.errors()
-            ),
-            diagnostics: diags,
-        });
-    }
-    let names: Vec<&str> = site.nodes.iter().map(|n| n.name.as_str()).collect();
-    let picked = match (node, names.as_slice()) {
-        (Some(n), _) if site.node(n).is_some() => Ok(n.to_owned()),
-        (Some(n), _) => Err(format!(
-            "no node `{n}` in the site (nodes: {})",
-            names.join(", ")
-        )),
-        (None, [only]) => Ok((*only).to_owned()),
-        (None, []) => Err("the site has no nodes".to_owned()),
-        (None, _) => Err("the site has several nodes: say which with --node".to_owned()),
+    let opts = PlanOpts {
+        force,
+        origin_revision: origin_revision.to_owned(),
+        ..PlanOpts::default()
     };
-    let node = match picked {
-        Ok(n) => n,
-        Err(message) => {
-            return Err(Refusal {
-                kind: RefusalKind::NoNode,
-                node: node.map(str::to_owned),
-                rendered: String::new(),
-                message,
-                diagnostics: Diagnostics::new(),
-            })
+    plan_for_with(files, node, &opts)
+}
+
+/// [`plan_for`] with every option of `rampart_plan::build` (key store,
+/// backend override). The plan is the one `rampart compile` prints.
+pub fn plan_for_with(
+    files: &SiteFiles,
+    node: Option<&str>,
+    opts: &PlanOpts,
+) -> Result<Planned, Refusal> {
+    let site = rampart_plan::load(files, opts)?;
+    let node = site.pick(node)?;
+    let built = match site.build(&node) {
+        Ok(b) => b,
+        Err(mut r) => {
+            // Site-wide warnings first, as the user reads them.
+            r.rendered = join_rendered(&site.warnings, &r.rendered);
+            return Err(r);
         }
     };
-    let compiled = match rampart_nft::compile(&site, &node) {
-        Ok(p) => p,
-        Err(d) => {
-            return Err(Refusal {
-                kind: RefusalKind::Compile,
-                rendered: d.render(&site.sources),
-                message: format!("node `{node}` does not compile; nothing was applied"),
-                node: Some(node),
-                diagnostics: d,
-            })
-        }
-    };
-    let guard = rampart_sim::guard::lockout_check(&site, &compiled, &node);
-    let forced = guard.has_errors();
-    if forced && !force {
-        return Err(Refusal {
-            kind: RefusalKind::Guard,
-            rendered: guard.render(&site.sources),
-            message: "refusing to apply: the plan would lock out management or the cluster"
-                .to_owned(),
-            node: Some(node),
-            diagnostics: guard,
-        });
-    }
-    all.extend(guard);
-    let mut plan = rampart_apply::Plan::nftables(&node, compiled.script.clone());
-    plan.sysctls = compiled
-        .sysctls
-        .iter()
-        .map(|s| (s.key.clone(), s.value.clone()))
-        .collect();
-    plan.meta.origin_revision = origin_revision.to_owned();
+    let mut plan = built.plan;
     plan.meta.compiled_at = now();
-    let (rules, set_elements) = count_script(&compiled.script);
+    let (rules, set_elements) = match plan.backend {
+        rampart_apply::Backend::Nftables => count_script(&plan.ruleset),
+        rampart_apply::Backend::Iptables => {
+            let text = [Some(&plan.ruleset), plan.ruleset6.as_ref()];
+            let rules = text
+                .iter()
+                .flatten()
+                .flat_map(|t| t.lines())
+                .filter(|l| l.starts_with("-A "))
+                .count();
+            let elements = plan
+                .ipsets
+                .iter()
+                .flat_map(|t| t.lines())
+                .filter(|l| l.starts_with("add "))
+                .count();
+            (rules, elements)
+        }
+    };
     Ok(Planned {
-        rendered: all.render(&site.sources),
-        diagnostics: all,
+        rendered: join_rendered(&site.warnings, &built.rendered),
+        diagnostics: built.diagnostics,
         node,
         plan,
-        forced,
+        forced: built.forced,
         rules,
         set_elements,
     })
+}
+
+fn join_rendered(a: &str, b: &str) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_owned(),
+        (_, true) => a.to_owned(),
+        _ if a.ends_with('\n') => format!("{a}{b}"),
+        _ => format!("{a}\n{b}"),
+    }
 }
 
 /// Rough sizes of an nft script: rule lines inside chains, and elements of

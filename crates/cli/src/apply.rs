@@ -40,6 +40,10 @@ pub struct ApplyArgs {
     /// Apply even when the lock-out guard refuses (you have console access).
     #[arg(long)]
     pub force: bool,
+    /// The node's WireGuard key store (private keys are read from it at
+    /// apply time, never copied).
+    #[arg(long, value_name = "DIR", default_value = rampart_wg::plan::DEFAULT_KEY_DIR)]
+    pub keys: PathBuf,
     #[command(flatten)]
     pub common: Common,
 }
@@ -55,8 +59,14 @@ fn session() -> Option<String> {
 pub fn apply(a: ApplyArgs) -> Result<ExitCode> {
     let files = crate::sitedir::read_site(&a.site)?;
     // The one safe path, shared with the agent: resolve, compile, guard.
+    let opts = rampart_plan::PlanOpts {
+        key_dir: a.keys.to_string_lossy().into_owned(),
+        force: a.force,
+        origin_revision: site_revision(&files),
+        ..Default::default()
+    };
     let planned =
-        match rampart_agent::plan_for(&files, a.node.as_deref(), &site_revision(&files), a.force) {
+        match rampart_agent::plan_for_with(&files, a.node.as_deref(), &opts) {
             Ok(p) => p,
             Err(r) => {
                 eprint!("{}", r.rendered);

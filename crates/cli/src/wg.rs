@@ -785,47 +785,4 @@ pub fn site_checks(files: &SiteFiles, map: &mut SourceMap, existing: &Diagnostic
     diags
 }
 
-/// A copy of `map` in which the value on every line flagged E0602 (a
-/// private key in the site) reads `<redacted>`, so that rendering the
-/// diagnostic does not print the secret it warns about. `None` when no
-/// diagnostic is an E0602 (nothing to hide; no copy made).
-pub fn redacted(map: &SourceMap, diags: &Diagnostics) -> Option<SourceMap> {
-    let code = rampart_types::codes::PRIVATE_KEY_IN_SITE.code;
-    let hits: Vec<rampart_types::Span> = diags
-        .items
-        .iter()
-        .filter(|d| d.code == code)
-        .filter_map(|d| d.span)
-        .collect();
-    if hits.is_empty() {
-        return None;
-    }
-    let mut out = SourceMap::new();
-    for (id, f) in map.files() {
-        let mine: Vec<_> = hits.iter().filter(|s| s.file == id).collect();
-        if mine.is_empty() {
-            out.add(f.path.clone(), f.text.clone());
-            continue;
-        }
-        let lines: Vec<String> = f
-            .text
-            .split('\n')
-            .enumerate()
-            .map(
-                |(i, line)| match mine.iter().find(|s| s.line as usize == i + 1) {
-                    None => line.to_string(),
-                    Some(s) => {
-                        // Keep the key (under the caret) and its separator.
-                        let keep = (s.col as usize - 1) + s.len as usize;
-                        let head: String = line.chars().take(keep).collect();
-                        let rest: String = line.chars().skip(keep).collect();
-                        let sep = rest.find(['=', ':']).map(|p| &rest[..=p]).unwrap_or("");
-                        format!("{head}{sep} <redacted>")
-                    }
-                },
-            )
-            .collect();
-        out.add(f.path.clone(), lines.join("\n"));
-    }
-    Some(out)
-}
+pub use rampart_plan::wg::redacted;

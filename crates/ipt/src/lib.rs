@@ -27,6 +27,9 @@ use rampart_types::{
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+mod extras;
+pub use extras::{Extras, WgPort};
+
 /// NFLOG group every log rule sends to.
 pub const NFLOG_GROUP: u16 = 0;
 /// Prefix of every chain rampart owns.
@@ -100,6 +103,17 @@ pub fn compile(site: &ir::Site, node: &str) -> Result<IptPlan, Diagnostics> {
 }
 
 pub fn compile_with(site: &ir::Site, node: &str, mode: Mode) -> Result<IptPlan, Diagnostics> {
+    compile_with_extras(site, node, mode, &Extras::default())
+}
+
+/// [`compile_with`], plus the rules of `extras` (WireGuard listen ports and
+/// forwarding; see the `extras` module).
+pub fn compile_with_extras(
+    site: &ir::Site,
+    node: &str,
+    mode: Mode,
+    extras: &Extras,
+) -> Result<IptPlan, Diagnostics> {
     let Some(n) = site.node(node) else {
         let mut d = Diagnostics::new();
         d.push(Diagnostic::new(
@@ -121,6 +135,7 @@ pub fn compile_with(site: &ir::Site, node: &str, mode: Mode) -> Result<IptPlan, 
             diags: &mut diags,
             chains: Vec::new(),
             raw: Vec::new(),
+            extras,
         };
         c.build();
         let (text, h) = c.render(mode);
@@ -310,6 +325,8 @@ struct Compiler<'a> {
     chains: Vec<(String, Vec<String>)>,
     /// raw table rules of RAMPART-PREROUTING / RAMPART-OUTPUT.
     raw: Vec<String>,
+    /// Rules from outside the firewall files (WireGuard).
+    extras: &'a Extras,
 }
 
 /// A filtered guest NIC.
@@ -866,6 +883,7 @@ impl<'a> Compiler<'a> {
             for r in rules {
                 self.user_rule(&hf, r, Some("-i"), &Accept::Return);
             }
+            self.wg_forward(&hf, &Accept::Return);
             let (p, l) = (node.firewall.policy_forward, opts.log_level_forward);
             self.policy(&hf, p, l, "auto:policy-forward", &Accept::Return);
         }
@@ -1027,6 +1045,7 @@ impl<'a> Compiler<'a> {
         {
             self.user_rule(chain, r, Some("-i"), &accept);
         }
+        self.wg_listen(chain, &accept);
         let (p, l) = (node.firewall.policy_in, opts.log_level_in);
         self.policy(chain, p, l, "auto:policy-in", &accept);
     }
