@@ -65,27 +65,26 @@ pub fn apply(a: ApplyArgs) -> Result<ExitCode> {
         origin_revision: site_revision(&files),
         ..Default::default()
     };
-    let planned =
-        match rampart_agent::plan_for_with(&files, a.node.as_deref(), &opts) {
-            Ok(p) => p,
-            Err(r) => {
-                eprint!("{}", r.rendered);
-                return match r.kind {
-                    RefusalKind::NoNode => Err(anyhow!("{}", r.message)),
-                    RefusalKind::Guard => {
-                        eprintln!(
-                            "error: {} (use --force only with console access)",
-                            r.message
-                        );
-                        Ok(ExitCode::from(1))
-                    }
-                    RefusalKind::Invalid | RefusalKind::Compile => {
-                        eprintln!("error: {}", r.message);
-                        Ok(ExitCode::from(1))
-                    }
-                };
-            }
-        };
+    let planned = match rampart_agent::plan_for_with(&files, a.node.as_deref(), &opts) {
+        Ok(p) => p,
+        Err(r) => {
+            eprint!("{}", r.rendered);
+            return match r.kind {
+                RefusalKind::NoNode => Err(anyhow!("{}", r.message)),
+                RefusalKind::Guard => {
+                    eprintln!(
+                        "error: {} (use --force only with console access)",
+                        r.message
+                    );
+                    Ok(ExitCode::from(1))
+                }
+                RefusalKind::Invalid | RefusalKind::Compile => {
+                    eprintln!("error: {}", r.message);
+                    Ok(ExitCode::from(1))
+                }
+            };
+        }
+    };
     eprint!("{}", planned.rendered);
     if planned.forced {
         eprintln!(

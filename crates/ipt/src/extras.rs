@@ -112,7 +112,10 @@ mod tests {
     fn listen_port_from_peers_before_the_policy() {
         let s = site("[OPTIONS]\nenable: 1\n");
         let e = extras(
-            Some(vec!["192.0.2.7".parse().unwrap(), "2001:db8::7".parse().unwrap()]),
+            Some(vec![
+                "192.0.2.7".parse().unwrap(),
+                "2001:db8::7".parse().unwrap(),
+            ]),
             true,
         );
         let p = compile_with_extras(&s, "hv1", Mode::Full, &e).unwrap();
@@ -120,7 +123,9 @@ mod tests {
         let at = index(&p.v4, rule);
         assert!(at < index(&p.v4, "auto:policy-in"), "{}", p.v4);
         assert!(!p.v4.contains("2001:db8::7"));
-        assert!(p.v6.contains("-A RAMPART-HOST-IN -s 2001:db8::7/128 -p udp -m udp --dport 51820"));
+        assert!(p
+            .v6
+            .contains("-A RAMPART-HOST-IN -s 2001:db8::7/128 -p udp -m udp --dport 51820"));
         let fwd = "-A RAMPART-HOST-FWD -i wg0 -o wg0 -m comment --comment \"auto:wireguard wg0 forwarding\" -j RETURN";
         assert!(p.v4.contains(fwd), "{}", p.v4);
         // Without extras: none of it.

@@ -55,12 +55,10 @@ public_key = "{}"
 "#,
         KEYS[0], KEYS[1], KEYS[2]
     );
-    SiteFiles::new()
-        .with("site.toml", toml)
-        .with(
-            "firewall/cluster.fw",
-            "[OPTIONS]\nenable: 1\npolicy_in: DROP\n\n[IPSET management]\n192.0.2.0/24\n",
-        )
+    SiteFiles::new().with("site.toml", toml).with(
+        "firewall/cluster.fw",
+        "[OPTIONS]\nenable: 1\npolicy_in: DROP\n\n[IPSET management]\n192.0.2.0/24\n",
+    )
 }
 
 fn opts(key_dir: &str) -> PlanOpts {
@@ -78,7 +76,8 @@ fn nftables_plan_has_the_listen_rule_interfaces_routes_and_forwarding() {
     assert_eq!(p.backend, Backend::Nftables);
     // The listen port, open to the gateway's endpoint only.
     assert!(
-        p.ruleset.contains("ip saddr 192.0.2.1 udp dport 51871 return comment \"site.toml:"),
+        p.ruleset
+            .contains("ip saddr 192.0.2.1 udp dport 51871 return comment \"site.toml:"),
         "{}",
         p.ruleset
     );
@@ -112,7 +111,9 @@ fn nftables_plan_has_the_listen_rule_interfaces_routes_and_forwarding() {
     let conf = &np.files[2].1;
     assert!(conf.contains("Table = off"));
     assert!(conf.contains("/var/lib/test-keys/ops.key"));
-    assert!(np.files[3].1.contains("ip route replace 10.20.0.0/24 dev wg7"));
+    assert!(np.files[3]
+        .1
+        .contains("ip route replace 10.20.0.0/24 dev wg7"));
     // No private material anywhere in the plan.
     let json = format!("{p:?}");
     assert!(!json.to_lowercase().contains("privatekey ="), "{json}");
@@ -122,12 +123,20 @@ fn nftables_plan_has_the_listen_rule_interfaces_routes_and_forwarding() {
 fn the_gateway_forwards() {
     let np = build(&site(""), "gw1", &PlanOpts::default()).unwrap();
     let p = &np.plan;
-    assert_eq!(p.sysctls.get("net.ipv4.ip_forward").map(String::as_str), Some("1"));
-    assert!(p.ruleset.contains("iifname \"wg7\" oifname \"wg7\" return"), "{}", p.ruleset);
+    assert_eq!(
+        p.sysctls.get("net.ipv4.ip_forward").map(String::as_str),
+        Some("1")
+    );
+    assert!(
+        p.ruleset.contains("iifname \"wg7\" oifname \"wg7\" return"),
+        "{}",
+        p.ruleset
+    );
     assert_eq!(p.wireguard[0].peers.len(), 2);
     assert_eq!(p.wireguard[0].private_key_file, "/etc/rampart/wg/ops.key");
     let sysctl = &np.files.iter().find(|(n, _)| n == "sysctl.conf").unwrap().1;
-    assert!(sysctl.contains("# WireGuard: forwarding between the peers of wg7\nnet.ipv4.ip_forward = 1"));
+    assert!(sysctl
+        .contains("# WireGuard: forwarding between the peers of wg7\nnet.ipv4.ip_forward = 1"));
 }
 
 #[test]
@@ -137,21 +146,34 @@ fn a_node_that_asks_for_iptables_gets_iptables_with_the_listen_rule() {
     let p = &np.plan;
     assert_eq!(p.backend, Backend::Iptables);
     assert!(
-        p.ruleset.contains("-A RAMPART-HOST-IN -s 192.0.2.1/32 -p udp -m udp --dport 51871"),
+        p.ruleset
+            .contains("-A RAMPART-HOST-IN -s 192.0.2.1/32 -p udp -m udp --dport 51871"),
         "{}",
         p.ruleset
     );
     assert!(p.ruleset6.is_some() && p.ipsets.is_some());
     let names: Vec<&str> = np.files.iter().map(|(n, _)| n.as_str()).collect();
-    assert!(names.starts_with(&["iptables.rules", "ip6tables.rules", "ipset.conf"]), "{names:?}");
+    assert!(
+        names.starts_with(&["iptables.rules", "ip6tables.rules", "ipset.conf"]),
+        "{names:?}"
+    );
     assert_eq!(p.wireguard.len(), 1);
     // The other nodes stay on nftables; --backend overrides either way.
-    assert_eq!(build(&files, "n2", &PlanOpts::default()).unwrap().plan.backend, Backend::Nftables);
+    assert_eq!(
+        build(&files, "n2", &PlanOpts::default())
+            .unwrap()
+            .plan
+            .backend,
+        Backend::Nftables
+    );
     let forced = PlanOpts {
         backend: Some(Backend::Nftables),
         ..PlanOpts::default()
     };
-    assert_eq!(build(&files, "n3", &forced).unwrap().plan.backend, Backend::Nftables);
+    assert_eq!(
+        build(&files, "n3", &forced).unwrap().plan.backend,
+        Backend::Nftables
+    );
 }
 
 #[test]
@@ -169,7 +191,10 @@ fn refusals_name_their_kind() {
     // A WireGuard error (address outside the pool) refuses every node.
     let mut bad = site("");
     let t = String::from_utf8(bad.get("site.toml").unwrap().to_vec()).unwrap();
-    let t = t.replace("name = \"n2\"\npublic_key", "name = \"n2\"\naddress = [\"10.9.9.9\"]\npublic_key");
+    let t = t.replace(
+        "name = \"n2\"\npublic_key",
+        "name = \"n2\"\naddress = [\"10.9.9.9\"]\npublic_key",
+    );
     bad = bad.with("site.toml", t);
     let r = build(&bad, "gw1", &PlanOpts::default()).unwrap_err();
     assert_eq!(r.kind, RefusalKind::Invalid);
