@@ -67,8 +67,11 @@ pub fn plan_for_with(
     let built = match site.build(&node) {
         Ok(b) => b,
         Err(mut r) => {
-            // Site-wide warnings first, as the user reads them.
-            r.rendered = join_rendered(&site.warnings, &r.rendered);
+            // Site-wide warnings first, as the user reads them (an invalid
+            // site's refusal already holds them).
+            if r.kind != RefusalKind::Invalid {
+                r.rendered = join_rendered(&site.warnings, &r.rendered);
+            }
             return Err(r);
         }
     };

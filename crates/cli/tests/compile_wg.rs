@@ -215,3 +215,34 @@ fn simulate_sees_the_listen_port_rule() {
         ("DROP".into(), "auto:policy_in DROP".into())
     );
 }
+
+#[test]
+fn iptables_backend_and_key_dir_carry_the_wireguard_rules() {
+    let o = rampart(&[
+        "compile",
+        fixture().to_str().unwrap(),
+        "--node",
+        "host2",
+        "--backend",
+        "iptables",
+        "--keys",
+        "/srv/keys-x",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("# ==== host2 / iptables.rules ===="), "{out}");
+    assert!(out.contains("# ==== host2 / ip6tables.rules ===="), "{out}");
+    // The listen port, open to the peers' endpoints only, in each family.
+    assert!(
+        out.contains("-A RAMPART-HOST-IN -s 203.0.113.1/32 -p udp -m udp --dport 51820"),
+        "{out}"
+    );
+    assert!(
+        out.contains("-A RAMPART-HOST-IN -s 2001:db8::3/128 -p udp -m udp --dport 51820"),
+        "{out}"
+    );
+    assert!(!out.contains("table inet rampart"), "{out}");
+    // The key store named by --keys, never a key.
+    assert!(out.contains("private-key /srv/keys-x/cluster.key"), "{out}");
+    assert!(!out.contains("PrivateKey"), "{out}");
+}

@@ -109,7 +109,8 @@ pub struct Site<'f> {
     pub ir: ir::Site,
     pub wg: Wg,
     pub opts: PlanOpts,
-    /// Site-wide warnings (resolve, WireGuard), rendered.
+    /// Site-wide diagnostics (resolve warnings, WireGuard warnings and
+    /// errors), rendered.
     pub warnings: String,
 }
 
@@ -118,8 +119,9 @@ pub fn build(files: &SiteFiles, node: &str, opts: &PlanOpts) -> Result<NodePlan,
     load(files, opts)?.build(node)
 }
 
-/// Resolve the site and plan its WireGuard networks. Errors refuse every
-/// node (a WireGuard error anywhere leaves the overlay undefined).
+/// Resolve the site and plan its WireGuard networks. Resolve errors refuse
+/// the site; WireGuard errors refuse every node in [`Site::build`] (an
+/// error anywhere leaves the overlay undefined).
 pub fn load<'f>(files: &'f SiteFiles, opts: &PlanOpts) -> Result<Site<'f>, Refusal> {
     let (site, diags) = rampart_resolve::load(files);
     if diags.has_errors() {
@@ -138,18 +140,6 @@ pub fn load<'f>(files: &'f SiteFiles, opts: &PlanOpts) -> Result<Site<'f>, Refus
     let mut warnings = diags.render(&site.sources);
     if !wg.diags.is_empty() {
         push_rendered(&mut warnings, &wg.diags.render(&wg.sources));
-    }
-    if wg.diags.has_errors() {
-        return Err(Refusal {
-            kind: RefusalKind::Invalid,
-            node: None,
-            message: format!(
-                "the WireGuard networks of site.toml have {} error(s); nothing was compiled",
-                wg.diags.errors()
-            ),
-            rendered: warnings,
-            diagnostics: wg.diags,
-        });
     }
     Ok(Site {
         files,
@@ -210,6 +200,18 @@ impl Site<'_> {
         let Some(n) = site.node(node) else {
             return Err(self.pick(Some(node)).expect_err("not in the site"));
         };
+        if self.wg.diags.has_errors() {
+            return Err(Refusal {
+                kind: RefusalKind::Invalid,
+                node: Some(node.to_owned()),
+                message: format!(
+                    "the WireGuard networks of site.toml have {} error(s); nothing was compiled",
+                    self.wg.diags.errors()
+                ),
+                rendered: self.warnings.clone(),
+                diagnostics: self.wg.diags.clone(),
+            });
+        }
         let backend = self.backend_of(n);
         let refuse = |kind: RefusalKind, d: Diagnostics, message: String| Refusal {
             kind,
