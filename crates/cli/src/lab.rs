@@ -3,7 +3,7 @@
 //! applied by `rampart_apply::apply`, and the site's intents run with real
 //! packets.
 
-use crate::compile::{compile_node, BackendArg, Wg};
+use crate::compile::Wg;
 use anyhow::{anyhow, bail, Result};
 use clap::Subcommand;
 use rampart_apply::{Plan, Route, WgIface, WgPeer};
@@ -129,39 +129,17 @@ fn wg_ifaces(wg: &Wg, owner: &str, key_dir: &Path) -> (Vec<WgIface>, Vec<Route>)
 
 impl Planner for CliPlanner {
     fn node_plan(&self, files: &SiteFiles, node: &str, key_dir: &Path) -> Result<Plan, String> {
-        let (site, diags) = rampart_resolve::load(files);
-        if diags.has_errors() {
-            return Err(format!("the site has {} error(s)", diags.errors()));
-        }
-        let wg = Wg::of(files);
-        if wg.diags.has_errors() {
-            return Err(format!(
-                "the WireGuard networks have {} error(s):\n{}",
-                wg.diags.errors(),
-                wg.diags.render(&wg.sources)
-            ));
-        }
-        let out = compile_node(&site, node, BackendArg::Nftables, &wg)
-            .map_err(|d| d.render(&site.sources))?;
-        let file = |n: &str| {
-            out.files
-                .iter()
-                .find(|(f, _)| f == n)
-                .map(|(_, t)| t.clone())
-                .unwrap_or_default()
+        // The one path (rampart_plan), as `rampart compile` and `apply`
+        // take it; the lab builds what the site says even when the guard
+        // would refuse it (intents then show the lock-out).
+        let opts = rampart_plan::PlanOpts {
+            key_dir: key_dir.to_string_lossy().into_owned(),
+            force: true,
+            ..Default::default()
         };
-        let mut plan = Plan::nftables(node, file("ruleset.nft"));
-        for l in file("sysctl.conf").lines() {
-            if let Some((k, v)) = l.split_once(" = ") {
-                if !l.starts_with('#') {
-                    plan.sysctls.insert(k.trim().into(), v.trim().into());
-                }
-            }
-        }
-        let (ifaces, routes) = wg_ifaces(&wg, node, key_dir);
-        plan.wireguard = ifaces;
-        plan.routes = routes;
-        Ok(plan)
+        rampart_plan::build(files, node, &opts)
+            .map(|np| np.plan)
+            .map_err(|r| format!("{}\n{}", r.message, r.rendered))
     }
 
     fn wg_of(
