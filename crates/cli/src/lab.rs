@@ -233,6 +233,7 @@ pub fn intents(files: &SiteFiles) -> Result<Vec<Intent>> {
         #[serde(default)]
         proto: Option<String>,
         port: Option<u16>,
+        service: Option<String>,
         reachable: bool,
     }
     let Some(b) = files.get("site.toml") else {
@@ -242,7 +243,14 @@ pub fn intents(files: &SiteFiles) -> Result<Vec<Intent>> {
         toml::from_str(&String::from_utf8_lossy(b)).map_err(|e| anyhow!("site.toml: {e}"))?;
     top.expect
         .into_iter()
-        .map(|e| {
+        .map(|mut e| {
+            match e.service.as_deref().map(str::to_ascii_lowercase).as_deref() {
+                Some("ssh") => e.port = Some(22),
+                Some("http") => e.port = Some(80),
+                Some("https") => e.port = Some(443),
+                Some("ping") | None => {}
+                Some(s) => bail!("service `{s}` needs the intents crate"),
+            }
             let proto =
                 match e
                     .proto

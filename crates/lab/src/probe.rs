@@ -185,6 +185,17 @@ fn serve(args: &[String]) -> Result<(), String> {
     let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let mut it = args.iter();
     while let Some(a) = it.next() {
+        if a == "--udp-sniff4" || a == "--udp-sniff6" {
+            // Something else owns the port (wireguard-go on its listen
+            // port): watch for our datagrams arriving instead of answering.
+            let v4 = a == "--udp-sniff4";
+            let d = if v4 { Domain::IPV4 } else { Domain::IPV6 };
+            let sock = Socket::new(d, Type::RAW, Some(Protocol::UDP))
+                .map_err(|e| format!("raw udp socket: {e}"))?;
+            let seen = seen.clone();
+            thread::spawn(move || sniff_udp(sock, v4, &seen));
+            continue;
+        }
         if a == "--icmp4" || a == "--icmp6" {
             let v4 = a == "--icmp4";
             let (d, p) = if v4 {
@@ -260,6 +271,38 @@ fn sniff_icmp(sock: Socket, v4: bool, seen: &std::sync::Mutex<Vec<String>>) {
             seen.lock()
                 .unwrap()
                 .push(format!("seen {} {} {id}", if v4 { 4 } else { 6 }, icmp[0]));
+        }
+    }
+}
+
+/// Record every probe UDP datagram delivered locally (raw sockets get a
+/// copy after the INPUT hook accepted it): `seen udp SRC DPORT`.
+fn sniff_udp(sock: Socket, v4: bool, seen: &std::sync::Mutex<Vec<String>>) {
+    use std::os::fd::AsRawFd;
+    let mut buf = [0u8; 2048];
+    while let Ok((n, from)) =
+        nix::sys::socket::recvfrom::<nix::sys::socket::SockaddrStorage>(sock.as_raw_fd(), &mut buf)
+    {
+        let bytes = &buf[..n];
+        let udp = if v4 {
+            let ihl = ((bytes[0] & 0x0f) as usize) * 4;
+            match bytes.get(ihl..) {
+                Some(x) => x,
+                None => continue,
+            }
+        } else {
+            bytes
+        };
+        if udp.len() >= 8 && udp[8..].starts_with(MARKER) {
+            let dport = u16::from_be_bytes([udp[2], udp[3]]);
+            let src: Option<IpAddr> = from.and_then(|f| {
+                f.as_sockaddr_in()
+                    .map(|a| IpAddr::V4(a.ip()))
+                    .or_else(|| f.as_sockaddr_in6().map(|a| IpAddr::V6(a.ip())))
+            });
+            if let Some(src) = src {
+                seen.lock().unwrap().push(format!("seen udp {src} {dport}"));
+            }
         }
     }
 }

@@ -51,6 +51,10 @@ pub struct Zone {
     pub kind: ZoneKind,
     pub addrs: Vec<IpAddr>,
     pub nets: Vec<(String, Vec<IpNet>)>,
+    /// UDP ports something of the lab listens on (WireGuard): probes to
+    /// them watch for the datagram's arrival instead of an answer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub busy_udp: Vec<u16>,
 }
 
 /// `lab.json`: everything `down` removes and `verify` needs.
@@ -586,6 +590,7 @@ fn network_up(
                 }
             }
             z.nets.push((i.name.clone(), nets));
+            z.busy_udp.extend(i.listen_port);
         }
         step(format!(
             "{owner}: WireGuard {} up (wireguard-go, {} peer(s), {})",
@@ -705,6 +710,24 @@ fn zone_for<'a>(st: &'a State, what: &str) -> Result<(&'a str, Option<IpAddr>)> 
     if let Some((name, _)) = st.zones.get_key_value(what) {
         return Ok((name.as_str(), None));
     }
+    // `hv1@public`, `hv1@vmbr0`, `hv1@wg0`, `vm100@net1`: one address.
+    if let Some((z, q)) = what.split_once('@') {
+        let (name, zone) = st
+            .zones
+            .get_key_value(z)
+            .ok_or_else(|| Error::new(format!("`{z}` is not a zone of this lab")))?;
+        let a = if q == "public" {
+            zone.addrs.iter().copied().find(topo::is_public)
+        } else {
+            zone.nets
+                .iter()
+                .filter(|(i, _)| i == q)
+                .flat_map(|(_, nets)| nets.iter())
+                .find_map(|n| zone.addrs.iter().copied().find(|a| n.contains(a)))
+        };
+        let a = a.ok_or_else(|| Error::new(format!("{z} has no address `@{q}` in this lab")))?;
+        return Ok((name.as_str(), Some(a)));
+    }
     let Ok(a) = what.parse::<IpAddr>() else {
         let mut names: Vec<&str> = st.zones.keys().map(String::as_str).collect();
         names.sort();
@@ -792,6 +815,8 @@ struct Resolved {
     sns: String,
     dns: String,
     spec: Spec,
+    /// A UDP port the lab already listens on: watch, don't answer.
+    sniff: bool,
 }
 
 fn resolve(st: &State, p: &SiteProbe, id: u16) -> Result<Resolved> {
@@ -860,6 +885,7 @@ fn resolve(st: &State, p: &SiteProbe, id: u16) -> Result<Resolved> {
     ensure_addr(from, src)?;
     ensure_addr(to, dst)?;
     Ok(Resolved {
+        sniff: proto == ProbeProto::Udp && to.busy_udp.contains(&p.dport.unwrap_or(0)),
         sns: from.ns.clone(),
         dns: to.ns.clone(),
         spec: Spec {
@@ -888,7 +914,20 @@ pub fn probe_all(
     let mut resolved = Vec::new();
     for (i, p) in probes.iter().enumerate() {
         match resolve(st, p, 0x4000 + i as u16) {
-            Ok(r) => resolved.push((i, r)),
+            Ok(r) => {
+                if std::env::var_os("RAMPART_LAB_DEBUG").is_some() {
+                    eprintln!(
+                        "probe {i}: {} -> {}: {} from {} to {}{}",
+                        p.from,
+                        p.to,
+                        r.spec.encode(),
+                        r.sns,
+                        r.dns,
+                        if r.sniff { " (watched)" } else { "" }
+                    );
+                }
+                resolved.push((i, r))
+            }
             Err(e) => results[i] = Some(Err(e)),
         }
     }
@@ -904,6 +943,8 @@ pub fn probe_all(
         let s = &r.spec;
         let arg = match s.proto {
             ProbeProto::Tcp => format!("--tcp {},{}", s.dst, s.dport),
+            ProbeProto::Udp if r.sniff && s.dst.is_ipv4() => "--udp-sniff4".into(),
+            ProbeProto::Udp if r.sniff => "--udp-sniff6".into(),
             ProbeProto::Udp => format!("--udp {},{}", s.dst, s.dport),
             ProbeProto::Icmp => continue,
         };
@@ -946,11 +987,16 @@ pub fn probe_all(
                     );
                     continue;
                 }
-                servers.push((child, stdin));
+                servers.push((ns.clone(), child, stdin, out));
             }
             Err(e) => fail(format!("probe helper {:?}: {e}", helper.exe), &mut results),
         }
     }
+    let sniffed: Vec<(usize, String, Spec)> = resolved
+        .iter()
+        .filter(|(_, r)| r.sniff)
+        .map(|(i, r)| (*i, r.dns.clone(), r.spec.clone()))
+        .collect();
     let mut by_ns: BTreeMap<String, Vec<(usize, Spec)>> = BTreeMap::new();
     for (i, r) in resolved {
         if results[i].is_none() {
@@ -991,10 +1037,25 @@ pub fn probe_all(
         }
         let _ = child.wait();
     }
-    for (mut child, stdin) in servers {
+    // Close the listeners; they report which watched datagrams arrived.
+    let mut seen: BTreeSet<(String, String)> = BTreeSet::new();
+    for (ns, mut child, stdin, out) in servers {
         drop(stdin);
+        for line in out.lines().map_while(|l| l.ok()) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if let ["seen", "udp", src, dport] = f.as_slice() {
+                seen.insert((ns.clone(), format!("{src} {dport}")));
+            }
+        }
         let _ = child.kill();
         let _ = child.wait();
+    }
+    for (i, dns, s) in sniffed {
+        if matches!(results[i], Some(Ok(Observed::Drop)))
+            && seen.contains(&(dns, format!("{} {}", s.src, s.dport)))
+        {
+            results[i] = Some(Ok(Observed::Accept));
+        }
     }
     results
         .into_iter()

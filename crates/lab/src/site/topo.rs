@@ -335,6 +335,7 @@ pub fn plan(site: &ir::Site, eps: &Endpoints, prefix: &str) -> Result<Topology, 
                 )
             })
             .collect(),
+        busy_udp: vec![],
     };
 
     // Nodes.
@@ -442,6 +443,7 @@ pub fn plan(site: &ir::Site, eps: &Endpoints, prefix: &str) -> Result<Topology, 
                 kind: ZoneKind::Node,
                 addrs,
                 nets,
+                busy_udp: vec![],
             },
         );
     }
@@ -569,6 +571,7 @@ pub fn plan(site: &ir::Site, eps: &Endpoints, prefix: &str) -> Result<Topology, 
                         )
                     })
                     .collect(),
+                busy_udp: vec![],
             },
         );
     }
@@ -587,6 +590,7 @@ pub fn plan(site: &ir::Site, eps: &Endpoints, prefix: &str) -> Result<Topology, 
                 kind: ZoneKind::Client,
                 addrs: vec![a],
                 nets: vec![("wan".into(), vec![])],
+                busy_udp: vec![],
             },
         );
     }
