@@ -29,6 +29,8 @@ use std::fmt::Write as _;
 
 mod extras;
 pub use extras::{Extras, WgPort};
+mod profile;
+pub use profile::add_profile;
 
 /// NFLOG group every log rule sends to.
 pub const NFLOG_GROUP: u16 = 0;

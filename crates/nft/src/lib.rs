@@ -12,6 +12,7 @@ mod compile;
 pub mod extras;
 pub mod model;
 pub mod print;
+pub mod profile;
 pub mod sets;
 pub mod testkit;
 
@@ -21,3 +22,4 @@ pub use compile::{
     BRIDGE_PRIORITY, INET_PRIORITY, IN_MASK, NFLOG_GROUP, OUT_MASK, TABLE,
 };
 pub use extras::{compile_with_extras, Extras, WgPort};
+pub use profile::add_profile;

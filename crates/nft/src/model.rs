@@ -199,6 +199,9 @@ pub struct BaseHook {
     pub priority: i32,
     /// Always accept in rampart's tables: decisions are explicit rules.
     pub policy_accept: bool,
+    /// `type nat` instead of `type filter` (the egress gateway's
+    /// masquerade in postrouting).
+    pub nat: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -225,6 +228,7 @@ impl Chain {
                 hook,
                 priority,
                 policy_accept: true,
+                nat: false,
             }),
             comment: None,
             rules: vec![],
@@ -402,6 +406,9 @@ pub enum Stmt {
     MarkFromIifnameMap(String),
     /// `ct helper set "name"`
     CtHelperSet(String),
+    /// `masquerade`: source NAT to the output interface's address (only in
+    /// a `type nat` postrouting chain).
+    Masquerade,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -91,7 +91,8 @@ fn table(out: &mut String, t: &Table) {
         if let Some(b) = &c.base {
             let _ = writeln!(
                 out,
-                "\t\ttype filter hook {} priority {}; policy {};",
+                "\t\ttype {} hook {} priority {}; policy {};",
+                if b.nat { "nat" } else { "filter" },
                 b.hook.name(),
                 b.priority,
                 if b.policy_accept { "accept" } else { "drop" }
@@ -358,6 +359,7 @@ fn stmt(s: &Stmt) -> String {
         Stmt::MarkOr(m) => format!("meta mark set meta mark or {m:#010x}"),
         Stmt::MarkFromIifnameMap(map) => format!("meta mark set iifname map @{map}"),
         Stmt::CtHelperSet(h) => format!("ct helper set \"{h}\""),
+        Stmt::Masquerade => "masquerade".to_string(),
     }
 }
 

@@ -69,6 +69,12 @@ pub struct Packet {
     pub state: State,
     /// A guest sender using another MAC than its NIC's (`source_mac`).
     pub source_mac: Option<[u8; 6]>,
+    /// The packet arrives on this interface rather than a bridge port (a
+    /// WireGuard tunnel, a plain NIC): no bridge hooks on that side.
+    pub iif: Option<String>,
+    /// The packet leaves through this interface rather than a bridge port
+    /// (routed into a tunnel, out of a gateway's WAN).
+    pub oif: Option<String>,
 }
 
 /// A conformance case's packet (`packets.toml`, parsed by `rampart-case`)
@@ -113,6 +119,8 @@ impl Packet {
             family: None,
             state: State::New,
             source_mac: None,
+            iif: None,
+            oif: None,
         }
     }
     pub fn tcp(from: &str, to: &str, dport: u16) -> Packet {
@@ -133,6 +141,16 @@ impl Packet {
     }
     pub fn dest(mut self, a: &str) -> Packet {
         self.dest = Some(a.parse().expect("address"));
+        self
+    }
+    /// Arriving on interface `i` (see [`Packet::iif`]).
+    pub fn via(mut self, i: &str) -> Packet {
+        self.iif = Some(i.to_string());
+        self
+    }
+    /// Leaving through interface `i` (see [`Packet::oif`]).
+    pub fn out(mut self, i: &str) -> Packet {
+        self.oif = Some(i.to_string());
         self
     }
     pub fn established(mut self) -> Packet {
@@ -365,6 +383,19 @@ pub fn place(site: &ir::Site, plan: &Plan, p: &Packet) -> Result<Placed, String>
         None => outside_end(&Some(clone_end(&from)), p.dest),
     };
 
+    // Interfaces that are not bridge ports (tunnels, plain NICs).
+    let mut from = from;
+    let mut to = to;
+    let from_direct = p.iif.is_some() && !from.host;
+    let to_direct = p.oif.is_some() && !to.host;
+    if from_direct {
+        from.bridge = p.iif.clone();
+        from.port = None;
+    }
+    if to_direct {
+        to.bridge = p.oif.clone();
+        to.port = None;
+    }
     let first = |e: &End, what: &str| -> Result<IpAddr, String> {
         e.addrs
             .iter()
@@ -448,14 +479,20 @@ pub fn place(site: &ir::Site, plan: &Plan, p: &Packet) -> Result<Placed, String>
     if from.host {
         stages.push(st(inet, Hook::Output, None, to.bridge.as_ref()));
         stages.push(st(inet, Hook::Postrouting, None, to.bridge.as_ref()));
-        stages.push(st(br, Hook::Output, None, to.port.as_ref()));
+        if !to_direct {
+            stages.push(st(br, Hook::Output, None, to.port.as_ref()));
+        }
     } else {
-        stages.push(st(br, Hook::Prerouting, from.port.as_ref(), None));
+        if !from_direct {
+            stages.push(st(br, Hook::Prerouting, from.port.as_ref(), None));
+        }
         stages.push(st(inet, Hook::Prerouting, from.bridge.as_ref(), None));
         if to.host {
-            stages.push(st(br, Hook::Input, from.port.as_ref(), None));
+            if !from_direct {
+                stages.push(st(br, Hook::Input, from.port.as_ref(), None));
+            }
             stages.push(st(inet, Hook::Input, from.bridge.as_ref(), None));
-        } else if from.bridge == to.bridge {
+        } else if from.bridge == to.bridge && !from_direct && !to_direct {
             stages.push(st(br, Hook::Forward, from.port.as_ref(), to.port.as_ref()));
             stages.push(st(
                 inet,
@@ -466,8 +503,10 @@ pub fn place(site: &ir::Site, plan: &Plan, p: &Packet) -> Result<Placed, String>
             stages.push(st(inet, Hook::Postrouting, None, to.bridge.as_ref()));
             stages.push(st(br, Hook::Postrouting, None, to.port.as_ref()));
         } else {
-            // Routed by the node from one bridge to another.
-            stages.push(st(br, Hook::Input, from.port.as_ref(), None));
+            // Routed by the node from one interface to another.
+            if !from_direct {
+                stages.push(st(br, Hook::Input, from.port.as_ref(), None));
+            }
             stages.push(st(
                 inet,
                 Hook::Forward,
@@ -475,7 +514,9 @@ pub fn place(site: &ir::Site, plan: &Plan, p: &Packet) -> Result<Placed, String>
                 to.bridge.as_ref(),
             ));
             stages.push(st(inet, Hook::Postrouting, None, to.bridge.as_ref()));
-            stages.push(st(br, Hook::Output, None, to.port.as_ref()));
+            if !to_direct {
+                stages.push(st(br, Hook::Output, None, to.port.as_ref()));
+            }
         }
     }
     let _ = to.guest_filtered_here;

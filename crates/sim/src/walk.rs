@@ -112,6 +112,10 @@ pub fn run(plan: &Plan, p: Placed) -> Trace {
         {
             for c in &t.chains {
                 if let Some(b) = &c.base {
+                    // NAT chains see only the first packet of a connection.
+                    if b.nat && p.state == crate::State::Established {
+                        continue;
+                    }
                     if b.hook == stage.hook {
                         bases.push((t, c, b.priority));
                     }
@@ -294,6 +298,11 @@ impl<'a> Walker<'a> {
                     }
                 }
                 Stmt::CtHelperSet(h) => self.notes.push(format!("conntrack helper {h} assigned")),
+                Stmt::Masquerade => self.notes.push(format!(
+                    "masqueraded to the address of {} ({})",
+                    self.stage.oif.as_deref().unwrap_or("the output interface"),
+                    r.comment
+                )),
             }
         }
         true

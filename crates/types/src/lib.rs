@@ -7,6 +7,7 @@
 //! - [`files`]: a site as a set of (relative path, bytes): the only input the
 //!   pure core reads. The shell fills it from a directory or from etcd.
 
+pub mod additions;
 pub mod codes;
 pub mod diag;
 pub mod files;
