@@ -37,7 +37,8 @@ pub struct ApplyArgs {
     /// connection, within this many seconds.
     #[arg(long, value_name = "SECONDS")]
     pub confirm: Option<u64>,
-    /// Apply even when the lock-out guard refuses (you have console access).
+    /// Apply even when the lock-out guard refuses (you have console access)
+    /// or an intent of the site misses.
     #[arg(long)]
     pub force: bool,
     /// The node's WireGuard key store (private keys are read from it at
@@ -58,6 +59,10 @@ fn session() -> Option<String> {
 
 pub fn apply(a: ApplyArgs) -> Result<ExitCode> {
     let files = crate::sitedir::read_site(&a.site)?;
+    // The site's intents must hold first (docs/intents.md).
+    if !crate::verify::gate(&files, "apply", a.force) {
+        return Ok(ExitCode::from(1));
+    }
     // The one safe path, shared with the agent: resolve, compile, guard.
     let opts = rampart_plan::PlanOpts {
         key_dir: a.keys.to_string_lossy().into_owned(),

@@ -15,6 +15,7 @@ mod push;
 mod simulate;
 mod sitedir;
 mod testpolicy;
+mod verify;
 mod wg;
 
 #[derive(Parser)]
@@ -56,6 +57,10 @@ enum Command {
     Wg(wg::Args),
     /// The whole site for real in network namespaces: up, verify, down.
     Lab(lab::Args),
+    /// Check every [[expect]] intent across all nodes; print the matrix.
+    Verify(verify::Args),
+    /// An application allow list (nginx allow/deny) generated from the intents.
+    Allowlist(verify::AllowArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +84,8 @@ fn main() -> ExitCode {
         Command::Agent(a) => agent::run(a),
         Command::Push(a) => push::run(a),
         Command::Lab(a) => lab::run(a),
+        Command::Verify(a) => verify::run(a),
+        Command::Allowlist(a) => verify::allow(a),
     };
     match result {
         Ok(code) => code,

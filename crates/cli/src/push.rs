@@ -15,6 +15,9 @@ pub struct Args {
     /// The site's key prefix.
     #[arg(long, default_value = rampart_store::DEFAULT_PREFIX)]
     pub prefix: String,
+    /// Push even when an intent of the site misses (`rampart verify`).
+    #[arg(long)]
+    pub force: bool,
 }
 
 fn connect(etcd: &str, prefix: &str) -> Result<EtcdStore> {
@@ -44,6 +47,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
     }
     if bad > 0 {
         eprintln!("error: {bad} node(s) do not compile; nothing was pushed");
+        return Ok(ExitCode::from(1));
+    }
+    if !crate::verify::gate(&files, "push", a.force) {
+        eprintln!("nothing was pushed");
         return Ok(ExitCode::from(1));
     }
     let store = connect(&a.etcd, &a.prefix)?;

@@ -12,6 +12,7 @@ mod packet;
 mod walk;
 
 pub mod guard;
+pub mod hop;
 pub use packet::{Packet, State, Zone};
 pub use walk::{RuleHit, Step, Trace};
 
