@@ -8,6 +8,7 @@ use crate::revert::RevertScript;
 use crate::state::{Pending, StateDir, CURRENT, LAST_GOOD, PREVIOUS};
 use crate::sysctl;
 use crate::system::{IpFamily, System};
+use crate::twophase::Staged;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
@@ -314,8 +315,8 @@ fn apply_locked(
             Err(why) => mode = ApplyMode::Full { why },
         }
     }
-    let (script, owned_now) = match (&delta, plan.backend) {
-        (Some(_), _) => (String::new(), BTreeSet::new()),
+    let (script, owned_now, staged) = match (&delta, plan.backend) {
+        (Some(_), _) => (String::new(), BTreeSet::new(), None),
         _ => full_script(sys, plan, opts, &plan_tables, current.as_ref())?,
     };
 
@@ -395,6 +396,11 @@ fn apply_locked(
         }
         done_before.push((k.clone(), v.clone()));
     }
+    let mut staged_used = staged.clone();
+    let restage = || {
+        let all = replaced_tables(sys, plan, opts, &plan_tables, current.as_ref()).ok()?;
+        staged_replace(sys, plan, &all, None, false)
+    };
     let t_kernel = std::time::Instant::now();
     let kernel = match (plan.backend, &delta) {
         (Backend::Nftables, Some(d)) => {
@@ -411,12 +417,21 @@ fn apply_locked(
                     mode = ApplyMode::Full {
                         why: format!("the incremental transaction failed: {e}"),
                     };
-                    full_script(sys, plan, opts, &plan_tables, current.as_ref())
-                        .and_then(|(full, _)| sys.nft_apply(&full))
+                    full_script(sys, plan, opts, &plan_tables, current.as_ref()).and_then(
+                        |(full, _, st)| {
+                            replace_nft(sys, &full, st.as_ref(), &restage).map(|used| {
+                                staged_used = used;
+                            })
+                        },
+                    )
                 }
             }
         }
-        (Backend::Nftables, None) => sys.nft_apply(&script),
+        (Backend::Nftables, None) => {
+            replace_nft(sys, &script, staged.as_ref(), &restage).map(|used| {
+                staged_used = used;
+            })
+        }
         (Backend::Iptables, _) => (|| {
             if let Some(sets) = &plan.ipsets {
                 sys.ipset_restore(sets)?;
@@ -429,6 +444,16 @@ fn apply_locked(
         })(),
     };
     let kernel_time = t_kernel.elapsed();
+    if let (Ok(()), Some(st)) = (&kernel, &staged_used) {
+        if st.reused > 0 {
+            // Only what changed was staged: the rest kept running untouched.
+            mode = ApplyMode::Incremental {
+                chains: st.chains.clone(),
+                elements_added: st.elements_added,
+                elements_deleted: st.elements_deleted,
+            };
+        }
+    }
     if let Err(e) = kernel {
         for (k, _) in done_before.iter().rev() {
             let _ = sys.sysctl_set(k, &now_values[k.as_str()]);
@@ -460,6 +485,8 @@ fn apply_locked(
         applied_at: now,
         kernel_hash,
         nft_genid,
+        nft_staged: staged_used.is_some(),
+        nft_salt: staged_used.as_ref().map(|s| s.salt.clone()),
         sysctls_before: sysctls_before_rampart,
     };
     if current.is_some() {
@@ -518,18 +545,108 @@ fn incremental_delta(
         }
         None => return Err("the ruleset generation cannot be read".into()),
     }
+    if cur.nft_staged {
+        // The kernel runs the plan under staged names (see twophase): the
+        // staged replace reuses what did not change and restages the rest.
+        return Err("the running plan is staged: restaging what changed".into());
+    }
     crate::incremental::diff(&cur.plan.ruleset, &plan.ruleset).map_err(|e| e.0)
 }
 
+/// Replace rampart's tables: in three transactions when the plan could be
+/// staged (see [`crate::twophase`]), else in one.
+fn replace_nft(
+    sys: &dyn System,
+    script: &str,
+    staged: Option<&Staged>,
+    restage: impl Fn() -> Option<Staged>,
+) -> Result<Option<Staged>, Error> {
+    match staged {
+        Some(st) => match st.apply(sys) {
+            Ok(()) => Ok(Some(st.clone())),
+            // A change against reused objects was refused (the kernel does
+            // not hold what the record says after all): stage everything.
+            Err(_) if st.reused > 0 => match restage() {
+                Some(all) => all.apply(sys).map(|()| Some(all)),
+                None => sys.nft_apply(script).map(|()| None),
+            },
+            Err(e) => Err(e),
+        },
+        None => sys.nft_apply(script).map(|()| None),
+    }
+}
+
+/// The staged replace of `all` by the plan, or `None` when the plan is not
+/// one the two-phase path understands or the kernel cannot be listed.
+fn staged_replace(
+    sys: &dyn System,
+    plan: &Plan,
+    all: &BTreeSet<TableRef>,
+    current: Option<&Applied>,
+    reuse: bool,
+) -> Option<Staged> {
+    let kernel = crate::twophase::list_kernel(sys, all).ok()?;
+    // Reuse staged objects only while the kernel provably runs the record.
+    let trusted = current.filter(|c| {
+        reuse
+            && c.nft_staged
+            && c.plan.backend == Backend::Nftables
+            && c.nft_genid.is_some()
+            && sys.nft_genid() == c.nft_genid
+    });
+    let fresh = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    );
+    let running = crate::twophase::Running {
+        script: trusted.map(|c| {
+            (
+                c.plan.ruleset.as_str(),
+                c.nft_salt.as_deref().unwrap_or_default(),
+            )
+        }),
+        fresh_salt: &fresh,
+    };
+    crate::twophase::stage(&plan.ruleset, all, &kernel, &running)
+        .ok()
+        .flatten()
+}
+
+/// Every table a full replace replaces: the plan's, the recorded plan's (so
+/// a table dropped from the plan goes away), rampart's well-known ones, and
+/// with --confirm every rampart table that runs now.
+fn replaced_tables(
+    sys: &dyn System,
+    _plan: &Plan,
+    opts: &ApplyOpts,
+    plan_tables: &BTreeSet<TableRef>,
+    current: Option<&Applied>,
+) -> Result<BTreeSet<TableRef>, Error> {
+    let mut all: BTreeSet<TableRef> = plan_tables.clone();
+    if opts.confirm.is_some() {
+        all.extend(owned_tables(sys)?);
+    }
+    all.extend(well_known_tables());
+    if let Some(cur) = current.filter(|c| c.plan.backend == Backend::Nftables) {
+        all.extend(script_tables(&cur.plan.ruleset).unwrap_or_default());
+    }
+    Ok(all)
+}
+
 /// The whole-table replace script (checked with `nft -c` unless opted
-/// out), and the rampart tables found running (with `--confirm`).
+/// out), the rampart tables found running (with `--confirm`), and the
+/// staged form of the replace when there is one.
 fn full_script(
     sys: &dyn System,
     plan: &Plan,
     opts: &ApplyOpts,
     plan_tables: &BTreeSet<TableRef>,
     current: Option<&Applied>,
-) -> Result<(String, BTreeSet<TableRef>), Error> {
+) -> Result<(String, BTreeSet<TableRef>, Option<Staged>), Error> {
     match plan.backend {
         Backend::Nftables => {
             // Tables replaced: the plan's, the recorded plan's (so a table
@@ -543,21 +660,29 @@ fn full_script(
             } else {
                 BTreeSet::new()
             };
-            let mut all: BTreeSet<TableRef> = owned_now.union(plan_tables).cloned().collect();
-            all.extend(well_known_tables());
-            if let Some(cur) = current.filter(|c| c.plan.backend == Backend::Nftables) {
-                all.extend(script_tables(&cur.plan.ruleset).unwrap_or_default());
-            }
+            let all = replaced_tables(sys, plan, opts, plan_tables, current)?;
             let mut script = delete_prelude(&all);
             script.push_str(&plan.ruleset);
             if !script.ends_with('\n') {
                 script.push('\n');
             }
+            let mut staged = staged_replace(sys, plan, &all, current, opts.incremental);
             if opts.check {
-                sys.nft_check(&script)
-                    .map_err(|e| Error::CheckFailed(Box::new(e)))?;
+                let check = |st: &Option<Staged>| match st {
+                    Some(st) => sys.nft_check(&st.check_script()),
+                    None => sys.nft_check(&script),
+                };
+                if let Err(e) = check(&staged) {
+                    // A change against reused objects the kernel refuses: it
+                    // does not hold what the record says; stage everything.
+                    if !staged.as_ref().is_some_and(|st| st.reused > 0) {
+                        return Err(Error::CheckFailed(Box::new(e)));
+                    }
+                    staged = staged_replace(sys, plan, &all, None, false);
+                    check(&staged).map_err(|e| Error::CheckFailed(Box::new(e)))?;
+                }
             }
-            Ok((script, owned_now))
+            Ok((script, owned_now, staged))
         }
         Backend::Iptables => {
             if opts.check {
@@ -568,7 +693,7 @@ fn full_script(
                         .map_err(|e| Error::CheckFailed(Box::new(e)))?;
                 }
             }
-            Ok((plan.ruleset.clone(), BTreeSet::new()))
+            Ok((plan.ruleset.clone(), BTreeSet::new(), None))
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod revert;
 pub mod state;
 pub mod sysctl;
 mod system;
+pub mod twophase;
 
 pub use apply::{
     apply, confirm, kernel_hash, rollback, status, ApplyMode, ApplyOpts, ApplyOutcome, Drift,

@@ -211,6 +211,13 @@ pub struct Applied {
     /// apply may send only the difference.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nft_genid: Option<String>,
+    /// The kernel runs this plan under staged names (`NAME.<hash>`, base
+    /// chains jumping to their staged bodies; see [`crate::twophase`]).
+    #[serde(default)]
+    pub nft_staged: bool,
+    /// The salt the staged names were made with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nft_salt: Option<String>,
     /// The values the sysctls had before rampart first changed them, so that a
     /// key dropped from a later plan (or a revert) restores the original value.
     #[serde(default)]

@@ -39,6 +39,15 @@ pub trait System {
     fn nft_genid(&self) -> Option<String> {
         None
     }
+    /// `nft -j ARGS` (a read-only listing, JSON). Systems that cannot list
+    /// make apply replace rampart's tables in one transaction instead of
+    /// staging them (see [`crate::twophase`]).
+    fn nft_list_json(&self, args: &[&str]) -> Result<String, Error> {
+        Err(Error::InvalidPlan(format!(
+            "`nft -j {}` is not available here",
+            args.join(" ")
+        )))
+    }
     /// `nft list tables`.
     fn nft_tables(&self) -> Result<Vec<TableRef>, Error>;
     /// `nft -s list table F N` (stateless: no counter values).
@@ -246,6 +255,11 @@ impl System for HostSystem {
     }
     fn nft_genid(&self) -> Option<String> {
         crate::netlink::nft_generation(self.netns.as_deref()).ok()
+    }
+    fn nft_list_json(&self, args: &[&str]) -> Result<String, Error> {
+        let mut a = vec!["-j"];
+        a.extend_from_slice(args);
+        self.run(&self.programs.nft, &a, None)
     }
     fn nft_tables(&self) -> Result<Vec<TableRef>, Error> {
         Ok(parse_list_tables(&self.run(

@@ -207,6 +207,9 @@ impl System for Faulty {
     fn nft_tables(&self) -> Result<Vec<TableRef>, Error> {
         self.0.nft_tables()
     }
+    fn nft_list_json(&self, a: &[&str]) -> Result<String, Error> {
+        self.0.nft_list_json(a)
+    }
     fn nft_list_table(&self, t: &TableRef) -> Result<String, Error> {
         self.0.nft_list_table(t)
     }
@@ -877,10 +880,15 @@ fn killed_mid_apply_leaves_old_or_new_never_none() {
     let ns = Netns::new("km");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("state");
+    // Compared: the policy the hooks reach (a kill between the staging and
+    // the switch leaves unreachable staged objects, one between the switch
+    // and the clean-up unreachable old ones; neither is in force).
+    let in_force = |ns: &Netns| rampart_apply::twophase::in_force(&listing(ns));
     apply(&ns.sys(), &plan(1111), &ApplyOpts::new(&dir)).unwrap();
-    let a = listing(&ns);
+    let a = in_force(&ns);
     apply(&ns.sys(), &plan(2222), &ApplyOpts::new(&dir)).unwrap();
-    let b = listing(&ns);
+    let b = in_force(&ns);
+    assert_ne!(a, b);
     for round in 0..8u64 {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
@@ -906,15 +914,25 @@ fn killed_mid_apply_leaves_old_or_new_never_none() {
         std::thread::sleep(Duration::from_millis(13 * round + 7));
         sh("kill", &["-KILL", "--", &format!("-{}", child.id())]);
         child.wait().unwrap();
-        let now = listing(&ns);
+        let now = in_force(&ns);
         assert!(
             now == a || now == b,
-            "round {round}: neither old nor new:\n{now}"
+            "round {round}: neither old nor new:\n{now}\n{}",
+            listing(&ns)
         );
         // The state may lag the kernel by the one apply that was killed;
         // status says so (drift) rather than lying, and the next apply fixes it.
         apply(&ns.sys(), &plan(1111), &ApplyOpts::new(&dir)).unwrap();
-        assert_eq!(listing(&ns), a);
+        assert_eq!(in_force(&ns), a);
+        // and nothing is left over
+        assert_eq!(
+            rampart_apply::twophase::unhash(&listing(&ns))
+                .matches("\tchain ")
+                .count(),
+            2,
+            "{}",
+            listing(&ns)
+        );
         assert_eq!(status(&ns.sys(), &dir).unwrap().drift, Drift::InSync);
     }
 }

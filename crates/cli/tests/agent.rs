@@ -234,6 +234,7 @@ fn the_loop_follows_edits_repairs_drift_and_leaves_the_ruleset_on_exit() {
     ]);
     wait_until(Duration::from_secs(20), "first apply", || {
         ns.table().is_some_and(|t| t.contains("203.0.113.7"))
+            && state.path().join("last-good.plan").exists()
     });
     let full = ns.rules();
     assert!(full > 0);
@@ -419,8 +420,11 @@ fn sighup_reloads_and_repairs_now_and_remove_on_exit_removes() {
         "3600",
         "--remove-on-exit",
     ]);
+    // Applied and recorded (the kernel shows the new sets a moment before
+    // the apply ends: they are staged first, then switched to).
     wait_until(Duration::from_secs(20), "first apply", || {
         ns.table().is_some_and(|t| t.contains("203.0.113.7"))
+            && state.path().join("last-good.plan").exists()
     });
     let full = ns.rules();
     assert!(ns
