@@ -199,6 +199,22 @@ pub fn run(a: Args) -> Result<ExitCode> {
     // WireGuard networks and private keys anywhere in the site (E06xx).
     let wg = crate::wg::site_checks(&files, &mut site.sources, &diags);
     diags.extend(wg);
+    // The profiles ([[lockdown]], [[egress]]), and for every locked-down
+    // node the lock-out check on its compiled plan (E0503).
+    if !diags.has_errors() {
+        let prof = rampart_profile::load(&files, &site);
+        let fine = !prof.diags.has_errors();
+        diags.extend(prof.diags.clone());
+        if fine {
+            for l in &prof.profiles.lockdowns {
+                if let Err(r) =
+                    rampart_plan::build(&files, &l.node, &rampart_plan::PlanOpts::default())
+                {
+                    diags.extend(r.diagnostics.clone());
+                }
+            }
+        }
+    }
     diags.sort();
     diags.items.dedup();
     if let Some(m) = crate::wg::redacted(&site.sources, &diags) {

@@ -1,8 +1,9 @@
 //! The rules of rampart's profiles ([`FirewallAdditions`] from
 //! `rampart-profile`) added to a compiled iptables plan, in the same places
 //! as the nftables backend puts them (see `rampart_nft::profile`):
-//! `RAMPART-EGRESS` and `RAMPART-LOCKDOWN` jumped from `RAMPART-INPUT`
-//! before `RAMPART-HOST-IN`; the refusal of everything else before the
+//! `RAMPART-EGRESS` jumped from `RAMPART-INPUT` before `RAMPART-HOST-IN`,
+//! `RAMPART-LOCKDOWN` from `RAMPART-HOST-IN` after its blacklist and
+//! packet sanity rules; the refusal of everything else before the
 //! `HOST-IN` policy; egress forwarding before the `HOST-FWD` policy; and a
 //! `nat` table section with `RAMPART-POSTROUTING` masquerading on a gateway.
 
@@ -119,6 +120,7 @@ fn add_to(text: &str, f: Family, a: &FirewallAdditions, mode: Mode) -> String {
     let mut decls: Vec<String> = vec![];
     let mut jumps: Vec<String> = vec![];
     let mut chain_rules: Vec<String> = vec![];
+    let mut lock_jump: Option<String> = None;
     if !a.host_drop.is_empty() {
         decls.push(format!(":{egress} - [0:0]"));
         jumps.push(format!(
@@ -145,7 +147,7 @@ fn add_to(text: &str, f: Family, a: &FirewallAdditions, mode: Mode) -> String {
     }
     if let Some(l) = &a.lockdown {
         decls.push(format!(":{lock} - [0:0]"));
-        jumps.push(format!("-A {input} {} -j {lock}", comment(&l.origin)));
+        lock_jump = Some(format!("-A {hin} {} -j {lock}", comment(&l.origin)));
         for p in &l.paths {
             let iif = p
                 .iif
@@ -195,6 +197,28 @@ fn add_to(text: &str, f: Family, a: &FirewallAdditions, mode: Mode) -> String {
             })
             .unwrap_or(commit);
         lines.splice(at..at, jumps);
+    }
+    if let Some(j) = lock_jump {
+        // After the blacklist and the packet sanity rules of HOST-IN.
+        let first = [
+            "\"auto:blacklist",
+            "\"auto:nosmurfs",
+            "\"auto:tcpflags",
+            "\"auto:synflood",
+        ];
+        let start = format!("-A {hin} ");
+        let at = lines
+            .iter()
+            .position(|x| x.starts_with(&start) && !first.iter().any(|f| x.contains(f)))
+            .or_else(|| {
+                lines
+                    .iter()
+                    .rposition(|x| x.starts_with(&start))
+                    .map(|i| i + 1)
+            });
+        if let Some(at) = at {
+            lines.insert(at, j);
+        }
     }
     if !decls.is_empty() {
         let at = lines

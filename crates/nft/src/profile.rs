@@ -3,10 +3,12 @@
 //! compiled plan:
 //!
 //! - `hook-input` jumps to `egress-in` (drops from the tunnel and from the
-//!   egress guests) and then `lockdown-in` (management services: accepted
-//!   from the VPN path and the named addresses, refused from anywhere
-//!   else), right after conntrack, loopback and the guests' OUT rules and
-//!   before `host-in`;
+//!   egress guests) right after conntrack, loopback and the guests' OUT
+//!   rules, before `host-in`;
+//! - `host-in` jumps to `lockdown-in` (management services: accepted from
+//!   the VPN path and the named addresses, refused from anywhere else)
+//!   after the blacklist and the packet sanity rules, before the
+//!   management set and the node's own rules;
 //! - `host-in` ends, after the node's own rules and the WireGuard listen
 //!   ports, with a refusal of everything else (lockdown), neighbour
 //!   discovery excepted;
@@ -26,6 +28,14 @@ pub const LOCKDOWN_CHAIN: &str = "lockdown-in";
 pub const NAT_CHAIN: &str = "nat-postrouting";
 /// `srcnat`.
 pub const NAT_PRIORITY: i32 = 100;
+/// The rules of `host-in` that stay before the lockdown: the blacklist and
+/// the packet sanity checks.
+const FIRST: [&str; 4] = [
+    "auto:blacklist",
+    "auto:nosmurfs",
+    "auto:tcpflags",
+    "auto:protection_synflood",
+];
 
 /// Add `a` to `plan` (see the module docs) and reprint its script.
 pub fn add_profile(plan: &mut Plan, a: &FirewallAdditions) {
@@ -51,8 +61,8 @@ pub fn add_profile(plan: &mut Plan, a: &FirewallAdditions) {
         .find(|t| t.family == TableFamily::Inet)
         .expect("inet table");
 
-    // Chains jumped from hook-input, before host-in.
-    let mut jumps = vec![];
+    // egress-in: jumped from hook-input before host-in (nothing from the
+    // tunnel or the guests reaches any host rule).
     if !a.host_drop.is_empty() {
         let mut c = Chain::regular(EGRESS_CHAIN);
         c.comment = Some("egress: the host refuses the tunnel and the egress guests".into());
@@ -68,9 +78,19 @@ pub fn add_profile(plan: &mut Plan, a: &FirewallAdditions) {
                 c.rules.push(rule.v(Verdict::Drop).decides(Action::Drop));
             }
         }
-        jumps.push(Rule::new(a.host_drop[0].origin.clone()).v(Verdict::Jump(EGRESS_CHAIN.into())));
+        let jump = Rule::new(a.host_drop[0].origin.clone()).v(Verdict::Jump(EGRESS_CHAIN.into()));
         table.chains.push(c);
+        if let Some(hi) = table.chains.iter_mut().find(|c| c.name == "hook-input") {
+            let at = hi
+                .rules
+                .iter()
+                .position(|r| r.comment == "auto:host IN")
+                .unwrap_or(hi.rules.len().saturating_sub(1));
+            hi.rules.insert(at, jump);
+        }
     }
+    // lockdown-in: jumped from host-in after the blacklist and the packet
+    // sanity rules, before the management set and the node's own rules.
     if let Some(l) = &a.lockdown {
         let mut c = Chain::regular(LOCKDOWN_CHAIN);
         c.comment = Some("lockdown: management only through the VPN or named addresses".into());
@@ -91,17 +111,15 @@ pub fn add_profile(plan: &mut Plan, a: &FirewallAdditions) {
                     .push(rule.v(Verdict::Reject(reject)).decides(Action::Reject));
             }
         }
-        jumps.push(Rule::new(l.origin.clone()).v(Verdict::Jump(LOCKDOWN_CHAIN.into())));
+        let jump = Rule::new(l.origin.clone()).v(Verdict::Jump(LOCKDOWN_CHAIN.into()));
         table.chains.push(c);
-    }
-    if !jumps.is_empty() {
-        if let Some(hi) = table.chains.iter_mut().find(|c| c.name == "hook-input") {
+        if let Some(hi) = table.chains.iter_mut().find(|c| c.name == "host-in") {
             let at = hi
                 .rules
                 .iter()
-                .position(|r| r.comment == "auto:host IN")
-                .unwrap_or(hi.rules.len().saturating_sub(1));
-            hi.rules.splice(at..at, jumps);
+                .position(|r| !FIRST.iter().any(|p| r.comment.starts_with(p)))
+                .unwrap_or(hi.rules.len());
+            hi.rules.insert(at, jump);
         }
     }
     // The refusal of everything else, at the end of host-in.

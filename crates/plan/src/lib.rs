@@ -243,7 +243,7 @@ impl Site<'_> {
         // judges it (the iptables text has the same semantics).
         let mut nft_extras = self.wg.extras(node);
         profile::merge_nft(&mut nft_extras, prof.nft);
-        let nft = rampart_nft::compile_with_extras(
+        let mut nft = rampart_nft::compile_with_extras(
             site,
             node,
             &rampart_nft::Caps::default(),
@@ -257,8 +257,36 @@ impl Site<'_> {
             )
         })?;
         diags.extend(nft.warnings.clone());
+        rampart_nft::add_profile(&mut nft, &prof.firewall);
+        let vpn = profile::check_compiled(
+            &ProfileInput {
+                files: self.files,
+                site,
+                wg: &self.wg,
+                node,
+                backend,
+            },
+            &nft,
+        );
+        if vpn.has_errors() {
+            return Err(refuse(
+                RefusalKind::Compile,
+                vpn,
+                format!(
+                    "node `{node}` is locked down but its VPN cannot reach it; nothing was applied"
+                ),
+            ));
+        }
+        diags.extend(vpn);
 
-        let guard = rampart_sim::guard::lockout_check(site, &nft, node);
+        let mut guard = rampart_sim::guard::lockout_check(site, &nft, node);
+        if prof.lockdown {
+            // A locked-down node is managed through its VPN (proven above),
+            // not from the management set.
+            guard
+                .items
+                .retain(|d| d.code != rampart_types::codes::LOCKOUT.code);
+        }
         let forced = guard.has_errors();
         if forced && !self.opts.force {
             return Err(refuse(
@@ -289,7 +317,7 @@ impl Site<'_> {
                 // Full mode: the files replace the filter and raw tables,
                 // as `iptables-restore` loads them and as
                 // `/etc/sysconfig/iptables` keeps them.
-                let ipt = rampart_ipt::compile_with_extras(
+                let mut ipt = rampart_ipt::compile_with_extras(
                     site,
                     node,
                     rampart_ipt::Mode::Full,
@@ -302,6 +330,7 @@ impl Site<'_> {
                         format!("node `{node}` does not compile for iptables; nothing was applied"),
                     )
                 })?;
+                rampart_ipt::add_profile(&mut ipt, &prof.firewall);
                 plan = Plan::nftables(node, ipt.v4.clone());
                 plan.backend = Backend::Iptables;
                 plan.ruleset6 = Some(ipt.v6.clone());

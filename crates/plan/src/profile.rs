@@ -1,12 +1,12 @@
 //! The hook for profiles (`[[lockdown]]`, `[[egress]]` of site.toml; helper
 //! crate `rampart-profile`): what a profile adds to one node's plan.
 //!
-//! [`profile_additions`] returns nothing yet. To wire a profile in, fill a
-//! [`ProfileAdditions`] from it; [`crate::build`] merges every field into the
-//! node plan (firewall extras into both backends' compilers, routes, policy
-//! rules, sysctls, extra output files) and refuses the node when
-//! `diagnostics` has errors (e.g. E0503, a lockdown whose VPN cannot reach
-//! the host).
+//! [`profile_additions`] asks `rampart-profile` for the node's share;
+//! [`crate::build`] merges every field into the node plan (the profiles'
+//! firewall rules into both backends' output, routes, policy rules,
+//! sysctls, extra output files) and refuses the node when `diagnostics` has
+//! errors, or when [`check_compiled`] finds that a lockdown's VPN cannot
+//! reach the host in the compiled plan (E0503).
 
 use crate::wg::Wg;
 use rampart_apply::{Backend, PolicyRule, Route};
@@ -44,13 +44,70 @@ pub struct ProfileAdditions {
     /// Warnings, and errors that refuse the node; rendered against
     /// `ProfileInput::site.sources`.
     pub diagnostics: Diagnostics,
+    /// The profiles' firewall rules (lockdown, egress), added to the
+    /// compiled nftables plan and iptables text
+    /// (`rampart_nft::add_profile`, `rampart_ipt::add_profile`).
+    pub firewall: rampart_types::additions::FirewallAdditions,
+    /// The node is locked down: management is proven through its VPN
+    /// ([`check_compiled`], E0503) instead of from the management set.
+    pub lockdown: bool,
 }
 
-/// The profiles' additions for `input.node`. Nothing yet: `rampart-profile`
-/// plugs in here.
+/// The profiles' additions for `input.node`: `[[lockdown]]` and
+/// `[[egress]]` (see docs/profiles.md). Errors of any profile refuse every
+/// node, as WireGuard errors do.
 pub fn profile_additions(input: &ProfileInput<'_>) -> ProfileAdditions {
-    let _ = input;
-    ProfileAdditions::default()
+    let _ = input.backend;
+    let sp = rampart_profile::load(input.files, input.site);
+    if sp.profiles.is_empty() {
+        return ProfileAdditions {
+            diagnostics: sp.diags,
+            ..ProfileAdditions::default()
+        };
+    }
+    let np = sp.for_node(input.site, input.node);
+    let mut files = vec![];
+    if !np.rules.is_empty() || !np.routes.is_empty() {
+        let mut t = String::from(
+            "# policy routing of the profiles (egress); rampart owns these rules and routes\n",
+        );
+        for r in &np.rules {
+            t.push_str(&format!(
+                "ip rule add priority {} from {} lookup {}   # {}\n",
+                r.priority, r.from, r.table, r.origin
+            ));
+        }
+        for r in &np.routes {
+            t.push_str(&format!(
+                "ip route replace {} dev {}{}   # {}\n",
+                r.dest,
+                r.dev,
+                r.table.map(|t| format!(" table {t}")).unwrap_or_default(),
+                r.origin
+            ));
+        }
+        files.push(("policy.rules".to_string(), t));
+    }
+    ProfileAdditions {
+        files,
+        routes: np.routes,
+        rules: np.rules,
+        sysctls: np.sysctls,
+        lockdown: np.firewall.lockdown.is_some(),
+        firewall: np.firewall,
+        diagnostics: sp.diags,
+        ..ProfileAdditions::default()
+    }
+}
+
+/// E0503 on the compiled nftables plan of a locked-down node: the VPN's
+/// listen port admits the peers and a VPN connection reaches management.
+pub fn check_compiled(input: &ProfileInput<'_>, nft: &rampart_nft::Plan) -> Diagnostics {
+    let sp = rampart_profile::load(input.files, input.site);
+    if sp.profiles.is_empty() {
+        return Diagnostics::new();
+    }
+    sp.check_compiled(input.site, input.node, nft)
 }
 
 /// Add `more` to `into`. Destructured so a new field of the extras fails to
