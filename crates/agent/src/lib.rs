@@ -180,6 +180,9 @@ pub struct AgentConfig {
     pub once: bool,
     /// On exit, delete rampart's tables (an explicit choice; default keeps them).
     pub remove_on_exit: bool,
+    /// The node's WireGuard key store (`rampart_wg::plan::DEFAULT_KEY_DIR`
+    /// unless told otherwise).
+    pub key_dir: String,
 }
 
 /// What one `--once` run did.
@@ -245,7 +248,12 @@ impl Agent {
 
     /// Compile `snap`, guard, apply unless the same plan already runs.
     pub fn reconcile(&mut self, snap: &Snapshot) -> Outcome {
-        let planned = match plan_for(&snap.files, Some(&self.cfg.node), &snap.revision, false) {
+        let opts = PlanOpts {
+            key_dir: self.cfg.key_dir.clone(),
+            origin_revision: snap.revision.clone(),
+            ..PlanOpts::default()
+        };
+        let planned = match plan_for_with(&snap.files, Some(&self.cfg.node), &opts) {
             Ok(p) => p,
             Err(r) => {
                 self.metrics.refusals.inc();
@@ -322,6 +330,14 @@ impl Agent {
                     if self.apply(&plan).is_ok() {
                         self.metrics.drift_repairs.inc();
                         tracing::info!("drift repaired");
+                        return true;
+                    }
+                } else if !st.network.is_empty() {
+                    let what = st.network.join("; ");
+                    tracing::warn!(%what, "the network side drifted from the plan; repairing");
+                    if self.apply(&plan).is_ok() {
+                        self.metrics.drift_repairs.inc();
+                        tracing::info!("network drift repaired");
                         return true;
                     }
                 }

@@ -74,6 +74,9 @@ pub struct ApplyOutcome {
     /// Time of the kernel step alone (the `nft -f` / restore that swaps the
     /// ruleset in), without checks and recording.
     pub kernel_time: std::time::Duration,
+    /// What the network side changed (WireGuard, addresses, routes, rules;
+    /// see [`crate::net`]); empty when it already was the plan.
+    pub network: Vec<String>,
 }
 
 /// How an apply changed the kernel's ruleset.
@@ -109,6 +112,9 @@ pub struct Status {
     pub pending: Option<Pending>,
     /// The most recent change that was reverted because nobody confirmed it.
     pub last_reverted: Option<Pending>,
+    /// Where the network side (WireGuard, routes, rules) differs from the
+    /// running plan; empty when in sync.
+    pub network: Vec<String>,
 }
 
 fn validate(plan: &Plan) -> Result<BTreeSet<TableRef>, Error> {
@@ -469,6 +475,11 @@ fn apply_locked(
         }
     }
 
+    // 4b. The network side, after the firewall that guards it. On failure
+    // the new plan is not recorded (the next apply retries) and a pending
+    // revert stays scheduled.
+    let network = crate::net::apply_network(sys, current.as_ref().map(|c| &c.plan), plan)?;
+
     // 5. Record.
     let kernel_hash = if opts.record_kernel_hash {
         kernel_hash(sys, plan.backend, plan.ruleset6.is_some()).ok()
@@ -515,6 +526,7 @@ fn apply_locked(
         sysctls_after: sc_after,
         mode,
         kernel_time,
+        network: network.changes,
     })
 }
 
@@ -781,6 +793,7 @@ fn schedule_revert(
         sysctls_after: ra,
         has_previous_record: current.is_some(),
         legacy: legacy_prep.map(legacy::revert_lines).unwrap_or_default(),
+        network: revert_network(sys, current.map(|c| &c.plan), plan),
     }
     .render();
     let script_name = format!("revert-{id}.sh");
@@ -940,11 +953,24 @@ pub fn status(sys: &dyn System, state_dir: impl Into<PathBuf>) -> Result<Status,
         },
         None => Drift::Unknown,
     };
+    let network = match &current {
+        Some(c) if crate::net::has_network(&c.plan) => crate::net::network_drift(sys, &c.plan),
+        _ => Vec::new(),
+    };
     Ok(Status {
+        network,
         last_good_hash: state.read_applied(LAST_GOOD)?.map(|a| a.plan_hash),
         current,
         drift,
         pending: state.pending()?,
         last_reverted: last_reverted(&state)?,
     })
+}
+
+/// The revert script's network lines.
+fn revert_network(sys: &dyn System, old: Option<&Plan>, new: &Plan) -> Vec<String> {
+    if !old.is_some_and(crate::net::has_network) && !crate::net::has_network(new) {
+        return Vec::new();
+    }
+    crate::net::revert_lines(sys, old, new)
 }

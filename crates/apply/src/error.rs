@@ -45,6 +45,14 @@ pub enum Error {
     NoRevert(String),
     #[error("no last good plan recorded")]
     NoLastGood,
+    #[error("network: {what}: {step}: {source}")]
+    Network {
+        /// The interface (or route/rule prefix) the step was about.
+        what: String,
+        step: String,
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 impl Error {

@@ -26,6 +26,8 @@ pub(crate) struct RevertScript<'a> {
     /// Whether `revert-<id>.current` holds the record to put back.
     pub has_previous_record: bool,
     pub legacy: String,
+    /// Shell lines putting the network side back (WireGuard, routes, rules).
+    pub network: Vec<String>,
 }
 
 impl RevertScript<'_> {
@@ -67,6 +69,10 @@ impl RevertScript<'_> {
         }
         for (k, v) in &self.sysctls_after {
             s.push_str(&sysctl(k, v));
+        }
+        for l in &self.network {
+            s.push_str(l);
+            s.push('\n');
         }
         if self.has_previous_record {
             s.push_str(&format!(
@@ -114,6 +120,7 @@ mod tests {
             sysctls_after: vec![("net.ipv4.conf.all.rp_filter".into(), "2".into())],
             has_previous_record: true,
             legacy: String::new(),
+            network: vec![],
         }
         .render();
         let mv = s

@@ -72,6 +72,28 @@ pub trait System {
     /// Start `sh script delay` so that it outlives the caller; returns a
     /// description (pid or unit name).
     fn schedule(&self, script: &Path, delay_secs: u64, unit: &str) -> Result<String, Error>;
+    /// Run a network tool (`ip`, `wg`, `wireguard-go`) where this system's
+    /// commands run, with `stdin` on its standard input. `wg_sock`: with
+    /// this system's WireGuard control socket directory as
+    /// `/var/run/wireguard` (private per network namespace, so a userspace
+    /// interface of one namespace is never confused with another's).
+    fn net_run(
+        &self,
+        prog: &str,
+        args: &[&str],
+        stdin: Option<&str>,
+        wg_sock: bool,
+    ) -> Result<String, Error> {
+        let _ = (args, stdin, wg_sock);
+        Err(Error::InvalidPlan(format!(
+            "this system cannot run `{prog}` (no network side)"
+        )))
+    }
+    /// Argument vector prefix that runs a WireGuard tool where
+    /// [`System::net_run`] with `wg_sock` runs it, for the revert script.
+    fn wg_prefix(&self) -> Vec<String> {
+        self.exec_prefix()
+    }
     /// Seconds since the Unix epoch.
     fn now(&self) -> u64 {
         std::time::SystemTime::now()
@@ -107,6 +129,10 @@ impl Default for Programs {
     }
 }
 
+/// Where a namespaced [`HostSystem`] keeps each namespace's WireGuard
+/// control sockets (`<root>/<netns>/wireguard`).
+pub const NETNS_WG_ROOT: &str = "/run/rampart/netns";
+
 /// The real host, or a network namespace of it.
 #[derive(Clone, Debug)]
 pub struct HostSystem {
@@ -130,6 +156,30 @@ impl HostSystem {
         HostSystem {
             netns: Some(name.into()),
             ..Self::host()
+        }
+    }
+
+    /// The WireGuard control socket directory of this namespace, bound on
+    /// `/var/run/wireguard` for userspace WireGuard; `None` on the host.
+    pub fn wg_sock_dir(&self) -> Option<PathBuf> {
+        self.netns
+            .as_ref()
+            .map(|ns| Path::new(NETNS_WG_ROOT).join(ns).join("wireguard"))
+    }
+
+    fn wg_argv(&self) -> Vec<String> {
+        match (&self.netns, self.wg_sock_dir()) {
+            (Some(ns), Some(dir)) => vec![
+                "ip".into(),
+                "netns".into(),
+                "exec".into(),
+                ns.clone(),
+                "sh".into(),
+                "-c".into(),
+                r#"mkdir -p "$0" /var/run/wireguard && mount --bind "$0" /var/run/wireguard && exec "$@""#.into(),
+                dir.to_string_lossy().into_owned(),
+            ],
+            _ => vec![],
         }
     }
 
@@ -313,6 +363,51 @@ impl System for HostSystem {
             None,
         )
         .map(|_| ())
+    }
+    fn net_run(
+        &self,
+        prog: &str,
+        args: &[&str],
+        stdin: Option<&str>,
+        wg_sock: bool,
+    ) -> Result<String, Error> {
+        let argv = if wg_sock { self.wg_argv() } else { vec![] };
+        if argv.is_empty() {
+            return self.run(prog, args, stdin);
+        }
+        let mut full: Vec<&str> = argv[1..].iter().map(String::as_str).collect();
+        full.push(prog);
+        full.extend_from_slice(args);
+        let out = Command::new(&argv[0])
+            .args(&full)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                if let Some(text) = stdin {
+                    let mut i = child.stdin.take().expect("piped stdin");
+                    i.write_all(text.as_bytes())?;
+                }
+                child.wait_with_output()
+            })
+            .map_err(|e| Error::Spawn {
+                command: format!("{prog} {}", args.join(" ")),
+                source: e,
+            })?;
+        finish(format!("{prog} {}", args.join(" ")), out)
+    }
+    fn wg_prefix(&self) -> Vec<String> {
+        let argv = self.wg_argv();
+        if argv.is_empty() {
+            self.exec_prefix()
+        } else {
+            argv
+        }
     }
     fn exec_prefix(&self) -> Vec<String> {
         match &self.netns {

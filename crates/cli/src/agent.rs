@@ -35,6 +35,9 @@ pub struct Args {
     /// On exit, delete rampart's tables (default: leave the ruleset in place).
     #[arg(long)]
     pub remove_on_exit: bool,
+    /// The node's WireGuard key store.
+    #[arg(long, value_name = "DIR", default_value = rampart_wg::plan::DEFAULT_KEY_DIR)]
+    pub keys: PathBuf,
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
@@ -75,6 +78,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let cfg = AgentConfig {
         node: a.node,
         state_dir: a.common.state_dir,
+        key_dir: a.keys.to_string_lossy().into_owned(),
         netns: a.common.netns,
         interval: Duration::from_secs_f64(a.interval),
         once: a.once,

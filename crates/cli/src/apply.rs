@@ -109,6 +109,9 @@ pub fn apply(a: ApplyArgs) -> Result<ExitCode> {
         short(&outcome.applied.plan_hash),
         short(&ap.meta.origin_revision)
     );
+    for l in &outcome.network {
+        println!("network: {l}");
+    }
     if let Some(p) = &outcome.pending {
         println!(
             "pending: reverts to the previous ruleset in {} s unless `rampart confirm` runs from a NEW connection",
@@ -207,6 +210,40 @@ pub fn status(a: StatusArgs) -> Result<ExitCode> {
         ),
         Drift::Unknown => println!("kernel:        unknown (no plan recorded)"),
     }
+    if let Some(cur) = &st.current {
+        for w in &cur.plan.wireguard {
+            println!(
+                "wireguard:     {} (network {}, port {}, {} peer(s), {})",
+                w.name,
+                w.network,
+                w.listen_port
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "any".into()),
+                w.peers.len(),
+                w.addresses.join(" ")
+            );
+        }
+        if !cur.plan.routes.is_empty() || !cur.plan.rules.is_empty() {
+            println!(
+                "routes:        {} route(s), {} policy rule(s)",
+                cur.plan.routes.len(),
+                cur.plan.rules.len()
+            );
+        }
+    }
+    let net_drifted = !st.network.is_empty();
+    if net_drifted {
+        println!("network:       DRIFTED (`rampart apply` repairs it):");
+        for l in &st.network {
+            println!("               {l}");
+        }
+    } else if st
+        .current
+        .as_ref()
+        .is_some_and(|c| !c.plan.wireguard.is_empty() || !c.plan.routes.is_empty())
+    {
+        println!("network:       in sync with the plan");
+    }
     if let Some(p) = &st.pending {
         println!(
             "pending:       plan {} reverts in {} s unless confirmed",
@@ -220,7 +257,7 @@ pub fn status(a: StatusArgs) -> Result<ExitCode> {
             short(&p.plan_hash)
         );
     }
-    Ok(if drifted {
+    Ok(if drifted || net_drifted {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

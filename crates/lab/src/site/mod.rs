@@ -457,14 +457,16 @@ fn build(
             n.name,
             plan.sysctls.len()
         ));
+        // rampart_apply carried out the node's network side (WireGuard,
+        // routes, rules); the lab only records what runs where.
         network_up(
             st,
             &n.name,
             ns,
             &n.name,
             &plan.wireguard,
-            &plan.routes,
-            &plan.rules,
+            &[],
+            &[],
             &mut step,
         )?;
     }
@@ -518,6 +520,23 @@ fn run_ok(mut c: Command, what: &str) -> Result<String> {
         .map_err(|e| Error::new(format!("{what}: {e}")))
 }
 
+/// Remember a WireGuard interface of `zone` (its addresses, networks and
+/// the UDP port it owns).
+fn record_wg(st: &mut State, zone: &str, owner: &str, i: &WgIface) {
+    st.wireguard.push(format!("{owner}/{}", i.name));
+    if let Some(z) = st.zones.get_mut(zone) {
+        let mut nets = Vec::new();
+        for a in &i.addresses {
+            if let Ok(net) = a.parse::<IpNet>() {
+                z.addrs.push(net.addr());
+                nets.push(net.trunc());
+            }
+        }
+        z.nets.push((i.name.clone(), nets));
+        z.busy_udp.extend(i.listen_port);
+    }
+}
+
 /// WireGuard interfaces (wireguard-go, with this namespace's own
 /// `/var/run/wireguard`), their addresses, then routes and policy rules.
 #[allow(clippy::too_many_arguments)]
@@ -539,6 +558,24 @@ fn network_up(
         .create(&confdir)
         .map_err(|e| Error::new(format!("{}: {e}", confdir.display())))?;
     for i in ifaces {
+        let applied = n
+            .command("ip")
+            .args(["link", "show", "dev", &i.name])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if applied {
+            // Up already: `rampart_apply::apply` made it (a node's plan).
+            record_wg(st, zone, owner, i);
+            step(format!(
+                "{owner}: WireGuard {} up (applied with the plan, {} peer(s), {})",
+                i.name,
+                i.peers.len(),
+                i.addresses.join(" ")
+            ));
+            continue;
+        }
         let mut c = n.wg("wireguard-go")?;
         c.env("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1")
             .arg(&i.name);
@@ -580,18 +617,7 @@ fn network_up(
         }
         lines.push(format!("link set {} up", i.name));
         n.ip_batch(&lines)?;
-        st.wireguard.push(format!("{owner}/{}", i.name));
-        if let Some(z) = st.zones.get_mut(zone) {
-            let mut nets = Vec::new();
-            for a in &i.addresses {
-                if let Ok(net) = a.parse::<IpNet>() {
-                    z.addrs.push(net.addr());
-                    nets.push(net.trunc());
-                }
-            }
-            z.nets.push((i.name.clone(), nets));
-            z.busy_udp.extend(i.listen_port);
-        }
+        record_wg(st, zone, owner, i);
         step(format!(
             "{owner}: WireGuard {} up (wireguard-go, {} peer(s), {})",
             i.name,
@@ -650,6 +676,7 @@ pub fn down(name: &str) -> Result<bool> {
             drop(Netns::owned(ns));
         } else {
             let _ = std::fs::remove_dir_all(Path::new(netns::WG_RUN_ROOT).join(ns));
+            let _ = std::fs::remove_dir_all(Path::new(rampart_apply::NETNS_WG_ROOT).join(ns));
         }
     }
     let left: Vec<String> = st
