@@ -384,15 +384,18 @@ impl Agent {
         let mut ready = false;
         let mut watch: Option<Box<dyn SiteWatch>> = None;
         let mut backoff = rampart_store::Backoff::new(rampart_store::RetryPolicy::default());
+        // A revision whose apply failed (nft failed, disk full, killed
+        // helper...) is tried again with backoff (200 ms doubling to 10 s)
+        // until it applies, is refused, or a newer revision replaces it.
+        let mut retry: Option<(Snapshot, Instant)> = None;
+        let mut apply_backoff = rampart_store::Backoff::new(rampart_store::RetryPolicy::default());
         let mut last_drift = Instant::now();
         let step = Duration::from_millis(200).min(self.cfg.interval);
         while !signals.should_stop() {
             if signals.take_reload() {
                 tracing::info!("SIGHUP: reloading the site");
                 match self.store.load() {
-                    Ok(s) => {
-                        self.reconcile(&s);
-                    }
+                    Ok(s) => self.reconcile_retrying(&s, &mut retry, &mut apply_backoff),
                     Err(e) => self.store_error(&e),
                 }
                 // And compare the kernel with the plan now.
@@ -414,7 +417,7 @@ impl Agent {
                 Ok(Some(snap)) => {
                     backoff.reset();
                     self.store_down = false;
-                    self.reconcile(&snap);
+                    self.reconcile_retrying(&snap, &mut retry, &mut apply_backoff);
                 }
                 Ok(None) => {
                     if std::mem::take(&mut self.store_down) {
@@ -426,6 +429,14 @@ impl Agent {
                 Err(e) => {
                     self.store_error(&e);
                     std::thread::sleep(backoff.next_delay().min(self.cfg.interval));
+                }
+            }
+            if let Some((snap, at)) = retry.take() {
+                if Instant::now() >= at {
+                    tracing::info!(revision = %snap.revision, "retrying the failed apply");
+                    self.reconcile_retrying(&snap, &mut retry, &mut apply_backoff);
+                } else {
+                    retry = Some((snap, at));
                 }
             }
             if !ready {
@@ -442,6 +453,26 @@ impl Agent {
             self.remove();
         } else {
             tracing::info!("stopping; the running ruleset stays in place");
+        }
+    }
+
+    /// Reconcile; after a failed apply, schedule the same revision again.
+    fn reconcile_retrying(
+        &mut self,
+        snap: &Snapshot,
+        retry: &mut Option<(Snapshot, Instant)>,
+        backoff: &mut rampart_store::Backoff,
+    ) {
+        match self.reconcile(snap) {
+            Outcome::Failed => {
+                let d = backoff.next_delay();
+                tracing::warn!(revision = %snap.revision, "apply failed; retrying in {d:?}");
+                *retry = Some((snap.clone(), Instant::now() + d));
+            }
+            _ => {
+                *retry = None;
+                backoff.reset();
+            }
         }
     }
 

@@ -597,7 +597,6 @@ fn staged_replace(
     current: Option<&Applied>,
     reuse: bool,
 ) -> Option<Staged> {
-    let kernel = crate::twophase::list_kernel(sys, all).ok()?;
     // Reuse staged objects only while the kernel provably runs the record.
     let trusted = current.filter(|c| {
         reuse
@@ -606,6 +605,17 @@ fn staged_replace(
             && c.nft_genid.is_some()
             && sys.nft_genid() == c.nft_genid
     });
+    // Then the record says what the kernel holds; otherwise ask the kernel.
+    let recorded = trusted.and_then(|c| {
+        crate::twophase::recorded_objects(
+            &c.plan.ruleset,
+            c.nft_salt.as_deref().unwrap_or_default(),
+        )
+    });
+    let kernel = match recorded {
+        Some(k) => k,
+        None => crate::twophase::list_kernel(sys, all).ok()?,
+    };
     let fresh = format!(
         "{}-{}",
         std::process::id(),

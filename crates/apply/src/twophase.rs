@@ -538,6 +538,46 @@ impl KernelObjects {
     }
 }
 
+/// What the kernel holds after `script` was staged with `salt` and its
+/// clean-up ran: used instead of listing the kernel while the ruleset
+/// generation shows that nothing changed since.
+pub fn recorded_objects(script: &str, salt: &str) -> Option<KernelObjects> {
+    let parsed = parse(script).ok()?;
+    let mut k = KernelObjects::default();
+    for td in &parsed.tables {
+        let t = td.table.clone();
+        for n in name_table(td, salt).ok()? {
+            match n.kind {
+                Kind::Chain => {
+                    let chains = k.chains.entry(t.clone()).or_default();
+                    if let Some(b) = &n.base {
+                        chains.insert(
+                            n.name.clone(),
+                            Some((
+                                b.ctype.clone(),
+                                b.hook.clone(),
+                                b.priority.unwrap_or(i64::MIN),
+                                b.policy.clone(),
+                            )),
+                        );
+                    }
+                    chains.insert(n.kname.clone(), None);
+                }
+                Kind::Set => {
+                    k.sets.entry(t.clone()).or_default().insert(n.kname);
+                }
+                Kind::Map => {
+                    k.maps.entry(t.clone()).or_default().insert(n.kname);
+                }
+                Kind::Helper => {
+                    k.helpers.entry(t.clone()).or_default().insert(n.kname);
+                }
+            }
+        }
+    }
+    Some(k)
+}
+
 /// Read what runs in `tables` (the ones that exist).
 pub fn list_kernel(sys: &dyn System, tables: &BTreeSet<TableRef>) -> Result<KernelObjects, Error> {
     let mut listings = vec![
