@@ -15,7 +15,7 @@ use rampart_plan::{build, PlanOpts};
 use rampart_types::SiteFiles;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -136,12 +136,22 @@ impl Drop for Ns {
     }
 }
 
-struct Listener(Child);
-impl Drop for Listener {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// A TCP listener on `0.0.0.0:port` inside namespace `ns`: a thread that
+/// enters the namespace and accepts (and closes) connections until the
+/// test process ends.
+fn listen_in(ns: &str, port: u16) {
+    let path = format!("/var/run/netns/{ns}");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&path).expect("netns file");
+        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let l = std::net::TcpListener::bind(("0.0.0.0", port)).expect("bind");
+        tx.send(()).unwrap();
+        for c in l.incoming() {
+            drop(c);
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(5)).expect("listener up");
 }
 
 fn run(prog: &str, args: &[&str]) -> String {
@@ -321,15 +331,7 @@ fn wireguard_plans_in_two_namespaces() {
         out_a.network
     );
     apply(&b.sys(), &plan_b, &ApplyOpts::new(&st_b)).unwrap();
-    let _srv = Listener(
-        Command::new("ip")
-            .args(["netns", "exec", &a.name, "python3", "-c",
-                "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('0.0.0.0',7777))\ns.listen(64)\nwhile True:\n  c,_=s.accept(); c.close()\n"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    listen_in(&a.name, 7777);
 
     // 1. The tunnel passes traffic.
     assert!(
