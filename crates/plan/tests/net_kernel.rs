@@ -151,7 +151,8 @@ fn listen_in(ns: &str, port: u16) {
             drop(c);
         }
     });
-    rx.recv_timeout(Duration::from_secs(5)).expect("listener up");
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("listener up");
 }
 
 fn run(prog: &str, args: &[&str]) -> String {
