@@ -165,6 +165,7 @@ fn changing_rulesets_applied_by_the_agent_never_open_the_closed_port_nor_close_a
             interval: Duration::from_secs(3600),
             once: true,
             remove_on_exit: false,
+            key_dir: "/etc/rampart/wg".into(),
         },
         Box::new(DirStore::new(&site)),
         Arc::new(Metrics::default()),
