@@ -69,7 +69,7 @@ pub fn profile_additions(input: &ProfileInput<'_>) -> ProfileAdditions {
     let mut files = vec![];
     if !np.rules.is_empty() || !np.routes.is_empty() {
         let mut t = String::from(
-            "# policy routing of the profiles (egress); rampart owns these rules and routes\n",
+            "# routes and policy rules of the profiles (lockdown, egress); rampart owns them\n",
         );
         for r in &np.rules {
             t.push_str(&format!(

@@ -524,6 +524,55 @@ fn lockdown_paths(l: &Lockdown, cx: &Context) -> Vec<Path> {
     out
 }
 
+/// When the VPN ends on a guest of the node (document 000's OPNsense), the
+/// host answers the VPN's addresses through that guest: a route to the
+/// pool via the guest's address on a bridge the host is addressed on.
+fn vpn_return_routes(l: &Lockdown, cx: &Context, n: &ir::Node) -> Vec<Route> {
+    let mut out = vec![];
+    let Some((vpn, vspan)) = &l.vpn else {
+        return out;
+    };
+    if cx.wg.and_then(|w| w.get(vpn, &l.node)).is_some() {
+        return out; // A member: the pool is its interface's connected route.
+    }
+    let Some(net) = cx.wg_site.and_then(|s| s.network(vpn)) else {
+        return out;
+    };
+    for m in &net.members {
+        let Some(g) = m
+            .guest
+            .and_then(|id| cx.site.guest(id))
+            .filter(|g| g.node == n.name)
+        else {
+            continue;
+        };
+        for nic in &g.nics {
+            let Some(b) = n.bridges.iter().find(|b| b.name == nic.bridge) else {
+                continue;
+            };
+            for (pool, _) in &net.pool {
+                let fam = Family::of(&pool.addr());
+                let via =
+                    nic.addresses.iter().map(|a| a.addr()).find(|a| {
+                        Family::of(a) == fam && b.addresses.iter().any(|h| h.contains(a))
+                    });
+                if let Some(via) = via {
+                    if !out.iter().any(|r: &Route| r.dest == pool.to_string()) {
+                        out.push(Route {
+                            dest: pool.to_string(),
+                            dev: b.name.clone(),
+                            via: Some(via.to_string()),
+                            table: None,
+                            origin: origin(*vspan),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 fn forwarding_sysctl(fam: Family, why: &str) -> (String, String, String) {
     let key = match fam {
         Family::V4 => "net.ipv4.ip_forward",
@@ -540,6 +589,7 @@ pub fn for_node(p: &Profiles, cx: &Context, node: &str) -> NodeProfile {
         return out;
     };
     if let Some(l) = p.lockdowns.iter().find(|l| l.node == node) {
+        out.routes.extend(vpn_return_routes(l, cx, n));
         out.firewall.lockdown = Some(LockdownRules {
             services: lockdown_services(l, n),
             paths: lockdown_paths(l, cx),
