@@ -708,6 +708,21 @@ fn full_script(
         }
         Backend::Iptables => {
             if opts.check {
+                // The rules name the plan's ipsets, which iptables-restore
+                // --test wants to exist: create the missing ones, empty (a
+                // set no rule uses yet changes nothing; existing sets keep
+                // their contents until the kernel step swaps them).
+                if let Some(sets) = &plan.ipsets {
+                    let creates: String = sets
+                        .lines()
+                        .filter(|l| l.starts_with("create ") && l.ends_with(" -exist"))
+                        .map(|l| format!("{l}\n"))
+                        .collect();
+                    if !creates.is_empty() {
+                        sys.ipset_restore(&creates)
+                            .map_err(|e| Error::CheckFailed(Box::new(e)))?;
+                    }
+                }
                 sys.ipt_check(IpFamily::V4, &plan.ruleset)
                     .map_err(|e| Error::CheckFailed(Box::new(e)))?;
                 if let Some(r6) = &plan.ruleset6 {

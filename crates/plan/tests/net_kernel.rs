@@ -216,6 +216,7 @@ addresses = ["192.0.2.1/24"]
 name = "b"
 endpoint = "192.0.2.2"
 addresses = ["192.0.2.2/24"]
+backend = "iptables"
 
 [[node]]
 name = "x"
@@ -324,6 +325,15 @@ fn wireguard_plans_in_two_namespaces() {
         "{}",
         plan_a.ruleset
     );
+    // b runs iptables: the same listen-port rule, as iptables-restore text.
+    assert_eq!(plan_b.backend, rampart_apply::Backend::Iptables);
+    assert!(
+        plan_b.ruleset.contains(&format!(
+            "-A RAMPART-HOST-IN -s 192.0.2.1/32 -p udp -m udp --dport {PORT}"
+        )),
+        "{}",
+        plan_b.ruleset
+    );
     let (st_a, st_b) = (tmp.path().join("state-a"), tmp.path().join("state-b"));
     let out_a = apply(&a.sys(), &plan_a, &ApplyOpts::new(&st_a)).unwrap();
     assert!(
@@ -333,6 +343,7 @@ fn wireguard_plans_in_two_namespaces() {
     );
     apply(&b.sys(), &plan_b, &ApplyOpts::new(&st_b)).unwrap();
     listen_in(&a.name, 7777);
+    listen_in(&b.name, 7777);
 
     // 1. The tunnel passes traffic.
     assert!(
