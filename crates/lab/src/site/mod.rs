@@ -724,10 +724,14 @@ fn far_default(st: &State, fam: Family) -> IpAddr {
         .values()
         .flat_map(|z| z.nets.iter().flat_map(|(_, n)| n.iter().copied()))
         .collect();
+    let taken = |a: &IpAddr| {
+        all_nets.iter().any(|n| n.contains(a))
+            || st.zones.values().any(|z| z.kind != ZoneKind::Internet && z.addrs.contains(a))
+    };
     cands
         .iter()
         .map(|c| c.parse::<IpAddr>().expect("literal"))
-        .find(|a| !all_nets.iter().any(|n| n.contains(a)))
+        .find(|a| !taken(a))
         .unwrap_or_else(|| cands[0].parse().expect("literal"))
 }
 
