@@ -208,99 +208,39 @@ fn down(a: DownArgs) -> Result<ExitCode> {
     }
 }
 
-/// One intent as the lab runs it.
-pub struct Intent {
-    pub name: String,
-    pub probe: SiteProbe,
-    pub expected: bool,
-    /// The simulator's answer, when known.
-    pub sim: Option<bool>,
-}
-
-/// `[[expect]]` entries of site.toml (the subset the lab runs: from, to,
-/// proto, port, reachable, name).
-pub fn intents(files: &SiteFiles) -> Result<Vec<Intent>> {
-    #[derive(serde::Deserialize)]
-    struct Top {
-        #[serde(default)]
-        expect: Vec<Expect>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Expect {
-        name: Option<String>,
-        from: String,
-        to: String,
-        #[serde(default)]
-        proto: Option<String>,
-        port: Option<u16>,
-        service: Option<String>,
-        reachable: bool,
-    }
-    let Some(b) = files.get("site.toml") else {
-        return Ok(vec![]);
+/// The lab's probe for one row of `rampart verify`'s matrix.
+fn site_probe(p: &rampart_intent::verify::LabProbe) -> Result<SiteProbe, String> {
+    let proto = match p.proto.as_str() {
+        "tcp" => rampart_lab::PacketProto::Tcp,
+        "udp" => rampart_lab::PacketProto::Udp,
+        "icmp" => rampart_lab::PacketProto::Icmp,
+        "icmpv6" => rampart_lab::PacketProto::Icmpv6,
+        x => return Err(format!("protocol `{x}` has no probe")),
     };
-    let top: Top =
-        toml::from_str(&String::from_utf8_lossy(b)).map_err(|e| anyhow!("site.toml: {e}"))?;
-    top.expect
-        .into_iter()
-        .map(|mut e| {
-            match e.service.as_deref().map(str::to_ascii_lowercase).as_deref() {
-                Some("ssh") => e.port = Some(22),
-                Some("http") => e.port = Some(80),
-                Some("https") => e.port = Some(443),
-                Some("ping") | None => {}
-                Some(s) => bail!("service `{s}` needs the intents crate"),
-            }
-            let proto =
-                match e
-                    .proto
-                    .as_deref()
-                    .unwrap_or(if e.port.is_some() { "tcp" } else { "icmp" })
-                {
-                    "tcp" => rampart_lab::PacketProto::Tcp,
-                    "udp" => rampart_lab::PacketProto::Udp,
-                    "icmp" | "ping" => rampart_lab::PacketProto::Icmp,
-                    "icmpv6" => rampart_lab::PacketProto::Icmpv6,
-                    p => bail!("[[expect]] `{}`: unknown proto `{p}`", e.from),
-                };
-            let name = e.name.clone().unwrap_or_else(|| {
-                format!(
-                    "{} -> {} {}{}",
-                    e.from,
-                    e.to,
-                    proto,
-                    e.port.map(|p| format!("/{p}")).unwrap_or_default()
-                )
-            });
-            Ok(Intent {
-                name,
-                probe: SiteProbe {
-                    from: e.from,
-                    to: e.to,
-                    proto,
-                    dport: e.port,
-                    source: None,
-                    dest: None,
-                    family: None,
-                },
-                expected: e.reachable,
-                sim: None,
-            })
-        })
-        .collect()
+    Ok(SiteProbe {
+        from: p.from.clone(),
+        to: p.to.clone(),
+        proto,
+        dport: p.dport,
+        sport: p.sport,
+        icmp_type: p.icmp_type,
+        source: Some(p.source),
+        dest: Some(p.dest),
+        family: Some(p.family),
+    })
 }
 
-fn word(b: bool) -> &'static str {
-    if b {
-        "reachable"
-    } else {
-        "blocked"
+fn word(b: Option<bool>) -> &'static str {
+    match b {
+        Some(true) => "reachable",
+        Some(false) => "unreachable",
+        None => "error",
     }
 }
 
 fn verify(a: VerifyArgs) -> Result<ExitCode> {
     let name = lab_name(Some(&a.site), a.name.as_deref())?;
-    let Some(st) = site::load(&name).map_err(|e| anyhow!("{e}"))? else {
+    let Some(mut st) = site::load(&name).map_err(|e| anyhow!("{e}"))? else {
         eprintln!(
             "error: no lab `{name}` is up: `rampart lab up {}` first",
             a.site.display()
@@ -314,103 +254,119 @@ fn verify(a: VerifyArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(2));
     }
     let files = crate::sitedir::read_site(&a.site)?;
-    let intents = intents(&files)?;
-    if intents.is_empty() {
+    // The simulator's matrix, exactly as `rampart verify` computes it.
+    let report = match crate::verify::report(&files) {
+        Ok(r) => r,
+        Err(code) => return Ok(code),
+    };
+    let rows = &report.matrix.rows;
+    if rows.is_empty() {
         println!("the site states no intents ([[expect]]); nothing to verify");
         return Ok(ExitCode::SUCCESS);
     }
     let helper = Helper::current_exe(&[rampart_lab::probe::HIDDEN_SUBCOMMAND])
         .map_err(|e| anyhow!("{e}"))?;
-    let probes: Vec<SiteProbe> = intents.iter().map(|i| i.probe.clone()).collect();
-    let t = Instant::now();
-    let got = site::probe_all(&st, &helper, Duration::from_millis(a.timeout_ms), &probes);
-    let secs = t.elapsed().as_secs_f64();
-    let rows: Vec<[String; 5]> = intents
-        .iter()
-        .zip(&got)
-        .map(|(i, g)| {
-            let lab = match g {
-                Ok(Observed::Accept) => "reachable".to_string(),
-                Ok(Observed::Drop) => "blocked (drop)".to_string(),
-                Ok(Observed::Reject) => "blocked (reject)".to_string(),
-                Err(e) => format!("error: {e}"),
-            };
-            let sim = i.sim.map(word).unwrap_or("-").to_string();
-            [
-                i.name.clone(),
-                word(i.expected).to_string(),
-                sim,
-                lab,
-                String::new(),
-            ]
-        })
-        .collect();
-    let mut misses = 0;
-    let mut bugs = 0;
-    let mut errors = 0;
-    let mut rendered = Vec::new();
-    for (r, (i, g)) in rows.into_iter().zip(intents.iter().zip(&got)) {
-        let mut r = r;
-        let lab = g.as_ref().ok().map(|o| *o == Observed::Accept);
-        r[4] = match (lab, i.sim) {
-            (None, _) => {
-                errors += 1;
-                "ERROR".into()
+    // One probe per row that has one.
+    let mut probes = Vec::new();
+    let mut index: Vec<Result<usize, String>> = Vec::new();
+    for r in rows {
+        match r.probe.as_ref().map(site_probe) {
+            Some(Ok(p)) => {
+                index.push(Ok(probes.len()));
+                probes.push(p);
             }
-            (Some(l), Some(s)) if l != s => {
-                bugs += 1;
-                "BUG: simulator and kernel disagree".into()
-            }
-            (Some(l), _) if l != i.expected => {
-                misses += 1;
-                "MISS".into()
-            }
-            _ => "ok".into(),
-        };
-        rendered.push(r);
-    }
-    let head = ["intent", "expected", "simulator", "lab (kernel)", ""];
-    let mut w = [0usize; 5];
-    for r in rendered
-        .iter()
-        .map(|r| r.each_ref().map(|s| s.len()))
-        .chain([head.map(str::len)])
-    {
-        for k in 0..5 {
-            w[k] = w[k].max(r[k]);
+            Some(Err(e)) => index.push(Err(e)),
+            None => index.push(Err("the simulator built no probe for this row".into())),
         }
     }
-    let line = |r: [&str; 5]| {
-        format!(
-            "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {}",
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            r[4],
-            w0 = w[0],
-            w1 = w[1],
-            w2 = w[2],
-            w3 = w[3]
-        )
-        .trim_end()
-        .to_string()
-    };
-    println!("{}", line(head));
-    for r in &rendered {
-        println!("{}", line(r.each_ref().map(String::as_str)));
+    let t = Instant::now();
+    let got = site::probe_all(
+        &mut st,
+        &helper,
+        Duration::from_millis(a.timeout_ms),
+        &probes,
+    );
+    let secs = t.elapsed().as_secs_f64();
+    let (mut misses, mut bugs, mut errors) = (0, 0, 0);
+    let mut table: Vec<[String; 7]> = vec![[
+        "".into(),
+        "intent".into(),
+        "service".into(),
+        "expected".into(),
+        "simulator".into(),
+        "lab (kernel)".into(),
+        "decided by (simulator)".into(),
+    ]];
+    for (r, ix) in rows.iter().zip(&index) {
+        let lab: Result<bool, String> = match ix {
+            Ok(k) => match &got[*k] {
+                Ok(o) => Ok(*o == Observed::Accept),
+                Err(e) => Err(e.to_string()),
+            },
+            Err(e) => Err(e.clone()),
+        };
+        let lab_text = match (&lab, ix.as_ref().ok().map(|k| &got[*k])) {
+            (Ok(true), _) => "reachable".to_string(),
+            (Ok(false), Some(Ok(Observed::Reject))) => "unreachable (reject)".to_string(),
+            (Ok(false), _) => "unreachable (drop)".to_string(),
+            (Err(e), _) => format!("error: {e}"),
+        };
+        let mark = match (&lab, r.got) {
+            (Err(_), _) => {
+                errors += 1;
+                "ERROR"
+            }
+            (Ok(l), Some(s)) if *l != s => {
+                bugs += 1;
+                "BUG"
+            }
+            (Ok(l), _) if *l != r.expected => {
+                misses += 1;
+                "MISS"
+            }
+            _ => "ok",
+        };
+        let decided = match (&r.decided_by, &r.reason) {
+            (Some(d), _) => format!("{} {}", d.node, d.origin),
+            (None, Some(reason)) => reason.clone(),
+            (None, None) => "-".into(),
+        };
+        table.push([
+            mark.into(),
+            r.intent.clone(),
+            r.service.clone(),
+            word(Some(r.expected)).into(),
+            word(r.got).into(),
+            lab_text,
+            decided,
+        ]);
+    }
+    let mut w = [0usize; 7];
+    for l in &table {
+        for k in 0..7 {
+            w[k] = w[k].max(l[k].chars().count());
+        }
+    }
+    for l in &table {
+        let mut line = String::new();
+        for k in 0..7 {
+            line.push_str(&format!("{:<width$}  ", l[k], width = w[k]));
+        }
+        println!("{}", line.trim_end());
     }
     println!(
-        "{} intent(s) in {:.2} s: {} ok, {} miss(es), {} simulator/kernel disagreement(s), {} error(s)",
-        intents.len(),
+        "{} row(s) in {:.2} s: {} ok, {} miss(es), {} simulator/kernel disagreement(s), {} error(s)",
+        rows.len(),
         secs,
-        intents.len() - misses - bugs - errors,
+        rows.len() - misses - bugs - errors,
         misses,
         bugs,
         errors
     );
     if bugs > 0 {
-        println!("a disagreement between the simulator and the kernel is a rampart bug: please report it with this matrix and the site");
+        println!(
+            "BUG: the simulator and the kernel disagree on {bugs} row(s): that is a rampart bug; please report it with this matrix and the site (RAMPART_LAB_DEBUG=1 shows each probe's addresses)"
+        );
     }
     if misses + bugs + errors > 0 {
         return Ok(ExitCode::from(1));

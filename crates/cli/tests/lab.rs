@@ -132,18 +132,28 @@ fn lab_up_verify_down_leaves_nothing() {
     let v = rampart(&["lab", "verify", site.to_str().unwrap(), "--name", &name]);
     let out = text(&v);
     assert!(v.status.success(), "{out}");
-    assert!(out.contains("6 intent(s)"), "{out}");
-    assert!(out.contains("6 ok, 0 miss(es)"), "{out}");
+    assert!(out.contains("6 row(s)"), "{out}");
     assert!(
+        out.contains("6 ok, 0 miss(es), 0 simulator/kernel disagreement(s)"),
+        "{out}"
+    );
+    // Side by side: expected, the simulator, the kernel, the deciding line.
+    let row = |start: &str| {
         out.lines()
-            .any(|l| l.starts_with("laptop over the VPN -> hv1 ssh")
-                && l.contains("reachable")
-                && l.ends_with("ok")),
+            .find(|l| l.starts_with("ok") && l.contains(start))
+            .unwrap_or_else(|| panic!("no ok row `{start}` in:\n{out}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert!(
+        row("laptop over the VPN -> hv1 ssh")
+            .ends_with("tcp/22 reachable reachable reachable hv1 cluster.fw:6"),
         "{out}"
     );
     assert!(
-        out.lines()
-            .any(|l| l.starts_with("internet -> hv1 ssh") && l.contains("blocked (drop)")),
+        row("internet -> hv1 ssh")
+            .ends_with("tcp/22 unreachable unreachable unreachable (drop) hv1 auto:policy_in DROP"),
         "{out}"
     );
 
@@ -167,7 +177,7 @@ fn lab_up_verify_down_leaves_nothing() {
     assert_eq!(v.status.code(), Some(1), "{out}");
     assert!(
         out.lines()
-            .any(|l| l.starts_with("vm101 -> vm100 ssh") && l.ends_with("MISS")),
+            .any(|l| l.starts_with("MISS") && l.contains("vm101 -> vm100 ssh")),
         "{out}"
     );
 
@@ -227,6 +237,9 @@ fn two_labs_of_one_site_at_once() {
         assert!(v.status.success(), "{}", text(v));
         assert!(text(v).contains("6 ok, 0 miss(es)"), "{}", text(v));
     }
+    for n in &names {
+        assert!(state(n)["complete"].as_bool().unwrap());
+    }
     // Taking one down leaves the other whole.
     assert!(rampart(&["lab", "down", "--name", &names[0]])
         .status
@@ -273,4 +286,40 @@ fn verify_without_a_lab_says_so() {
         "{}",
         text(&o)
     );
+}
+
+/// Every lab under labs/ builds, and where it states intents, the kernel
+/// agrees with them and with the simulator.
+#[test]
+fn every_lab_passes_lab_verify() {
+    if !can_run() {
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../labs");
+    let mut labs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    labs.retain(|p| p.join("site.toml").exists());
+    labs.sort();
+    for lab in &labs {
+        let name = format!(
+            "t{}-{}",
+            std::process::id(),
+            lab.file_name().unwrap().to_string_lossy()
+        );
+        let _guard = Down(name.clone());
+        let site = lab.to_str().unwrap();
+        let up = rampart(&["lab", "up", site, "--name", &name]);
+        assert!(up.status.success(), "{}: {}", lab.display(), text(&up));
+        let v = rampart(&["lab", "verify", site, "--name", &name]);
+        let out = text(&v);
+        assert!(v.status.success(), "{}:\n{out}", lab.display());
+        assert!(
+            out.contains("0 miss(es), 0 simulator/kernel disagreement(s), 0 error(s)")
+                || out.contains("nothing to verify"),
+            "{}:\n{out}",
+            lab.display()
+        );
+        eprintln!("{}: {}", lab.display(), out.lines().last().unwrap_or(""));
+    }
 }

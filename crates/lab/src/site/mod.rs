@@ -40,6 +40,8 @@ pub enum ZoneKind {
     Node,
     Guest,
     Client,
+    /// A machine on a node's private bridge (made when a probe needs one).
+    Lan,
 }
 
 /// A place probes start from or go to: its namespace, its own addresses
@@ -448,6 +450,11 @@ fn build(
         let sdir = lab_dir(&st.name).join("state").join(&n.name);
         let mut opts = rampart_apply::ApplyOpts::new(&sdir);
         opts.record_kernel_hash = false;
+        // The check of an iptables plan (`iptables-restore --test`) runs
+        // before its ipsets exist and refuses every rule that names one; a
+        // fresh namespace has nothing to protect, the restore itself is
+        // still checked by the kernel.
+        opts.check = plan.backend == rampart_apply::Backend::Nftables;
         let sys = HostSystem::in_netns(ns.clone());
         let rules = plan.ruleset.lines().count();
         rampart_apply::apply(&sys, &plan, &opts)
@@ -669,7 +676,9 @@ pub fn down(name: &str) -> Result<bool> {
     let Some(st) = load(name)? else {
         return Ok(false);
     };
+    let mut pids = Vec::new();
     for ns in st.namespaces.iter().rev() {
+        pids.extend(Netns::borrowed(ns).pids());
         // Drop of an owned handle: kill its processes by pid, remove the
         // namespace and its /run/rampart-lab/<ns> directory.
         if netns::list(ns).iter().any(|n| n == ns) {
@@ -678,6 +687,17 @@ pub fn down(name: &str) -> Result<bool> {
             let _ = std::fs::remove_dir_all(Path::new(netns::WG_RUN_ROOT).join(ns));
             let _ = std::fs::remove_dir_all(Path::new(rampart_apply::NETNS_WG_ROOT).join(ns));
         }
+    }
+    // SIGKILL is delivered asynchronously: wait until the processes have
+    // exited (a zombie runs nothing) so `down` returning means they are gone.
+    let running = |p: &u32| {
+        std::fs::read_to_string(format!("/proc/{p}/stat"))
+            .map(|s| !s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
+            .unwrap_or(false)
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pids.iter().any(running) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
     }
     let left: Vec<String> = st
         .namespaces
@@ -707,6 +727,9 @@ pub struct SiteProbe {
     pub proto: PacketProto,
     /// Required for tcp/udp.
     pub dport: Option<u16>,
+    pub sport: Option<u16>,
+    /// ICMP type number; default echo request.
+    pub icmp_type: Option<u8>,
     pub source: Option<IpAddr>,
     pub dest: Option<IpAddr>,
     pub family: Option<Family>,
@@ -726,7 +749,10 @@ fn far_default(st: &State, fam: Family) -> IpAddr {
         .collect();
     let taken = |a: &IpAddr| {
         all_nets.iter().any(|n| n.contains(a))
-            || st.zones.values().any(|z| z.kind != ZoneKind::Internet && z.addrs.contains(a))
+            || st
+                .zones
+                .values()
+                .any(|z| z.kind != ZoneKind::Internet && z.addrs.contains(a))
     };
     cands
         .iter()
@@ -792,6 +818,87 @@ fn zone_for<'a>(st: &'a State, what: &str) -> Result<(&'a str, Option<IpAddr>)> 
     Ok(("internet", Some(a)))
 }
 
+/// The LAN machine whose network holds `a`, if one was made.
+fn lan_of(st: &State, a: IpAddr) -> Option<&str> {
+    st.zones
+        .iter()
+        .find(|(_, z)| {
+            z.kind == ZoneKind::Lan && z.nets.iter().any(|(_, n)| n.iter().any(|n| n.contains(&a)))
+        })
+        .map(|(n, _)| n.as_str())
+}
+
+/// A machine on node `node`'s bridge whose private network holds `a` (not
+/// a network the internet is on, not an address of the lab): made on first
+/// use, recorded in the lab's state (so `down` removes it).
+fn ensure_lan(st: &mut State, a: IpAddr) -> Result<()> {
+    if lan_of(st, a).is_some()
+        || st.zones.values().any(|z| z.addrs.contains(&a))
+        || st.zones["internet"]
+            .nets
+            .iter()
+            .any(|(_, n)| n.iter().any(|n| n.contains(&a)))
+    {
+        return Ok(());
+    }
+    let hit = st.zones.iter().find_map(|(name, z)| {
+        if z.kind != ZoneKind::Node {
+            return None;
+        }
+        z.nets.iter().enumerate().find_map(|(bi, (br, nets))| {
+            nets.iter().any(|n| n.contains(&a)).then(|| {
+                (
+                    name.clone(),
+                    z.ns.clone(),
+                    bi,
+                    br.clone(),
+                    nets.clone(),
+                    z.addrs.clone(),
+                )
+            })
+        })
+    });
+    let Some((node, node_ns, bi, bridge, nets, node_addrs)) = hit else {
+        return Ok(());
+    };
+    let zone = format!("lan-{node}-{bridge}");
+    let ns = format!("rl{}-l-{node}-{bridge}", st.id);
+    let n = Netns::create(&ns)?.keep();
+    st.namespaces.push(ns.clone());
+    st.zones.insert(
+        zone,
+        Zone {
+            ns: ns.clone(),
+            kind: ZoneKind::Lan,
+            addrs: vec![],
+            nets: vec![("eth0".into(), nets.clone())],
+            busy_udp: vec![],
+        },
+    );
+    save(st)?;
+    let port = format!("lx{bi}");
+    Netns::borrowed(&node_ns).ip_batch(&[
+        format!("link add {port} type veth peer name eth0 netns {ns}"),
+        format!("link set {port} master {bridge} up"),
+    ])?;
+    let mut lines = vec!["link set eth0 up".to_string()];
+    for fam in Family::both() {
+        if let Some(gw) = node_addrs
+            .iter()
+            .find(|x| Family::of(x) == fam && nets.iter().any(|n| n.contains(*x)))
+        {
+            let any = if fam == Family::V4 {
+                "0.0.0.0/0"
+            } else {
+                "::/0"
+            };
+            // The address comes with the probe; the route needs the link up.
+            lines.push(format!("route add {any} via {gw} dev eth0 onlink"));
+        }
+    }
+    n.ip_batch(&lines)
+}
+
 /// Make sure `addr` is an address of `zone`'s namespace.
 fn ensure_addr(zone: &Zone, addr: IpAddr) -> Result<()> {
     if zone.addrs.contains(&addr) {
@@ -850,11 +957,18 @@ struct Resolved {
     sniff: bool,
 }
 
-fn resolve(st: &State, p: &SiteProbe, id: u16) -> Result<Resolved> {
+fn resolve<'a>(st: &'a State, p: &SiteProbe, id: u16) -> Result<Resolved> {
     let (fz, fsrc) = zone_for(st, &p.from)?;
     let (tz, tdst) = zone_for(st, &p.to)?;
     let src_given = p.source.or(fsrc);
     let dst_given = p.dest.or(tdst);
+    // An internet end whose address is on a LAN machine's network is that
+    // machine.
+    let lan = |z: &'a str, a: Option<IpAddr>| match a {
+        Some(a) if z == "internet" => lan_of(st, a).unwrap_or(z),
+        _ => z,
+    };
+    let (fz, tz) = (lan(fz, p.source), lan(tz, p.dest));
     let from = &st.zones[fz];
     let to = &st.zones[tz];
     let fam = p
@@ -923,9 +1037,9 @@ fn resolve(st: &State, p: &SiteProbe, id: u16) -> Result<Resolved> {
             proto,
             src,
             dst,
-            sport: 0,
+            sport: p.sport.unwrap_or(0),
             dport: p.dport.unwrap_or(0),
-            icmp_type: if dst.is_ipv4() { 8 } else { 128 },
+            icmp_type: p.icmp_type.unwrap_or(if dst.is_ipv4() { 8 } else { 128 }),
             id,
         },
     })
@@ -936,14 +1050,29 @@ fn resolve(st: &State, p: &SiteProbe, id: u16) -> Result<Resolved> {
 /// the UDP datagram was answered, the ping was answered (ACCEPT); a reset or
 /// an ICMP error (REJECT); nothing within `timeout` (DROP).
 pub fn probe_all(
-    st: &State,
+    st: &mut State,
     helper: &Helper,
     timeout: Duration,
     probes: &[SiteProbe],
 ) -> Vec<Result<Observed>> {
     let mut results: Vec<Option<Result<Observed>>> = probes.iter().map(|_| None).collect();
+    // Machines on private LANs that probes name by address.
+    for (i, p) in probes.iter().enumerate() {
+        let named = [&p.from, &p.to]
+            .into_iter()
+            .filter_map(|x| x.parse::<IpAddr>().ok());
+        for a in named.chain(p.source).chain(p.dest) {
+            if let Err(e) = ensure_lan(st, a) {
+                results[i] = Some(Err(e));
+            }
+        }
+    }
+    let st: &State = st;
     let mut resolved = Vec::new();
     for (i, p) in probes.iter().enumerate() {
+        if results[i].is_some() {
+            continue;
+        }
         match resolve(st, p, 0x4000 + i as u16) {
             Ok(r) => {
                 if std::env::var_os("RAMPART_LAB_DEBUG").is_some() {
@@ -977,7 +1106,10 @@ pub fn probe_all(
             ProbeProto::Udp if r.sniff && s.dst.is_ipv4() => "--udp-sniff4".into(),
             ProbeProto::Udp if r.sniff => "--udp-sniff6".into(),
             ProbeProto::Udp => format!("--udp {},{}", s.dst, s.dport),
-            ProbeProto::Icmp => continue,
+            ProbeProto::Icmp if s.icmp_type == 8 || s.icmp_type == 128 => continue,
+            // Not an echo: the target watches for it; arrival is ACCEPT.
+            ProbeProto::Icmp if s.dst.is_ipv4() => "--icmp4".into(),
+            ProbeProto::Icmp => "--icmp6".into(),
         };
         listen.entry(r.dns.clone()).or_default().insert(arg);
     }
@@ -1023,9 +1155,15 @@ pub fn probe_all(
             Err(e) => fail(format!("probe helper {:?}: {e}", helper.exe), &mut results),
         }
     }
+    let watched = |r: &Resolved| {
+        r.sniff
+            || (r.spec.proto == ProbeProto::Icmp
+                && r.spec.icmp_type != 8
+                && r.spec.icmp_type != 128)
+    };
     let sniffed: Vec<(usize, String, Spec)> = resolved
         .iter()
-        .filter(|(_, r)| r.sniff)
+        .filter(|(_, r)| watched(r))
         .map(|(i, r)| (*i, r.dns.clone(), r.spec.clone()))
         .collect();
     let mut by_ns: BTreeMap<String, Vec<(usize, Spec)>> = BTreeMap::new();
@@ -1074,17 +1212,27 @@ pub fn probe_all(
         drop(stdin);
         for line in out.lines().map_while(|l| l.ok()) {
             let f: Vec<&str> = line.split_whitespace().collect();
-            if let ["seen", "udp", src, dport] = f.as_slice() {
-                seen.insert((ns.clone(), format!("{src} {dport}")));
+            match f.as_slice() {
+                ["seen", "udp", src, dport] => {
+                    seen.insert((ns.clone(), format!("udp {src} {dport}")));
+                }
+                ["seen", fam, ty, id] => {
+                    seen.insert((ns.clone(), format!("icmp{fam} {ty} {id}")));
+                }
+                _ => {}
             }
         }
         let _ = child.kill();
         let _ = child.wait();
     }
     for (i, dns, s) in sniffed {
-        if matches!(results[i], Some(Ok(Observed::Drop)))
-            && seen.contains(&(dns, format!("{} {}", s.src, s.dport)))
-        {
+        let key = if s.proto == ProbeProto::Udp {
+            format!("udp {} {}", s.src, s.dport)
+        } else {
+            let fam = if s.dst.is_ipv4() { 4 } else { 6 };
+            format!("icmp{fam} {} {}", s.icmp_type, s.id)
+        };
+        if matches!(results[i], Some(Ok(Observed::Drop))) && seen.contains(&(dns, key)) {
             results[i] = Some(Ok(Observed::Accept));
         }
     }
