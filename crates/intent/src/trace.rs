@@ -324,8 +324,8 @@ impl<'w> Walk<'w> {
     /// Route lookup on a node: policy rules, then the main table (routes,
     /// WireGuard pools, bridges), else the uplink.
     fn node_route(&self, node: &str, iif: Option<&str>) -> (Egress, Option<String>) {
-        let n = &self.w.nodes[node];
         let d = self.p.daddr;
+        let routes = self.w.routes(node);
         let lookup = |table: Option<u32>| -> Option<(u8, Egress, String)> {
             let mut best: Option<(u8, Egress, String)> = None;
             let mut consider = |len: u8, e: Egress, o: String| {
@@ -333,7 +333,7 @@ impl<'w> Walk<'w> {
                     best = Some((len, e, o));
                 }
             };
-            for r in n.routes.iter().filter(|r| r.table == table) {
+            for r in routes.iter().filter(|r| r.table == table) {
                 if r.dest.contains(&d) {
                     let e = self.dev_egress(node, &r.dev);
                     consider(r.dest.prefix_len(), e, r.origin.clone());
@@ -368,7 +368,7 @@ impl<'w> Walk<'w> {
             best
         };
         let s = self.saddr;
-        let mut rules: Vec<_> = n.rules.iter().collect();
+        let mut rules = self.w.rules(node);
         rules.sort_by_key(|r| r.priority);
         for r in rules {
             let from_ok = s.is_some_and(|s| r.from.contains(&s));
@@ -518,7 +518,14 @@ impl<'w> Walk<'w> {
             ));
         }
         let Some(owner) = self.w.owner(&d).cloned() else {
-            // A machine of the internet or of a LAN.
+            // A machine of the internet or of a LAN; it must be able to
+            // answer the source.
+            let s = self.saddr.unwrap_or(d);
+            if on_lan.is_none() && !is_public(&s) && lan.is_none() {
+                return fail(format!(
+                    "{s} is a private source and nothing on the way masquerades it: the internet cannot answer"
+                ));
+            }
             return Step::Done;
         };
         let kind = self
@@ -623,12 +630,29 @@ impl<'w> Walk<'w> {
             matches!(&a.kind, AddrKind::Bridge(b) if *b == nic.bridge)
                 && nic.addresses.iter().any(|n| n.trunc().contains(&a.addr))
         });
+        // A router guest on the same network (a WireGuard member, such as
+        // a firewall VM) is the gateway of the others.
+        let router = || -> Option<Entity> {
+            self.w.site.guests.iter().find_map(|r| {
+                if r.id == id || self.w.wg_owner(&Entity::Guest(r.id)).is_empty() {
+                    return None;
+                }
+                let on_net = r.nics.iter().any(|rn| {
+                    rn.bridge == nic.bridge
+                        && rn
+                            .addresses
+                            .iter()
+                            .any(|a| nic.addresses.iter().any(|n| n.trunc().contains(&a.addr())))
+                });
+                (on_net && r.node == node).then_some(Entity::Guest(r.id))
+            })
+        };
         let next = if on_link {
             self.w.owner(&d).cloned()
-        } else if node_on_bridge && self.w.nodes[&node].forwards {
+        } else if node_on_bridge && self.w.forwards(&node) {
             Some(node_e.clone())
         } else {
-            None
+            router()
         };
         match next {
             Some(Entity::Node(n)) if n == node => {
@@ -759,7 +783,7 @@ impl<'w> Walk<'w> {
                         );
                         self.pick_saddr(a.or_else(|| self.public_of(&me)));
                     } else if !matches!(&ingress, Attach::Bridge { bridge, .. } if *bridge == nic.bridge)
-                        && !self.w.nodes[n].forwards
+                        && !self.w.forwards(n)
                     {
                         return fail(format!("{n} does not forward (no ip_forward in its plan)"));
                     }
@@ -775,7 +799,7 @@ impl<'w> Walk<'w> {
                 }
             }
         }
-        if ingress != Attach::Local && !self.w.nodes[n].forwards {
+        if ingress != Attach::Local && !self.w.forwards(n) {
             return fail(format!("{n} does not forward (no ip_forward in its plan)"));
         }
         let iif = match &ingress {
@@ -897,7 +921,25 @@ impl<'w> Walk<'w> {
         } else {
             (me.clone(), pe.clone(), i.listen_port, None)
         };
-        if let (Entity::Node(ln), Some(port)) = (&listener, port) {
+        // The listener's filter: its own node, or for a guest listener the
+        // node whose bridge carries it to the guest's NIC.
+        let filter: Option<(String, Option<(String, String)>)> = match &listener {
+            Entity::Node(n) => Some((n.clone(), None)),
+            Entity::Guest(id) => self.w.site.guest(*id).and_then(|g| {
+                let nic = g
+                    .nics
+                    .iter()
+                    .find(|n| dial_addr.is_some_and(|a| n.addresses.iter().any(|x| x.addr() == a)))
+                    .or(g.nics.first())?;
+                Some((
+                    g.node.clone(),
+                    Some((nic.bridge.clone(), nic.ifname.clone())),
+                ))
+            }),
+            _ => None,
+        };
+        if let (Some((ln, to_guest)), Some(port)) = (filter, port) {
+            let ln = &ln;
             let fam_outer = dial_addr.map(|a| Family::of(&a)).unwrap_or(self.fam());
             let src = self
                 .w
@@ -930,8 +972,20 @@ impl<'w> Walk<'w> {
                         dport: Some(port),
                         icmp_type: None,
                         state: State::New,
-                        ingress: self.uplink_for(ln, &dst),
-                        egress: Attach::Local,
+                        ingress: match &to_guest {
+                            Some((b, _)) => Attach::Bridge {
+                                bridge: b.clone(),
+                                port: "outside".into(),
+                            },
+                            None => self.uplink_for(ln, &dst),
+                        },
+                        egress: match &to_guest {
+                            Some((b, p)) => Attach::Bridge {
+                                bridge: b.clone(),
+                                port: p.clone(),
+                            },
+                            None => Attach::Local,
+                        },
                         ether_saddr: None,
                     };
                     let t = simulate_hop(fw, &h);

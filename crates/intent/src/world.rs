@@ -88,6 +88,18 @@ pub struct NodeNet {
     /// Its public address (`endpoint`), when it is a literal address.
     pub public: Vec<IpAddr>,
     fw: OnceLock<Result<rampart_nft::Plan, String>>,
+    /// The profiles' share of this node (`[[lockdown]]`, `[[egress]]`),
+    /// computed on first use.
+    prof: OnceLock<ProfileNet>,
+}
+
+/// A node's profile additions in the world's terms.
+#[derive(Debug, Default)]
+pub struct ProfileNet {
+    pub firewall: rampart_types::additions::FirewallAdditions,
+    pub routes: Vec<RouteEntry>,
+    pub rules: Vec<RuleEntry>,
+    pub forwards: bool,
 }
 
 /// Extra inputs for nodes, from other parts of the site (egress and
@@ -101,9 +113,10 @@ pub struct NodeExtra {
 }
 
 /// The site as a network.
-#[derive(Debug)]
 pub struct World {
     pub site: ir::Site,
+    /// The site's profiles, when it has any.
+    profiles: Option<rampart_profile::SiteProfiles>,
     pub wg: Option<WgPlan>,
     pub wg_site: Option<WgSite>,
     pub nodes: BTreeMap<String, NodeNet>,
@@ -223,7 +236,18 @@ impl World {
                 )
             })
             .collect();
-        (Some(World::new(site, wg, wg_site, extras)), diags)
+        let profiles = rampart_profile::load(files, &site);
+        diags.extend(profiles.diags.clone());
+        if diags.has_errors() {
+            return (None, diags);
+        }
+        let mut w = World::new(site, wg, wg_site, extras);
+        if !profiles.profiles.is_empty() {
+            w.profiles = Some(profiles);
+            // Routes and rules of the profiles count as site prefixes.
+            w.index();
+        }
+        (Some(w), diags)
     }
 
     /// A world from its parts: the resolved site, the WireGuard plan, and
@@ -269,11 +293,13 @@ impl World {
                     forwards,
                     public,
                     fw: OnceLock::new(),
+                    prof: OnceLock::new(),
                 },
             );
         }
         let mut w = World {
             site,
+            profiles: None,
             wg,
             wg_site,
             nodes,
@@ -546,16 +572,96 @@ impl World {
             .get(node)
             .ok_or_else(|| format!("no node `{node}`"))?;
         n.fw.get_or_init(|| {
-            rampart_nft::compile_with_extras(
+            let mut plan = rampart_nft::compile_with_extras(
                 &self.site,
                 node,
                 &rampart_nft::Caps::default(),
                 &n.extras,
             )
-            .map_err(|d| format!("node {node} does not compile ({} errors)", d.errors()))
+            .map_err(|d| format!("node {node} does not compile ({} errors)", d.errors()))?;
+            let p = self.profile(node);
+            if !p.firewall.is_empty() {
+                rampart_nft::add_profile(&mut plan, &p.firewall);
+            }
+            Ok(plan)
         })
         .as_ref()
         .map_err(|e| e.clone())
+    }
+
+    /// The profiles' share of `node` (empty without profiles).
+    pub fn profile(&self, node: &str) -> &ProfileNet {
+        static EMPTY: OnceLock<ProfileNet> = OnceLock::new();
+        let (Some(sp), Some(n)) = (&self.profiles, self.nodes.get(node)) else {
+            return EMPTY.get_or_init(ProfileNet::default);
+        };
+        n.prof.get_or_init(|| {
+            let np = sp.for_node(&self.site, node);
+            let routes = np
+                .routes
+                .iter()
+                .filter_map(|r| {
+                    Some(RouteEntry {
+                        dest: r.dest.parse().ok()?,
+                        dev: r.dev.clone(),
+                        table: r.table,
+                        origin: r.origin.clone(),
+                    })
+                })
+                .collect();
+            let rules: Vec<RuleEntry> = np
+                .rules
+                .iter()
+                .filter_map(|r| {
+                    Some(RuleEntry {
+                        priority: r.priority,
+                        from: r.from.parse().ok()?,
+                        iif: r.iif.clone(),
+                        table: r.table,
+                        origin: r.origin.clone(),
+                    })
+                })
+                .collect();
+            let forwards = !rules.is_empty()
+                || !np.firewall.masquerade.is_empty()
+                || !np.firewall.forward.is_empty()
+                || np.sysctls.iter().any(|(k, v, _)| {
+                    k.ends_with("forwarding") || k.ends_with("ip_forward") && v == "1"
+                });
+            ProfileNet {
+                firewall: np.firewall,
+                routes,
+                rules,
+                forwards,
+            }
+        })
+    }
+
+    /// Whether `node` forwards packets.
+    pub fn forwards(&self, node: &str) -> bool {
+        self.nodes.get(node).is_some_and(|n| n.forwards) || self.profile(node).forwards
+    }
+
+    /// Every route of `node` (WireGuard's and the profiles').
+    pub fn routes(&self, node: &str) -> Vec<&RouteEntry> {
+        let mut v: Vec<&RouteEntry> = self
+            .nodes
+            .get(node)
+            .map(|n| n.routes.iter().collect())
+            .unwrap_or_default();
+        v.extend(self.profile(node).routes.iter());
+        v
+    }
+
+    /// Every policy rule of `node`.
+    pub fn rules(&self, node: &str) -> Vec<&RuleEntry> {
+        let mut v: Vec<&RuleEntry> = self
+            .nodes
+            .get(node)
+            .map(|n| n.rules.iter().collect())
+            .unwrap_or_default();
+        v.extend(self.profile(node).rules.iter());
+        v
     }
 
     /// The zone name the simulator and the lab use for an entity.

@@ -178,3 +178,68 @@ fn allow_list_is_the_vpn_pool() {
             .unwrap_err();
     assert!(e.contains("must not reach host1"), "{e}");
 }
+
+#[test]
+fn every_lab_meets_its_intents() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../labs");
+    let mut n = 0;
+    for e in std::fs::read_dir(&root).unwrap() {
+        let p = e.unwrap().path();
+        if !p.join("site.toml").exists() {
+            continue;
+        }
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        let r = report(&lab(&name));
+        assert!(!r.matrix.rows.is_empty(), "{name} has no intents");
+        assert_eq!(r.matrix.misses(), 0, "{name}:\n{}", render::text(&r.matrix));
+        n += 1;
+    }
+    assert!(n >= 3, "labs found: {n}");
+}
+
+#[test]
+fn egress_guest_leaves_through_the_gateway_and_is_masqueraded() {
+    let r = report(&lab("kvm-transparent-egress"));
+    let x = row(&r, "guest reaches the internet through the cloud");
+    assert_eq!(
+        render::hops(&x.hops),
+        "vm139 -> kvm1 -wg1-> cloudgw -> internet"
+    );
+    assert_eq!(
+        x.notes,
+        ["cloudgw masquerades 192.168.100.139 to 203.0.113.50"]
+    );
+    // The hypervisor drops its guests (the egress profile's line).
+    let x = row(&r, "guest cannot reach the hypervisor");
+    assert_eq!(x.decided_by.as_ref().unwrap().origin, "site.toml:62");
+    // Without the egress profile the guest's private address goes out
+    // unmasqueraded and the internet cannot answer it.
+    let f = edit(&lab("kvm-transparent-egress"), "site.toml", |s| {
+        s.replace(
+            "[[egress]]\nnode = \"kvm1\"\nsubnet = \"192.168.100.0/24\"\nnetwork = \"egress\"\n",
+            "",
+        )
+    });
+    let r = report(&f);
+    let x = row(&r, "guest reaches the internet through the cloud");
+    assert_eq!(x.got, Some(false), "{x:?}");
+    assert!(
+        x.reason.as_deref().unwrap().contains("cannot answer"),
+        "{x:?}"
+    );
+}
+
+#[test]
+fn lockdown_admits_the_vpn_and_refuses_the_rest() {
+    let r = report(&lab("xcpng-opnsense-wireguard"));
+    let x = row(&r, "admin SSH over the VPN");
+    assert_eq!(render::hops(&x.hops), "admin-laptop -wg0-> vm100 -> xcp1");
+    let p = x.probe.as_ref().unwrap();
+    assert_eq!(
+        (p.source.to_string(), p.dest.to_string()),
+        ("10.8.0.2".into(), "198.51.100.10".into())
+    );
+    let x = row(&r, "internal VMs cannot manage the host");
+    assert_eq!(render::hops(&x.hops), "vm101 -> vm100 -> xcp1");
+    assert_eq!(x.got, Some(false));
+}
