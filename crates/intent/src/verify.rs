@@ -184,6 +184,17 @@ fn finish(
     qual: Option<String>,
     unknown: impl Fn(String) -> Diagnostic,
 ) -> Result<Endpoint, Diagnostic> {
+    // `vm100@192.0.2.99`: the endpoint sending from (or answering at) that
+    // address, its own or not (a spoofing test).
+    if let Some(a) = qual.as_deref().and_then(|q| q.parse::<IpAddr>().ok()) {
+        if entity != Entity::Internet {
+            return Ok(Endpoint {
+                entity,
+                addr: Some(a),
+                qual: None,
+            });
+        }
+    }
     if let Some(q) = &qual {
         if entity == Entity::Internet {
             return Err(unknown(format!(
