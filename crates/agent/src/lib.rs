@@ -6,6 +6,7 @@
 //! by the guard never changes what runs; the last good ruleset stays.
 
 mod metrics;
+pub mod nflog;
 mod notify;
 mod signals;
 
@@ -21,6 +22,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use rampart_plan::{PlanOpts, Refusal, RefusalKind};
+
+/// The nflog group every compiled log rule writes to (rampart_nft's and
+/// rampart_ipt's `NFLOG_GROUP`).
+pub const FWLOG_GROUP: u16 = 0;
 
 /// A plan ready for `rampart_apply::apply`, with the warnings met on the way.
 #[derive(Debug, Clone)]
@@ -207,6 +212,8 @@ pub struct Agent {
     errors: Vec<String>,
     /// The last store error was transient (etcd unreachable).
     store_down: bool,
+    /// How the last apply reached the kernel, and the kernel step's time.
+    last_apply: Option<(String, Duration)>,
 }
 
 impl Agent {
@@ -226,6 +233,7 @@ impl Agent {
             applied_at: None,
             errors: Vec::new(),
             store_down: false,
+            last_apply: None,
         };
         // What runs already (an agent restart must not re-apply needlessly).
         if let Ok(st) = rampart_apply::status(&a.sys, &a.cfg.state_dir) {
@@ -253,7 +261,10 @@ impl Agent {
             origin_revision: snap.revision.clone(),
             ..PlanOpts::default()
         };
-        let planned = match plan_for_with(&snap.files, Some(&self.cfg.node), &opts) {
+        let t_plan = Instant::now();
+        let planned = plan_for_with(&snap.files, Some(&self.cfg.node), &opts);
+        let plan_time = t_plan.elapsed();
+        let planned = match planned {
             Ok(p) => p,
             Err(r) => {
                 self.metrics.refusals.inc();
@@ -284,7 +295,16 @@ impl Agent {
         self.metrics.set_elements.set(planned.set_elements as u64);
         match self.apply(&planned.plan) {
             Ok(()) => {
-                tracing::info!(revision = %snap.revision, plan = %hash, node = %self.cfg.node, "applied");
+                let (mode, kernel) = self.last_apply.clone().unwrap_or_default();
+                tracing::info!(
+                    revision = %snap.revision,
+                    plan = %hash,
+                    node = %self.cfg.node,
+                    plan_ms = plan_time.as_secs_f64() * 1e3,
+                    kernel_ms = kernel.as_secs_f64() * 1e3,
+                    total_ms = t_plan.elapsed().as_secs_f64() * 1e3,
+                    "applied ({mode})"
+                );
                 self.running_revision = Some(snap.revision.clone());
                 self.errors.clear();
                 self.report();
@@ -302,6 +322,18 @@ impl Agent {
         let t = Instant::now();
         match rampart_apply::apply(&self.sys, plan, &self.opts()) {
             Ok(out) => {
+                let mode = match &out.mode {
+                    rampart_apply::ApplyMode::Incremental {
+                        chains,
+                        elements_added,
+                        elements_deleted,
+                    } => format!(
+                        "incremental: {} chain(s) refilled, +{elements_added}/-{elements_deleted} set elements",
+                        chains.len()
+                    ),
+                    rampart_apply::ApplyMode::Full { why } => format!("full replace: {why}"),
+                };
+                self.last_apply = Some((mode, out.kernel_time));
                 self.metrics.applies.inc();
                 self.metrics.last_apply_duration.set_secs(t.elapsed());
                 self.metrics.set_plan(&out.applied.plan_hash);
@@ -381,6 +413,7 @@ impl Agent {
     /// The foreground loop, until SIGTERM/SIGINT. SIGHUP reloads the site
     /// and checks drift now.
     pub fn run(&mut self, signals: &Signals) {
+        let _fwlog = self.start_fwlog(signals);
         let mut ready = false;
         let mut watch: Option<Box<dyn SiteWatch>> = None;
         let mut backoff = rampart_store::Backoff::new(rampart_store::RetryPolicy::default());
@@ -474,6 +507,31 @@ impl Agent {
                 backoff.reset();
             }
         }
+    }
+
+    /// Turn the firewall's nflog group into log lines (target
+    /// `rampart::fwlog`), in a thread of its own. Another listener on the
+    /// group (pvefw-logger, ulogd) keeps it: then this only warns.
+    fn start_fwlog(&self, signals: &Signals) -> Option<std::thread::JoinHandle<()>> {
+        let netns = self.cfg.netns.clone();
+        let group = FWLOG_GROUP;
+        let reader = match nflog::NflogReader::bind(netns.as_deref(), group) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("firewall log: cannot listen on nflog group {group}: {e}");
+                return None;
+            }
+        };
+        tracing::info!("firewall log: listening on nflog group {group}");
+        let stop = signals.clone();
+        std::thread::Builder::new()
+            .name("fwlog".into())
+            .spawn(move || {
+                nflog::run(reader, netns, &|| stop.should_stop(), &mut |l, text| {
+                    nflog::trace(l, &text)
+                })
+            })
+            .ok()
     }
 
     /// Delete rampart's tables (only with `--remove-on-exit`).

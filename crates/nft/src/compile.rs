@@ -22,6 +22,8 @@ pub const BRIDGED: u32 = 0x0000_8000;
 pub const OUT_MASK: u32 = 0x0000_7fff;
 /// nflog group of every log rule (pvefw-logger listens on group 0).
 pub const NFLOG_GROUP: u16 = 0;
+/// Longest `log prefix` nft accepts (bytes).
+pub const LOG_PREFIX_MAX: usize = 127;
 /// Priority of the bridge-family chains: before br_netfilter (0 / -1).
 pub const BRIDGE_PRIORITY: i32 = -200;
 /// Priority of the inet chains: `filter`, after conntrack (-200).
@@ -273,7 +275,17 @@ impl<'a> Cx<'a> {
         out
     }
 
-    fn log_stmts(&self, level: LogLevel, tag: &str, action: Action) -> Option<Vec<Stmt>> {
+    /// `limit` + `log` statements of a logged rule. The prefix is Proxmox's
+    /// (`:VMID:CHAIN:LEVEL: ACTION: `) followed by the rule's origin, so a
+    /// log reader maps every line back to the line that produced it; cut to
+    /// nft's 127-byte prefix limit.
+    fn log_stmts(
+        &self,
+        level: LogLevel,
+        tag: &str,
+        action: Action,
+        origin: &str,
+    ) -> Option<Vec<Stmt>> {
         let sys = level.syslog()?;
         let mut v = Vec::new();
         let rl = &self.site.cluster.log_ratelimit;
@@ -284,8 +296,17 @@ impl<'a> Cx<'a> {
                 burst: rl.burst,
             }));
         }
+        let mut prefix = format!(":{tag}:{sys}: {action}: {origin}");
+        if prefix.len() > LOG_PREFIX_MAX - 1 {
+            let mut cut = LOG_PREFIX_MAX - 1;
+            while !prefix.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            prefix.truncate(cut);
+        }
+        prefix.push(' ');
         v.push(Stmt::Log {
-            prefix: format!(":{tag}:{sys}: {action}: "),
+            prefix,
             group: NFLOG_GROUP,
         });
         Some(v)
@@ -303,7 +324,7 @@ impl<'a> Cx<'a> {
     fn user_rule(&mut self, r: &ir::Rule, ctx: Ctx, out: &mut Vec<Rule>) {
         let comment = self.origin(&r.origin);
         for ms in self.rule_matches(r, ctx) {
-            if let Some(stmts) = self.log_stmts(r.log, ctx.log_tag, r.action) {
+            if let Some(stmts) = self.log_stmts(r.log, ctx.log_tag, r.action, &comment) {
                 out.push(Rule {
                     matches: ms.clone(),
                     stmts,
@@ -340,7 +361,7 @@ impl<'a> Cx<'a> {
                     .decides(Action::Accept),
             );
         }
-        if let Some(stmts) = self.log_stmts(level, ctx.log_tag, a) {
+        if let Some(stmts) = self.log_stmts(level, ctx.log_tag, a, &comment) {
             out.push(Rule {
                 matches: vec![],
                 stmts,
@@ -515,9 +536,12 @@ impl<'a> Cx<'a> {
                 (all, FIN | PSH | URG),
             ];
             for (mask, value) in bad {
-                if let Some(stmts) =
-                    self.log_stmts(opts.tcp_flags_log_level, "0:tcp-flags", Action::Drop)
-                {
+                if let Some(stmts) = self.log_stmts(
+                    opts.tcp_flags_log_level,
+                    "0:tcp-flags",
+                    Action::Drop,
+                    "auto:tcpflags",
+                ) {
                     tcpflags.rules.push(Rule {
                         matches: vec![Match::TcpFlags { mask, value }],
                         stmts,
@@ -570,8 +594,12 @@ impl<'a> Cx<'a> {
                     Match::NfProto(Family::V4),
                     Match::FibSaddrType(vec![FibType::Broadcast, FibType::Multicast]),
                 ];
-                if let Some(stmts) = self.log_stmts(opts.smurf_log_level, "0:smurfs", Action::Drop)
-                {
+                if let Some(stmts) = self.log_stmts(
+                    opts.smurf_log_level,
+                    "0:smurfs",
+                    Action::Drop,
+                    "auto:nosmurfs",
+                ) {
                     r.push(Rule {
                         matches: m.clone(),
                         stmts,

@@ -28,6 +28,14 @@ pub struct DirOptions {
     /// A change is read only once the fingerprint stayed the same this long,
     /// so a half-written edit is never compiled.
     pub debounce: Duration,
+    /// With inotify: when every write seen was completed (the file was
+    /// closed after writing, or renamed into place), the change is read
+    /// after this much quiet instead of `debounce`.
+    pub settle: Duration,
+    /// Wake up on inotify events instead of waiting for the next poll (the
+    /// poll stays as a safety net). Default true; off or unavailable, the
+    /// watch polls.
+    pub inotify: bool,
     /// Where `put_status` writes `<node>.json`. `None`: statuses are kept in
     /// memory for the life of the store only.
     pub status_dir: Option<PathBuf>,
@@ -41,6 +49,8 @@ impl Default for DirOptions {
             max_depth: 16,
             poll_interval: Duration::from_millis(100),
             debounce: Duration::from_millis(100),
+            settle: Duration::from_millis(5),
+            inotify: true,
             status_dir: None,
         }
     }
@@ -267,11 +277,19 @@ impl SiteStore for DirStore {
     }
 
     fn watch(&self, last: Option<&str>) -> Result<Box<dyn SiteWatch>, StoreError> {
+        let store = DirStore::with_options(self.root.clone(), self.opts.clone());
+        let notify = if self.opts.inotify {
+            Notify::new(&store)
+        } else {
+            None
+        };
         Ok(Box::new(DirWatch {
-            store: DirStore::with_options(self.root.clone(), self.opts.clone()),
+            store,
             last_revision: last.map(str::to_string),
             seen: None,
             pending: None,
+            notify,
+            complete: false,
         }))
     }
 
@@ -339,7 +357,9 @@ impl SiteStore for DirStore {
     }
 }
 
-/// A polling, debounced watch of a [`DirStore`].
+/// A debounced watch of a [`DirStore`]: inotify wakes it as soon as
+/// something in the tree changes; the fingerprint (paths, sizes, times,
+/// inodes), polled as well, decides what changed.
 pub struct DirWatch {
     store: DirStore,
     last_revision: Option<String>,
@@ -347,6 +367,99 @@ pub struct DirWatch {
     seen: Option<Fingerprint>,
     /// A changed fingerprint and since when it has been stable.
     pending: Option<(Fingerprint, Instant)>,
+    notify: Option<Notify>,
+    /// Every write inotify reported since the last change was completed.
+    complete: bool,
+}
+
+/// inotify watches on every directory of the tree.
+struct Notify {
+    fd: nix::sys::inotify::Inotify,
+}
+
+impl Notify {
+    fn mask() -> nix::sys::inotify::AddWatchFlags {
+        use nix::sys::inotify::AddWatchFlags as F;
+        F::IN_CLOSE_WRITE
+            | F::IN_MOVED_TO
+            | F::IN_MOVED_FROM
+            | F::IN_CREATE
+            | F::IN_DELETE
+            | F::IN_MODIFY
+            | F::IN_ATTRIB
+            | F::IN_DELETE_SELF
+            | F::IN_MOVE_SELF
+    }
+
+    /// Watch the root and every directory under it (hidden ones too: a
+    /// hidden temp file renamed into place is seen by its rename).
+    fn new(store: &DirStore) -> Option<Notify> {
+        use nix::sys::inotify::{InitFlags, Inotify};
+        let fd = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
+        let mut dirs = vec![(store.root.clone(), 0usize)];
+        while let Some((d, depth)) = dirs.pop() {
+            if fd.add_watch(&d, Self::mask()).is_err() && depth == 0 {
+                return None;
+            }
+            if depth >= store.opts.max_depth {
+                continue;
+            }
+            if let Ok(rd) = fs::read_dir(&d) {
+                for ent in rd.flatten() {
+                    if ent.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                        dirs.push((ent.path(), depth + 1));
+                    }
+                }
+            }
+        }
+        Some(Notify { fd })
+    }
+
+    /// Wait up to `d` for events. Returns (any event, every write completed,
+    /// the directory layout changed).
+    fn wait(&self, d: Duration) -> (bool, bool, bool) {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use nix::sys::inotify::AddWatchFlags as F;
+        use std::os::fd::AsFd;
+        let ms =
+            PollTimeout::try_from(d.as_millis().min(60_000) as u32).unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+        if poll(&mut fds, ms).unwrap_or(0) <= 0 {
+            return (false, true, false);
+        }
+        let (mut any, mut complete, mut dirs) = (false, true, false);
+        while let Ok(evs) = self.fd.read_events() {
+            if evs.is_empty() {
+                break;
+            }
+            for e in evs {
+                any = true;
+                if e.mask.contains(F::IN_MODIFY) {
+                    complete = false;
+                }
+                if e.mask.intersects(F::IN_CLOSE_WRITE | F::IN_MOVED_TO) {
+                    complete = true;
+                }
+                if e.mask
+                    .intersects(F::IN_ISDIR | F::IN_DELETE_SELF | F::IN_MOVE_SELF | F::IN_IGNORED)
+                {
+                    dirs = true;
+                }
+            }
+        }
+        (any, complete, dirs)
+    }
+}
+
+impl DirWatch {
+    /// How long a changed tree must stay unchanged before it is read.
+    fn quiet(&self) -> Duration {
+        if self.notify.is_some() && self.complete {
+            self.store.opts.settle.min(self.store.opts.debounce)
+        } else {
+            self.store.opts.debounce
+        }
+    }
 }
 
 impl SiteWatch for DirWatch {
@@ -367,7 +480,7 @@ impl SiteWatch for DirWatch {
                 Some((pfp, since)) => {
                     if pfp != fp {
                         self.pending = Some((fp, now));
-                    } else if now.duration_since(since) >= opts.debounce {
+                    } else if now.duration_since(since) >= self.quiet() {
                         self.seen = Some(fp);
                         let snap = self.store.load()?;
                         if self.last_revision.as_deref() != Some(snap.revision.as_str()) {
@@ -386,10 +499,23 @@ impl SiteWatch for DirWatch {
             if let Some((_, since)) = &self.pending {
                 // Look again when the debounce window closes (or earlier, to
                 // notice a write that restarts it).
-                let closes = (*since + opts.debounce).saturating_duration_since(now);
+                let closes = (*since + self.quiet()).saturating_duration_since(now);
                 nap = nap.min(closes).max(Duration::from_millis(1));
             }
-            std::thread::sleep(nap.min(deadline - now));
+            let nap = nap.min(deadline - now);
+            match &self.notify {
+                Some(n) => {
+                    let (any, complete, dirs) = n.wait(nap);
+                    if any {
+                        self.complete = complete;
+                    }
+                    if dirs {
+                        // New or removed directories: watch the tree anew.
+                        self.notify = Notify::new(&self.store);
+                    }
+                }
+                None => std::thread::sleep(nap),
+            }
         }
     }
 }

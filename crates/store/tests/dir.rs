@@ -28,6 +28,8 @@ fn fast() -> DirOptions {
     DirOptions {
         poll_interval: Duration::from_millis(20),
         debounce: Duration::from_millis(150),
+        // These tests are about the debounce: no early read of completed writes.
+        settle: Duration::from_millis(150),
         ..DirOptions::default()
     }
 }
@@ -279,6 +281,7 @@ fn a_change_is_seen_about_poll_plus_debounce_after_the_write() {
     let opts = DirOptions {
         poll_interval: Duration::from_millis(10),
         debounce: Duration::from_millis(20),
+        settle: Duration::from_millis(20),
         ..DirOptions::default()
     };
     let store = DirStore::with_options(d.path(), opts);
@@ -292,4 +295,67 @@ fn a_change_is_seen_about_poll_plus_debounce_after_the_write() {
     assert_ne!(snap.revision, first.revision);
     assert!(took >= Duration::from_millis(20), "not debounced: {took:?}");
     assert!(took < Duration::from_millis(250), "slow: {took:?}");
+}
+
+/// With inotify, a write that was completed (the file closed, or renamed
+/// into place) is read after a short settle instead of the debounce; a file
+/// still open for writing waits for the debounce.
+#[test]
+fn completed_writes_skip_the_debounce_open_ones_do_not() {
+    use std::io::Write;
+    let d = tempfile::tempdir().unwrap();
+    site(d.path());
+    let opts = DirOptions {
+        poll_interval: Duration::from_secs(30),
+        debounce: Duration::from_secs(30),
+        settle: Duration::from_millis(5),
+        ..DirOptions::default()
+    };
+    let store = DirStore::with_options(d.path(), opts);
+    let first = store.load().unwrap();
+    let mut w = store.watch(Some(&first.revision)).unwrap();
+    // Atomic save: temp file renamed into place.
+    write(
+        d.path(),
+        "firewall/.cluster.fw.tmp",
+        "[OPTIONS]\nenable: 0\n",
+    );
+    fs::rename(
+        d.path().join("firewall/.cluster.fw.tmp"),
+        d.path().join("firewall/cluster.fw"),
+    )
+    .unwrap();
+    let snap = w
+        .next(Duration::from_secs(10))
+        .unwrap()
+        .expect("renamed file read");
+    assert_eq!(
+        snap.files.get("firewall/cluster.fw").unwrap(),
+        b"[OPTIONS]\nenable: 0\n"
+    );
+    // In-place write, closed.
+    write(d.path(), "firewall/100.fw", "[OPTIONS]\nenable: 1\n");
+    let snap = w
+        .next(Duration::from_secs(10))
+        .unwrap()
+        .expect("closed file read");
+    assert!(snap.files.get("firewall/100.fw").is_some());
+    // Half written, still open: not read while the debounce runs.
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(d.path().join("firewall/100.fw"))
+        .unwrap();
+    f.write_all(b"[RULES]\nIN ACC").unwrap();
+    f.flush().unwrap();
+    assert_eq!(w.next(Duration::from_millis(500)).unwrap(), None);
+    f.write_all(b"EPT -p tcp -dport 22\n").unwrap();
+    drop(f);
+    let snap = w
+        .next(Duration::from_secs(10))
+        .unwrap()
+        .expect("completed file read");
+    assert!(
+        String::from_utf8_lossy(snap.files.get("firewall/100.fw").unwrap())
+            .ends_with("-dport 22\n")
+    );
 }

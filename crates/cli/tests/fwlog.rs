@@ -1,0 +1,158 @@
+//! The firewall log: a packet that hits a `-log` rule shows up in the
+//! agent's output as a Proxmox-style line naming the rule's origin and the
+//! packet's addresses. Real kernel, real nflog, in namespaces made here.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+mod common;
+use common::{is_root, Ns};
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn write_site(p: &Path) {
+    std::fs::create_dir_all(p.join("firewall")).unwrap();
+    std::fs::create_dir_all(p.join("nodes/hv1")).unwrap();
+    std::fs::write(
+        p.join("site.toml"),
+        "[[node]]\nname = \"hv1\"\nbridges = { vmbr0 = [\"192.0.2.10/24\"] }\n",
+    )
+    .unwrap();
+    std::fs::write(p.join("nodes/hv1/host.fw"), "[OPTIONS]\nenable: 1\n").unwrap();
+    std::fs::write(
+        p.join("firewall/cluster.fw"),
+        "[OPTIONS]\nenable: 1\npolicy_in: DROP\n\n[IPSET management]\n198.51.100.5\n\n\
+         [RULES]\n# nobody needs rpcbind; log who tries\nIN DROP -p tcp -dport 111 -log info\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_logged_drop_becomes_a_line_with_origin_and_addresses() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let node = Ns::new("fwlog-node");
+    let peer = Ns::new("fwlog-peer");
+    let (a, b) = (
+        format!("rfl{}a", std::process::id() % 100_000),
+        format!("rfl{}b", std::process::id() % 100_000),
+    );
+    ip(&[
+        "-n", &node.0, "link", "add", &a, "type", "veth", "peer", "name", &b, "netns", &peer.0,
+    ]);
+    ip(&["-n", &node.0, "addr", "add", "192.0.2.10/24", "dev", &a]);
+    ip(&["-n", &node.0, "link", "set", &a, "up"]);
+    ip(&["-n", &node.0, "link", "set", "lo", "up"]);
+    ip(&["-n", &peer.0, "addr", "add", "192.0.2.99/24", "dev", &b]);
+    ip(&["-n", &peer.0, "link", "set", &b, "up"]);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let site = tmp.path().join("site");
+    write_site(&site);
+    let state = tmp.path().join("state");
+    let mut agent = Killed(
+        Command::new(env!("CARGO_BIN_EXE_rampart"))
+            .args([
+                "agent",
+                "--site",
+                site.to_str().unwrap(),
+                "--node",
+                "hv1",
+                "--state-dir",
+                state.to_str().unwrap(),
+                "--netns",
+                &node.0,
+            ])
+            .env("RAMPART_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let (tx, rx) = mpsc::channel::<String>();
+    for pipe in [
+        Box::new(agent.0.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(agent.0.stderr.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+    }
+    let mut seen = Vec::new();
+    let mut wait_for = |what: &str, limit: Duration, poke: &mut dyn FnMut()| -> String {
+        let t = Instant::now();
+        loop {
+            while let Ok(l) = rx.try_recv() {
+                seen.push(l.clone());
+                if l.contains(what) {
+                    return l;
+                }
+            }
+            assert!(
+                t.elapsed() < limit,
+                "no line with {what:?}; agent said:\n{}",
+                seen.join("\n")
+            );
+            poke();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for(
+        "listening on nflog group",
+        Duration::from_secs(20),
+        &mut || {},
+    );
+    wait_for("applied", Duration::from_secs(30), &mut || {});
+    // A SYN to rpcbind from the peer: dropped (so the connect times out) and logged.
+    let peer_name = peer.0.clone();
+    let line = wait_for("ORIGIN=cluster.fw:10", Duration::from_secs(20), &mut || {
+        let _ = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &peer_name,
+                "timeout",
+                "0.3",
+                "bash",
+                "-c",
+                "exec 3<>/dev/tcp/192.0.2.10/111",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    });
+    for want in [
+        "0 6 host-in DROP:",
+        &format!("IN={a} "),
+        "SRC=192.0.2.99 DST=192.0.2.10",
+        "PROTO=TCP",
+        "DPT=111",
+        "SYN",
+    ] {
+        assert!(line.contains(want), "{want:?} missing in: {line}");
+    }
+}
