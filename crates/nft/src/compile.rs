@@ -11,6 +11,7 @@ use rampart_types::{
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv6Addr};
+use std::sync::OnceLock;
 
 /// Name of the tables rampart owns (`inet rampart`, `bridge rampart`).
 pub const TABLE: &str = "rampart";
@@ -68,6 +69,113 @@ pub fn compile(site: &ir::Site, node: &str) -> Result<Plan, Diagnostics> {
 
 /// Compile `node` of `site` for a kernel with `caps` (see [`crate::caps`]).
 pub fn compile_with(site: &ir::Site, node: &str, caps: &Caps) -> Result<Plan, Diagnostics> {
+    compile_cached(site, node, caps, &SiteCache::new(site))
+}
+
+/// What the nodes of one site share, so that compiling many of them does
+/// the site-wide work once: the nft sets made of the site's ipsets (the
+/// cluster `blacklist`, the nodes' list, tenant sets...), each computed and
+/// printed once and shared by every plan that names it.
+///
+/// Build it once per site (it must be used with that site only) and pass it
+/// to [`compile_cached`], or let [`compile_all`] do both.
+pub struct SiteCache {
+    /// Per [`SetId`], the set's v4 and v6 nft set.
+    sets: Vec<[OnceLock<Set>; 2]>,
+    /// Indices into `site.guests` of each node's guests, in site order.
+    guests: std::collections::HashMap<String, Vec<usize>>,
+}
+
+impl SiteCache {
+    pub fn new(site: &ir::Site) -> Self {
+        let mut guests: std::collections::HashMap<String, Vec<usize>> = Default::default();
+        for (i, g) in site.guests.iter().enumerate() {
+            guests.entry(g.node.clone()).or_default().push(i);
+        }
+        SiteCache {
+            sets: site.sets.iter().map(|_| Default::default()).collect(),
+            guests,
+        }
+    }
+
+    /// The guests on `node`, in site order (as [`ir::Site::guests_on`]).
+    fn guests_on<'s>(&'s self, site: &'s ir::Site, node: &str) -> impl Iterator<Item = &'s Guest> {
+        self.guests
+            .get(node)
+            .into_iter()
+            .flatten()
+            .map(move |i| &site.guests[*i])
+    }
+
+    fn set(&self, site: &ir::Site, id: SetId, family: Family) -> &Set {
+        let fi = if family == Family::V4 { 0 } else { 1 };
+        self.sets[id.0 as usize][fi].get_or_init(|| {
+            let s = site.set(id);
+            let ranges = sets::effective(s, family);
+            Set {
+                name: format!(
+                    "{}_{}",
+                    s.kernel_name,
+                    if family == Family::V4 { "v4" } else { "v6" }
+                ),
+                key: KeyType::of(family),
+                interval: sets::needs_interval(&ranges),
+                dynamic: None,
+                elements: ranges.into_iter().map(Key::Addr).collect(),
+                comment: format!("ipset {} ({})", s.name, s.origin.render(&site.sources)),
+            }
+        })
+    }
+}
+
+/// Compile every node of `site` (in site order), sharing one [`SiteCache`]
+/// and using the machine's cores. The result is the same as compiling each
+/// node with [`compile_with`].
+pub fn compile_all(site: &ir::Site, caps: &Caps) -> Vec<(String, Result<Plan, Diagnostics>)> {
+    let cache = SiteCache::new(site);
+    let n = site.nodes.len();
+    let threads = std::thread::available_parallelism()
+        .map(|t| t.get())
+        .unwrap_or(1)
+        .min(n.max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut results: Vec<Option<Result<Plan, Diagnostics>>> = (0..n).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= n {
+                            break;
+                        }
+                        done.push((i, compile_cached(site, &site.nodes[i].name, caps, &cache)));
+                    }
+                    done
+                })
+            })
+            .collect();
+        for w in workers {
+            for (i, r) in w.join().expect("a compile thread panicked") {
+                results[i] = Some(r);
+            }
+        }
+    });
+    site.nodes
+        .iter()
+        .zip(results)
+        .map(|(node, r)| (node.name.clone(), r.expect("every node compiled")))
+        .collect()
+}
+
+/// [`compile_with`], sharing the site-wide work in `cache` (built for `site`).
+pub fn compile_cached(
+    site: &ir::Site,
+    node: &str,
+    caps: &Caps,
+    cache: &SiteCache,
+) -> Result<Plan, Diagnostics> {
     let Some(n) = site.node(node) else {
         let mut d = Diagnostics::new();
         let names: Vec<&str> = site.nodes.iter().map(|n| n.name.as_str()).collect();
@@ -79,6 +187,7 @@ pub fn compile_with(site: &ir::Site, node: &str, caps: &Caps) -> Result<Plan, Di
     };
     let mut cx = Cx {
         site,
+        cache,
         node: n,
         caps,
         diags: Diagnostics::new(),
@@ -96,6 +205,7 @@ pub fn compile_with(site: &ir::Site, node: &str, caps: &Caps) -> Result<Plan, Di
 
 struct Cx<'a> {
     site: &'a ir::Site,
+    cache: &'a SiteCache,
     node: &'a ir::Node,
     caps: &'a Caps,
     diags: Diagnostics,
@@ -144,25 +254,11 @@ impl<'a> Cx<'a> {
 
     /// The name of the nft set holding `id`'s entries of `family`, created on first use.
     fn set_ref(&mut self, id: SetId, family: Family) -> String {
-        let s = self.site.set(id);
-        let name = format!(
-            "{}_{}",
-            s.kernel_name,
-            if family == Family::V4 { "v4" } else { "v6" }
-        );
-        if !self.sets.contains_key(&name) {
-            let ranges = sets::effective(s, family);
-            let set = Set {
-                name: name.clone(),
-                key: KeyType::of(family),
-                interval: sets::needs_interval(&ranges),
-                dynamic: None,
-                elements: ranges.into_iter().map(Key::Addr).collect(),
-                comment: format!("ipset {} ({})", s.name, self.origin(&s.origin)),
-            };
-            self.sets.insert(name.clone(), set);
+        let set = self.cache.set(self.site, id, family);
+        if !self.sets.contains_key(&set.name) {
+            self.sets.insert(set.name.clone(), set.clone());
         }
-        name
+        set.name.clone()
     }
 
     fn addr_match(&mut self, a: &AddrMatch, family: Family, dir: Dir) -> Option<Match> {
@@ -428,7 +524,7 @@ impl<'a> Cx<'a> {
 
         // Guest NICs behind the firewall, numbered for the mark.
         let mut slots: Vec<(&Guest, &Nic, u32)> = Vec::new();
-        for g in site.guests_on(&node.name) {
+        for g in self.cache.guests_on(site, &node.name) {
             if !g.enabled {
                 continue;
             }
@@ -636,7 +732,7 @@ impl<'a> Cx<'a> {
                                 size: 65535,
                                 timeout_s: 60,
                             }),
-                            elements: vec![],
+                            elements: Elements::default(),
                             comment: "auto:protection_synflood meter".into(),
                         },
                     );
@@ -1359,6 +1455,9 @@ pub fn link_local(mac: &[u8; 6]) -> Ipv6Addr {
 }
 
 fn norm_ports(p: &[PortRange]) -> Vec<PortRange> {
+    if p.len() == 1 {
+        return p.to_vec();
+    }
     let mut v = p.to_vec();
     v.sort();
     let mut out: Vec<PortRange> = Vec::new();

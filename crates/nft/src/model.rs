@@ -5,7 +5,10 @@
 //! packet. Only what rampart emits is modelled, so both sides stay exact.
 
 use rampart_types::{Action, Family, IpRange, PortRange};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
+use std::fmt;
+use std::ops::Deref;
+use std::sync::{Arc, OnceLock};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum TableFamily {
@@ -122,8 +125,75 @@ pub struct Set {
     /// A dynamic set filled from the packet path (SYN-flood meter).
     pub dynamic: Option<DynamicSet>,
     /// Disjoint, sorted.
-    pub elements: Vec<Key>,
+    pub elements: Elements,
     pub comment: String,
+}
+
+/// The elements of a set. Cheap to clone: the plans of one site share the
+/// elements of a cluster-wide set (see [`crate::SiteCache`]), and their
+/// `nft` text is rendered once, on first print.
+#[derive(Clone, Default)]
+pub struct Elements(Arc<ElementsInner>);
+
+#[derive(Default)]
+struct ElementsInner {
+    keys: Vec<Key>,
+    text: OnceLock<String>,
+}
+
+impl Elements {
+    /// The text `render` makes of the keys, made once per shared value.
+    pub fn rendered(&self, render: impl FnOnce(&[Key]) -> String) -> &str {
+        self.0.text.get_or_init(|| render(&self.0.keys))
+    }
+}
+
+impl From<Vec<Key>> for Elements {
+    fn from(keys: Vec<Key>) -> Self {
+        Elements(Arc::new(ElementsInner {
+            keys,
+            text: OnceLock::new(),
+        }))
+    }
+}
+
+impl FromIterator<Key> for Elements {
+    fn from_iter<I: IntoIterator<Item = Key>>(iter: I) -> Self {
+        Elements::from(iter.into_iter().collect::<Vec<_>>())
+    }
+}
+
+impl Deref for Elements {
+    type Target = [Key];
+    fn deref(&self) -> &[Key] {
+        &self.0.keys
+    }
+}
+
+impl<'a> IntoIterator for &'a Elements {
+    type Item = &'a Key;
+    type IntoIter = std::slice::Iter<'a, Key>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.keys.iter()
+    }
+}
+
+impl PartialEq for Elements {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.keys == other.0.keys
+    }
+}
+
+impl fmt::Debug for Elements {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.keys.iter()).finish()
+    }
+}
+
+impl Serialize for Elements {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.keys.serialize(s)
+    }
 }
 
 impl Set {

@@ -4,11 +4,22 @@
 use crate::model::*;
 use rampart_types::{Family, IpRange, PortRange};
 use std::fmt::Write;
+use std::net::IpAddr;
 
 /// The whole script. Each owned table is declared, deleted and recreated in
 /// the same file, so the kernel swaps it atomically whether or not it existed.
 pub fn script(rs: &Ruleset, header: &str) -> String {
-    let mut out = String::new();
+    // Room for the rules (~100 bytes each) and the sets' elements (~20).
+    let size: usize = rs
+        .tables
+        .iter()
+        .map(|t| {
+            t.chains.iter().map(|c| c.rules.len() * 100).sum::<usize>()
+                + t.sets.iter().map(|s| s.elements.len() * 20).sum::<usize>()
+                + t.maps.iter().map(|m| m.elements.len() * 40).sum::<usize>()
+        })
+        .sum();
+    let mut out = String::with_capacity(size + 4096);
     out.push_str("#!/usr/sbin/nft -f\n");
     for l in header.lines() {
         let _ = writeln!(out, "# {l}");
@@ -49,11 +60,17 @@ fn table(out: &mut String, t: &Table) {
         }
         let _ = writeln!(out, "\t\tcomment {}", quote(&s.comment));
         if !s.elements.is_empty() {
-            let _ = writeln!(out, "\t\telements = {{");
-            for e in &s.elements {
-                let _ = writeln!(out, "\t\t\t{},", key(e));
-            }
-            let _ = writeln!(out, "\t\t}}");
+            out.push_str("\t\telements = {\n");
+            out.push_str(s.elements.rendered(|keys| {
+                let mut t = String::with_capacity(keys.len() * 20);
+                for e in keys {
+                    t.push_str("\t\t\t");
+                    push_key(&mut t, e);
+                    t.push_str(",\n");
+                }
+                t
+            }));
+            out.push_str("\t\t}\n");
         }
         let _ = writeln!(out, "\t}}");
     }
@@ -102,7 +119,9 @@ fn table(out: &mut String, t: &Table) {
             let _ = writeln!(out, "\t\tcomment {}", quote(cm));
         }
         for r in &c.rules {
-            let _ = writeln!(out, "\t\t{}", rule(r));
+            out.push_str("\t\t");
+            push_rule(out, r);
+            out.push('\n');
         }
         let _ = writeln!(out, "\t}}");
     }
@@ -111,32 +130,73 @@ fn table(out: &mut String, t: &Table) {
 
 /// One rule as nft text (without indentation).
 pub fn rule(r: &Rule) -> String {
-    let mut parts: Vec<String> = Vec::new();
+    let mut s = String::new();
+    push_rule(&mut s, r);
+    s
+}
+
+fn push_rule(out: &mut String, r: &Rule) {
     for m in &r.matches {
-        parts.push(matcher(m));
+        push_matcher(out, m);
+        out.push(' ');
     }
     for s in &r.stmts {
-        parts.push(stmt(s));
+        match s {
+            Stmt::Limit(l) => {
+                out.push_str("limit rate ");
+                push_limit(out, l);
+            }
+            Stmt::Log { prefix, group } => {
+                out.push_str("log prefix ");
+                push_quoted(out, prefix);
+                out.push_str(" group ");
+                push_u32(out, *group as u32);
+            }
+            s => out.push_str(&stmt(s)),
+        }
+        out.push(' ');
     }
     if let Some(v) = &r.verdict {
-        parts.push(verdict(v));
+        match v {
+            Verdict::Accept => out.push_str("accept"),
+            Verdict::Drop => out.push_str("drop"),
+            Verdict::Return => out.push_str("return"),
+            Verdict::Jump(c) => {
+                out.push_str("jump ");
+                out.push_str(c);
+            }
+            v => out.push_str(&verdict(v)),
+        }
+        out.push(' ');
     }
-    parts.push(format!("comment {}", quote(&r.comment)));
-    parts.join(" ")
+    out.push_str("comment ");
+    push_quoted(out, &r.comment);
 }
 
 fn quote(s: &str) -> String {
+    let mut t = String::with_capacity(s.len() + 2);
+    push_quoted(&mut t, s);
+    t
+}
+
+fn push_quoted(out: &mut String, s: &str) {
     // nft comments are at most 128 bytes and cannot hold a double quote.
-    let mut t: String = s.replace('"', "'");
-    if t.len() > 127 {
-        let mut cut = 124;
-        while !t.is_char_boundary(cut) {
-            cut -= 1;
+    out.push('"');
+    if s.len() <= 127 && !s.contains('"') {
+        out.push_str(s);
+    } else {
+        let mut t: String = s.replace('"', "'");
+        if t.len() > 127 {
+            let mut cut = 124;
+            while !t.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            t.truncate(cut);
+            t.push_str("...");
         }
-        t.truncate(cut);
-        t.push_str("...");
+        out.push_str(&t);
     }
-    format!("\"{t}\"")
+    out.push('"');
 }
 
 fn fam(f: Family) -> &'static str {
@@ -161,14 +221,124 @@ fn ifdir(d: Dir) -> &'static str {
 }
 
 pub fn range(r: &IpRange) -> String {
-    r.to_string()
+    let mut s = String::new();
+    push_range(&mut s, r);
+    s
+}
+
+/// `10.0.0.1`, `10.0.0.0/24`, `10.0.0.1-10.0.0.10`: as [`IpRange`]'s
+/// `Display`, with IPv4 written by hand (sets of thousands of addresses are
+/// printed for every node).
+pub fn push_range(out: &mut String, r: &IpRange) {
+    if r.start == r.end {
+        push_addr(out, &r.start);
+    } else if let Some(n) = r.as_net() {
+        push_addr(out, &n.addr());
+        out.push('/');
+        push_u32(out, n.prefix_len() as u32);
+    } else {
+        push_addr(out, &r.start);
+        out.push('-');
+        push_addr(out, &r.end);
+    }
+}
+
+fn push_addr(out: &mut String, a: &IpAddr) {
+    match a {
+        IpAddr::V4(v) => {
+            for (i, o) in v.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_u32(out, *o as u32);
+            }
+        }
+        IpAddr::V6(v) => push_v6(out, v),
+    }
+}
+
+/// An IPv6 address as `Ipv6Addr`'s `Display` writes it (RFC 5952: the
+/// first longest run of two or more zero groups becomes `::`; IPv4-mapped
+/// addresses end in dotted quad), without going through `fmt`.
+fn push_v6(out: &mut String, v: &std::net::Ipv6Addr) {
+    if let Some(v4) = v.to_ipv4_mapped() {
+        out.push_str("::ffff:");
+        push_addr(out, &IpAddr::V4(v4));
+        return;
+    }
+    let seg = v.segments();
+    let (mut best, mut best_len, mut cur, mut cur_len) = (0, 0, 0, 0);
+    for (i, s) in seg.iter().enumerate() {
+        if *s == 0 {
+            if cur_len == 0 {
+                cur = i;
+            }
+            cur_len += 1;
+            if cur_len > best_len {
+                best = cur;
+                best_len = cur_len;
+            }
+        } else {
+            cur_len = 0;
+        }
+    }
+    let hex = |out: &mut String, part: &[u16]| {
+        for (i, s) in part.iter().enumerate() {
+            if i > 0 {
+                out.push(':');
+            }
+            let mut started = false;
+            for shift in [12, 8, 4, 0] {
+                let d = (s >> shift) & 0xf;
+                if d != 0 || started || shift == 0 {
+                    started = true;
+                    out.push(char::from_digit(d as u32, 16).unwrap_or('0'));
+                }
+            }
+        }
+    };
+    if best_len > 1 {
+        hex(out, &seg[..best]);
+        out.push_str("::");
+        hex(out, &seg[best + best_len..]);
+    } else {
+        hex(out, &seg);
+    }
+}
+
+fn push_u32(out: &mut String, mut x: u32) {
+    let mut buf = [0u8; 10];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (x % 10) as u8;
+        x /= 10;
+        if x == 0 {
+            break;
+        }
+    }
+    for b in &buf[i..] {
+        out.push(*b as char);
+    }
 }
 
 fn key(k: &Key) -> String {
+    let mut s = String::new();
+    push_key(&mut s, k);
+    s
+}
+
+fn push_key(out: &mut String, k: &Key) {
     match k {
-        Key::Addr(r) => range(r),
-        Key::Ifname(n) => format!("\"{n}\""),
-        Key::Mark(m) => format!("{m:#010x}"),
+        Key::Addr(r) => push_range(out, r),
+        Key::Ifname(n) => {
+            out.push('"');
+            out.push_str(n);
+            out.push('"');
+        }
+        Key::Mark(m) => {
+            let _ = write!(out, "{m:#010x}");
+        }
     }
 }
 
@@ -233,6 +403,121 @@ pub fn icmp_name(v6: bool, t: u8) -> Option<&'static str> {
 
 fn port(p: &PortRange) -> String {
     p.to_string()
+}
+
+fn push_matcher(out: &mut String, m: &Match) {
+    if let Match::Addr {
+        family,
+        dir: d,
+        neg,
+        target,
+    } = m
+    {
+        out.push_str(fam(*family));
+        out.push(' ');
+        out.push_str(dir(*d));
+        out.push(' ');
+        if *neg {
+            out.push_str("!= ");
+        }
+        match target {
+            AddrTarget::Set(s) => {
+                out.push('@');
+                out.push_str(s);
+            }
+            AddrTarget::Literal(rs) if rs.len() == 1 => push_range(out, &rs[0]),
+            AddrTarget::Literal(rs) => {
+                out.push_str("{ ");
+                for (i, r) in rs.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    push_range(out, r);
+                }
+                out.push_str(" }");
+            }
+        }
+        return;
+    }
+    match m {
+        Match::Port {
+            proto,
+            dir: d,
+            ports,
+        } => {
+            out.push_str(match proto {
+                6 => "tcp",
+                17 => "udp",
+                _ => "th",
+            });
+            out.push_str(match d {
+                Dir::Src => " sport ",
+                Dir::Dst => " dport ",
+            });
+            let one = |out: &mut String, p: &PortRange| {
+                push_u32(out, p.lo as u32);
+                if p.hi != p.lo {
+                    out.push('-');
+                    push_u32(out, p.hi as u32);
+                }
+            };
+            if ports.len() == 1 {
+                one(out, &ports[0]);
+            } else {
+                out.push_str("{ ");
+                for (i, p) in ports.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    one(out, p);
+                }
+                out.push_str(" }");
+            }
+        }
+        Match::L4Proto { number, .. } if proto_name(*number).is_some() => {
+            out.push_str("meta l4proto ");
+            out.push_str(proto_name(*number).unwrap_or_default());
+        }
+        Match::NfProto(Family::V4) => out.push_str("meta nfproto ipv4"),
+        Match::NfProto(Family::V6) => out.push_str("meta nfproto ipv6"),
+        Match::Icmp { v6, types, code } => {
+            let p = if *v6 { "icmpv6" } else { "icmp" };
+            out.push_str(p);
+            out.push_str(" type ");
+            let one = |out: &mut String, t: &u8| match icmp_name(*v6, *t) {
+                Some(n) => out.push_str(n),
+                None => push_u32(out, *t as u32),
+            };
+            if types.len() == 1 {
+                one(out, &types[0]);
+            } else {
+                out.push_str("{ ");
+                for (i, t) in types.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    one(out, t);
+                }
+                out.push_str(" }");
+            }
+            if let Some(c) = code {
+                out.push(' ');
+                out.push_str(p);
+                out.push_str(" code ");
+                push_u32(out, *c as u32);
+            }
+        }
+        Match::Ct(states) => {
+            out.push_str("ct state ");
+            for (i, st) in states.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(st.name());
+            }
+        }
+        m => out.push_str(&matcher(m)),
+    }
 }
 
 fn matcher(m: &Match) -> String {
@@ -337,7 +622,18 @@ fn flags(v: u8) -> String {
 }
 
 fn limit(l: &Limit) -> String {
-    format!("{}/{} burst {} packets", l.rate, l.unit, l.burst)
+    let mut s = String::new();
+    push_limit(&mut s, l);
+    s
+}
+
+fn push_limit(out: &mut String, l: &Limit) {
+    push_u32(out, l.rate);
+    out.push('/');
+    out.push_str(&l.unit);
+    out.push_str(" burst ");
+    push_u32(out, l.burst);
+    out.push_str(" packets");
 }
 
 fn stmt(s: &Stmt) -> String {
@@ -386,6 +682,49 @@ pub fn verdict(v: &Verdict) -> String {
                 VmapKey::Addr(f, d) => format!("{} {}", fam(*f), dir(*d)),
             };
             format!("{k} vmap @{map}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv6Addr;
+
+    fn check(a: Ipv6Addr) {
+        let mut s = String::new();
+        push_v6(&mut s, &a);
+        assert_eq!(s, a.to_string());
+    }
+
+    #[test]
+    fn v6_text_is_std_text() {
+        for a in [
+            "::",
+            "::1",
+            "1::",
+            "2001:db8::1",
+            "2001:db8:0:0:1:0:0:1",
+            "2001:0:0:1:0:0:0:1",
+            "fe80::1:2",
+            "::ffff:10.0.0.1",
+            "::10.0.0.1",
+            "1:0:1:0:1:0:1:0",
+            "0:1::",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "2001:db8:ab00::",
+            "a:b:c:d:e:f:0:1",
+        ] {
+            check(a.parse().unwrap());
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn v6_text_is_std_text_for_any(seg in proptest::array::uniform8(proptest::prop_oneof![
+            proptest::strategy::Just(0u16), proptest::strategy::Just(0xffff), 1u16..=0x10, proptest::num::u16::ANY
+        ])) {
+            check(Ipv6Addr::from(seg));
         }
     }
 }

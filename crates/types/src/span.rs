@@ -86,8 +86,14 @@ impl SourceMap {
     /// (file name without directories, and the line).
     pub fn short(&self, span: Span) -> String {
         let p = self.path(span.file);
-        let name = p.rsplit('/').next().unwrap_or(p);
-        format!("{}:{}", name, span.line)
+        let name = p.rfind('/').map_or(p, |i| &p[i + 1..]);
+        // By hand, not `format!`: every compiled rule's comment is one.
+        let mut s = String::with_capacity(name.len() + 6);
+        s.push_str(name);
+        s.push(':');
+        let line = span.line.to_string();
+        s.push_str(&line);
+        s
     }
 
     pub fn files(&self) -> impl Iterator<Item = (FileId, &SourceFile)> {
@@ -131,7 +137,10 @@ impl Origin {
         match self {
             Origin::Source { span, via: None } => map.short(*span),
             Origin::Source { span, via: Some(v) } => {
-                format!("{} via {}", map.short(*span), map.short(*v))
+                let mut s = map.short(*span);
+                s.push_str(" via ");
+                s.push_str(&map.short(*v));
+                s
             }
             Origin::Auto(s) => s.clone(),
         }
