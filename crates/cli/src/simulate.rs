@@ -84,13 +84,6 @@ pub fn run(a: Args) -> Result<ExitCode> {
     };
     let node = pick_node(&site, a.node.as_deref())?.name.clone();
     let packet = packet_from(&a)?;
-    // The ruleset `rampart compile` writes: with the WireGuard listen ports.
-    let wg = crate::compile::Wg::of(&files);
-    if wg.diags.has_errors() {
-        eprint!("{}", wg.diags.render(&wg.sources));
-        eprintln!("error: the WireGuard networks of site.toml have errors; nothing to simulate");
-        return Ok(ExitCode::from(1));
-    }
     if let Zone::Node(n) = &packet.to {
         if site.node(n).is_none() {
             bail!(
@@ -98,14 +91,22 @@ pub fn run(a: Args) -> Result<ExitCode> {
             );
         }
     }
-    let sim = rampart_nft::compile_with_extras(
-        &site,
-        &node,
-        &rampart_nft::Caps::default(),
-        &wg.extras(&node),
-    )
-    .map_err(rampart_sim::SimError::Compile)
-    .and_then(|plan| rampart_sim::simulate_plan(&site, &plan, &packet));
+    // The model of the plan `rampart compile` prints and `apply` loads (the
+    // WireGuard listen ports, the profiles' rules), through rampart_plan.
+    let opts = rampart_plan::PlanOpts {
+        force: true,
+        ..Default::default()
+    };
+    let built = rampart_plan::load(&files, &opts).and_then(|s| s.build(&node));
+    let model = match built {
+        Ok(b) => b.model,
+        Err(r) => {
+            eprint!("{}", r.rendered);
+            eprintln!("error: node `{node}`: {}; nothing to simulate", r.message);
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let sim = rampart_sim::simulate_plan(&site, &model, &packet);
     match sim {
         Ok(trace) => {
             if a.json {

@@ -101,6 +101,10 @@ pub struct NodePlan {
     pub rendered: String,
     /// The guard refused and `force` overrode it.
     pub forced: bool,
+    /// The nftables model of the node with every extra (WireGuard,
+    /// profiles): what the lock-out guard judged and what `simulate` walks.
+    /// For an iptables node it is the same policy in nftables form.
+    pub model: rampart_nft::Plan,
 }
 
 /// A loaded site: resolved, WireGuard planned; build nodes from it.
@@ -411,6 +415,7 @@ impl Site<'_> {
             plan,
             files,
             forced,
+            model: nft,
         })
     }
 }
