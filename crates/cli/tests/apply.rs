@@ -169,3 +169,107 @@ fn a_missing_site_is_not_firewall_off() {
         "the running ruleset is untouched"
     );
 }
+
+/// Kills what runs in the namespace (wireguard-go) before it goes, and
+/// removes its WireGuard socket directory.
+struct KillIn(String);
+impl Drop for KillIn {
+    fn drop(&mut self) {
+        if let Ok(o) = Command::new("ip").args(["netns", "pids", &self.0]).output() {
+            for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-9", pid]).status();
+            }
+        }
+        let _ = std::fs::remove_dir_all(Path::new("/run/rampart/netns").join(&self.0));
+    }
+}
+
+#[test]
+fn apply_brings_up_wireguard_and_status_shows_network_drift() {
+    let have_wg = Command::new("sh")
+        .args(["-c", "command -v wireguard-go && command -v wg"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !is_root() || !have_wg {
+        eprintln!("skipped: needs root, wireguard-go and wg");
+        return;
+    }
+    let ns = Ns::new("applywg");
+    let _kill = KillIn(ns.0.clone());
+    let state = tempfile::tempdir().unwrap();
+    // The node's key store: one key from the real `wg genkey`, 0600.
+    let keys = tempfile::tempdir().unwrap();
+    let key = Command::new("wg").arg("genkey").output().unwrap().stdout;
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(keys.path().join("ops.key"))
+            .unwrap()
+            .write_all(&key)
+            .unwrap();
+    }
+    let s = site(None);
+    let mut toml = std::fs::read_to_string(s.path().join("site.toml")).unwrap();
+    toml = toml.replace(
+        "[[node]]\nname = \"hv1\"\n",
+        "[[node]]\nname = \"hv1\"\nendpoint = \"192.0.2.10\"\n",
+    );
+    toml.push_str(
+        "\n[[node]]\nname = \"hv2\"\nendpoint = \"192.0.2.20\"\n\n[[wireguard]]\nname = \"ops\"\ninterface = \"wgo0\"\npool = [\"10.66.0.0/24\"]\nlisten_port = 51966\ntopology = \"mesh\"\n\n[[wireguard.member]]\nname = \"hv1\"\npublic_key = \"SA3KjzlBe4Eie688sw8DwPIXZUMt4Q/pnGcSTLftmX0=\"\naddress = [\"10.66.0.1\"]\n\n[[wireguard.member]]\nname = \"hv2\"\npublic_key = \"y0u4RJIqkgxzXLc4fmHwHW+M6y1PgDUhvkEnEnBd/1U=\"\naddress = [\"10.66.0.2\"]\n",
+    );
+    std::fs::write(s.path().join("site.toml"), toml).unwrap();
+    let sp = s.path().to_str().unwrap();
+    let kp = keys.path().to_str().unwrap();
+    let o = rampart(
+        &["apply", sp, "--node", "hv1", "--keys", kp],
+        state.path(),
+        &ns,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("network: wgo0: created"), "{}", text(&o));
+    // The listen port apply loaded is the one compile prints.
+    let listing =
+        String::from_utf8_lossy(&ns.nft(&["list", "table", "inet", "rampart"]).stdout).into_owned();
+    assert!(
+        listing.contains("ip saddr 192.0.2.20 udp dport 51966"),
+        "{listing}"
+    );
+    let st = rampart(&["status"], state.path(), &ns);
+    let t = text(&st);
+    assert!(st.status.success(), "{t}");
+    assert!(
+        t.contains("wireguard:     wgo0 (network ops, port 51966, 1 peer(s), 10.66.0.1/24)"),
+        "{t}"
+    );
+    assert!(t.contains("network:       in sync"), "{t}");
+    // Someone deletes the interface: status says so (exit 1), apply repairs.
+    let del = Command::new("ip")
+        .args(["netns", "exec", &ns.0, "ip", "link", "del", "wgo0"])
+        .status()
+        .unwrap();
+    assert!(del.success());
+    let st = rampart(&["status"], state.path(), &ns);
+    let t = text(&st);
+    assert_eq!(st.status.code(), Some(1), "{t}");
+    assert!(t.contains("wgo0: interface missing"), "{t}");
+    let o = rampart(
+        &["apply", sp, "--node", "hv1", "--keys", kp],
+        state.path(),
+        &ns,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(rampart(&["status"], state.path(), &ns).status.success());
+    // The key never shows in output or state.
+    let k = String::from_utf8_lossy(&key).trim().to_string();
+    assert!(!text(&o).contains(&k));
+    for e in std::fs::read_dir(state.path()).unwrap() {
+        let p = e.unwrap().path();
+        if let Ok(body) = std::fs::read_to_string(&p) {
+            assert!(!body.contains(&k), "key in {}", p.display());
+        }
+    }
+}
