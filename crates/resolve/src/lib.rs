@@ -9,6 +9,7 @@
 //! ```
 
 pub mod ir;
+pub mod lint;
 mod resolve;
 
 pub use resolve::{guest_options, host_options, resolve, MAX_GROUP_NAME, MAX_IFNAME, MAX_SET_NAME};
@@ -20,6 +21,7 @@ pub fn load(files: &SiteFiles) -> (ir::Site, Diagnostics) {
     let (ast, map, mut diags) = rampart_syntax::parse_site(files);
     let (site, more) = resolve(&ast, map);
     diags.extend(more);
+    diags.extend(lint::lint(&site));
     diags.sort();
     diags.items.dedup();
     (site, diags)

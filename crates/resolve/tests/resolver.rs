@@ -76,7 +76,8 @@ fn names_resolve_guest_first_then_cluster() {
             "[ALIASES]\nsrv 10.2.2.2\n[IPSET ops]\n10.8.0.0/16\n[RULES]\nIN ACCEPT -source srv\nIN ACCEPT -source dc/srv\nIN ACCEPT -source guest/srv\nIN ACCEPT -source onlydc\nIN ACCEPT -source +ops\nIN ACCEPT -source +dc/ops\n",
         ),
     ]);
-    assert_clean(&d);
+    // `srv` and `guest/srv` are the same address: the lint says so (E0505); nothing else.
+    assert!(d.items.iter().all(|x| x.code == "E0505"), "{:#?}", d.items);
     let r = &site.guest(100).unwrap().rules;
     assert_eq!(r[0].source, Some(AddrMatch::List(vec![range("10.2.2.2")])));
     assert_eq!(r[1].source, Some(AddrMatch::List(vec![range("10.1.1.1")])));
@@ -130,7 +131,8 @@ fn macros_split_by_family() {
         "firewall/cluster.fw",
         "[OPTIONS]\nenable: 1\n[RULES]\nIN Ping(ACCEPT)\nIN trcrt(DROP)\nIN Ping(ACCEPT) -source 2001:db8::/32\n",
     )]);
-    assert_clean(&d);
+    // the v6-only Ping after the plain Ping can never match: the lint says so (E0501); nothing else.
+    assert!(d.items.iter().all(|x| x.code == "E0501"), "{:#?}", d.items);
     let r = &site.node("hv1").unwrap().firewall.rules;
     // Ping: v4 + v6; Trcrt: udp (both) + icmp v4 + icmpv6 v6; Ping with a v6 source: v6 only.
     assert_eq!(r.len(), 6);
@@ -557,7 +559,8 @@ fn management_in_rules_is_the_nodes_set_unless_the_guest_has_its_own() {
             "[RULES]\nIN SSH(ACCEPT) -source +management\nIN SSH(ACCEPT) -source +dc/management\n",
         ),
     ]);
-    assert_clean(&d);
+    // the two lines resolve to the same set: the lint says so (E0505); nothing else.
+    assert!(d.items.iter().all(|x| x.code == "E0505"), "{:#?}", d.items);
     let g = site.guest(100).unwrap();
     let node_mgmt = site.node("hv1").unwrap().firewall.management;
     assert_eq!(g.rules[0].source, Some(AddrMatch::Set(node_mgmt)));

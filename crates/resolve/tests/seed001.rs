@@ -77,7 +77,15 @@ fn load_seed() -> (rampart_resolve::ir::Site, rampart_types::Diagnostics) {
 #[test]
 fn every_example_parses_and_resolves_clean() {
     let (_, d) = load_seed();
-    assert_clean(&d);
+    // The document's examples, side by side, repeat and shadow each
+    // other: only the policy lint (E0501/E0505) may speak.
+    assert!(
+        d.items
+            .iter()
+            .all(|x| x.code == "E0501" || x.code == "E0505"),
+        "{:#?}",
+        d.items
+    );
 }
 
 #[test]
@@ -178,5 +186,13 @@ fn every_rule_line_of_the_document_itself_parses() {
         ("firewall/cluster.fw", CLUSTER_FW),
         ("firewall/100.fw", &guest),
     ]);
-    assert_clean(&d);
+    // The document's examples, side by side, repeat and shadow each
+    // other: only the policy lint (E0501/E0505) may speak.
+    assert!(
+        d.items
+            .iter()
+            .all(|x| x.code == "E0501" || x.code == "E0505"),
+        "{:#?}",
+        d.items
+    );
 }
