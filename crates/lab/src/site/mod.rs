@@ -450,11 +450,6 @@ fn build(
         let sdir = lab_dir(&st.name).join("state").join(&n.name);
         let mut opts = rampart_apply::ApplyOpts::new(&sdir);
         opts.record_kernel_hash = false;
-        // The check of an iptables plan (`iptables-restore --test`) runs
-        // before its ipsets exist and refuses every rule that names one; a
-        // fresh namespace has nothing to protect, the restore itself is
-        // still checked by the kernel.
-        opts.check = plan.backend == rampart_apply::Backend::Nftables;
         let sys = HostSystem::in_netns(ns.clone());
         let rules = plan.ruleset.lines().count();
         rampart_apply::apply(&sys, &plan, &opts)
