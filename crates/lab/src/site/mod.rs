@@ -225,6 +225,7 @@ fn wg_facts(files: &SiteFiles, site: &ir::Site) -> WgFacts {
         for m in &net.members {
             f.keyed.push((net.name.clone(), m.name.clone()));
             if let Some(g) = m.guest {
+                f.eps.routers.insert(g);
                 if let Some(a) = m.endpoint.as_ref().and_then(|e| e.host.parse().ok()) {
                     f.eps.guests.insert(g, a);
                 }
@@ -441,6 +442,7 @@ fn build(
         ));
     }
     let files = enroll(&st.name, input.files, &facts.keyed)?;
+    let mut warm: Vec<(String, WgIface)> = Vec::new();
     for n in &input.site.nodes {
         let ns = &st.zones[&n.name].ns.clone();
         let kd = key_dir(&st.name, &n.name);
@@ -461,6 +463,7 @@ fn build(
         ));
         // rampart_apply carried out the node's network side (WireGuard,
         // routes, rules); the lab only records what runs where.
+        warm.extend(plan.wireguard.iter().map(|i| (ns.clone(), i.clone())));
         network_up(
             st,
             &n.name,
@@ -489,10 +492,110 @@ fn build(
         let (ifaces, routes) = planner
             .wg_of(&files, &owner, &key_dir(&st.name, &owner))
             .map_err(|e| Error::new(format!("{owner}: {e}")))?;
+        warm.extend(ifaces.iter().map(|i| (ns.clone(), i.clone())));
         network_up(st, &zone, &ns, &owner, &ifaces, &routes, &[], &mut step)?;
     }
+    warm_up(&warm, &mut step);
     save(st)?;
     Ok(())
+}
+
+/// Handshake every tunnel now, one interface at a time, so the first
+/// probes do not meet a handshake in progress (two peers initiating at once
+/// can lose the first packets for the 5 s WireGuard waits before retrying).
+/// A peer is poked by setting its keepalive (which sends one at once), then
+/// its keepalive is put back as the plan has it.
+fn warm_up(ifaces: &[(String, WgIface)], step: &mut dyn FnMut(String)) {
+    let t = Instant::now();
+    let mut total = 0;
+    let mut done = 0;
+    for (ns, i) in ifaces {
+        let n = Netns::borrowed(ns);
+        let shaken = |n: &Netns| -> BTreeSet<String> {
+            let Ok(mut c) = wg_cmd(n, "wg") else {
+                return BTreeSet::new();
+            };
+            c.args(["show", &i.name, "latest-handshakes"]);
+            crate::netns::run(&mut c, None)
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .lines()
+                        .filter_map(|l| {
+                            let (k, ts) = l.split_once('\t')?;
+                            (ts.trim() != "0").then(|| k.to_string())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let have = shaken(&n);
+        let todo: Vec<&rampart_apply::WgPeer> = i
+            .peers
+            .iter()
+            .filter(|p| p.endpoint.is_some() && !have.contains(&p.public_key))
+            .collect();
+        if todo.is_empty() {
+            continue;
+        }
+        total += todo.len();
+        for p in &todo {
+            if let Ok(mut c) = wg_cmd(&n, "wg") {
+                c.args([
+                    "set",
+                    &i.name,
+                    "peer",
+                    &p.public_key,
+                    "persistent-keepalive",
+                    "1",
+                ]);
+                let _ = crate::netns::run(&mut c, None);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(6);
+        loop {
+            let have = shaken(&n);
+            if todo.iter().all(|p| have.contains(&p.public_key)) || Instant::now() > deadline {
+                done += todo.iter().filter(|p| have.contains(&p.public_key)).count();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for p in &todo {
+            let ka = p
+                .persistent_keepalive
+                .map(|k| k.to_string())
+                .unwrap_or_else(|| "off".into());
+            if let Ok(mut c) = wg_cmd(&n, "wg") {
+                c.args([
+                    "set",
+                    &i.name,
+                    "peer",
+                    &p.public_key,
+                    "persistent-keepalive",
+                    &ka,
+                ]);
+                let _ = crate::netns::run(&mut c, None);
+            }
+        }
+    }
+    if total > 0 {
+        step(format!(
+            "WireGuard handshakes: {done} of {total} peer link(s) up in {:.2} s",
+            t.elapsed().as_secs_f64()
+        ));
+    }
+}
+
+/// `wg`/`wireguard-go` in namespace `ns` with its private
+/// `/var/run/wireguard`: the directory `rampart_apply` uses for the same
+/// namespace, so node interfaces (made by apply) and guest/client ones
+/// (made here) are found by the same `wg`.
+fn wg_cmd(n: &Netns, program: &str) -> Result<Command> {
+    let dir = Path::new(rampart_apply::NETNS_WG_ROOT)
+        .join(n.name())
+        .join("wireguard");
+    std::fs::create_dir_all(&dir).map_err(|e| Error::new(format!("{}: {e}", dir.display())))?;
+    Ok(n.wg_command(&dir, program))
 }
 
 /// Text for `wg setconf`: listen port and peers (no private key).
@@ -578,7 +681,7 @@ fn network_up(
             ));
             continue;
         }
-        let mut c = n.wg("wireguard-go")?;
+        let mut c = wg_cmd(&n, "wireguard-go")?;
         c.env("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1")
             .arg(&i.name);
         run_ok(c, &format!("wireguard-go {} in {ns}", i.name))?;
@@ -591,10 +694,10 @@ fn network_up(
             .open(&conf)
             .and_then(|mut f| f.write_all(setconf(i).as_bytes()))
             .map_err(|e| Error::new(format!("{}: {e}", conf.display())))?;
-        let mut c = n.wg("wg")?;
+        let mut c = wg_cmd(&n, "wg")?;
         c.arg("setconf").arg(&i.name).arg(&conf);
         run_ok(c, &format!("wg setconf {} in {ns}", i.name))?;
-        let mut c = n.wg("wg")?;
+        let mut c = wg_cmd(&n, "wg")?;
         c.args(["set", &i.name, "private-key", &i.private_key_file]);
         for p in &i.peers {
             if let Some(psk) = &p.preshared_key_file {
@@ -955,7 +1058,15 @@ struct Resolved {
 fn resolve<'a>(st: &'a State, p: &SiteProbe, id: u16) -> Result<Resolved> {
     let (fz, fsrc) = zone_for(st, &p.from)?;
     let (tz, tdst) = zone_for(st, &p.to)?;
-    let src_given = p.source.or(fsrc);
+    // A source that another zone owns is not what the sender uses (the
+    // simulator reports the address after NAT, e.g. a gateway's): let
+    // the lab pick the sender's own.
+    let other_owner = |a: &IpAddr| {
+        st.zones
+            .iter()
+            .any(|(n, z)| n != fz && z.kind != ZoneKind::Internet && z.addrs.contains(a))
+    };
+    let src_given = p.source.filter(|a| !other_owner(a)).or(fsrc);
     let dst_given = p.dest.or(tdst);
     // An internet end whose address is on a LAN machine's network is that
     // machine.

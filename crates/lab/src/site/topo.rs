@@ -52,6 +52,8 @@ pub struct Endpoints {
     pub guests: BTreeMap<u32, IpAddr>,
     /// WireGuard clients (road warriors), by name.
     pub clients: Vec<String>,
+    /// Guests that are WireGuard members (with or without an endpoint).
+    pub routers: BTreeSet<u32>,
 }
 
 /// Whether an address is on the public internet for the lab: not private
@@ -448,13 +450,27 @@ pub fn plan(site: &ir::Site, eps: &Endpoints, prefix: &str) -> Result<Topology, 
         );
     }
 
+    // Router guests (several NICs, or a WireGuard member: a firewall VM):
+    // the gateway of the other guests on a network with no better one.
+    let routers: Vec<IpAddr> = site
+        .guests
+        .iter()
+        .filter(|g| {
+            g.nics.len() > 1 || eps.guests.contains_key(&g.id) || eps.routers.contains(&g.id)
+        })
+        .flat_map(|g| {
+            g.nics
+                .iter()
+                .flat_map(|c| c.addresses.iter().map(|a| a.addr()))
+        })
+        .collect();
     // Guests.
     for g in &site.guests {
         let ni = node_idx[g.node.as_str()];
         let nns = format!("{prefix}n-{}", g.node);
         let ns = format!("{prefix}g-{}", g.zone());
         t.namespaces.push(ns.clone());
-        if g.nics.len() > 1 || eps.guests.contains_key(&g.id) {
+        if g.nics.len() > 1 || eps.guests.contains_key(&g.id) || eps.routers.contains(&g.id) {
             t.forwarding.insert(ns.clone());
         }
         let mut defaults = BTreeSet::new();
@@ -518,6 +534,13 @@ pub fn plan(site: &ir::Site, eps: &Endpoints, prefix: &str) -> Result<Topology, 
                             .iter()
                             .map(|a| a.addr())
                             .find(|a| Family::of(a) == fam && on_link(a))
+                    })
+                    .or_else(|| {
+                        let mine: Vec<IpAddr> = c.addresses.iter().map(|a| a.addr()).collect();
+                        routers
+                            .iter()
+                            .copied()
+                            .find(|a| Family::of(a) == fam && on_link(a) && !mine.contains(a))
                     });
                 if let Some(gw) = gw {
                     push(
