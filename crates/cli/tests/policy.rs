@@ -240,8 +240,10 @@ fn an_inexpressible_feature_is_an_error_not_a_skip() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        // It names the guest it comes from (the IR keeps no span for option lines yet).
-        err.contains("error[E0413]") && err.contains("ips: 1") && err.contains("site.toml:5:1"),
+        // It points at the `ips: 1` line of the guest's .fw file.
+        err.contains("error[E0413]")
+            && err.contains("ips: 1")
+            && err.contains("firewall/100.fw:3:1"),
         "{err}"
     );
     assert!(

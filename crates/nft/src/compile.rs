@@ -1236,8 +1236,14 @@ impl<'a> Cx<'a> {
         let queue;
         let accept_in = if o.ips {
             if !self.caps.nft_queue {
+                // Point at the `ips: 1` line of the guest's .fw file.
+                let at = o
+                    .spans
+                    .get("ips")
+                    .map(|s| Origin::line(*s))
+                    .unwrap_or_else(|| g.origin.clone());
                 self.error(
-                    &g.origin,
+                    &at,
                     format!(
                         "guest {} has `ips: 1`, but this kernel's nftables has no `queue` support (nft_queue), so accepted traffic cannot reach the IPS",
                         g.id

@@ -60,6 +60,7 @@ pub fn guest_options() -> GuestOptions {
         log_level_out: LogLevel::Nolog,
         ips: false,
         ips_queues: None,
+        spans: Default::default(),
     }
 }
 

@@ -137,6 +137,10 @@ pub struct GuestOptions {
     pub ips: bool,
     /// `ips_queues: 0` or `0:3` (a balanced range); `None` = queue 0.
     pub ips_queues: Option<(u16, u16)>,
+    /// Where each option was written in the guest's `.fw` file (the key's
+    /// span), by name: diagnostics about an option point at its line.
+    #[serde(default)]
+    pub spans: std::collections::BTreeMap<String, rampart_types::Span>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

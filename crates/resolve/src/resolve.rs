@@ -170,6 +170,7 @@ pub fn guest_options(o: &ast::FwOptions) -> ir::GuestOptions {
         log_level_out: o.log_level_out.unwrap_or_default(),
         ips: o.ips.unwrap_or(false),
         ips_queues: o.ips_queues,
+        spans: o.spans.clone(),
     }
 }
 

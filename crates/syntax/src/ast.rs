@@ -196,6 +196,8 @@ pub struct FwOptions {
     pub ips_queues: Option<(u16, u16)>,
     /// Where `enable` was written, if it was.
     pub enable_span: Option<Span>,
+    /// Where each option given was written (its key), by option name.
+    pub spans: std::collections::BTreeMap<String, Span>,
 }
 
 /// `dc/name`, `guest/name` or a bare name.

@@ -402,6 +402,7 @@ impl<'d> Parser<'d> {
             return;
         }
         self.seen_opts.insert(key, line.span(k));
+        o.spans.insert(key.to_string(), line.span(k));
         let vspan = if v.is_empty() {
             line.span_at(line.offset(k) + k.len(), 1)
         } else {

@@ -105,6 +105,7 @@ pub fn guest(id: u32, kind: GuestKind, node: &str, nics: &[(&str, [u8; 6], &[&st
             log_level_out: LogLevel::Nolog,
             ips: false,
             ips_queues: None,
+            spans: Default::default(),
         },
         rules: vec![],
         origin: Origin::auto("test"),
