@@ -32,7 +32,11 @@ fn write_site(p: &Path, marker: &str) {
     for i in 0..AGENTS {
         let n = format!("hv{i}");
         std::fs::create_dir_all(p.join(format!("nodes/{n}"))).unwrap();
-        std::fs::write(p.join(format!("nodes/{n}/host.fw")), "[OPTIONS]\nenable: 1\n").unwrap();
+        std::fs::write(
+            p.join(format!("nodes/{n}/host.fw")),
+            "[OPTIONS]\nenable: 1\n",
+        )
+        .unwrap();
         toml.push_str(&format!(
             "[[node]]\nname = \"{n}\"\nbridges = {{ vmbr0 = [\"192.0.2.{}/24\"] }}\n",
             10 + i
@@ -67,16 +71,30 @@ fn main() {
     let site = tmp.path().join("site");
     let site_s = site.to_str().unwrap().to_string();
     write_site(&site, "203.0.113.1");
-    assert!(run(&["push", &site_s, "--etcd", &url, "--prefix", "/bench"]));
+    assert!(run(&[
+        "push", &site_s, "--etcd", &url, "--prefix", "/bench"
+    ]));
     let mut nss = Vec::new();
     let mut agents = Vec::new();
     for i in 0..AGENTS {
         let ns = Ns(format!("rproofs-conv-{}-{i}", std::process::id()));
-        assert!(Command::new("ip").args(["netns", "add", &ns.0]).status().unwrap().success());
+        assert!(Command::new("ip")
+            .args(["netns", "add", &ns.0])
+            .status()
+            .unwrap()
+            .success());
         let state = tmp.path().join(format!("state{i}"));
         agents.push(Proc(
             Command::new(BIN)
-                .args(["agent", "--etcd", &url, "--prefix", "/bench", "--node", &format!("hv{i}")])
+                .args([
+                    "agent",
+                    "--etcd",
+                    &url,
+                    "--prefix",
+                    "/bench",
+                    "--node",
+                    &format!("hv{i}"),
+                ])
                 .arg("--state-dir")
                 .arg(&state)
                 .args(["--netns", &ns.0, "--interval", "60"])
@@ -90,16 +108,24 @@ fn main() {
     let converged = || run(&["status", "--etcd", &url, "--prefix", "/bench"]);
     let t = Instant::now();
     while !converged() {
-        assert!(t.elapsed() < Duration::from_secs(120), "agents never converged");
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "agents never converged"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let mut times = Vec::new();
     for r in 0..ROUNDS {
         write_site(&site, &format!("203.0.113.{}", r + 2));
         let t = Instant::now();
-        assert!(run(&["push", &site_s, "--etcd", &url, "--prefix", "/bench"]));
+        assert!(run(&[
+            "push", &site_s, "--etcd", &url, "--prefix", "/bench"
+        ]));
         while !converged() {
-            assert!(t.elapsed() < Duration::from_secs(60), "round {r} never converged");
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "round {r} never converged"
+            );
         }
         times.push(t.elapsed());
     }

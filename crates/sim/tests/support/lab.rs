@@ -303,6 +303,15 @@ impl Lab {
             _ => "icmp",
         };
         let dport = p.dport.unwrap_or(0);
+        // Each packet starts from empty neighbour caches: an address
+        // resolution still pending from an earlier packet's source (say a
+        // blacklisted one, whose solicitations the firewall drops) would be
+        // retried from that source and fail this packet too.
+        for z in [&p.from, &p.to] {
+            if !matches!(z, Zone::Host) {
+                self.ns(z).exec(&["ip", "neigh", "flush", "all"]);
+            }
+        }
         let server = if proto == "icmp" {
             None
         } else {
