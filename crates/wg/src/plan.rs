@@ -546,8 +546,11 @@ pub fn compile_with(site: &WgSite, key_dir: &str) -> (Plan, Diagnostics) {
             let mut d = Diagnostics::new();
             let me = &parts[i];
             let fwd = forwarder(i);
-            // peer index -> entries
-            let mut entries: BTreeMap<usize, Vec<Entry>> = BTreeMap::new();
+            // (peer index, entry) in the order they are found; grouped by
+            // peer below. One vector per interface instead of one per peer:
+            // a 1,000-node mesh has a million peers.
+            let mut flat: Vec<(usize, Entry)> = Vec::with_capacity(2 * n);
+            let mut has = vec![false; n];
             let mut pooled = false;
             let hops: Vec<Option<usize>> = (0..n)
                 .map(|t| {
@@ -564,51 +567,79 @@ pub fn compile_with(site: &WgSite, key_dir: &str) -> (Plan, Diagnostics) {
                 .chain((0..n).filter(|&t| hops[t].is_some_and(|h| h != t)));
             for t in order {
                 let h = hops[t].expect("filtered");
-                let e = entries.entry(h).or_default();
+                has[h] = true;
                 for &(a, span) in &parts[t].addrs {
                     if Some(h) == fwd && t != h {
                         if !pooled {
                             pooled = true;
                             for (p, ps) in &net.pool {
-                                e.push(Entry {
-                                    net: *p,
-                                    kind: Kind::Pool,
-                                    span: *ps,
-                                });
+                                flat.push((
+                                    h,
+                                    Entry {
+                                        net: *p,
+                                        kind: Kind::Pool,
+                                        span: *ps,
+                                    },
+                                ));
                             }
                         }
                     } else {
-                        e.push(Entry {
-                            net: host_net(a),
-                            kind: Kind::Address,
-                            span,
-                        });
+                        flat.push((
+                            h,
+                            Entry {
+                                net: host_net(a),
+                                kind: Kind::Address,
+                                span,
+                            },
+                        ));
                     }
                 }
                 for &(r, span) in &parts[t].routes {
-                    e.push(Entry {
-                        net: r,
-                        kind: Kind::Route,
-                        span,
-                    });
+                    flat.push((
+                        h,
+                        Entry {
+                            net: r,
+                            kind: Kind::Route,
+                            span,
+                        },
+                    ));
                 }
             }
             if let (Some(f), Some(rs)) = (fwd, client_routes.get(&i)) {
-                let e = entries.entry(f).or_default();
+                has[f] = true;
                 for &(r, span) in rs {
-                    e.push(Entry {
-                        net: r,
-                        kind: Kind::Route,
-                        span,
-                    });
+                    flat.push((
+                        f,
+                        Entry {
+                            net: r,
+                            kind: Kind::Route,
+                            span,
+                        },
+                    ));
                 }
             }
             // Direct peers with nothing routed still appear (e.g. no address allocated).
             for t in 0..n {
-                if direct(i, t) {
-                    entries.entry(t).or_default();
+                if !has[t] && direct(i, t) {
+                    has[t] = true;
                 }
             }
+            // Stable: each peer's entries keep the order they were found in
+            // (already sorted in a mesh, so this is one pass).
+            flat.sort_by_key(|(h, _)| *h);
+            let mut ranges = Vec::new();
+            let mut k = 0;
+            for h in (0..n).filter(|&h| has[h]) {
+                let start = k;
+                while k < flat.len() && flat[k].0 == h {
+                    k += 1;
+                }
+                ranges.push((h, start, k));
+            }
+            let flat: Vec<Entry> = flat.into_iter().map(|(_, e)| e).collect();
+            // Peer index -> its entries, in peer order.
+            let entries: Vec<(usize, &[Entry])> =
+                ranges.iter().map(|&(h, a, b)| (h, &flat[a..b])).collect();
 
             check_interface(me, &parts, &entries, has_dup_keys, &mut d);
 
@@ -624,7 +655,7 @@ pub fn compile_with(site: &WgSite, key_dir: &str) -> (Plan, Diagnostics) {
                 .collect();
             let mut routes = Vec::new();
             let mut peers = Vec::new();
-            for (&h, es) in &entries {
+            for &(h, es) in &entries {
                 let p = &parts[h];
                 let mut allowed: Vec<IpNet> = Vec::new();
                 for e in es {
@@ -756,14 +787,14 @@ pub fn compile_with(site: &WgSite, key_dir: &str) -> (Plan, Diagnostics) {
 fn check_interface(
     me: &Part,
     parts: &[Part],
-    entries: &BTreeMap<usize, Vec<Entry>>,
+    entries: &[(usize, &[Entry])],
     has_dup_keys: bool,
     d: &mut Diagnostics,
 ) {
     // Keys: own key on a peer (E0604), two peers with one key (E0603).
     // Only possible when the network holds a key twice (checked once).
     let mut keys: HashMap<PublicKey, usize> = HashMap::new();
-    for &h in entries.keys().filter(|_| has_dup_keys) {
+    for &(h, _) in entries.iter().filter(|_| has_dup_keys) {
         let p = &parts[h];
         if p.key == me.key {
             d.push(
@@ -796,7 +827,7 @@ fn check_interface(
     // /0 on more than one peer (E0606), per family.
     for fam in [4u8, 6] {
         let mut first: Option<usize> = None;
-        for (&h, es) in entries {
+        for &(h, es) in entries {
             if let Some(e) = es
                 .iter()
                 .find(|e| e.net.prefix_len() == 0 && range(&e.net).0 == fam)
@@ -823,10 +854,13 @@ fn check_interface(
     // summaries are meant to be overridden by longer prefixes; /0 is E0606.
     // Tunnel addresses are distinct host prefixes (E0609 guards that), so
     // without routed subnets nothing can overlap.
-    let has_routes = entries.values().flatten().any(|e| e.kind == Kind::Route);
+    let has_routes = entries
+        .iter()
+        .flat_map(|(_, es)| es.iter())
+        .any(|e| e.kind == Kind::Route);
     let mut ivs: Vec<(u8, u128, u128, usize, &Entry)> = entries
         .iter()
-        .flat_map(|(&h, es)| es.iter().map(move |e| (h, e)))
+        .flat_map(|&(h, es)| es.iter().map(move |e| (h, e)))
         .filter(|(_, e)| has_routes && e.kind != Kind::Pool && e.net.prefix_len() != 0)
         .map(|(h, e)| {
             let (f, s, t) = range(&e.net);
@@ -867,7 +901,7 @@ fn check_interface(
         cur = Some((f, t, h, e));
     }
     // Swallowing the node's own prefixes (E0607).
-    for (&h, es) in entries {
+    for &(h, es) in entries {
         for e in es {
             if e.net.prefix_len() == 0 {
                 continue;

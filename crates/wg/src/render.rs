@@ -107,38 +107,65 @@ pub fn wg_quick_conf(i: &InterfacePlan) -> String {
 /// interfaces (a mesh: the same peer, endpoint and AllowedIPs everywhere)
 /// is formatted once and copied.
 pub fn wg_quick_confs(plan: &Plan) -> Vec<String> {
-    let mut cache: HashMap<(&str, &str), Vec<(&PeerPlan, String)>> = HashMap::new();
-    let mut outs = Vec::with_capacity(plan.interfaces.len());
-    for i in &plan.interfaces {
+    let all = &plan.interfaces;
+    let threads = std::thread::available_parallelism()
+        .map(|x| x.get())
+        .unwrap_or(1)
+        .min(8);
+    if all.len() < 64 || threads < 2 {
+        return confs_of(all);
+    }
+    // Chunks on every core, each with its own block cache (a mesh's peer
+    // blocks are formatted once per core: cheap next to copying them).
+    let chunk = all.len().div_ceil(threads);
+    std::thread::scope(|sc| {
+        let hs: Vec<_> = all
+            .chunks(chunk)
+            .map(|c| sc.spawn(move || confs_of(c)))
+            .collect();
+        hs.into_iter()
+            .flat_map(|h| h.join().expect("render worker"))
+            .collect()
+    })
+}
+
+fn confs_of(interfaces: &[InterfacePlan]) -> Vec<String> {
+    // Every distinct peer block once, in `blocks`; the cache maps a peer
+    // (network, name) to its variants (a peer seen with other AllowedIPs
+    // from another interface, e.g. through a gateway, is another block).
+    let mut blocks: Vec<String> = Vec::new();
+    let mut cache: HashMap<(&str, &str), Vec<(&PeerPlan, usize)>> = HashMap::new();
+    let mut outs = Vec::with_capacity(interfaces.len());
+    let mut ids: Vec<usize> = Vec::new();
+    for i in interfaces {
         let mut head = String::new();
         interface_common(&mut head, i);
         post_up(&mut head, i);
-        // Pass 1: make sure every peer block is cached, and size the output
+        // Pass 1: find or make every peer's block, and size the output
         // exactly (growing a 150 kB string by doubling costs page faults).
         let mut len = head.len();
+        ids.clear();
         for p in &i.peers {
             let slot = cache
                 .entry((i.network.as_str(), p.name.as_str()))
                 .or_default();
-            match slot.iter().find(|(q, _)| *q == p) {
-                Some((_, b)) => len += b.len(),
+            let id = match slot.iter().find(|(q, _)| *q == p) {
+                Some(&(_, id)) => id,
                 None => {
                     let mut b = String::new();
                     peer(&mut b, p, false);
-                    len += b.len();
-                    slot.push((p, b));
+                    blocks.push(b);
+                    slot.push((p, blocks.len() - 1));
+                    blocks.len() - 1
                 }
-            }
+            };
+            len += blocks[id].len();
+            ids.push(id);
         }
         let mut out = String::with_capacity(len);
         out.push_str(&head);
-        for p in &i.peers {
-            let slot = &cache[&(i.network.as_str(), p.name.as_str())];
-            let (_, b) = slot
-                .iter()
-                .find(|(q, _)| *q == p)
-                .expect("cached in pass 1");
-            out.push_str(b);
+        for &id in &ids {
+            out.push_str(&blocks[id]);
         }
         outs.push(out);
     }

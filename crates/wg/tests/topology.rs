@@ -507,3 +507,47 @@ fn partial_mesh_group_without_exactly_one_gateway_is_refused() {
         "{c:?}"
     );
 }
+
+/// The all-nodes renderer (shared peer blocks, several threads once there
+/// are 64+ interfaces) writes exactly what the one-interface renderer
+/// writes, for a mesh and for a hub with clients (a peer seen with
+/// different AllowedIPs from different interfaces).
+#[test]
+fn all_configs_at_once_match_one_by_one() {
+    let mut t = String::new();
+    for i in 0..80 {
+        t.push_str(&format!(
+            "[[node]]\nname = \"n{i}\"\nendpoint = \"192.0.2.{}\"\n",
+            i + 1
+        ));
+    }
+    t.push_str("[[wireguard]]\nname = \"m\"\ninterface = \"wg0\"\npool = [\"10.9.0.0/24\", \"fd09::/64\"]\nlisten_port = 51820\n");
+    for i in 0..80 {
+        t.push_str(&format!(
+            "[[wireguard.member]]\nname = \"n{i}\"\npublic_key = \"K(n{i})\"\n"
+        ));
+    }
+    t.push_str("[[wireguard]]\nname = \"h\"\ninterface = \"wg1\"\npool = [\"10.10.0.0/24\"]\nlisten_port = 51821\ntopology = \"hub\"\ngateways = [\"n0\"]\n");
+    for i in 0..70 {
+        t.push_str(&format!(
+            "[[wireguard.member]]\nname = \"n{i}\"\npublic_key = \"K(h{i})\"\n"
+        ));
+    }
+    t.push_str(
+        "[[client]]\nnetwork = \"h\"\nname = \"lap\"\npublic_key = \"K(lap)\"\nvia = [\"n0\"]\n",
+    );
+    let p = plan(&t);
+    let all = rampart_wg::wg_quick_confs(&p);
+    assert_eq!(all.len(), p.interfaces.len());
+    assert_eq!(p.interfaces.len(), 80 + 70 + 1);
+    for (c, i) in all.iter().zip(&p.interfaces) {
+        assert_eq!(
+            *c,
+            rampart_wg::wg_quick_conf(i),
+            "{} on {}",
+            i.network,
+            i.owner
+        );
+    }
+    assert_eq!(all[0].matches("[Peer]").count(), 79);
+}
