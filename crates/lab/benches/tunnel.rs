@@ -104,7 +104,9 @@ impl Wg {
 
 /// Bytes per second of one TCP connection from `from` to `to` over `secs`.
 fn tcp_throughput(from: &str, to: &str, addr: IpAddr, secs: f64) -> f64 {
-    let l = in_ns(to, move || TcpListener::bind((addr, TCP_PORT)).expect("listen"));
+    let l = in_ns(to, move || {
+        TcpListener::bind((addr, TCP_PORT)).expect("listen")
+    });
     let rx = std::thread::spawn(move || {
         let (mut c, _) = l.accept().expect("accept");
         let mut buf = vec![0u8; 256 * 1024];
@@ -137,8 +139,11 @@ fn tcp_throughput(from: &str, to: &str, addr: IpAddr, secs: f64) -> f64 {
 
 /// A UDP echo server in `ns` on `addr` until `stop`.
 fn echo_server(ns: &str, addr: IpAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
-    let s = in_ns(ns, move || UdpSocket::bind((addr, UDP_PORT)).expect("bind echo"));
-    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let s = in_ns(ns, move || {
+        UdpSocket::bind((addr, UDP_PORT)).expect("bind echo")
+    });
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     std::thread::spawn(move || {
         let mut buf = [0u8; 2048];
         while !stop.load(Ordering::Relaxed) {
@@ -217,8 +222,11 @@ fn main() {
         "link set eth0 up".into(),
     ])
     .expect("veth");
-    b.ip_batch(&[format!("addr add {B_IP}/24 dev eth0"), "link set eth0 up".into()])
-        .expect("veth b");
+    b.ip_batch(&[
+        format!("addr add {B_IP}/24 dev eth0"),
+        "link set eth0 up".into(),
+    ])
+    .expect("veth b");
 
     // rampart's side: key stores, the site, the plan.
     let tmp = tempfile::tempdir().unwrap();
@@ -226,7 +234,10 @@ fn main() {
         .iter()
         .map(|n| KeyStore::open(tmp.path().join(format!("keys-{n}"))).expect("key store"))
         .collect();
-    let pubs: Vec<_> = stores.iter().map(|s| s.enroll(NET).expect("enroll")).collect();
+    let pubs: Vec<_> = stores
+        .iter()
+        .map(|s| s.enroll(NET).expect("enroll"))
+        .collect();
     let site = format!(
         "[[node]]\nname = \"a\"\nendpoint = \"{A_IP}\"\n[[node]]\nname = \"b\"\nendpoint = \"{B_IP}\"\n\
          [[wireguard]]\nname = \"{NET}\"\ninterface = \"{IFACE}\"\npool = [\"10.77.0.0/24\"]\nlisten_port = 51820\nmtu = 1420\n\
@@ -271,7 +282,10 @@ fn main() {
             if ok {
                 break;
             }
-            assert!(up.elapsed() < Duration::from_secs(10), "wireguard-go did not come up");
+            assert!(
+                up.elapsed() < Duration::from_secs(10),
+                "wireguard-go did not come up"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         w.configure();
@@ -304,8 +318,18 @@ fn main() {
     ];
     let client = udp_client(&an);
     // Warm up: neighbours resolved, first handshake done.
-    echo_once(&client, SocketAddr::new(b_veth, UDP_PORT), 0, Duration::from_millis(200));
-    echo_once(&client, SocketAddr::new(b_tun, UDP_PORT), 0, Duration::from_millis(200));
+    echo_once(
+        &client,
+        SocketAddr::new(b_veth, UDP_PORT),
+        0,
+        Duration::from_millis(200),
+    );
+    echo_once(
+        &client,
+        SocketAddr::new(b_tun, UDP_PORT),
+        0,
+        Duration::from_millis(200),
+    );
 
     let (mut tp_veth, mut tp_tun, mut rtt_veth, mut rtt_tun) = (vec![], vec![], vec![], vec![]);
     let (mut cfg_to_reply, mut first_echo) = (vec![], vec![]);
@@ -350,7 +374,10 @@ fn main() {
         load(&load_before),
         load(&load_after)
     );
-    println!("  TCP throughput: tunnel {tt:.2} Gbit/s, veth {tv:.2} Gbit/s, ratio tunnel/veth {:.3}", tt / tv);
+    println!(
+        "  TCP throughput: tunnel {tt:.2} Gbit/s, veth {tv:.2} Gbit/s, ratio tunnel/veth {:.3}",
+        tt / tv
+    );
     println!(
         "  UDP round trip: tunnel {rt:.3} ms, veth {rv:.3} ms, ratio tunnel/veth {:.1}",
         rt / rv
