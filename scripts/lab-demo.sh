@@ -8,8 +8,10 @@
 #
 #   bash scripts/lab-demo.sh [SITE]     (default: labs/wireguard-private-cluster)
 #
-# Without root (or without wireguard-go / ip) it says so and falls back
-# to `rampart verify` (the simulator alone).
+# As root it installs the lab's tools if they are missing (iproute2,
+# nftables, wireguard-go, wireguard-tools; apt-get). Without root (or
+# when they cannot be installed) it says so and falls back to
+# `rampart verify` (the simulator alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 site=${1:-labs/wireguard-private-cluster}
@@ -30,8 +32,21 @@ simulator_only() {
 if [ "$(id -u)" != 0 ]; then
   simulator_only "not root: the lab needs network namespaces"
 fi
+# A fresh Debian machine lacks the lab's tools: as root, install them
+# (saying so) rather than stopping short of the real thing.
+declare -A pkg=([ip]=iproute2 [nft]=nftables [wireguard-go]=wireguard-go [wg]=wireguard-tools)
+missing=()
 for p in ip nft wireguard-go wg; do
-  command -v "$p" >/dev/null || simulator_only "\`$p\` is missing (bash .ci/run installs it)"
+  command -v "$p" >/dev/null || missing+=("${pkg[$p]}")
+done
+if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null; then
+  echo "== installing what the lab needs: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null \
+    || echo "(installing ${missing[*]} failed)"
+fi
+for p in ip nft wireguard-go wg; do
+  command -v "$p" >/dev/null || simulator_only "\`$p\` is missing (apt-get install ${pkg[$p]})"
 done
 
 name="demo-$$"
