@@ -469,7 +469,9 @@ fn any_probes(w: &World, to: &Endpoint) -> Vec<ProbeSpec> {
             for t in &fw.ruleset.tables {
                 for c in &t.chains {
                     for r in &c.rules {
-                        for m in &r.matches {
+                        // A merged rule's lines are its original rules.
+                        let lines = r.merged.iter().map(|p| &p.matches);
+                        for m in std::iter::once(&r.matches).chain(lines).flatten() {
                             if let rampart_nft::model::Match::Port {
                                 proto,
                                 dir: rampart_nft::model::Dir::Dst,

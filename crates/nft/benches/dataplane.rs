@@ -30,7 +30,10 @@
 //! (a) no firewall: the node has no ruleset at all;
 //! (b) rampart: the compiled plan's `nft -f` script;
 //! (c) naive: `table inet` with conntrack first, then one `ip saddr X drop`
-//!     per blacklist entry and per policy address, then accept 8080.
+//!     per blacklist entry and per policy address, then accept 8080;
+//! (d) conntrack only: `ct state established,related accept`, accept 8080 —
+//!     the least any stateful firewall does, to tell the cost of the rules
+//!     from the cost of connection tracking itself.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -288,6 +291,20 @@ fn site(rules: usize, blacklist: usize) -> (rampart_types::SiteFiles, Vec<String
     (files, addrs)
 }
 
+/// The least a stateful firewall does: conntrack, then accept the port.
+const CONNTRACK_ONLY: &str = "table inet rampart_naive
+delete table inet rampart_naive
+table inet rampart_naive {
+\tchain input {
+\t\ttype filter hook input priority 0; policy accept;
+\t\tct state established,related accept
+\t\tct state invalid drop
+\t\ttcp dport 8080 accept
+\t\tdrop
+\t}
+}
+";
+
 fn naive(blacklist: usize, addrs: &[String]) -> String {
     let mut s = String::with_capacity((blacklist + addrs.len()) * 40);
     s.push_str("table inet rampart_naive\ndelete table inet rampart_naive\n");
@@ -332,6 +349,15 @@ fn main() {
         .map(|c| c.rules.len())
         .sum();
     let naive = naive(blacklist, &addrs);
+    if let Ok(dir) = std::env::var("RAMPART_DP_DUMP") {
+        for (path, bytes) in &files.files {
+            let p = std::path::Path::new(&dir).join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).expect("dump dir");
+            std::fs::write(p, bytes).expect("dump site");
+        }
+        std::fs::write(std::path::Path::new(&dir).join("bench.nft"), &plan.script)
+            .expect("dump plan");
+    }
 
     let lab = Lab::new();
     let stop = Arc::new(AtomicBool::new(false));
@@ -362,9 +388,9 @@ fn main() {
         h
     };
 
-    let names = ["no firewall", "rampart", "naive"];
-    let mut rates: [Vec<f64>; 3] = Default::default();
-    let mut load_s: [Vec<f64>; 3] = Default::default();
+    let names = ["no firewall", "rampart", "naive", "conntrack"];
+    let mut rates: [Vec<f64>; 4] = Default::default();
+    let mut load_s: [Vec<f64>; 4] = Default::default();
     let (t0, c0) = (Instant::now(), cpu_s());
     for _ in 0..rounds {
         for (i, rate) in rates.iter_mut().enumerate() {
@@ -373,7 +399,8 @@ fn main() {
             match i {
                 0 => {}
                 1 => lab.nft(&plan.script),
-                _ => lab.nft(&naive),
+                2 => lab.nft(&naive),
+                _ => lab.nft(CONNTRACK_ONLY),
             }
             load_s[i].push(t.elapsed().as_secs_f64());
             rate.push(measure(&lab.client, secs));
@@ -409,10 +436,11 @@ fn main() {
         );
     }
     println!(
-        "  rampart / no firewall = {:.2} (target >= 0.9: {}); naive / no firewall = {:.2}",
+        "  rampart / no firewall = {:.2} (target >= 0.9: {}); naive / no firewall = {:.2}; rampart / conntrack only = {:.2}",
         m[1] / m[0],
         if m[1] / m[0] >= 0.9 { "met" } else { "NOT met" },
-        m[2] / m[0]
+        m[2] / m[0],
+        m[1] / m[3]
     );
     println!(
         "  {wall:.1} s wall, {cpu:.1} s CPU (this process); load average while measuring: {load}"

@@ -427,6 +427,7 @@ impl<'a> Cx<'a> {
                     verdict: None,
                     comment: comment.clone(),
                     decision: None,
+                    merged: vec![],
                 });
             }
             out.push(Rule {
@@ -435,6 +436,7 @@ impl<'a> Cx<'a> {
                 verdict: Some(self.action_verdict(r.action, ctx)),
                 comment: comment.clone(),
                 decision: Some(r.action),
+                merged: vec![],
             });
         }
     }
@@ -464,6 +466,7 @@ impl<'a> Cx<'a> {
                 verdict: None,
                 comment: comment.clone(),
                 decision: None,
+                merged: vec![],
             });
         }
         out.push(Rule::new(comment).v(self.action_verdict(a, ctx)).decides(a));
@@ -644,6 +647,7 @@ impl<'a> Cx<'a> {
                         verdict: None,
                         comment: "auto:tcpflags".into(),
                         decision: None,
+                        merged: vec![],
                     });
                 }
                 tcpflags.rules.push(
@@ -702,6 +706,7 @@ impl<'a> Cx<'a> {
                         verdict: None,
                         comment: "auto:nosmurfs".into(),
                         decision: None,
+                        merged: vec![],
                     });
                 }
                 r.push(Rule {
@@ -710,6 +715,7 @@ impl<'a> Cx<'a> {
                     verdict: Some(Verdict::Drop),
                     comment: "auto:nosmurfs".into(),
                     decision: Some(Action::Drop),
+                    merged: vec![],
                 });
             }
             if opts.tcpflags {
@@ -1144,6 +1150,13 @@ impl<'a> Cx<'a> {
         all_sets.sort_by(|a, b| a.name.cmp(&b.name));
         inet.sets = all_sets;
 
+        // Runs of policy lines that differ only in addresses/ports become
+        // one rule matching a set (see `merge`).
+        for c in &mut inet.chains {
+            if c.rules.len() > 1 {
+                c.rules = crate::merge::merge(std::mem::take(&mut c.rules));
+            }
+        }
         let mut rs = Ruleset::default();
         rs.tables.push(inet);
         // The bridge table exists whenever the node has bridges, even with no

@@ -10,6 +10,7 @@
 pub mod caps;
 mod compile;
 pub mod extras;
+pub mod merge;
 pub mod model;
 pub mod print;
 pub mod profile;

@@ -317,6 +317,19 @@ pub struct Rule {
     /// automatic accept), the action it stands for. `return` in a policy
     /// chain means ACCEPT; the trail reports the last decision taken.
     pub decision: Option<Action>,
+    /// A rule merged from a run of policy lines (`crate::merge`): each
+    /// original rule's matches and origin, in policy order. The simulator
+    /// names the first of them that matches the packet; empty otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub merged: Vec<Part>,
+}
+
+/// One original rule inside a merged rule.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Part {
+    pub matches: Vec<Match>,
+    /// Its origin (`host.fw:12`).
+    pub comment: String,
 }
 
 impl Rule {
@@ -327,6 +340,7 @@ impl Rule {
             verdict: None,
             comment: comment.into(),
             decision: None,
+            merged: vec![],
         }
     }
     pub fn m(mut self, m: Match) -> Self {
@@ -347,7 +361,7 @@ impl Rule {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 pub enum Dir {
     Src,
     Dst,
@@ -446,6 +460,41 @@ pub enum Match {
     Mark { mask: u32, value: u32 },
     /// `meta pkttype { broadcast, multicast }`
     PktTypeBroadMulti,
+    /// `ip saddr . tcp dport { 10.0.0.1 . 22, 10.0.0.0/28 . 80-90 }`: the
+    /// packet's fields, concatenated, are one of the elements (a merged
+    /// run of rules that differ in more than one field; no two elements
+    /// overlap, as the kernel requires).
+    Concat {
+        fields: Vec<Field>,
+        elements: Vec<Vec<Elem>>,
+    },
+}
+
+/// A field of a concatenation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum Field {
+    /// `ip saddr` / `ip6 daddr`
+    Addr(Family, Dir),
+    /// `tcp dport` / `udp sport` (`th` for other protocols, after an
+    /// `L4Proto` match)
+    Port(u8, Dir),
+}
+
+/// One field's value in a concatenation element.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum Elem {
+    Addr(IpRange),
+    Port(PortRange),
+}
+
+impl Elem {
+    pub fn overlaps(&self, o: &Elem) -> bool {
+        match (self, o) {
+            (Elem::Addr(a), Elem::Addr(b)) => a.start <= b.end && b.start <= a.end,
+            (Elem::Port(a), Elem::Port(b)) => a.lo <= b.hi && b.lo <= a.hi,
+            _ => false,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -120,7 +120,7 @@ fn table(out: &mut String, t: &Table) {
         }
         for r in &c.rules {
             out.push_str("\t\t");
-            push_rule(out, r);
+            push_rule(out, r, true);
             out.push('\n');
         }
         let _ = writeln!(out, "\t}}");
@@ -131,13 +131,75 @@ fn table(out: &mut String, t: &Table) {
 /// One rule as nft text (without indentation).
 pub fn rule(r: &Rule) -> String {
     let mut s = String::new();
-    push_rule(&mut s, r);
+    push_rule(&mut s, r, false);
     s
 }
 
-fn push_rule(out: &mut String, r: &Rule) {
+/// Anonymous sets longer than this are written one element per line in
+/// the script (a merged run of a long policy stays readable).
+const INLINE_MAX: usize = 8;
+
+/// `{ a, b }`, or with `long` one element a line (inside a chain's rule).
+fn push_anon<T>(out: &mut String, items: &[T], long: bool, f: impl Fn(&mut String, &T)) {
+    if long && items.len() > INLINE_MAX {
+        out.push_str("{\n");
+        for it in items {
+            out.push_str("\t\t\t");
+            f(out, it);
+            out.push_str(",\n");
+        }
+        out.push_str("\t\t}");
+        return;
+    }
+    out.push_str("{ ");
+    for (i, it) in items.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        f(out, it);
+    }
+    out.push_str(" }");
+}
+
+fn push_port(out: &mut String, p: &PortRange) {
+    push_u32(out, p.lo as u32);
+    if p.hi != p.lo {
+        out.push('-');
+        push_u32(out, p.hi as u32);
+    }
+}
+
+fn push_field(out: &mut String, f: &Field) {
+    match f {
+        Field::Addr(family, d) => {
+            out.push_str(fam(*family));
+            out.push(' ');
+            out.push_str(dir(*d));
+        }
+        Field::Port(proto, d) => {
+            out.push_str(match proto {
+                6 => "tcp",
+                17 => "udp",
+                _ => "th",
+            });
+            out.push_str(match d {
+                Dir::Src => " sport",
+                Dir::Dst => " dport",
+            });
+        }
+    }
+}
+
+fn push_elem(out: &mut String, e: &Elem) {
+    match e {
+        Elem::Addr(r) => push_range(out, r),
+        Elem::Port(p) => push_port(out, p),
+    }
+}
+
+fn push_rule(out: &mut String, r: &Rule, long: bool) {
     for m in &r.matches {
-        push_matcher(out, m);
+        push_matcher(out, m, long);
         out.push(' ');
     }
     for s in &r.stmts {
@@ -405,7 +467,25 @@ fn port(p: &PortRange) -> String {
     p.to_string()
 }
 
-fn push_matcher(out: &mut String, m: &Match) {
+fn push_matcher(out: &mut String, m: &Match, long: bool) {
+    if let Match::Concat { fields, elements } = m {
+        for (i, f) in fields.iter().enumerate() {
+            if i > 0 {
+                out.push_str(" . ");
+            }
+            push_field(out, f);
+        }
+        out.push(' ');
+        push_anon(out, elements, long, |out, t| {
+            for (i, e) in t.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(" . ");
+                }
+                push_elem(out, e);
+            }
+        });
+        return;
+    }
     if let Match::Addr {
         family,
         dir: d,
@@ -426,16 +506,7 @@ fn push_matcher(out: &mut String, m: &Match) {
                 out.push_str(s);
             }
             AddrTarget::Literal(rs) if rs.len() == 1 => push_range(out, &rs[0]),
-            AddrTarget::Literal(rs) => {
-                out.push_str("{ ");
-                for (i, r) in rs.iter().enumerate() {
-                    if i > 0 {
-                        out.push_str(", ");
-                    }
-                    push_range(out, r);
-                }
-                out.push_str(" }");
-            }
+            AddrTarget::Literal(rs) => push_anon(out, rs, long, push_range),
         }
         return;
     }
@@ -454,24 +525,10 @@ fn push_matcher(out: &mut String, m: &Match) {
                 Dir::Src => " sport ",
                 Dir::Dst => " dport ",
             });
-            let one = |out: &mut String, p: &PortRange| {
-                push_u32(out, p.lo as u32);
-                if p.hi != p.lo {
-                    out.push('-');
-                    push_u32(out, p.hi as u32);
-                }
-            };
             if ports.len() == 1 {
-                one(out, &ports[0]);
+                push_port(out, &ports[0]);
             } else {
-                out.push_str("{ ");
-                for (i, p) in ports.iter().enumerate() {
-                    if i > 0 {
-                        out.push_str(", ");
-                    }
-                    one(out, p);
-                }
-                out.push_str(" }");
+                push_anon(out, ports, long, push_port);
             }
         }
         Match::L4Proto { number, .. } if proto_name(*number).is_some() => {
@@ -522,6 +579,11 @@ fn push_matcher(out: &mut String, m: &Match) {
 
 fn matcher(m: &Match) -> String {
     match m {
+        Match::Concat { .. } => {
+            let mut s = String::new();
+            push_matcher(&mut s, m, false);
+            s
+        }
         Match::NfProto(f) => format!("meta nfproto {f}"),
         Match::L4Proto { number, .. } => match proto_name(*number) {
             Some(n) => format!("meta l4proto {n}"),

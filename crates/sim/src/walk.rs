@@ -174,6 +174,34 @@ fn in_ranges(rs: &[IpRange], a: &std::net::IpAddr) -> bool {
 
 impl<'a> Walker<'a> {
     fn hit(&self, t: &Table, c: &Chain, i: usize, r: &Rule) -> RuleHit {
+        // A rule merged from several policy lines: the first line, in
+        // policy order, that matches the packet decided.
+        if let Some(part) = r
+            .merged
+            .iter()
+            .find(|p| p.matches.iter().all(|m| self.matches(t, m)))
+        {
+            let line = Rule {
+                matches: part.matches.clone(),
+                stmts: vec![],
+                verdict: r.verdict.clone(),
+                comment: part.comment.clone(),
+                decision: r.decision,
+                merged: vec![],
+            };
+            return RuleHit {
+                table: format!("{} {}", t.family.name(), t.name),
+                chain: c.name.clone(),
+                index: i,
+                origin: part.comment.clone(),
+                text: format!(
+                    "{}; in the kernel one rule with {} merged lines: {}",
+                    rampart_nft::print::rule(&line),
+                    r.merged.len(),
+                    r.comment
+                ),
+            };
+        }
         RuleHit {
             table: format!("{} {}", t.family.name(), t.name),
             chain: c.name.clone(),
@@ -382,6 +410,34 @@ impl<'a> Walker<'a> {
             Match::TcpFlags { mask, value } => p.l4 == 6 && p.tcp_flags & mask == *value,
             Match::Mark { mask, value } => self.mark & mask == *value,
             Match::PktTypeBroadMulti => p.dest_broadcast_or_multicast,
+            Match::Concat { fields, elements } => {
+                let mut key = Vec::with_capacity(fields.len());
+                for f in fields {
+                    match f {
+                        Field::Addr(family, dir) => {
+                            if p.family != *family {
+                                return false;
+                            }
+                            key.push(Elem::Addr(IpRange::host(if *dir == Dir::Src {
+                                p.saddr
+                            } else {
+                                p.daddr
+                            })));
+                        }
+                        Field::Port(proto, dir) => {
+                            if (*proto == 6 || *proto == 17) && p.l4 != *proto {
+                                return false;
+                            }
+                            let port = if *dir == Dir::Src { p.sport } else { p.dport };
+                            let Some(x) = port else { return false };
+                            key.push(Elem::Port(rampart_types::PortRange::single(x)));
+                        }
+                    }
+                }
+                elements
+                    .iter()
+                    .any(|e| e.iter().zip(&key).all(|(a, b)| a.overlaps(b)))
+            }
         }
     }
 }
