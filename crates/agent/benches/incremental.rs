@@ -106,6 +106,11 @@ fn pick_rule(files: &rampart_types::SiteFiles) -> (String, String) {
 }
 
 fn main() {
+    // The agent logs each apply's steps (RUST_LOG=info to see them).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
     let guests = env("RAMPART_BENCH_GUESTS", 60);
     let rules = env("RAMPART_BENCH_RULES", 100);
     let elements = env("RAMPART_BENCH_ELEMENTS", 100_000);

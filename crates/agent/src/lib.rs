@@ -212,8 +212,9 @@ pub struct Agent {
     errors: Vec<String>,
     /// The last store error was transient (etcd unreachable).
     store_down: bool,
-    /// How the last apply reached the kernel, and the kernel step's time.
-    last_apply: Option<(String, Duration)>,
+    /// How the last apply reached the kernel, the kernel step's time, and
+    /// the time of each step of apply.
+    last_apply: Option<(String, Duration, String)>,
 }
 
 impl Agent {
@@ -283,7 +284,9 @@ impl Agent {
         if planned.diagnostics.warnings() > 0 {
             tracing::warn!(revision = %snap.revision, "{}", planned.rendered);
         }
+        let t_hash = Instant::now();
         let hash = planned.plan.content_hash();
+        let hash_time = t_hash.elapsed();
         if self.running_hash.as_deref() == Some(hash.as_str()) {
             tracing::debug!(revision = %snap.revision, plan = %hash, "plan unchanged");
             self.running_revision = Some(snap.revision.clone());
@@ -295,14 +298,16 @@ impl Agent {
         self.metrics.set_elements.set(planned.set_elements as u64);
         match self.apply(&planned.plan) {
             Ok(()) => {
-                let (mode, kernel) = self.last_apply.clone().unwrap_or_default();
+                let (mode, kernel, steps) = self.last_apply.clone().unwrap_or_default();
                 tracing::info!(
                     revision = %snap.revision,
                     plan = %hash,
                     node = %self.cfg.node,
                     plan_ms = plan_time.as_secs_f64() * 1e3,
+                    hash_ms = hash_time.as_secs_f64() * 1e3,
                     kernel_ms = kernel.as_secs_f64() * 1e3,
                     total_ms = t_plan.elapsed().as_secs_f64() * 1e3,
+                    apply_steps = %steps,
                     "applied ({mode})"
                 );
                 self.running_revision = Some(snap.revision.clone());
@@ -333,7 +338,7 @@ impl Agent {
                     ),
                     rampart_apply::ApplyMode::Full { why } => format!("full replace: {why}"),
                 };
-                self.last_apply = Some((mode, out.kernel_time));
+                self.last_apply = Some((mode, out.kernel_time, out.timings.to_string()));
                 self.metrics.applies.inc();
                 self.metrics.last_apply_duration.set_secs(t.elapsed());
                 self.metrics.set_plan(&out.applied.plan_hash);

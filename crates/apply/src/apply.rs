@@ -77,6 +77,45 @@ pub struct ApplyOutcome {
     /// What the network side changed (WireGuard, addresses, routes, rules;
     /// see [`crate::net`]); empty when it already was the plan.
     pub network: Vec<String>,
+    /// Wall time of each step of this apply, in order (for logs and benches).
+    pub timings: Timings,
+}
+
+/// Wall time of named steps, in the order they ran.
+#[derive(Clone, Debug, Default)]
+pub struct Timings {
+    pub steps: Vec<(&'static str, std::time::Duration)>,
+    last: Option<std::time::Instant>,
+}
+
+impl Timings {
+    pub fn start() -> Timings {
+        Timings {
+            steps: Vec::new(),
+            last: Some(std::time::Instant::now()),
+        }
+    }
+
+    /// Record the time since the previous mark as step `name`.
+    pub fn mark(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        if let Some(l) = self.last {
+            self.steps.push((name, now - l));
+        }
+        self.last = Some(now);
+    }
+}
+
+impl std::fmt::Display for Timings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (n, d)) in self.steps.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{n} {:.1} ms", d.as_secs_f64() * 1e3)?;
+        }
+        Ok(())
+    }
 }
 
 /// How an apply changed the kernel's ruleset.
@@ -288,6 +327,7 @@ fn apply_locked(
     plan: &Plan,
     opts: &ApplyOpts,
 ) -> Result<ApplyOutcome, Error> {
+    let mut tm = Timings::start();
     let state = state.clone();
     let plan_tables = validate(plan)?;
     let now = sys.now();
@@ -303,6 +343,7 @@ fn apply_locked(
     clean_cycles(&state, now)?;
     let current = state.read_applied(CURRENT)?;
     let plan_hash = plan.content_hash();
+    tm.mark("read state");
 
     // 1. Build and check what the kernel will get: the difference to the
     // running plan when the kernel provably still runs it, else everything.
@@ -320,10 +361,11 @@ fn apply_locked(
             }
             Err(why) => mode = ApplyMode::Full { why },
         }
+        tm.mark("delta");
     }
     let (script, owned_now, staged) = match (&delta, plan.backend) {
         (Some(_), _) => (String::new(), BTreeSet::new(), None),
-        _ => full_script(sys, plan, opts, &plan_tables, current.as_ref())?,
+        _ => full_script(sys, plan, opts, &plan_tables, current.as_ref(), &mut tm)?,
     };
 
     // 2. Sysctls: the target, what they are now, what they were before rampart.
@@ -350,6 +392,7 @@ fn apply_locked(
         sysctls_before_rampart.insert(k.clone(), orig);
     }
     let (sc_before, sc_after) = sysctl::order(&now_values, &target);
+    tm.mark("sysctls read");
 
     let legacy_prep = match (&opts.legacy_file, plan.backend) {
         (Some(p), Backend::Iptables) => Some(legacy::prepare(p, now)?),
@@ -423,9 +466,9 @@ fn apply_locked(
                     mode = ApplyMode::Full {
                         why: format!("the incremental transaction failed: {e}"),
                     };
-                    full_script(sys, plan, opts, &plan_tables, current.as_ref()).and_then(
+                    full_script(sys, plan, opts, &plan_tables, current.as_ref(), &mut tm).and_then(
                         |(full, _, st)| {
-                            replace_nft(sys, &full, st.as_ref(), &restage).map(|used| {
+                            replace_nft(sys, &full, st.as_ref(), &restage, &mut tm).map(|used| {
                                 staged_used = used;
                             })
                         },
@@ -434,7 +477,7 @@ fn apply_locked(
             }
         }
         (Backend::Nftables, None) => {
-            replace_nft(sys, &script, staged.as_ref(), &restage).map(|used| {
+            replace_nft(sys, &script, staged.as_ref(), &restage, &mut tm).map(|used| {
                 staged_used = used;
             })
         }
@@ -450,6 +493,7 @@ fn apply_locked(
         })(),
     };
     let kernel_time = t_kernel.elapsed();
+    tm.mark("kernel");
     if let (Ok(()), Some(st)) = (&kernel, &staged_used) {
         if st.reused > 0 {
             // Only what changed was staged: the rest kept running untouched.
@@ -479,6 +523,7 @@ fn apply_locked(
     // the new plan is not recorded (the next apply retries) and a pending
     // revert stays scheduled.
     let network = crate::net::apply_network(sys, current.as_ref().map(|c| &c.plan), plan)?;
+    tm.mark("network");
 
     // 5. Record.
     let kernel_hash = if opts.record_kernel_hash {
@@ -490,6 +535,7 @@ fn apply_locked(
         Backend::Nftables => sys.nft_genid(),
         Backend::Iptables => None,
     };
+    tm.mark("drift hash");
     let applied = Applied {
         plan: plan.clone(),
         plan_hash,
@@ -518,6 +564,7 @@ fn apply_locked(
     if pending.is_none() {
         state.link_as(CURRENT, LAST_GOOD)?;
     }
+    tm.mark("record");
     Ok(ApplyOutcome {
         applied,
         pending,
@@ -527,6 +574,7 @@ fn apply_locked(
         mode,
         kernel_time,
         network: network.changes,
+        timings: tm,
     })
 }
 
@@ -572,9 +620,10 @@ fn replace_nft(
     script: &str,
     staged: Option<&Staged>,
     restage: impl Fn() -> Option<Staged>,
+    tm: &mut Timings,
 ) -> Result<Option<Staged>, Error> {
     match staged {
-        Some(st) => match st.apply(sys) {
+        Some(st) => match st.apply_marked(sys, tm) {
             Ok(()) => Ok(Some(st.clone())),
             // A change against reused objects was refused (the kernel does
             // not hold what the record says after all): stage everything.
@@ -668,6 +717,7 @@ fn full_script(
     opts: &ApplyOpts,
     plan_tables: &BTreeSet<TableRef>,
     current: Option<&Applied>,
+    tm: &mut Timings,
 ) -> Result<(String, BTreeSet<TableRef>, Option<Staged>), Error> {
     match plan.backend {
         Backend::Nftables => {
@@ -689,6 +739,7 @@ fn full_script(
                 script.push('\n');
             }
             let mut staged = staged_replace(sys, plan, &all, current, opts.incremental);
+            tm.mark("stage plan");
             if opts.check {
                 let check = |st: &Option<Staged>| match st {
                     Some(st) => sys.nft_check(&st.check_script()),
@@ -703,6 +754,7 @@ fn full_script(
                     staged = staged_replace(sys, plan, &all, None, false);
                     check(&staged).map_err(|e| Error::CheckFailed(Box::new(e)))?;
                 }
+                tm.mark("nft -c");
             }
             Ok((script, owned_now, staged))
         }

@@ -23,6 +23,7 @@ pub mod twophase;
 
 pub use apply::{
     apply, confirm, kernel_hash, rollback, status, ApplyMode, ApplyOpts, ApplyOutcome, Drift,
+    Timings,
     Status,
 };
 pub use error::Error;

@@ -889,8 +889,14 @@ impl Staged {
     /// effort); a failed clean-up only leaves unreachable objects behind,
     /// which the next clean-up takes.
     pub fn apply(&self, sys: &dyn System) -> Result<(), Error> {
+        self.apply_marked(sys, &mut crate::Timings::default())
+    }
+
+    /// [`Staged::apply`], marking each transaction's time in `tm`.
+    pub fn apply_marked(&self, sys: &dyn System, tm: &mut crate::Timings) -> Result<(), Error> {
         if !self.stage.is_empty() {
             sys.nft_apply(&self.stage)?;
+            tm.mark("nft stage");
         }
         if let Err(e) = sys.nft_apply(&self.switch) {
             if !self.unstage.is_empty() {
@@ -898,8 +904,10 @@ impl Staged {
             }
             return Err(e);
         }
+        tm.mark("nft switch");
         if !self.cleanup.is_empty() {
             let _ = sys.nft_apply(&self.cleanup);
+            tm.mark("nft cleanup");
         }
         Ok(())
     }
