@@ -544,6 +544,7 @@ fn apply_locked(
         nft_genid,
         nft_staged: staged_used.is_some(),
         nft_salt: staged_used.as_ref().map(|s| s.salt.clone()),
+        nft_pins: Default::default(),
         sysctls_before: sysctls_before_rampart,
     };
     if current.is_some() {
@@ -659,6 +660,7 @@ fn staged_replace(
         crate::twophase::recorded_objects(
             &c.plan.ruleset,
             c.nft_salt.as_deref().unwrap_or_default(),
+            &c.nft_pins,
         )
     });
     let kernel = match recorded {
@@ -673,6 +675,7 @@ fn staged_replace(
             .map(|d| d.as_nanos())
             .unwrap_or(0)
     );
+    let no_pins = crate::twophase::Pins::new();
     let running = crate::twophase::Running {
         script: trusted.map(|c| {
             (
@@ -680,6 +683,7 @@ fn staged_replace(
                 c.nft_salt.as_deref().unwrap_or_default(),
             )
         }),
+        pins: trusted.map(|c| &c.nft_pins).unwrap_or(&no_pins),
         fresh_salt: &fresh,
     };
     crate::twophase::stage(&plan.ruleset, all, &kernel, &running)

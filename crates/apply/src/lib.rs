@@ -10,6 +10,7 @@
 mod apply;
 mod error;
 pub mod incremental;
+pub mod inplace;
 pub mod legacy;
 pub mod net;
 pub mod netlink;

@@ -218,6 +218,10 @@ pub struct Applied {
     /// The salt the staged names were made with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nft_salt: Option<String>,
+    /// Staged chains refilled in place, under the name they had
+    /// (`family table chain` -> kernel name; see [`crate::twophase::Pins`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub nft_pins: BTreeMap<String, String>,
     /// The values the sysctls had before rampart first changed them, so that a
     /// key dropped from a later plan (or a revert) restores the original value.
     #[serde(default)]

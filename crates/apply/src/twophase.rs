@@ -541,12 +541,12 @@ impl KernelObjects {
 /// What the kernel holds after `script` was staged with `salt` and its
 /// clean-up ran: used instead of listing the kernel while the ruleset
 /// generation shows that nothing changed since.
-pub fn recorded_objects(script: &str, salt: &str) -> Option<KernelObjects> {
+pub fn recorded_objects(script: &str, salt: &str, pins: &Pins) -> Option<KernelObjects> {
     let parsed = parse(script).ok()?;
     let mut k = KernelObjects::default();
     for td in &parsed.tables {
         let t = td.table.clone();
-        for n in name_table(td, salt).ok()? {
+        for n in name_table(td, salt, pins).ok()? {
             match n.kind {
                 Kind::Chain => {
                     let chains = k.chains.entry(t.clone()).or_default();
@@ -671,12 +671,18 @@ fn squeeze(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// Chains the kernel holds under a name other than the hash of what they
+/// hold: `family table chain` -> kernel name. An in-place change
+/// ([`in_place`]) refills a staged chain without renaming it (and so without
+/// renaming its callers); the record keeps the name it has.
+pub type Pins = BTreeMap<String, String>;
+
 /// Kernel names and texts of one table's objects. A name's hash covers the
 /// object's declaration with references already renamed, so renaming
 /// propagates from a changed chain to the chains that jump to it, up to
 /// the hook. Set and map elements are not part of the name: they change in
 /// place, in the switch transaction.
-fn name_table(td: &TableDef, salt: &str) -> Result<Vec<Named>, String> {
+fn name_table(td: &TableDef, salt: &str, pins: &Pins) -> Result<Vec<Named>, String> {
     let mut split = BTreeMap::new();
     for o in td.objects.iter().filter(|o| o.kind == Kind::Chain) {
         let sp =
@@ -778,7 +784,10 @@ fn name_table(td: &TableDef, salt: &str) -> Result<Vec<Named>, String> {
                     b.policy, o.name
                 ));
             }
-            let kname = hash("chain", &o.name, &squeeze(&body));
+            let kname = match pins.get(&format!("{} {}", td.table, o.name)) {
+                Some(pinned) => pinned.clone(),
+                None => hash("chain", &o.name, &squeeze(&body)),
+            };
             chains.insert(o.name.clone(), kname.clone());
             named.insert(
                 (o.kind, o.name.clone()),
@@ -849,6 +858,8 @@ pub struct Running<'a> {
     /// not move since it was applied), with the salt its names were made
     /// with. `None`: nothing in the kernel may be reused.
     pub script: Option<(&'a str, &'a str)>,
+    /// The record's pins (see [`Pins`]) for that script.
+    pub pins: &'a Pins,
     /// A salt no name in the kernel was made with (used when names made
     /// with the usual salt already exist but cannot be trusted).
     pub fresh_salt: &'a str,
@@ -875,6 +886,8 @@ pub struct Staged {
     pub reused: usize,
     pub elements_added: usize,
     pub elements_deleted: usize,
+    /// The kernel names of the new plan's objects once this ran.
+    pub names: KernelNames,
 }
 
 impl Staged {
@@ -932,11 +945,25 @@ pub fn stage(
         },
         None => (None, String::new()),
     };
-    let first = stage_with(&parsed, tables, kernel, old_parsed.as_ref(), &salt)?;
+    let first = stage_with(
+        &parsed,
+        tables,
+        kernel,
+        old_parsed.as_ref(),
+        running.pins,
+        &salt,
+    )?;
     match first {
         Some(s) => Ok(Some(s)),
         // Names made with this salt exist but cannot be trusted.
-        None => stage_with(&parsed, tables, kernel, None, running.fresh_salt),
+        None => stage_with(
+            &parsed,
+            tables,
+            kernel,
+            None,
+            &Pins::new(),
+            running.fresh_salt,
+        ),
     }
 }
 
@@ -947,8 +974,10 @@ fn stage_with(
     tables: &BTreeSet<TableRef>,
     kernel: &KernelObjects,
     old: Option<&Script>,
+    old_pins: &Pins,
     salt: &str,
 ) -> Result<Option<Staged>, String> {
+    let no_pins = Pins::new();
     let mut out = Staged {
         stage: String::new(),
         switch: String::new(),
@@ -960,6 +989,7 @@ fn stage_with(
         reused: 0,
         elements_added: 0,
         elements_deleted: 0,
+        names: KernelNames::new(),
     };
     let (mut cl_flush, mut cl_del, mut cl_chains) = (String::new(), String::new(), String::new());
     let (mut un_flush, mut un_del, mut un_chains) = (String::new(), String::new(), String::new());
@@ -973,11 +1003,12 @@ fn stage_with(
     }
     for td in &parsed.tables {
         let t = &td.table;
-        let named = name_table(td, salt)?;
+        let named = name_table(td, salt, &no_pins)?;
+        out.names.insert(t.clone(), table_names(&named));
         // What the kernel provably holds under each name.
         let old_named: BTreeMap<(Kind, String), Named> =
             match old.and_then(|o| o.tables.iter().find(|ot| &ot.table == t)) {
-                Some(otd) => name_table(otd, salt)?
+                Some(otd) => name_table(otd, salt, old_pins)?
                     .into_iter()
                     .map(|n| ((n.kind, n.kname.clone()), n))
                     .collect(),
@@ -989,6 +1020,12 @@ fn stage_with(
             new_names.insert((n.kind, n.kname.clone()));
             let in_kernel = kernel.has(t, n.kind, &n.kname);
             match (in_kernel, old_named.get(&(n.kind, n.kname.clone()))) {
+                // A pinned name holds what the record's plan says, which
+                // may not be what the name's hash promises: reuse it only
+                // for the same text.
+                (true, Some(o)) if o.base != n.base || squeeze(&o.decl) != squeeze(&n.decl) => {
+                    return Ok(None)
+                }
                 (true, Some(o)) => {
                     out.reused += 1;
                     if matches!(n.kind, Kind::Set | Kind::Map) && o.elements != n.elements {
@@ -1114,6 +1151,100 @@ fn stage_with(
     out.cleanup = format!("{cl_flush}{cl_del}{cl_chains}");
     out.unstage = format!("{un_flush}{un_del}{un_chains}");
     Ok(Some(out))
+}
+
+/// Kernel names of one table's objects (plan name -> kernel name).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TableNames {
+    /// Sets and maps.
+    pub sets: BTreeMap<String, String>,
+    pub chains: BTreeMap<String, String>,
+    pub helpers: BTreeMap<String, String>,
+}
+
+/// Kernel names of a staged plan's objects, per table.
+pub type KernelNames = BTreeMap<TableRef, TableNames>;
+
+fn table_names(named: &[Named]) -> TableNames {
+    let mut tn = TableNames::default();
+    for n in named {
+        let m = match n.kind {
+            Kind::Set | Kind::Map => &mut tn.sets,
+            Kind::Chain => &mut tn.chains,
+            Kind::Helper => &mut tn.helpers,
+        };
+        m.insert(n.name.clone(), n.kname.clone());
+    }
+    tn
+}
+
+/// The kernel names `script` gets when staged with `salt`, honouring `pins`.
+pub fn kernel_names(script: &str, salt: &str, pins: &Pins) -> Result<KernelNames, String> {
+    let parsed = parse(script)?;
+    let mut out = KernelNames::new();
+    for td in &parsed.tables {
+        out.insert(td.table.clone(), table_names(&name_table(td, salt, pins)?));
+    }
+    Ok(out)
+}
+
+/// The rules chain `name` of a staged table holds for `new_body` (its
+/// references renamed to `names`, a base chain's policy as the last rule),
+/// or `None` when they are the rules it holds for `old_body`. An error when
+/// more than the rules changed (hook, policy, comment) or a reference has
+/// no kernel name.
+pub(crate) fn chain_rules_for_kernel(
+    family: &str,
+    name: &str,
+    old_body: &str,
+    new_body: &str,
+    names: &TableNames,
+) -> Result<Option<Vec<String>>, String> {
+    let (ob, oc, orules) = split_chain(family, &lex(old_body))?;
+    let (nb, nc, nrules) = split_chain(family, &lex(new_body))?;
+    if ob != nb {
+        return Err(format!("hook or policy of chain {name} changed"));
+    }
+    let text = |c: &Option<Vec<Tok>>| c.as_ref().map(|c| squeeze(&c.iter().map(Tok::text).collect::<String>()));
+    if text(&oc) != text(&nc) {
+        return Err(format!("the comment of chain {name} changed"));
+    }
+    let no = TableNames::default();
+    let rename = |rules: &[Vec<Tok>], n: &TableNames| -> Vec<String> {
+        let mut out: Vec<String> = rules
+            .iter()
+            .map(|r| rename_refs(r, &n.sets, &n.chains, &n.helpers))
+            .collect();
+        if let Some(b) = &nb {
+            out.push(format!(
+                "{} comment \"policy of base chain {name}\"",
+                b.policy
+            ));
+        }
+        out
+    };
+    // Same rules (before renaming: the names did not change)?
+    if rename(&orules, &no).iter().map(|r| squeeze(r)).eq(rename(&nrules, &no).iter().map(|r| squeeze(r))) {
+        return Ok(None);
+    }
+    for r in &nrules {
+        let mut prev: Option<&str> = None;
+        for t in r {
+            if let Tok::Word(w) = t {
+                if let Some(set) = w.strip_prefix('@') {
+                    if !names.sets.contains_key(set) {
+                        return Err(format!("chain {name}: no set or map `{set}`"));
+                    }
+                } else if matches!(prev, Some("jump") | Some("goto")) && !names.chains.contains_key(w.as_str()) {
+                    return Err(format!("chain {name}: no chain `{w}` to jump to"));
+                }
+                prev = Some(w);
+            } else if !matches!(t, Tok::Space(_)) {
+                prev = None;
+            }
+        }
+    }
+    Ok(Some(rename(&nrules, names)))
 }
 
 /// Drop the `.<10 hex>` hash of staged names in a listing.
@@ -1317,9 +1448,12 @@ delete table bridge rampart
             .contains("add table bridge rampart\ndelete table bridge rampart\n"));
     }
 
+    static NO_PINS: Pins = Pins::new();
+
     fn fresh() -> Running<'static> {
         Running {
             script: None,
+            pins: &NO_PINS,
             fresh_salt: "x",
         }
     }
