@@ -173,6 +173,10 @@ pub fn now() -> u64 {
         .unwrap_or(0)
 }
 
+/// After an apply, the kernel hash is recorded once the site was quiet
+/// this long (a burst of edits is applied first).
+const HASH_AFTER_QUIET: Duration = Duration::from_millis(500);
+
 /// How the agent runs.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -212,6 +216,8 @@ pub struct Agent {
     errors: Vec<String>,
     /// The last store error was transient (etcd unreachable).
     store_down: bool,
+    /// An apply left its kernel hash to be recorded when idle (since then).
+    hash_due: Option<Instant>,
     /// How the last apply reached the kernel, the kernel step's time, and
     /// the time of each step of apply.
     last_apply: Option<(String, Duration, String)>,
@@ -234,6 +240,7 @@ impl Agent {
             applied_at: None,
             errors: Vec::new(),
             store_down: false,
+            hash_due: None,
             last_apply: None,
         };
         // What runs already (an agent restart must not re-apply needlessly).
@@ -252,7 +259,12 @@ impl Agent {
     }
 
     fn opts(&self) -> ApplyOpts {
-        ApplyOpts::new(&self.cfg.state_dir)
+        let mut o = ApplyOpts::new(&self.cfg.state_dir);
+        // The kernel hash lists every rampart table (seconds at 100,000
+        // set elements): it is taken after the change, when the agent is
+        // idle ([`Agent::check_drift`]), not on the change's path.
+        o.record_kernel_hash = false;
+        o
     }
 
     /// Compile `snap`, guard, apply unless the same plan already runs.
@@ -344,6 +356,9 @@ impl Agent {
                 self.metrics.set_plan(&out.applied.plan_hash);
                 self.running_hash = Some(out.applied.plan_hash.clone());
                 self.applied_at = Some(out.applied.applied_at);
+                if out.applied.kernel_hash.is_none() {
+                    self.hash_due = Some(Instant::now());
+                }
                 self.current_plan = Some(plan.clone());
                 Ok(())
             }
@@ -355,31 +370,41 @@ impl Agent {
         }
     }
 
-    /// Compare the kernel with the plan; re-apply on drift.
+    /// Compare the kernel with the plan; re-apply on drift. Cheap while the
+    /// ruleset generation did not move (see `rampart_apply::check_drift`);
+    /// records the kernel hash an apply left for later.
     pub fn check_drift(&mut self) -> bool {
         let Some(plan) = self.current_plan.clone() else {
             return false;
         };
-        match rampart_apply::status(&self.sys, &self.cfg.state_dir) {
-            Ok(st) => {
-                if let Drift::Drifted { expected, actual } = st.drift {
-                    tracing::warn!(%expected, %actual, "rampart's tables drifted from the plan; repairing");
-                    if self.apply(&plan).is_ok() {
-                        self.metrics.drift_repairs.inc();
-                        tracing::info!("drift repaired");
-                        return true;
-                    }
-                } else if !st.network.is_empty() {
-                    let what = st.network.join("; ");
-                    tracing::warn!(%what, "the network side drifted from the plan; repairing");
-                    if self.apply(&plan).is_ok() {
-                        self.metrics.drift_repairs.inc();
-                        tracing::info!("network drift repaired");
-                        return true;
-                    }
+        self.hash_due = None;
+        match rampart_apply::check_drift(&self.sys, &self.cfg.state_dir) {
+            Ok(Drift::Drifted { expected, actual }) => {
+                tracing::warn!(%expected, %actual, "rampart's tables drifted from the plan; repairing");
+                if self.apply(&plan).is_ok() {
+                    self.metrics.drift_repairs.inc();
+                    tracing::info!("drift repaired");
+                    return true;
+                }
+                return false;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!("cannot compare the kernel with the plan: {e}");
+                return false;
+            }
+        }
+        if rampart_apply::net::has_network(&plan) {
+            let net = rampart_apply::net::network_drift(&self.sys, &plan);
+            if !net.is_empty() {
+                let what = net.join("; ");
+                tracing::warn!(%what, "the network side drifted from the plan; repairing");
+                if self.apply(&plan).is_ok() {
+                    self.metrics.drift_repairs.inc();
+                    tracing::info!("network drift repaired");
+                    return true;
                 }
             }
-            Err(e) => tracing::warn!("cannot read the applied state: {e}"),
         }
         false
     }
@@ -407,7 +432,17 @@ impl Agent {
     /// One load + reconcile (`--once`). A store error is `Failed`.
     pub fn once(&mut self) -> Outcome {
         match self.store.load() {
-            Ok(s) => self.reconcile(&s),
+            Ok(s) => {
+                let out = self.reconcile(&s);
+                if self.hash_due.is_some() {
+                    // Leave the record complete: no idle time follows.
+                    if let Err(e) = rampart_apply::check_drift(&self.sys, &self.cfg.state_dir) {
+                        tracing::warn!("kernel hash not recorded: {e}");
+                    }
+                    self.hash_due = None;
+                }
+                out
+            }
             Err(e) => {
                 self.store_error(&e);
                 Outcome::Failed
@@ -481,7 +516,11 @@ impl Agent {
                 ready = true;
                 sd_notify("READY=1");
             }
-            if last_drift.elapsed() >= self.cfg.interval {
+            if last_drift.elapsed() >= self.cfg.interval
+                || self
+                    .hash_due
+                    .is_some_and(|t| t.elapsed() >= HASH_AFTER_QUIET && retry.is_none())
+            {
                 last_drift = Instant::now();
                 self.check_drift();
             }

@@ -349,9 +349,11 @@ fn apply_locked(
     // running plan when the kernel provably still runs it, else everything.
     let mut mode = ApplyMode::Full { why: String::new() };
     let mut delta = None;
+    let mut pins = None;
     if plan.backend == Backend::Nftables {
-        match incremental_delta(sys, plan, opts, current.as_ref()) {
-            Ok(d) => {
+        match incremental_delta(sys, plan, &plan_hash, opts, current.as_ref()) {
+            Ok((d, p)) => {
+                pins = p;
                 mode = ApplyMode::Incremental {
                     chains: d.chains.clone(),
                     elements_added: d.elements_added,
@@ -463,6 +465,7 @@ fn apply_locked(
                 // The kernel refused the difference (it does not run what
                 // the record says after all): replace everything, checked.
                 Err(e) => {
+                    pins = None;
                     mode = ApplyMode::Full {
                         why: format!("the incremental transaction failed: {e}"),
                     };
@@ -536,15 +539,29 @@ fn apply_locked(
         Backend::Iptables => None,
     };
     tm.mark("drift hash");
+    if let Some(st) = &staged_used {
+        names_cache::put(
+            &plan_hash,
+            &st.salt,
+            &Default::default(),
+            std::sync::Arc::new(st.names.clone()),
+        );
+    }
+    // In place: still staged, under the same salt, refilled chains pinned.
+    let in_place = pins.is_some() && current.as_ref().is_some_and(|c| c.nft_staged);
     let applied = Applied {
         plan: plan.clone(),
         plan_hash,
         applied_at: now,
         kernel_hash,
         nft_genid,
-        nft_staged: staged_used.is_some(),
-        nft_salt: staged_used.as_ref().map(|s| s.salt.clone()),
-        nft_pins: Default::default(),
+        nft_staged: staged_used.is_some() || in_place,
+        nft_salt: match (&staged_used, in_place) {
+            (Some(s), _) => Some(s.salt.clone()),
+            (None, true) => current.as_ref().and_then(|c| c.nft_salt.clone()),
+            _ => None,
+        },
+        nft_pins: pins.filter(|_| in_place).unwrap_or_default(),
         sysctls_before: sysctls_before_rampart,
     };
     if current.is_some() {
@@ -579,13 +596,16 @@ fn apply_locked(
     })
 }
 
-/// The difference to send instead of the whole tables, or why not.
+/// The difference to send instead of the whole tables, or why not. With
+/// pins: the running plan is staged and the difference refills staged
+/// chains in place ([`crate::inplace`]); the record keeps these pins.
 fn incremental_delta(
     sys: &dyn System,
     plan: &Plan,
+    plan_hash: &str,
     opts: &ApplyOpts,
     current: Option<&Applied>,
-) -> Result<crate::incremental::Delta, String> {
+) -> Result<(crate::incremental::Delta, Option<crate::twophase::Pins>), String> {
     if !opts.incremental {
         return Err("incremental apply is off".into());
     }
@@ -607,11 +627,69 @@ fn incremental_delta(
         None => return Err("the ruleset generation cannot be read".into()),
     }
     if cur.nft_staged {
-        // The kernel runs the plan under staged names (see twophase): the
-        // staged replace reuses what did not change and restages the rest.
-        return Err("the running plan is staged: restaging what changed".into());
+        // The kernel runs the plan under staged names (see twophase): a
+        // rules-only change refills those chains in place; anything else
+        // is staged (reusing what did not change).
+        let salt = cur.nft_salt.as_deref().unwrap_or_default();
+        let names = names_cache::get(&cur.plan_hash, salt, &cur.nft_pins, || {
+            crate::twophase::kernel_names(&cur.plan.ruleset, salt, &cur.nft_pins)
+        })
+        .map_err(|e| format!("the running plan is staged, restaging: {e}"))?;
+        let ip = crate::inplace::in_place(&cur.plan.ruleset, &plan.ruleset, &names, &cur.nft_pins)
+            .map_err(|e| format!("the running plan is staged, restaging what changed: {e}"))?;
+        // Refilled chains keep their names: the new plan's names are these.
+        names_cache::put(plan_hash, salt, &ip.pins, names);
+        let delta = crate::incremental::Delta {
+            script: ip.script,
+            chains: ip.chains,
+            elements_added: 0,
+            elements_deleted: 0,
+        };
+        return Ok((delta, Some(ip.pins)));
     }
-    crate::incremental::diff(&cur.plan.ruleset, &plan.ruleset).map_err(|e| e.0)
+    crate::incremental::diff(&cur.plan.ruleset, &plan.ruleset)
+        .map(|d| (d, None))
+        .map_err(|e| e.0)
+}
+
+/// The kernel names of the last staged plans this process applied (one
+/// entry), so that a run of small changes does not derive them from the
+/// whole script each time. Keyed by plan hash, salt and pins: the names
+/// are a pure function of those.
+mod names_cache {
+    use crate::twophase::{KernelNames, Pins};
+    use std::sync::{Arc, Mutex};
+
+    static CACHE: Mutex<Option<(String, Arc<KernelNames>)>> = Mutex::new(None);
+
+    fn key(plan_hash: &str, salt: &str, pins: &Pins) -> String {
+        format!("{plan_hash}\0{salt}\0{pins:?}")
+    }
+
+    pub fn get(
+        plan_hash: &str,
+        salt: &str,
+        pins: &Pins,
+        derive: impl FnOnce() -> Result<KernelNames, String>,
+    ) -> Result<Arc<KernelNames>, String> {
+        let k = key(plan_hash, salt, pins);
+        if let Ok(g) = CACHE.lock() {
+            if let Some((ck, names)) = g.as_ref() {
+                if *ck == k {
+                    return Ok(names.clone());
+                }
+            }
+        }
+        let names = Arc::new(derive()?);
+        put(plan_hash, salt, pins, names.clone());
+        Ok(names)
+    }
+
+    pub fn put(plan_hash: &str, salt: &str, pins: &Pins, names: Arc<KernelNames>) {
+        if let Ok(mut g) = CACHE.lock() {
+            *g = Some((key(plan_hash, salt, pins), names));
+        }
+    }
 }
 
 /// Replace rampart's tables: in three transactions when the plan could be
@@ -1013,25 +1091,101 @@ pub fn rollback(sys: &dyn System, opts: &ApplyOpts) -> Result<ApplyOutcome, Erro
     apply_locked(sys, &state, &last_good.plan, &opts)
 }
 
+/// Whether the kernel's ruleset generation still is the one recorded right
+/// after `c` was applied: then nothing was committed since, and the kernel
+/// runs exactly what the apply left (no listing needed).
+fn generation_unmoved(sys: &dyn System, c: &Applied) -> bool {
+    c.plan.backend == Backend::Nftables
+        && c.nft_genid.is_some()
+        && sys.nft_genid().as_ref() == c.nft_genid.as_ref()
+}
+
+/// Drift of the kernel from the record `c`: no listing while the ruleset
+/// generation did not move; otherwise the kernel hash against the one
+/// recorded. A record without a kernel hash whose generation moved cannot
+/// be vouched for: it counts as drifted (a repair re-applies the plan).
+fn drift_of(sys: &dyn System, c: &Applied) -> Result<Drift, Error> {
+    if generation_unmoved(sys, c) {
+        return Ok(Drift::InSync);
+    }
+    Ok(match &c.kernel_hash {
+        Some(expected) => {
+            let actual = kernel_hash(sys, c.plan.backend, c.plan.ruleset6.is_some())?;
+            if &actual == expected {
+                Drift::InSync
+            } else {
+                Drift::Drifted {
+                    expected: expected.clone(),
+                    actual,
+                }
+            }
+        }
+        None if c.nft_genid.is_some() => Drift::Drifted {
+            expected: "(no kernel hash recorded)".into(),
+            actual: format!(
+                "ruleset generation {} (applied at {})",
+                sys.nft_genid().unwrap_or_default(),
+                c.nft_genid.as_deref().unwrap_or_default()
+            ),
+        },
+        None => Drift::Unknown,
+    })
+}
+
+/// The drift check of the agent: [`status`]'s answer, and the record kept
+/// cheap to check. A record applied without its kernel hash (the agent's
+/// `record_kernel_hash = false`, which keeps the listing off the change's
+/// path) gets it now, while the generation shows nothing changed since.
+/// After someone else committed (another table, or the same content again)
+/// and the kernel hash still matches, the record takes the new generation,
+/// so the next check needs no listing either.
+pub fn check_drift(sys: &dyn System, state_dir: impl Into<PathBuf>) -> Result<Drift, Error> {
+    let state = StateDir::open(state_dir)?;
+    let Some(c) = state.read_applied(CURRENT)? else {
+        return Ok(Drift::Unknown);
+    };
+    let unmoved = generation_unmoved(sys, &c);
+    if unmoved && c.kernel_hash.is_some() {
+        return Ok(Drift::InSync);
+    }
+    if c.plan.backend != Backend::Nftables || c.kernel_hash.is_none() && !unmoved {
+        return drift_of(sys, &c);
+    }
+    // List (slow at scale) without holding the lock; keep the result only
+    // if no transaction committed meanwhile.
+    let before = sys.nft_genid();
+    let actual = kernel_hash(sys, c.plan.backend, false)?;
+    let after = sys.nft_genid();
+    let steady = before.is_some() && before == after;
+    let drift = match &c.kernel_hash {
+        Some(expected) if expected != &actual => {
+            return Ok(Drift::Drifted {
+                expected: expected.clone(),
+                actual,
+            })
+        }
+        _ => Drift::InSync,
+    };
+    if steady {
+        let _lock = state.lock()?;
+        // Only if the record is still the one read (no apply meanwhile).
+        if let Some(mut now) = state.read_applied(CURRENT)? {
+            if now.plan_hash == c.plan_hash && now.nft_genid == c.nft_genid {
+                now.kernel_hash = Some(actual);
+                now.nft_genid = before;
+                state.write_applied(CURRENT, &now)?;
+            }
+        }
+    }
+    Ok(drift)
+}
+
 /// What runs, whether it drifted, what waits for confirmation.
 pub fn status(sys: &dyn System, state_dir: impl Into<PathBuf>) -> Result<Status, Error> {
     let state = StateDir::open(state_dir)?;
     let current = state.read_applied(CURRENT)?;
     let drift = match &current {
-        Some(c) => match &c.kernel_hash {
-            Some(expected) => {
-                let actual = kernel_hash(sys, c.plan.backend, c.plan.ruleset6.is_some())?;
-                if &actual == expected {
-                    Drift::InSync
-                } else {
-                    Drift::Drifted {
-                        expected: expected.clone(),
-                        actual,
-                    }
-                }
-            }
-            None => Drift::Unknown,
-        },
+        Some(c) => drift_of(sys, c)?,
         None => Drift::Unknown,
     };
     let network = match &current {

@@ -23,7 +23,7 @@ mod system;
 pub mod twophase;
 
 pub use apply::{
-    apply, confirm, kernel_hash, rollback, status, ApplyMode, ApplyOpts, ApplyOutcome, Drift,
+    apply, check_drift, confirm, kernel_hash, rollback, status, ApplyMode, ApplyOpts, ApplyOutcome, Drift,
     Timings,
     Status,
 };

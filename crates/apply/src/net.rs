@@ -108,7 +108,7 @@ pub fn apply_network(
     Ok(ch)
 }
 
-pub(crate) fn has_network(p: &Plan) -> bool {
+pub fn has_network(p: &Plan) -> bool {
     !p.wireguard.is_empty() || !p.routes.is_empty() || !p.rules.is_empty()
 }
 
