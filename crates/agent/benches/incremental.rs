@@ -173,6 +173,26 @@ fn main() {
         delta.script.len()
     );
 
+    // The staged plan's fast path: the kernel names of the running plan
+    // (derived once, then kept by the applying process), and the in-place
+    // transaction.
+    let pins = rampart_apply::twophase::Pins::new();
+    let t = Instant::now();
+    let names = rampart_apply::twophase::kernel_names(&planned.plan.ruleset, "salt", &pins)
+        .expect("kernel names");
+    let t_names = t.elapsed();
+    let t = Instant::now();
+    match rampart_apply::inplace::in_place(&planned.plan.ruleset, &new_plan.plan.ruleset, &names, &pins) {
+        Ok(ip) => println!(
+            "  in place {} ({} chain(s), {} bytes of nft); deriving the running plan's kernel names (once per agent) {}",
+            ms(t.elapsed()),
+            ip.chains.len(),
+            ip.script.len(),
+            ms(t_names)
+        ),
+        Err(e) => println!("  in place: not possible: {e}"),
+    }
+
     if !nix::unistd::Uid::effective().is_root() {
         println!("  kernel part skipped: needs root (a network namespace)");
         return;

@@ -350,6 +350,10 @@ impl Agent {
                     ),
                     rampart_apply::ApplyMode::Full { why } => format!("full replace: {why}"),
                 };
+                let mode = match &out.not_incremental {
+                    Some(why) if !mode.starts_with("full") => format!("{mode}; not in place: {why}"),
+                    _ => mode,
+                };
                 self.last_apply = Some((mode, out.kernel_time, out.timings.to_string()));
                 self.metrics.applies.inc();
                 self.metrics.last_apply_duration.set_secs(t.elapsed());

@@ -79,6 +79,8 @@ pub struct ApplyOutcome {
     pub network: Vec<String>,
     /// Wall time of each step of this apply, in order (for logs and benches).
     pub timings: Timings,
+    /// Why the difference alone could not be sent (when it could not).
+    pub not_incremental: Option<String>,
 }
 
 /// Wall time of named steps, in the order they ran.
@@ -350,6 +352,7 @@ fn apply_locked(
     let mut mode = ApplyMode::Full { why: String::new() };
     let mut delta = None;
     let mut pins = None;
+    let mut not_incremental = None;
     if plan.backend == Backend::Nftables {
         match incremental_delta(sys, plan, &plan_hash, opts, current.as_ref()) {
             Ok((d, p)) => {
@@ -361,7 +364,10 @@ fn apply_locked(
                 };
                 delta = Some(d);
             }
-            Err(why) => mode = ApplyMode::Full { why },
+            Err(why) => {
+                not_incremental = Some(why.clone());
+                mode = ApplyMode::Full { why }
+            }
         }
         tm.mark("delta");
     }
@@ -593,6 +599,7 @@ fn apply_locked(
         kernel_time,
         network: network.changes,
         timings: tm,
+        not_incremental,
     })
 }
 
@@ -637,10 +644,14 @@ fn incremental_delta(
         .map_err(|e| format!("the running plan is staged, restaging: {e}"))?;
         let ip = crate::inplace::in_place(&cur.plan.ruleset, &plan.ruleset, &names, &cur.nft_pins)
             .map_err(|e| format!("the running plan is staged, restaging what changed: {e}"))?;
-        // Refilled chains keep their names: the new plan's names are these.
+        let script = crate::inplace::script(&ip, |t, chain| {
+            sys.nft_rule_handles(t, chain).map_err(|e| e.to_string())
+        })
+        .map_err(|e| format!("the running plan is staged, restaging what changed: {e}"))?;
+        // Changed chains keep their names: the new plan's names are these.
         names_cache::put(plan_hash, salt, &ip.pins, names);
         let delta = crate::incremental::Delta {
-            script: ip.script,
+            script,
             chains: ip.chains,
             elements_added: 0,
             elements_deleted: 0,

@@ -26,15 +26,100 @@ use crate::nftscript::TableRef;
 use crate::twophase::{KernelNames, Pins};
 use std::collections::BTreeMap;
 
-/// One transaction that moves the kernel from the running plan to the new one.
+/// What moves the kernel from the running plan to the new one: rule
+/// changes in some staged chains, made in one transaction by [`script`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InPlace {
-    /// The `nft -f` script (one transaction). Empty when nothing changes.
-    pub script: String,
+    pub changes: Vec<ChainChange>,
     /// The record's pins after this change.
     pub pins: Pins,
-    /// Chains refilled (`family table chain`, plan names).
+    /// Chains changed (`family table chain`, plan names).
     pub chains: Vec<String>,
+}
+
+/// The rules of one staged chain, as the kernel holds them and as it must.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainChange {
+    pub table: TableRef,
+    /// The kernel's name of the chain.
+    pub kname: String,
+    /// Its rules now (in chain order) and after; references renamed.
+    pub old: Vec<String>,
+    pub new: Vec<String>,
+}
+
+impl ChainChange {
+    /// Rules kept at the start and the end (compared as nft reads them).
+    fn common(&self) -> (usize, usize) {
+        let eq = |a: &String, b: &String| a.split_whitespace().eq(b.split_whitespace());
+        let p = self
+            .old
+            .iter()
+            .zip(&self.new)
+            .take_while(|(a, b)| eq(a, b))
+            .count();
+        let max_q = self.old.len().min(self.new.len()) - p;
+        let q = self
+            .old
+            .iter()
+            .rev()
+            .zip(self.new.iter().rev())
+            .take(max_q)
+            .take_while(|(a, b)| eq(a, b))
+            .count();
+        (p, q)
+    }
+
+    /// The rules added (they are created by the transaction).
+    pub fn added(&self) -> &[String] {
+        let (p, q) = self.common();
+        &self.new[p..self.new.len() - q]
+    }
+}
+
+/// The one transaction of `ip`, given the handles of each changed chain's
+/// rules in chain order (`handles(table, kernel chain name)`): the rules
+/// that differ are deleted by handle, the new ones inserted before the
+/// first kept rule after them (or appended). Rules that stay are not
+/// touched, so an anonymous interval set in them is never recreated.
+pub fn script(
+    ip: &InPlace,
+    mut handles: impl FnMut(&TableRef, &str) -> Result<Vec<u64>, String>,
+) -> Result<String, String> {
+    let mut out = String::new();
+    for c in &ip.changes {
+        let h = handles(&c.table, &c.kname)?;
+        if h.len() != c.old.len() {
+            return Err(format!(
+                "chain {} {} holds {} rules, the record says {}",
+                c.table,
+                c.kname,
+                h.len(),
+                c.old.len()
+            ));
+        }
+        let (p, q) = c.common();
+        let t = &c.table;
+        let k = &c.kname;
+        for hd in &h[p..h.len() - q] {
+            out.push_str(&format!("delete rule {t} {k} handle {hd}\n"));
+        }
+        let added = &c.new[p..c.new.len() - q];
+        match q {
+            0 => {
+                for r in added {
+                    out.push_str(&format!("add rule {t} {k} {r}\n"));
+                }
+            }
+            _ => {
+                let before = h[h.len() - q];
+                for r in added {
+                    out.push_str(&format!("insert rule {t} {k} handle {before} {r}\n"));
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// A top-level or table-level block of a script: head words and body.
@@ -187,9 +272,11 @@ fn raw_script(script: &str) -> Result<RawScript<'_>, String> {
 }
 
 /// Whether an anonymous set or map in this (renamed) rule could be an
-/// interval set: any element with a range, a prefix, a wildcard, or an
-/// address (nft may merge addresses into intervals). Conservative: a false
-/// "yes" only sends the change down the staged path.
+/// interval set: any element with a range, a prefix or a wildcard. nft
+/// 1.0.6 makes `{ 10.0.0.1, 10.0.0.2 }`, `{ 2001:db8::1, 2001:db8::2 }` and
+/// `{ 22, 80 }` constant hash sets (flags 3 in `nft --debug=netlink`) and
+/// `{ 10.0.0.0/8, 10.1.0.1 }` an interval set (flags 7). Conservative: a
+/// false "yes" only sends the change down the staged path.
 pub fn may_hold_interval_set(rule: &str) -> bool {
     let b = rule.as_bytes();
     let mut depth = 0usize;
@@ -240,12 +327,7 @@ fn interval_like(w: &str) -> bool {
         return false;
     }
     let digits_dash = w.contains('-') && w.bytes().any(|c| c.is_ascii_digit());
-    digits_dash
-        || w.contains('/')
-        || w.contains('*')
-        || (w.contains('.') && w.bytes().any(|c| c.is_ascii_digit()))
-        || w.contains("::")
-        || (w.matches(':').count() >= 2)
+    digits_dash || w.contains('/') || w.contains('*')
 }
 
 /// The one transaction from `old` (running, staged with `names`, i.e. the
@@ -263,7 +345,7 @@ pub fn in_place(
         return Err("tables added, removed or reordered".into());
     }
     let mut out = InPlace {
-        script: String::new(),
+        changes: Vec::new(),
         pins: pins.clone(),
         chains: Vec::new(),
     };
@@ -284,20 +366,23 @@ pub fn in_place(
                 return Err(format!("`{}` of table {t} changed", head.trim_start_matches('\0')));
             };
             let rules = crate::twophase::chain_rules_for_kernel(&t.family, name, obody, nbody, tn)?;
-            let Some(rules) = rules else { continue };
-            if let Some(r) = rules.iter().find(|r| may_hold_interval_set(r)) {
-                return Err(format!(
-                    "chain {name} of table {t}: a new rule may hold an interval set (`{r}`)"
-                ));
-            }
+            let Some((old_rules, new_rules)) = rules else { continue };
             let kname = tn
                 .chains
                 .get(name)
                 .ok_or_else(|| format!("no kernel name for chain {name} of table {t}"))?;
-            out.script.push_str(&format!("flush chain {t} {kname}\n"));
-            for r in &rules {
-                out.script.push_str(&format!("add rule {t} {kname} {r}\n"));
+            let change = ChainChange {
+                table: t.clone(),
+                kname: kname.clone(),
+                old: old_rules,
+                new: new_rules,
+            };
+            if let Some(r) = change.added().iter().find(|r| may_hold_interval_set(r)) {
+                return Err(format!(
+                    "chain {name} of table {t}: a new rule may hold an interval set (`{r}`)"
+                ));
             }
+            out.changes.push(change);
             out.chains.push(format!("{t} {name}"));
             out.pins.insert(format!("{t} {name}"), kname.clone());
         }
@@ -325,6 +410,15 @@ mod tests {
         kernel_names(script, "s", pins).expect("names")
     }
 
+    /// Handles 10, 11, ... for each chain's rules as the record has them.
+    fn with_handles(ip: &InPlace) -> String {
+        script(ip, |_, k| {
+            let c = ip.changes.iter().find(|c| c.kname == k).unwrap();
+            Ok((10..10 + c.old.len() as u64).collect())
+        })
+        .unwrap()
+    }
+
     #[test]
     fn a_rule_change_refills_only_its_chain_under_its_kernel_name() {
         let n = names(PLAN, &Pins::new());
@@ -332,14 +426,23 @@ mod tests {
         let d = in_place(PLAN, &new, &n, &Pins::new()).unwrap();
         let t = &n[&tables().into_iter().next().unwrap()];
         let g = &t.chains["g100"];
-        let common = &t.chains["common"];
         assert!(g.starts_with("g100."), "{g}");
+        // Rule 10 replaced: deleted by handle, the new one inserted before
+        // the rule that follows it (11); the rest untouched.
         assert_eq!(
-            d.script,
+            with_handles(&d),
             format!(
-                "flush chain inet rampart {g}\nadd rule inet rampart {g} tcp dport 8080 accept comment \"100.fw:4\"\nadd rule inet rampart {g} jump {common}\n"
+                "delete rule inet rampart {g} handle 10\ninsert rule inet rampart {g} handle 11 tcp dport 8080 accept comment \"100.fw:4\"\n"
             )
         );
+        // Appended at the end, removed from the end.
+        let more = PLAN.replace("\t\tjump common\n", "\t\tjump common\n\t\tudp dport 1 drop\n");
+        let d2 = in_place(PLAN, &more, &n, &Pins::new()).unwrap();
+        assert_eq!(with_handles(&d2), format!("add rule inet rampart {g} udp dport 1 drop\n"));
+        let d3 = in_place(&more, PLAN, &n, &Pins::new()).unwrap();
+        assert_eq!(with_handles(&d3), format!("delete rule inet rampart {g} handle 12\n"));
+        // The kernel holding other rules than the record: refused.
+        assert!(script(&d, |_, _| Ok(vec![1])).is_err());
         assert_eq!(d.chains, vec!["inet rampart g100".to_string()]);
         assert_eq!(d.pins.get("inet rampart g100"), Some(g));
         // The pinned record derives the names the kernel holds: the
@@ -356,12 +459,15 @@ mod tests {
         let d = in_place(PLAN, &new, &n, &Pins::new()).unwrap();
         let body = &t.chains["input"];
         assert!(body.starts_with("input."), "{body}");
-        assert!(d.script.starts_with(&format!("flush chain inet rampart {body}\n")));
-        assert!(d.script.contains(&format!("ip saddr @{} drop\n", t.sets["bl"])));
-        assert!(d.script.contains(&format!("iifname vmap @{}\n", t.sets["disp"])));
-        assert!(d
-            .script
-            .ends_with(&format!("add rule inet rampart {body} drop comment \"policy of base chain input\"\n")));
+        let c = &d.changes[0];
+        assert_eq!(&c.kname, body);
+        assert_eq!(c.old[1], format!("ip saddr @{} drop", t.sets["bl"]));
+        assert_eq!(c.new[2], format!("iifname vmap @{}", t.sets["disp"]));
+        assert_eq!(c.new.last().unwrap(), "drop comment \"policy of base chain input\"");
+        assert_eq!(
+            with_handles(&d),
+            format!("delete rule inet rampart {body} handle 13\ninsert rule inet rampart {body} handle 14 tcp dport 2222 accept comment \"cluster.fw:3\"\n")
+        );
     }
 
     #[test]
@@ -375,7 +481,8 @@ mod tests {
             ("tcp dport 80 accept", "ip saddr { 10.0.0.0/8 } accept", "interval"),
             ("tcp dport 80 accept", "tcp dport { 80-90 } accept", "interval"),
             ("tcp dport 80 accept", "iifname { \"tap*\" } accept", "interval"),
-            ("tcp dport 80 accept", "ip saddr { 10.0.0.1, 10.0.0.2 } accept", "interval"),
+            ("tcp dport 80 accept", "ip6 saddr { fe80::/64 } accept", "interval"),
+            ("tcp dport 80 accept", "ip saddr { 10.0.0.1-10.0.0.9 } accept", "interval"),
             ("tcp dport 80 accept", "jump nowhere", "nowhere"),
         ] {
             let new = PLAN.replace(from, to);
@@ -388,7 +495,14 @@ mod tests {
         assert!(in_place(PLAN, &new, &n, &Pins::new()).is_ok());
         // Layout and comments alone change nothing.
         let new = PLAN.replace("# conntrack", "# state");
-        assert_eq!(in_place(PLAN, &new, &n, &Pins::new()).unwrap().script, "");
+        assert_eq!(with_handles(&in_place(PLAN, &new, &n, &Pins::new()).unwrap()), "");
+        // Rules kept around a changed one may hold interval sets: they are
+        // not recreated.
+        let a = PLAN.replace("jump common", "ip saddr { 10.0.0.0/8 } jump common");
+        let b = a.replace("dport 80 accept", "dport 81 accept");
+        let na = names(&a, &Pins::new());
+        let d = in_place(&a, &b, &na, &Pins::new()).unwrap();
+        assert!(!with_handles(&d).contains("10.0.0.0/8"));
     }
 
     #[test]
@@ -421,13 +535,15 @@ mod tests {
         for r in [
             "ip saddr { 10.0.0.0/8 } accept",
             "tcp dport { 5900-5999 } accept",
-            "ip6 saddr { fe80::1 } accept",
+            "ip6 saddr { fe80::/64 } accept",
             "iifname { \"tap*\" } drop",
         ] {
             assert!(may_hold_interval_set(r), "{r}");
         }
         for r in [
             "tcp dport { 22, 80 } accept",
+            "ip saddr { 10.0.0.1, 10.0.0.2 } accept",
+            "ip6 saddr { 2001:db8:ffff::b4, 2001:db8:ffff::1b4 } tcp dport 179 return",
             "meta l4proto { tcp, udp } accept",
             "icmp type { echo-request, echo-reply } accept",
             "iifname vmap { \"tap100i0\" : jump g100.0123456789 }",

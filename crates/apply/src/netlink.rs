@@ -184,6 +184,94 @@ pub fn nft_genid(netns: Option<&str>) -> std::io::Result<u32> {
     }
 }
 
+const NFT_MSG_NEWRULE: u16 = 6;
+const NFT_MSG_GETRULE: u16 = 7;
+const NFTA_RULE_TABLE: u16 = 1;
+const NFTA_RULE_CHAIN: u16 = 2;
+const NFTA_RULE_HANDLE: u16 = 3;
+const NLM_F_DUMP: u16 = 0x300;
+
+/// The `nfgenmsg` family of an nft table family name.
+pub fn nfproto(family: &str) -> Option<u8> {
+    Some(match family {
+        "inet" => 1,
+        "ip" => 2,
+        "arp" => 3,
+        "netdev" => 5,
+        "bridge" => 7,
+        "ip6" => 10,
+        _ => return None,
+    })
+}
+
+/// The handles of the rules of one chain, in chain order (one netlink
+/// dump of that chain: no set elements, no other chain, unlike `nft -a
+/// list chain`, which fetches the whole ruleset first).
+pub fn nft_rule_handles(
+    netns: Option<&str>,
+    family: &str,
+    table: &str,
+    chain: &str,
+) -> std::io::Result<Vec<u64>> {
+    let fam = nfproto(family).ok_or_else(|| std::io::Error::other(format!("family {family}")))?;
+    let fd = nfnl_socket(netns)?;
+    set_recv_timeout(&fd, Duration::from_secs(2))?;
+    let cstr = |s: &str| {
+        let mut v = s.as_bytes().to_vec();
+        v.push(0);
+        v
+    };
+    let attrs_b = [
+        nla(NFTA_RULE_TABLE, &cstr(table)),
+        nla(NFTA_RULE_CHAIN, &cstr(chain)),
+    ]
+    .concat();
+    let req = nfnl_message(
+        NFNL_SUBSYS_NFTABLES,
+        NFT_MSG_GETRULE,
+        NLM_F_REQUEST | NLM_F_DUMP,
+        1,
+        fam,
+        0,
+        &attrs_b,
+    );
+    send(fd.as_raw_fd(), &req, MsgFlags::empty()).map_err(io)?;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut out = Vec::new();
+    loop {
+        let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()).map_err(io)?;
+        if n == 0 {
+            return Err(std::io::Error::other("netlink dump ended early"));
+        }
+        for (ty, _, payload) in messages(&buf[..n]) {
+            if ty == NLMSG_DONE {
+                return Ok(out);
+            }
+            if ty == NLMSG_ERROR {
+                if let Some(code) = error_code(payload).filter(|c| *c != 0) {
+                    return Err(std::io::Error::from_raw_os_error(-code));
+                }
+            }
+            if ty == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE && payload.len() >= 4 {
+                let mut handle = None;
+                let mut in_chain = false;
+                for (at, v) in attrs(&payload[4..]) {
+                    match at {
+                        NFTA_RULE_HANDLE if v.len() == 8 => {
+                            handle = Some(u64::from_be_bytes(v.try_into().expect("8 bytes")))
+                        }
+                        NFTA_RULE_CHAIN => in_chain = v.split(|b| *b == 0).next() == Some(chain.as_bytes()),
+                        _ => {}
+                    }
+                }
+                if let (Some(h), true) = (handle, in_chain) {
+                    out.push(h);
+                }
+            }
+        }
+    }
+}
+
 /// The ruleset generation with what makes it unique across reboots and
 /// namespace instances: `BOOT_ID/NETNS_INODE/GENID`. A namespace made anew
 /// (or a reboot) starts counting again, so the number alone could repeat.

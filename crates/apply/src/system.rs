@@ -39,6 +39,12 @@ pub trait System {
     fn nft_genid(&self) -> Option<String> {
         None
     }
+    /// Handles of the rules of one chain, in order. Systems that cannot
+    /// tell make apply stage a change instead of making it in place.
+    fn nft_rule_handles(&self, table: &TableRef, chain: &str) -> Result<Vec<u64>, Error> {
+        let _ = (table, chain);
+        Err(Error::InvalidPlan("rule handles are not available here".into()))
+    }
     /// `nft -j ARGS` (a read-only listing, JSON). Systems that cannot list
     /// make apply replace rampart's tables in one transaction instead of
     /// staging them (see [`crate::twophase`]).
@@ -305,6 +311,10 @@ impl System for HostSystem {
     }
     fn nft_genid(&self) -> Option<String> {
         crate::netlink::nft_generation(self.netns.as_deref()).ok()
+    }
+    fn nft_rule_handles(&self, table: &TableRef, chain: &str) -> Result<Vec<u64>, Error> {
+        crate::netlink::nft_rule_handles(self.netns.as_deref(), &table.family, &table.name, chain)
+            .map_err(|e| Error::InvalidPlan(format!("rule handles of {table} {chain}: {e}")))
     }
     fn nft_list_json(&self, args: &[&str]) -> Result<String, Error> {
         let mut a = vec!["-j"];

@@ -1188,9 +1188,9 @@ pub fn kernel_names(script: &str, salt: &str, pins: &Pins) -> Result<KernelNames
     Ok(out)
 }
 
-/// The rules chain `name` of a staged table holds for `new_body` (its
-/// references renamed to `names`, a base chain's policy as the last rule),
-/// or `None` when they are the rules it holds for `old_body`. An error when
+/// The rules chain `name` of a staged table holds for `old_body` and must
+/// hold for `new_body` (references renamed to `names`, a base chain's
+/// policy as the last rule), or `None` when they are the same. An error when
 /// more than the rules changed (hook, policy, comment) or a reference has
 /// no kernel name.
 pub(crate) fn chain_rules_for_kernel(
@@ -1199,7 +1199,7 @@ pub(crate) fn chain_rules_for_kernel(
     old_body: &str,
     new_body: &str,
     names: &TableNames,
-) -> Result<Option<Vec<String>>, String> {
+) -> Result<Option<(Vec<String>, Vec<String>)>, String> {
     let (ob, oc, orules) = split_chain(family, &lex(old_body))?;
     let (nb, nc, nrules) = split_chain(family, &lex(new_body))?;
     if ob != nb {
@@ -1244,7 +1244,7 @@ pub(crate) fn chain_rules_for_kernel(
             }
         }
     }
-    Ok(Some(rename(&nrules, names)))
+    Ok(Some((rename(&orules, names), rename(&nrules, names))))
 }
 
 /// Drop the `.<10 hex>` hash of staged names in a listing.
