@@ -184,10 +184,10 @@ fn main() {
     let t = Instant::now();
     match rampart_apply::inplace::in_place(&planned.plan.ruleset, &new_plan.plan.ruleset, &names, &pins) {
         Ok(ip) => println!(
-            "  in place {} ({} chain(s), {} bytes of nft); deriving the running plan's kernel names (once per agent) {}",
+            "  in place {} ({} chain(s), {} rules after); deriving the running plan's kernel names (once per agent) {}",
             ms(t.elapsed()),
             ip.chains.len(),
-            ip.script.len(),
+            ip.changes.iter().map(|c| c.new.len()).sum::<usize>(),
             ms(t_names)
         ),
         Err(e) => println!("  in place: not possible: {e}"),
