@@ -355,3 +355,109 @@ fn a_refused_difference_falls_back_to_the_full_replace() {
     );
     assert_eq!(ns.listing(), full_listing(&plan(2)));
 }
+
+/// The namespace's ruleset generation (moves once per committed transaction).
+fn genid(ns: &Netns) -> u32 {
+    rampart_apply::netlink::nft_genid(Some(&ns.name)).unwrap()
+}
+
+#[test]
+fn a_rules_only_change_to_a_staged_plan_is_one_transaction_in_place() {
+    let ns = Netns::new("inplace");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut opts = ApplyOpts::new(tmp.path());
+    // The agent's way: the kernel hash is recorded later (check_drift).
+    opts.record_kernel_hash = false;
+    apply(&ns.sys(), &plan(1), &opts).unwrap();
+    let nic_a = ns.kname("chains", "nic-a");
+    let host_in = ns.kname("chains", "host-in");
+    assert_eq!(
+        rampart_apply::check_drift(&ns.sys(), tmp.path()).unwrap(),
+        Drift::InSync
+    );
+    let p1 = plan(1);
+    // One rule of a guest chain and one of the host chain (next to a rule
+    // with an anonymous set) change, one rule is added.
+    let mut p = plan(1);
+    p.ruleset = p
+        .ruleset
+        .replace("tcp dport 80 return", "tcp dport 8080 return")
+        .replace(
+            "\t\tdrop comment \"auto:policy_in DROP\"",
+            "\t\ttcp dport 9 drop comment \"x.fw:1\"\n\t\tdrop comment \"auto:policy_in DROP\"",
+        );
+    let before = genid(&ns);
+    let out = apply(&ns.sys(), &p, &opts).unwrap();
+    assert_eq!(genid(&ns), before + 1, "one transaction");
+    assert_eq!(
+        out.mode,
+        ApplyMode::Incremental {
+            chains: vec![
+                "inet rampart host-in".to_string(),
+                "inet rampart nic-a".to_string()
+            ],
+            elements_added: 0,
+            elements_deleted: 0,
+        },
+        "{:?}",
+        out.not_incremental
+    );
+    // Same kernel names (nothing renamed), the same ruleset a full apply gives.
+    assert_eq!(ns.kname("chains", "nic-a"), nic_a);
+    assert_eq!(ns.kname("chains", "host-in"), host_in);
+    assert_eq!(ns.listing(), full_listing(&p));
+    // Drift: cheap while nothing moved; the kernel hash is recorded now.
+    assert_eq!(status(&ns.sys(), tmp.path()).unwrap().drift, Drift::InSync);
+    assert_eq!(
+        rampart_apply::check_drift(&ns.sys(), tmp.path()).unwrap(),
+        Drift::InSync
+    );
+    // And back, in place again.
+    let before = genid(&ns);
+    let back = apply(&ns.sys(), &p1, &opts).unwrap();
+    assert_eq!(genid(&ns), before + 1, "{:?}", back.not_incremental);
+    assert_eq!(ns.listing(), full_listing(&p1));
+    // A structure change after in-place changes is staged, and still
+    // leaves what a full apply gives (pinned names are not reused blindly).
+    let staged = apply(&ns.sys(), &plan(2), &opts).unwrap();
+    assert!(
+        matches!(staged.mode, ApplyMode::Incremental { .. }),
+        "{:?}",
+        staged.mode
+    );
+    assert_eq!(ns.listing(), full_listing(&plan(2)));
+    apply(&ns.sys(), &p, &opts).unwrap();
+    assert_eq!(ns.listing(), full_listing(&p));
+    // Someone flushes a chain: the drift check sees it (the generation
+    // moved, the listing differs from the hash recorded when idle).
+    assert_eq!(
+        rampart_apply::check_drift(&ns.sys(), tmp.path()).unwrap(),
+        Drift::InSync
+    );
+    let nic_a = ns.kname("chains", "nic-a");
+    ns.exec(&["nft", "flush", "chain", "inet", "rampart", &nic_a]);
+    assert!(matches!(
+        rampart_apply::check_drift(&ns.sys(), tmp.path()).unwrap(),
+        Drift::Drifted { .. }
+    ));
+    assert!(matches!(
+        status(&ns.sys(), tmp.path()).unwrap().drift,
+        Drift::Drifted { .. }
+    ));
+    // Repair: the generation moved, so the whole plan is staged anew.
+    let fixed = apply(&ns.sys(), &p, &opts).unwrap();
+    assert!(fixed.not_incremental.is_some());
+    assert_eq!(ns.listing(), full_listing(&p));
+    // Another table's commit moves the generation without drift: the
+    // record takes the new generation once the listing matched.
+    rampart_apply::check_drift(&ns.sys(), tmp.path()).unwrap();
+    ns.exec(&["nft", "add", "table", "ip", "docker"]);
+    assert_eq!(
+        rampart_apply::check_drift(&ns.sys(), tmp.path()).unwrap(),
+        Drift::InSync
+    );
+    let before = genid(&ns);
+    let out = apply(&ns.sys(), &p1, &opts).unwrap();
+    assert_eq!(genid(&ns), before + 1, "{:?}", out.not_incremental);
+    assert_eq!(ns.listing(), full_listing(&p1));
+}
