@@ -264,7 +264,9 @@ fn main() {
     });
     let applied = || -> Option<rampart_apply::Applied> {
         let st = rampart_apply::StateDir::open(&state).ok()?;
-        st.read_applied(rampart_apply::state::CURRENT).ok().flatten()
+        st.read_applied(rampart_apply::state::CURRENT)
+            .ok()
+            .flatten()
     };
     // Applied, and its kernel hash recorded (the agent does that once the
     // site is quiet): the node is in its steady state again.
@@ -323,7 +325,11 @@ fn main() {
         let txs = gen.wrapping_sub(before);
         // One transaction: it is the change. Several (staged: stage,
         // switch, clean-up): count the last one, an upper bound.
-        let d = if txs == 1 { moves[0] } else { *moves.last().unwrap() };
+        let d = if txs == 1 {
+            moves[0]
+        } else {
+            *moves.last().unwrap()
+        };
         lat.push(d);
         last_port = 40000 + r;
         println!(

@@ -351,7 +351,9 @@ impl Agent {
                     rampart_apply::ApplyMode::Full { why } => format!("full replace: {why}"),
                 };
                 let mode = match &out.not_incremental {
-                    Some(why) if !mode.starts_with("full") => format!("{mode}; not in place: {why}"),
+                    Some(why) if !mode.starts_with("full") => {
+                        format!("{mode}; not in place: {why}")
+                    }
                     _ => mode,
                 };
                 self.last_apply = Some((mode, out.kernel_time, out.timings.to_string()));
@@ -371,6 +373,19 @@ impl Agent {
                 tracing::error!("apply failed, the previous ruleset stays: {e}");
                 Err(e)
             }
+        }
+    }
+
+    /// Record the kernel hash the last apply left for later (the drift
+    /// check's reference), if nothing was committed since; no repair here.
+    fn record_kernel_hash(&mut self) {
+        self.hash_due = None;
+        match rampart_apply::record_kernel_hash(&self.sys, &self.cfg.state_dir) {
+            Ok(true) => tracing::debug!("kernel hash recorded"),
+            Ok(false) => {
+                tracing::debug!("kernel hash not recorded: the ruleset moved since the apply")
+            }
+            Err(e) => tracing::warn!("kernel hash not recorded: {e}"),
         }
     }
 
@@ -440,10 +455,7 @@ impl Agent {
                 let out = self.reconcile(&s);
                 if self.hash_due.is_some() {
                     // Leave the record complete: no idle time follows.
-                    if let Err(e) = rampart_apply::check_drift(&self.sys, &self.cfg.state_dir) {
-                        tracing::warn!("kernel hash not recorded: {e}");
-                    }
-                    self.hash_due = None;
+                    self.record_kernel_hash();
                 }
                 out
             }
@@ -520,13 +532,14 @@ impl Agent {
                 ready = true;
                 sd_notify("READY=1");
             }
-            if last_drift.elapsed() >= self.cfg.interval
-                || self
-                    .hash_due
-                    .is_some_and(|t| t.elapsed() >= HASH_AFTER_QUIET && retry.is_none())
-            {
+            if last_drift.elapsed() >= self.cfg.interval {
                 last_drift = Instant::now();
                 self.check_drift();
+            } else if self
+                .hash_due
+                .is_some_and(|t| t.elapsed() >= HASH_AFTER_QUIET && retry.is_none())
+            {
+                self.record_kernel_hash();
             }
         }
         sd_notify("STOPPING=1");

@@ -485,11 +485,10 @@ fn apply_locked(
                 }
             }
         }
-        (Backend::Nftables, None) => {
-            replace_nft(sys, &script, staged.as_ref(), &restage, &mut tm).map(|used| {
+        (Backend::Nftables, None) => replace_nft(sys, &script, staged.as_ref(), &restage, &mut tm)
+            .map(|used| {
                 staged_used = used;
-            })
-        }
+            }),
         (Backend::Iptables, _) => (|| {
             if let Some(sets) = &plan.ipsets {
                 sys.ipset_restore(sets)?;
@@ -1151,11 +1150,34 @@ fn drift_of(sys: &dyn System, c: &Applied) -> Result<Drift, Error> {
 /// and the kernel hash still matches, the record takes the new generation,
 /// so the next check needs no listing either.
 pub fn check_drift(sys: &dyn System, state_dir: impl Into<PathBuf>) -> Result<Drift, Error> {
+    drift_check(sys, state_dir, false)
+}
+
+/// Only the recording part of [`check_drift`]: take the kernel hash an apply
+/// left for later, if nothing was committed since (`Ok(true)`); compare
+/// nothing, repair nothing.
+pub fn record_kernel_hash(sys: &dyn System, state_dir: impl Into<PathBuf>) -> Result<bool, Error> {
+    let state_dir = state_dir.into();
+    let c = StateDir::open(&state_dir)?.read_applied(CURRENT)?;
+    if !c.is_some_and(|c| c.kernel_hash.is_none() && generation_unmoved(sys, &c)) {
+        return Ok(false);
+    }
+    drift_check(sys, state_dir, true).map(|d| d == Drift::InSync)
+}
+
+fn drift_check(
+    sys: &dyn System,
+    state_dir: impl Into<PathBuf>,
+    record_only: bool,
+) -> Result<Drift, Error> {
     let state = StateDir::open(state_dir)?;
     let Some(c) = state.read_applied(CURRENT)? else {
         return Ok(Drift::Unknown);
     };
     let unmoved = generation_unmoved(sys, &c);
+    if record_only && !(unmoved && c.kernel_hash.is_none()) {
+        return Ok(Drift::Unknown);
+    }
     if unmoved && c.kernel_hash.is_some() {
         return Ok(Drift::InSync);
     }
@@ -1167,7 +1189,7 @@ pub fn check_drift(sys: &dyn System, state_dir: impl Into<PathBuf>) -> Result<Dr
     let before = sys.nft_genid();
     let actual = kernel_hash(sys, c.plan.backend, false)?;
     let after = sys.nft_genid();
-    let steady = before.is_some() && before == after;
+    let steady = before.is_some() && before == after && (!record_only || before == c.nft_genid);
     let drift = match &c.kernel_hash {
         Some(expected) if expected != &actual => {
             return Ok(Drift::Drifted {

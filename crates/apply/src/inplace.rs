@@ -164,9 +164,7 @@ fn raw_blocks(text: &str) -> Result<Vec<RawBlock<'_>>, String> {
             }
             b'{' => {
                 let end = close_of(b, i + 1).ok_or("unbalanced braces")?;
-                let head: Vec<&str> = strip_comment(&text[start..i])
-                    .split_whitespace()
-                    .collect();
+                let head: Vec<&str> = strip_comment(&text[start..i]).split_whitespace().collect();
                 out.push(RawBlock {
                     head,
                     body: Some(&text[i + 1..end]),
@@ -233,10 +231,7 @@ fn close_of(b: &[u8], from: usize) -> Option<usize> {
 
 /// Tables -> (object head, e.g. `chain x`) -> body, plus the top-level
 /// statements (`table T`, `delete table T`) in order.
-type RawScript<'a> = (
-    Vec<String>,
-    BTreeMap<TableRef, BTreeMap<String, &'a str>>,
-);
+type RawScript<'a> = (Vec<String>, BTreeMap<TableRef, BTreeMap<String, &'a str>>);
 
 fn raw_script(script: &str) -> Result<RawScript<'_>, String> {
     let mut top = Vec::new();
@@ -308,7 +303,10 @@ pub fn may_hold_interval_set(rule: &str) -> bool {
                 in_str = true;
                 if depth > 0 && b.get(i + 1..).is_some_and(|r| r.contains(&b'*')) {
                     // a quoted element with a wildcard (`"tap*"`) is an interval
-                    let end = rule[i + 1..].find('"').map(|e| i + 1 + e).unwrap_or(b.len());
+                    let end = rule[i + 1..]
+                        .find('"')
+                        .map(|e| i + 1 + e)
+                        .unwrap_or(b.len());
                     if rule[i + 1..end].contains('*') {
                         return true;
                     }
@@ -333,12 +331,7 @@ fn interval_like(w: &str) -> bool {
 /// The one transaction from `old` (running, staged with `names`, i.e. the
 /// record's salt and `pins`) to `new`, or why the change needs the staged
 /// path. `names` are the kernel names of the running plan's objects.
-pub fn in_place(
-    old: &str,
-    new: &str,
-    names: &KernelNames,
-    pins: &Pins,
-) -> Result<InPlace, String> {
+pub fn in_place(old: &str, new: &str, names: &KernelNames, pins: &Pins) -> Result<InPlace, String> {
     let (old_top, old_tables) = raw_script(old)?;
     let (new_top, new_tables) = raw_script(new)?;
     if old_top != new_top {
@@ -363,10 +356,15 @@ pub fn in_place(
                 continue;
             }
             let Some(name) = head.strip_prefix("chain ") else {
-                return Err(format!("`{}` of table {t} changed", head.trim_start_matches('\0')));
+                return Err(format!(
+                    "`{}` of table {t} changed",
+                    head.trim_start_matches('\0')
+                ));
             };
             let rules = crate::twophase::chain_rules_for_kernel(&t.family, name, obody, nbody, tn)?;
-            let Some((old_rules, new_rules)) = rules else { continue };
+            let Some((old_rules, new_rules)) = rules else {
+                continue;
+            };
             let kname = tn
                 .chains
                 .get(name)
@@ -436,11 +434,20 @@ mod tests {
             )
         );
         // Appended at the end, removed from the end.
-        let more = PLAN.replace("\t\tjump common\n", "\t\tjump common\n\t\tudp dport 1 drop\n");
+        let more = PLAN.replace(
+            "\t\tjump common\n",
+            "\t\tjump common\n\t\tudp dport 1 drop\n",
+        );
         let d2 = in_place(PLAN, &more, &n, &Pins::new()).unwrap();
-        assert_eq!(with_handles(&d2), format!("add rule inet rampart {g} udp dport 1 drop\n"));
+        assert_eq!(
+            with_handles(&d2),
+            format!("add rule inet rampart {g} udp dport 1 drop\n")
+        );
         let d3 = in_place(&more, PLAN, &n, &Pins::new()).unwrap();
-        assert_eq!(with_handles(&d3), format!("delete rule inet rampart {g} handle 12\n"));
+        assert_eq!(
+            with_handles(&d3),
+            format!("delete rule inet rampart {g} handle 12\n")
+        );
         // The kernel holding other rules than the record: refused.
         assert!(script(&d, |_, _| Ok(vec![1])).is_err());
         assert_eq!(d.chains, vec!["inet rampart g100".to_string()]);
@@ -463,7 +470,10 @@ mod tests {
         assert_eq!(&c.kname, body);
         assert_eq!(c.old[1], format!("ip saddr @{} drop", t.sets["bl"]));
         assert_eq!(c.new[2], format!("iifname vmap @{}", t.sets["disp"]));
-        assert_eq!(c.new.last().unwrap(), "drop comment \"policy of base chain input\"");
+        assert_eq!(
+            c.new.last().unwrap(),
+            "drop comment \"policy of base chain input\""
+        );
         assert_eq!(
             with_handles(&d),
             format!("delete rule inet rampart {body} handle 13\ninsert rule inet rampart {body} handle 14 tcp dport 2222 accept comment \"cluster.fw:3\"\n")
@@ -478,11 +488,31 @@ mod tests {
             ("policy drop;", "policy accept;", "hook"),
             ("\tchain common {", "\tchain other {", "added or removed"),
             ("comment \"guest 100\"", "comment \"guest 101\"", "comment"),
-            ("tcp dport 80 accept", "ip saddr { 10.0.0.0/8 } accept", "interval"),
-            ("tcp dport 80 accept", "tcp dport { 80-90 } accept", "interval"),
-            ("tcp dport 80 accept", "iifname { \"tap*\" } accept", "interval"),
-            ("tcp dport 80 accept", "ip6 saddr { fe80::/64 } accept", "interval"),
-            ("tcp dport 80 accept", "ip saddr { 10.0.0.1-10.0.0.9 } accept", "interval"),
+            (
+                "tcp dport 80 accept",
+                "ip saddr { 10.0.0.0/8 } accept",
+                "interval",
+            ),
+            (
+                "tcp dport 80 accept",
+                "tcp dport { 80-90 } accept",
+                "interval",
+            ),
+            (
+                "tcp dport 80 accept",
+                "iifname { \"tap*\" } accept",
+                "interval",
+            ),
+            (
+                "tcp dport 80 accept",
+                "ip6 saddr { fe80::/64 } accept",
+                "interval",
+            ),
+            (
+                "tcp dport 80 accept",
+                "ip saddr { 10.0.0.1-10.0.0.9 } accept",
+                "interval",
+            ),
             ("tcp dport 80 accept", "jump nowhere", "nowhere"),
         ] {
             let new = PLAN.replace(from, to);
@@ -495,7 +525,10 @@ mod tests {
         assert!(in_place(PLAN, &new, &n, &Pins::new()).is_ok());
         // Layout and comments alone change nothing.
         let new = PLAN.replace("# conntrack", "# state");
-        assert_eq!(with_handles(&in_place(PLAN, &new, &n, &Pins::new()).unwrap()), "");
+        assert_eq!(
+            with_handles(&in_place(PLAN, &new, &n, &Pins::new()).unwrap()),
+            ""
+        );
         // Rules kept around a changed one may hold interval sets: they are
         // not recreated.
         let a = PLAN.replace("jump common", "ip saddr { 10.0.0.0/8 } jump common");
@@ -526,7 +559,9 @@ mod tests {
         let st = stage(&v3, &tables(), &kernel, &running).unwrap().unwrap();
         assert_eq!(st.salt, "s");
         assert!(st.stage.contains("dport 9090"), "{}", st.stage);
-        assert!(st.cleanup.contains(&n[&tables().into_iter().next().unwrap()].chains["g100"]));
+        assert!(st
+            .cleanup
+            .contains(&n[&tables().into_iter().next().unwrap()].chains["g100"]));
         let _ = KernelObjects::default();
     }
 

@@ -23,9 +23,8 @@ mod system;
 pub mod twophase;
 
 pub use apply::{
-    apply, check_drift, confirm, kernel_hash, rollback, status, ApplyMode, ApplyOpts, ApplyOutcome, Drift,
-    Timings,
-    Status,
+    apply, check_drift, confirm, kernel_hash, record_kernel_hash, rollback, status, ApplyMode,
+    ApplyOpts, ApplyOutcome, Drift, Status, Timings,
 };
 pub use error::Error;
 pub use legacy::LegacyWrite;

@@ -260,7 +260,9 @@ pub fn nft_rule_handles(
                         NFTA_RULE_HANDLE if v.len() == 8 => {
                             handle = Some(u64::from_be_bytes(v.try_into().expect("8 bytes")))
                         }
-                        NFTA_RULE_CHAIN => in_chain = v.split(|b| *b == 0).next() == Some(chain.as_bytes()),
+                        NFTA_RULE_CHAIN => {
+                            in_chain = v.split(|b| *b == 0).next() == Some(chain.as_bytes())
+                        }
                         _ => {}
                     }
                 }

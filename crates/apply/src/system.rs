@@ -43,7 +43,9 @@ pub trait System {
     /// tell make apply stage a change instead of making it in place.
     fn nft_rule_handles(&self, table: &TableRef, chain: &str) -> Result<Vec<u64>, Error> {
         let _ = (table, chain);
-        Err(Error::InvalidPlan("rule handles are not available here".into()))
+        Err(Error::InvalidPlan(
+            "rule handles are not available here".into(),
+        ))
     }
     /// `nft -j ARGS` (a read-only listing, JSON). Systems that cannot list
     /// make apply replace rampart's tables in one transaction instead of

@@ -1205,7 +1205,10 @@ pub(crate) fn chain_rules_for_kernel(
     if ob != nb {
         return Err(format!("hook or policy of chain {name} changed"));
     }
-    let text = |c: &Option<Vec<Tok>>| c.as_ref().map(|c| squeeze(&c.iter().map(Tok::text).collect::<String>()));
+    let text = |c: &Option<Vec<Tok>>| {
+        c.as_ref()
+            .map(|c| squeeze(&c.iter().map(Tok::text).collect::<String>()))
+    };
     if text(&oc) != text(&nc) {
         return Err(format!("the comment of chain {name} changed"));
     }
@@ -1224,7 +1227,11 @@ pub(crate) fn chain_rules_for_kernel(
         out
     };
     // Same rules (before renaming: the names did not change)?
-    if rename(&orules, &no).iter().map(|r| squeeze(r)).eq(rename(&nrules, &no).iter().map(|r| squeeze(r))) {
+    if rename(&orules, &no)
+        .iter()
+        .map(|r| squeeze(r))
+        .eq(rename(&nrules, &no).iter().map(|r| squeeze(r)))
+    {
         return Ok(None);
     }
     for r in &nrules {
@@ -1235,7 +1242,9 @@ pub(crate) fn chain_rules_for_kernel(
                     if !names.sets.contains_key(set) {
                         return Err(format!("chain {name}: no set or map `{set}`"));
                     }
-                } else if matches!(prev, Some("jump") | Some("goto")) && !names.chains.contains_key(w.as_str()) {
+                } else if matches!(prev, Some("jump") | Some("goto"))
+                    && !names.chains.contains_key(w.as_str())
+                {
                     return Err(format!("chain {name}: no chain `{w}` to jump to"));
                 }
                 prev = Some(w);
