@@ -983,3 +983,32 @@ fn large_ruleset_apply_timing() {
         eprintln!("{name}: {d:?}");
     }
 }
+
+/// Sysctls are read and written in the system's own namespace (through
+/// /proc/sys from a thread that joined it, no process): what `sysctl` run
+/// inside the namespace sees, while a second namespace keeps its value;
+/// both spellings of a key work; a key that does not exist is an error
+/// naming its file.
+#[test]
+fn sysctls_are_read_and_written_in_the_namespace_itself() {
+    let a = Netns::new("sca");
+    let b = Netns::new("scb");
+    assert_eq!(a.sys().sysctl_get("net.ipv4.ip_forward").unwrap(), "0");
+    a.sys().sysctl_set("net.ipv4.ip_forward", "1").unwrap();
+    assert_eq!(a.exec(&["sysctl", "-n", "net.ipv4.ip_forward"]).trim(), "1");
+    assert_eq!(b.exec(&["sysctl", "-n", "net.ipv4.ip_forward"]).trim(), "0");
+    assert_eq!(b.sys().sysctl_get("net/ipv4/ip_forward").unwrap(), "0");
+    a.sys()
+        .sysctl_set("net/ipv4/conf/lo/rp_filter", "2")
+        .unwrap();
+    assert_eq!(
+        a.exec(&["sysctl", "-n", "net.ipv4.conf.lo.rp_filter"])
+            .trim(),
+        "2"
+    );
+    let e = a.sys().sysctl_get("net.ipv4.no_such_knob").unwrap_err();
+    assert!(
+        e.to_string().contains("/proc/sys/net/ipv4/no_such_knob"),
+        "{e}"
+    );
+}
