@@ -1,5 +1,7 @@
 //! The platform behind a trait. [`HostSystem`] runs the real tools, optionally
-//! inside a network namespace (`ip netns exec NS ...`), so tests, labs and
+//! inside a network namespace (`nsenter --net=/run/netns/NS ...`; sysctls
+//! through `/proc/sys` from a thread in the namespace; WireGuard tools under
+//! `ip netns exec` with their own socket directory), so tests, labs and
 //! production all take the same path.
 
 use crate::error::Error;
@@ -159,7 +161,7 @@ impl HostSystem {
         }
     }
 
-    /// Run everything inside `ip netns exec NAME`.
+    /// Run everything inside network namespace NAME (`/run/netns/NAME`).
     pub fn in_netns(name: impl Into<String>) -> Self {
         HostSystem {
             netns: Some(name.into()),
