@@ -442,6 +442,25 @@ fn main() {
         m[2] / m[0],
         m[1] / m[3]
     );
+    // The same ratios round by round (each configuration measured right
+    // after "no firewall"): steadier on a shared machine than the ratio of
+    // the medians.
+    let per_round = |i: usize| {
+        let mut v: Vec<f64> = rates[i].iter().zip(&rates[0]).map(|(x, a)| x / a).collect();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        format!(
+            "{:.2} ({:.2}-{:.2})",
+            median(v.clone()),
+            v[0],
+            v[v.len() - 1]
+        )
+    };
+    println!(
+        "  per-round ratios to no firewall, median (range): rampart {}, naive {}, conntrack only {}",
+        per_round(1),
+        per_round(2),
+        per_round(3)
+    );
     println!(
         "  {wall:.1} s wall, {cpu:.1} s CPU (this process); load average while measuring: {load}"
     );

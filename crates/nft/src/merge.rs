@@ -190,9 +190,10 @@ impl Intervals {
 }
 
 impl Item {
+    /// A rule that is not mergeable.
     fn new(r: Rule) -> Item {
         Item {
-            mergeable: mergeable(&r),
+            mergeable: false,
             facts: facts(&r),
             rules: vec![r],
             proj: Vec::new(),
@@ -265,12 +266,20 @@ impl Item {
 /// can match a packet it matches (so moving it up changes nothing); runs
 /// of one shape are the simple case.
 pub fn merge(rules: Vec<Rule>) -> Vec<Rule> {
-    if rules.iter().filter(|r| mergeable(r)).nth(1).is_none() {
+    let flags: Vec<bool> = rules.iter().map(mergeable).collect();
+    if flags.iter().filter(|m| **m).nth(1).is_none() {
         return rules;
     }
+    // Nothing moves before the first mergeable rule or past the last one:
+    // only the rules between need looking at.
+    let first = flags.iter().position(|m| *m).unwrap_or(0);
+    let last = flags.iter().rposition(|m| *m).unwrap_or(0);
+    let mut rules = rules.into_iter();
+    let mut out: Vec<Rule> = Vec::with_capacity(rules.len());
+    out.extend(rules.by_ref().take(first));
     let mut items: Vec<Item> = Vec::new();
-    for r in rules {
-        if mergeable(&r) {
+    for (r, m) in rules.by_ref().take(last + 1 - first).zip(&flags[first..]) {
+        if *m {
             let f = facts(&r);
             let mut target = None;
             for j in (0..items.len()).rev().take(LOOKBACK) {
@@ -296,10 +305,10 @@ pub fn merge(rules: Vec<Rule>) -> Vec<Rule> {
             items.push(Item::new(r));
         }
     }
-    let mut out = Vec::with_capacity(items.len());
     for it in items {
         emit(it.rules, &mut out);
     }
+    out.extend(rules);
     out
 }
 
