@@ -78,10 +78,15 @@ impl ChainChange {
 }
 
 /// The one transaction of `ip`, given the handles of each changed chain's
-/// rules in chain order (`handles(table, kernel chain name)`): the rules
-/// that differ are deleted by handle, the new ones inserted before the
-/// first kept rule after them (or appended). Rules that stay are not
-/// touched, so an anonymous interval set in them is never recreated.
+/// rules in chain order (`handles(table, kernel chain name)`). The rules
+/// that differ are deleted by handle and the new ones put in their place.
+/// `nft` (1.0.6) positions a rule by handle only after fetching every rule
+/// of the ruleset (~0.3 s at 10,000 rules), while appending, prepending and
+/// deleting by handle cost a few ms; so when the rules after the change
+/// (or before it) carry no interval set, they are deleted and added again
+/// behind (or before) the new ones, in the same transaction. Rules with an
+/// interval set are never recreated: then the new rules are positioned by
+/// handle.
 pub fn script(
     ip: &InPlace,
     mut handles: impl FnMut(&TableRef, &str) -> Result<Vec<u64>, String>,
@@ -101,21 +106,36 @@ pub fn script(
         let (p, q) = c.common();
         let t = &c.table;
         let k = &c.kname;
-        for hd in &h[p..h.len() - q] {
-            out.push_str(&format!("delete rule {t} {k} handle {hd}\n"));
-        }
         let added = &c.new[p..c.new.len() - q];
-        match q {
-            0 => {
-                for r in added {
-                    out.push_str(&format!("add rule {t} {k} {r}\n"));
-                }
+        let safe = |rules: &[String]| !rules.iter().any(|r| may_hold_interval_set(r));
+        let suffix = &c.new[c.new.len() - q..];
+        let prefix = &c.new[..p];
+        let by_append = q == 0 || safe(suffix);
+        let by_prepend = p == 0 || safe(prefix);
+        if by_append && (!by_prepend || q <= p) {
+            // Delete from the change to the end; append the rest again.
+            for hd in &h[p..] {
+                out.push_str(&format!("delete rule {t} {k} handle {hd}\n"));
             }
-            _ => {
-                let before = h[h.len() - q];
-                for r in added {
-                    out.push_str(&format!("insert rule {t} {k} handle {before} {r}\n"));
-                }
+            for r in added.iter().chain(suffix) {
+                out.push_str(&format!("add rule {t} {k} {r}\n"));
+            }
+        } else if by_prepend {
+            // Delete from the start to the end of the change; insert at
+            // the head, last rule first.
+            for hd in &h[..h.len() - q] {
+                out.push_str(&format!("delete rule {t} {k} handle {hd}\n"));
+            }
+            for r in prefix.iter().chain(added).rev() {
+                out.push_str(&format!("insert rule {t} {k} {r}\n"));
+            }
+        } else {
+            for hd in &h[p..h.len() - q] {
+                out.push_str(&format!("delete rule {t} {k} handle {hd}\n"));
+            }
+            let before = h[h.len() - q];
+            for r in added {
+                out.push_str(&format!("insert rule {t} {k} handle {before} {r}\n"));
             }
         }
     }
@@ -425,12 +445,12 @@ mod tests {
         let t = &n[&tables().into_iter().next().unwrap()];
         let g = &t.chains["g100"];
         assert!(g.starts_with("g100."), "{g}");
-        // Rule 10 replaced: deleted by handle, the new one inserted before
-        // the rule that follows it (11); the rest untouched.
+        // Rule 10 replaced: nothing before it, so it is deleted and the
+        // new one inserted at the head (no positioning by handle).
         assert_eq!(
             with_handles(&d),
             format!(
-                "delete rule inet rampart {g} handle 10\ninsert rule inet rampart {g} handle 11 tcp dport 8080 accept comment \"100.fw:4\"\n"
+                "delete rule inet rampart {g} handle 10\ninsert rule inet rampart {g} tcp dport 8080 accept comment \"100.fw:4\"\n"
             )
         );
         // Appended at the end, removed from the end.
@@ -474,9 +494,10 @@ mod tests {
             c.new.last().unwrap(),
             "drop comment \"policy of base chain input\""
         );
+        // One rule after the change (the policy): deleted and appended again.
         assert_eq!(
             with_handles(&d),
-            format!("delete rule inet rampart {body} handle 13\ninsert rule inet rampart {body} handle 14 tcp dport 2222 accept comment \"cluster.fw:3\"\n")
+            format!("delete rule inet rampart {body} handle 13\ndelete rule inet rampart {body} handle 14\nadd rule inet rampart {body} tcp dport 2222 accept comment \"cluster.fw:3\"\nadd rule inet rampart {body} drop comment \"policy of base chain input\"\n")
         );
     }
 
@@ -535,7 +556,23 @@ mod tests {
         let b = a.replace("dport 80 accept", "dport 81 accept");
         let na = names(&a, &Pins::new());
         let d = in_place(&a, &b, &na, &Pins::new()).unwrap();
-        assert!(!with_handles(&d).contains("10.0.0.0/8"));
+        let g = &na[&tables().into_iter().next().unwrap()].chains["g100"];
+        assert_eq!(
+            with_handles(&d),
+            format!("delete rule inet rampart {g} handle 10\ninsert rule inet rampart {g} tcp dport 81 accept comment \"100.fw:4\"\n")
+        );
+        // Interval sets on both sides: positioned by handle.
+        let a2 = a.replace("tcp dport 80 accept comment \"100.fw:4\"", "ip saddr { 10.1.0.0/16 } accept\n\t\ttcp dport 80 accept");
+        let b2 = a2.replace("dport 80 accept", "dport 81 accept");
+        let na2 = names(&a2, &Pins::new());
+        let d = in_place(&a2, &b2, &na2, &Pins::new()).unwrap();
+        let g2 = &na2[&tables().into_iter().next().unwrap()].chains["g100"];
+        let s = with_handles(&d);
+        assert_eq!(
+            s,
+            format!("delete rule inet rampart {g2} handle 11\ninsert rule inet rampart {g2} handle 12 tcp dport 81 accept\n")
+        );
+        assert!(!s.contains("/8") && !s.contains("/16"));
     }
 
     #[test]
