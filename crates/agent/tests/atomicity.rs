@@ -64,6 +64,11 @@ const CLOSED: u16 = 9999;
 /// Revision `i` of the site: the same open and closed services, different
 /// everything else.
 fn write_site(dir: &std::path::Path, i: usize) {
+    write_site_with(dir, i, i)
+}
+
+/// Revision `r` of the rules with revision `i` of the ipsets.
+fn write_site_with(dir: &std::path::Path, i: usize, r: usize) {
     std::fs::create_dir_all(dir.join("firewall")).unwrap();
     std::fs::create_dir_all(dir.join("nodes/hv1")).unwrap();
     std::fs::write(
@@ -87,14 +92,14 @@ fn write_site(dir: &std::path::Path, i: usize) {
     allowed.sort();
     allowed.dedup();
     let mut rules = format!("IN ACCEPT -source +allowed -p tcp -dport 8080\n");
-    for k in 0..(i % 5) {
+    for k in 0..(r % 5) {
         rules.push_str(&format!(
             "IN ACCEPT -source 198.51.100.{} -p tcp -dport {}\n",
             k + 1,
-            20000 + (i * 13 + k) % 10000
+            20000 + (r * 13 + k) % 10000
         ));
     }
-    rules.push_str(&format!("IN ACCEPT -p udp -dport {}\n", 30000 + i));
+    rules.push_str(&format!("IN ACCEPT -p udp -dport {}\n", 30000 + r));
     std::fs::write(
         dir.join("firewall/cluster.fw"),
         format!(
@@ -116,14 +121,32 @@ struct Counts {
 
 #[test]
 fn changing_rulesets_applied_by_the_agent_never_open_the_closed_port_nor_close_an_open_one() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
     let rounds: usize = std::env::var("RAMPART_ATOMICITY_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(500);
+    probe_while_applying(rounds, false);
+}
+
+/// Only rules change (the ipsets stay): every revision is one transaction
+/// that changes the chain in place (`rampart_apply::inplace`), next to the
+/// rule whose anonymous interval set (the management ports) must never be
+/// recreated.
+#[test]
+fn rule_changes_made_in_place_never_open_the_closed_port_nor_close_an_open_one() {
+    let rounds: usize = std::env::var("RAMPART_ATOMICITY_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500)
+        / 2;
+    probe_while_applying(rounds, true);
+}
+
+fn probe_while_applying(rounds: usize, rules_only: bool) {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
     let node = Netns::new("node");
     let client = Netns::new("client");
     let (va, vb) = (
@@ -222,9 +245,21 @@ fn changing_rulesets_applied_by_the_agent_never_open_the_closed_port_nor_close_a
     }
 
     let t = Instant::now();
+    let genid = || rampart_apply::netlink::nft_genid(Some(&node.0)).unwrap();
+    let mut one_transaction = 0;
     for i in 1..=rounds {
-        write_site(&site, i);
+        let before = genid();
+        match rules_only {
+            true => write_site_with(&site, 0, i),
+            false => write_site(&site, i),
+        }
         assert_eq!(agent.once(), Outcome::Applied, "revision {i}");
+        if genid().wrapping_sub(before) == 1 {
+            one_transaction += 1;
+        }
+    }
+    if rules_only {
+        assert_eq!(one_transaction, rounds, "every rules-only change in place");
     }
     let took = t.elapsed();
     stop_probes.store(true, Ordering::Relaxed);

@@ -562,7 +562,10 @@ mod tests {
             format!("delete rule inet rampart {g} handle 10\ninsert rule inet rampart {g} tcp dport 81 accept comment \"100.fw:4\"\n")
         );
         // Interval sets on both sides: positioned by handle.
-        let a2 = a.replace("tcp dport 80 accept comment \"100.fw:4\"", "ip saddr { 10.1.0.0/16 } accept\n\t\ttcp dport 80 accept");
+        let a2 = a.replace(
+            "tcp dport 80 accept comment \"100.fw:4\"",
+            "ip saddr { 10.1.0.0/16 } accept\n\t\ttcp dport 80 accept",
+        );
         let b2 = a2.replace("dport 80 accept", "dport 81 accept");
         let na2 = names(&a2, &Pins::new());
         let d = in_place(&a2, &b2, &na2, &Pins::new()).unwrap();
