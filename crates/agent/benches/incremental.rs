@@ -159,7 +159,12 @@ fn main() {
         );
         f
     };
+    let t = Instant::now();
     let new_plan = plan_for(&changed(1), Some(node), "r2", false).expect("plan");
+    println!(
+        "  plan_for of the changed site (warm): {}",
+        ms(t.elapsed())
+    );
     let t = Instant::now();
     let delta = rampart_apply::incremental::diff(&planned.plan.ruleset, &new_plan.plan.ruleset)
         .expect("a one-rule change is incremental");
@@ -182,14 +187,34 @@ fn main() {
         .expect("kernel names");
     let t_names = t.elapsed();
     let t = Instant::now();
-    match rampart_apply::inplace::in_place(&planned.plan.ruleset, &new_plan.plan.ruleset, &names, &pins) {
-        Ok(ip) => println!(
+    match rampart_apply::inplace::in_place(
+        &planned.plan.ruleset,
+        &new_plan.plan.ruleset,
+        &names,
+        &pins,
+    ) {
+        Ok(ip) => {
+            let script = rampart_apply::inplace::script(&ip, |_, k| {
+                let c = ip.changes.iter().find(|c| c.kname == k).expect("chain");
+                Ok((1..=c.old.len() as u64).collect())
+            })
+            .expect("script");
+            let count = |p: &str| script.lines().filter(|l| l.starts_with(p)).count();
+            println!(
+                "  in-place transaction: {} rule(s) deleted, {} appended, {} prepended, {} positioned by handle",
+                count("delete rule"),
+                count("add rule"),
+                script.lines().filter(|l| l.starts_with("insert rule") && !l.contains(" handle ")).count(),
+                script.lines().filter(|l| l.starts_with("insert rule") && l.contains(" handle ")).count(),
+            );
+            println!(
             "  in place {} ({} chain(s), {} rules after); deriving the running plan's kernel names (once per agent) {}",
             ms(t.elapsed()),
             ip.chains.len(),
             ip.changes.iter().map(|c| c.new.len()).sum::<usize>(),
             ms(t_names)
-        ),
+        )
+        }
         Err(e) => println!("  in place: not possible: {e}"),
     }
 
