@@ -161,10 +161,7 @@ fn main() {
     };
     let t = Instant::now();
     let new_plan = plan_for(&changed(1), Some(node), "r2", false).expect("plan");
-    println!(
-        "  plan_for of the changed site (warm): {}",
-        ms(t.elapsed())
-    );
+    println!("  plan_for of the changed site (warm): {}", ms(t.elapsed()));
     let t = Instant::now();
     let delta = rampart_apply::incremental::diff(&planned.plan.ruleset, &new_plan.plan.ruleset)
         .expect("a one-rule change is incremental");
