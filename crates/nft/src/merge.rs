@@ -94,7 +94,8 @@ const LOOKBACK: usize = 64;
 struct Item {
     rules: Vec<Rule>,
     mergeable: bool,
-    facts: Facts,
+    /// Computed on first use for a fixed rule (most are never asked).
+    facts: std::cell::OnceCell<Facts>,
     /// Once a group: per varying field, the union of the members' values.
     proj: Vec<(Field, Intervals)>,
 }
@@ -194,7 +195,7 @@ impl Item {
     fn new(r: Rule) -> Item {
         Item {
             mergeable: false,
-            facts: facts(&r),
+            facts: std::cell::OnceCell::new(),
             rules: vec![r],
             proj: Vec::new(),
         }
@@ -219,7 +220,10 @@ impl Item {
     fn push(&mut self, r: Rule, f: &Facts) {
         if self.rules.len() == 1 {
             // A group now: keep the union of the members' values.
-            let first = std::mem::take(&mut self.facts.fields);
+            let first = match self.facts.get_mut() {
+                Some(f) => std::mem::take(&mut f.fields),
+                None => Vec::new(),
+            };
             let one = Facts {
                 family: None,
                 l4: None,
@@ -233,12 +237,13 @@ impl Item {
 
     /// No packet matches both `r` (with facts `f`) and any rule of this item.
     fn disjoint(&self, f: &Facts) -> bool {
-        if let (Some(a), Some(b)) = (f.family, self.facts.family) {
+        let mine = self.facts.get_or_init(|| facts(&self.rules[0]));
+        if let (Some(a), Some(b)) = (f.family, mine.family) {
             if a != b {
                 return true;
             }
         }
-        if let (Some(a), Some(b)) = (f.l4, self.facts.l4) {
+        if let (Some(a), Some(b)) = (f.l4, mine.l4) {
             if a != b {
                 return true;
             }
@@ -246,7 +251,7 @@ impl Item {
         f.fields.iter().any(|(k, vs)| {
             if self.rules.len() == 1 {
                 // One rule: its own exact values.
-                self.facts.fields.iter().any(|(j, ws)| {
+                mine.fields.iter().any(|(j, ws)| {
                     j == k
                         && !vs
                             .iter()
@@ -277,7 +282,7 @@ pub fn merge(rules: Vec<Rule>) -> Vec<Rule> {
     let mut rules = rules.into_iter();
     let mut out: Vec<Rule> = Vec::with_capacity(rules.len());
     out.extend(rules.by_ref().take(first));
-    let mut items: Vec<Item> = Vec::new();
+    let mut items: Vec<Item> = Vec::with_capacity(last + 1 - first);
     for (r, m) in rules.by_ref().take(last + 1 - first).zip(&flags[first..]) {
         if *m {
             let f = facts(&r);
@@ -296,7 +301,7 @@ pub fn merge(rules: Vec<Rule>) -> Vec<Rule> {
                 Some(j) => items[j].push(r, &f),
                 None => items.push(Item {
                     mergeable: true,
-                    facts: f,
+                    facts: f.into(),
                     rules: vec![r],
                     proj: Vec::new(),
                 }),
@@ -479,7 +484,7 @@ fn parts(run: Vec<Rule>) -> Vec<Part> {
 
 /// At most one field varies: the union of its lists.
 fn combine(run: Vec<Rule>, varying: &[usize]) -> Rule {
-    let mut merged = run[0].clone();
+    let mut merged = template(&run[0]);
     if let Some(&i) = varying.first() {
         merged.matches[i] = match &run[0].matches[i] {
             Match::Addr {
@@ -520,7 +525,7 @@ fn concat(run: Vec<Rule>, varying: &[usize], mut elements: Vec<Vec<Elem>>) -> Ru
         .iter()
         .filter_map(|&i| slot(&run[0].matches[i]))
         .collect();
-    let mut merged = run[0].clone();
+    let mut merged = template(&run[0]);
     let at = varying[0];
     merged.matches = run[0]
         .matches
@@ -541,6 +546,19 @@ fn concat(run: Vec<Rule>, varying: &[usize], mut elements: Vec<Vec<Elem>>) -> Ru
     merged.comment = origins(&run);
     merged.merged = parts(run);
     merged
+}
+
+/// A merged rule's start: the first rule's matches and verdict (its
+/// comment and members are filled in by the caller).
+fn template(r: &Rule) -> Rule {
+    Rule {
+        matches: r.matches.clone(),
+        stmts: vec![],
+        verdict: r.verdict.clone(),
+        comment: String::new(),
+        decision: r.decision,
+        merged: vec![],
+    }
 }
 
 fn union_ports(ps: impl Iterator<Item = PortRange>) -> Vec<PortRange> {
@@ -567,13 +585,14 @@ pub fn origins(run: &[Rule]) -> String {
     let mut files: Lines = Vec::new();
     let mut other: Vec<&str> = Vec::new();
     for r in run {
-        let (head, via) = match r.comment.split_once(" via ") {
-            Some((h, v)) => (h, Some(v)),
-            None => (r.comment.as_str(), None),
+        let c = r.comment.as_str();
+        let (head, via) = match c.as_bytes().windows(5).position(|w| w == b" via ") {
+            Some(i) => (&c[..i], Some(&c[i + 5..])),
+            None => (c, None),
         };
         let parsed = head
             .rsplit_once(':')
-            .filter(|(f, _)| !f.is_empty() && !f.contains(' '))
+            .filter(|(f, _)| !f.is_empty() && !f.as_bytes().contains(&b' '))
             .and_then(|(f, l)| l.parse::<u32>().ok().map(|l| ((f, via), l)));
         match parsed {
             Some((k, l)) => match files.iter_mut().find(|(g, _)| *g == k) {
