@@ -142,16 +142,22 @@ fn rule_changes_made_in_place_never_open_the_closed_port_nor_close_an_open_one()
     probe_while_applying(rounds, true);
 }
 
+/// One probe run at a time: both share two cores with the applier.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn probe_while_applying(rounds: usize, rules_only: bool) {
     if !is_root() {
         eprintln!("skipped: needs root");
         return;
     }
-    let node = Netns::new("node");
-    let client = Netns::new("client");
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Both tests run at once in this process: names of their own.
+    let tag = if rules_only { "r" } else { "" };
+    let node = Netns::new(&format!("{tag}node"));
+    let client = Netns::new(&format!("{tag}client"));
     let (va, vb) = (
-        format!("rpa{}", std::process::id() % 100_000),
-        format!("rpb{}", std::process::id() % 100_000),
+        format!("rp{tag}a{}", std::process::id() % 100_000),
+        format!("rp{tag}b{}", std::process::id() % 100_000),
     );
     ip(&[
         "-n", &node.0, "link", "add", &va, "type", "veth", "peer", "name", &vb, "netns", &client.0,
