@@ -323,3 +323,41 @@ fn every_lab_passes_lab_verify() {
         eprintln!("{}: {}", lab.display(), out.lines().last().unwrap_or(""));
     }
 }
+
+/// A real disagreement survives the isolated re-probe: with hv1's rampart
+/// table deleted behind the lab's back, the internet reaches hv1's SSH
+/// although the simulator (and the intent) say it must not; verify reports
+/// it as a BUG row, sent alone, and exits 1.
+#[test]
+fn a_kernel_that_differs_from_the_plan_is_a_bug_row() {
+    if !can_run() {
+        return;
+    }
+    let name = format!("t{}-bug", std::process::id());
+    let _guard = Down(name.clone());
+    let site = fixture();
+    let up = rampart(&["lab", "up", site.to_str().unwrap(), "--name", &name]);
+    assert!(up.status.success(), "{}", text(&up));
+    let st = state(&name);
+    let ns = st["zones"]["hv1"]["ns"].as_str().unwrap().to_string();
+    let del = Command::new("ip")
+        .args([
+            "netns", "exec", &ns, "nft", "delete", "table", "inet", "rampart",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        del.status.success(),
+        "{}",
+        String::from_utf8_lossy(&del.stderr)
+    );
+    let v = rampart(&["lab", "verify", site.to_str().unwrap(), "--name", &name]);
+    let out = text(&v);
+    assert_eq!(v.status.code(), Some(1), "{out}");
+    let row = out
+        .lines()
+        .find(|l| l.contains("internet -> hv1 ssh"))
+        .unwrap_or_else(|| panic!("no row in:\n{out}"));
+    assert!(row.starts_with("BUG"), "{row}");
+    assert!(row.contains("reachable (sent alone)"), "{row}");
+}

@@ -1151,6 +1151,18 @@ fn resolve<'a>(st: &'a State, p: &SiteProbe, id: u16) -> Result<Resolved> {
     })
 }
 
+/// Forget every neighbour (ARP/NDP) entry in the lab's namespaces, so the
+/// next probe resolves its next hop from its own source address.
+pub fn flush_neighbours(st: &State) {
+    for ns in &st.namespaces {
+        let _ = Command::new("ip")
+            .args(["-n", ns, "neigh", "flush", "all"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 /// Send every probe at once (listeners first, one helper per namespace)
 /// and report what the kernel did with each: the TCP handshake completed,
 /// the UDP datagram was answered, the ping was answered (ACCEPT); a reset or
