@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --workspace --all-targets --locked 2>&1 | grep -E "^(warning|error)" && { echo "build is not warning-free"; exit 1; } || true
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast
