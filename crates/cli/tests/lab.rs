@@ -191,6 +191,10 @@ fn lab_up_verify_down_leaves_nothing() {
     assert!(!Path::new("/run/rampart/lab").join(&name).exists());
     for ns in &made {
         assert!(!Path::new("/run/rampart-lab").join(ns).exists());
+        assert!(
+            !Path::new("/run/rampart/netns").join(ns).exists(),
+            "/run/rampart/netns/{ns} left behind"
+        );
     }
     // And again: nothing to do, still success.
     let d = rampart(&["lab", "down", "--name", &name]);

@@ -218,6 +218,9 @@ impl Drop for Netns {
             );
         }
         let _ = std::fs::remove_dir_all(Path::new(WG_RUN_ROOT).join(&self.name));
+        // rampart_apply's per-namespace /var/run/wireguard (the lab's nodes
+        // get theirs from apply).
+        let _ = std::fs::remove_dir_all(Path::new(rampart_apply::NETNS_WG_ROOT).join(&self.name));
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .stdout(Stdio::null())
