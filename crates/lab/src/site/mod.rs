@@ -504,12 +504,48 @@ fn build(
 /// probes do not meet a handshake in progress (two peers initiating at once
 /// can lose the first packets for the 5 s WireGuard waits before retrying).
 /// A peer is poked by setting its keepalive (which sends one at once), then
-/// its keepalive is put back as the plan has it.
+/// its keepalive is put back as the plan has it. Both ends of a link are
+/// poked: a side whose first initiation went out before its peer existed
+/// waits WireGuard's 5 s before it initiates again, but the other side has
+/// nothing pending and completes the handshake at once.
 fn warm_up(ifaces: &[(String, WgIface)], step: &mut dyn FnMut(String)) {
     let t = Instant::now();
     let mut total = 0;
     let mut done = 0;
-    for (ns, i) in ifaces {
+    let set_keepalive = |ns: &str, iface: &str, key: &str, ka: &str| {
+        if let Ok(mut c) = wg_cmd(&Netns::borrowed(ns), "wg") {
+            c.args(["set", iface, "peer", key, "persistent-keepalive", ka]);
+            let _ = crate::netns::run(&mut c, None);
+        }
+    };
+    // Each interface's own public key, to find the far end of a link.
+    let own_keys: Vec<Option<String>> = ifaces
+        .iter()
+        .map(|(ns, i)| {
+            let mut c = wg_cmd(&Netns::borrowed(ns), "wg").ok()?;
+            c.args(["show", &i.name, "public-key"]);
+            let o = crate::netns::run(&mut c, None).ok()?;
+            let k = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            (!k.is_empty()).then_some(k)
+        })
+        .collect();
+    // (namespace, interface, peer key of us there, its planned keepalive)
+    let far_end = |k: usize, peer_key: &str| -> Option<(String, String, String, String)> {
+        let me = own_keys[k].as_deref()?;
+        ifaces.iter().zip(&own_keys).find_map(|((ns, i), key)| {
+            if key.as_deref() != Some(peer_key) {
+                return None;
+            }
+            let back = i.peers.iter().find(|p| p.public_key == me)?;
+            back.endpoint.as_ref()?;
+            let ka = back
+                .persistent_keepalive
+                .map(|k| k.to_string())
+                .unwrap_or_else(|| "off".into());
+            Some((ns.clone(), i.name.clone(), me.to_string(), ka))
+        })
+    };
+    for (k, (ns, i)) in ifaces.iter().enumerate() {
         let n = Netns::borrowed(ns);
         let shaken = |n: &Netns| -> BTreeSet<String> {
             let Ok(mut c) = wg_cmd(n, "wg") else {
@@ -538,18 +574,37 @@ fn warm_up(ifaces: &[(String, WgIface)], step: &mut dyn FnMut(String)) {
             continue;
         }
         total += todo.len();
+        let far: Vec<(String, String, String, String)> = todo
+            .iter()
+            .filter_map(|p| far_end(k, &p.public_key))
+            .collect();
         for p in &todo {
-            if let Ok(mut c) = wg_cmd(&n, "wg") {
-                c.args([
-                    "set",
-                    &i.name,
-                    "peer",
-                    &p.public_key,
-                    "persistent-keepalive",
-                    "1",
-                ]);
-                let _ = crate::netns::run(&mut c, None);
+            // When only this side can initiate (the far end has no endpoint
+            // for it) and its first initiation may have gone out before the
+            // far end existed, a fresh peer entry initiates at once instead
+            // of after WireGuard's 5 s retry. Same key, endpoint and
+            // AllowedIPs; a preshared key stays untouched (keepalive poke).
+            let fresh = far_end(k, &p.public_key).is_none() && p.preshared_key_file.is_none();
+            if let (true, Some(ep), Ok(mut rm), Ok(mut add)) = (
+                fresh,
+                p.endpoint.as_ref(),
+                wg_cmd(&n, "wg"),
+                wg_cmd(&n, "wg"),
+            ) {
+                rm.args(["set", &i.name, "peer", &p.public_key, "remove"]);
+                let _ = crate::netns::run(&mut rm, None);
+                add.args(["set", &i.name, "peer", &p.public_key, "endpoint", ep]);
+                if !p.allowed_ips.is_empty() {
+                    add.args(["allowed-ips", &p.allowed_ips.join(",")]);
+                }
+                add.args(["persistent-keepalive", "1"]);
+                let _ = crate::netns::run(&mut add, None);
+            } else {
+                set_keepalive(ns, &i.name, &p.public_key, "1");
             }
+        }
+        for (fns, fif, key, _) in &far {
+            set_keepalive(fns, fif, key, "1");
         }
         let deadline = Instant::now() + Duration::from_secs(6);
         loop {
@@ -565,17 +620,10 @@ fn warm_up(ifaces: &[(String, WgIface)], step: &mut dyn FnMut(String)) {
                 .persistent_keepalive
                 .map(|k| k.to_string())
                 .unwrap_or_else(|| "off".into());
-            if let Ok(mut c) = wg_cmd(&n, "wg") {
-                c.args([
-                    "set",
-                    &i.name,
-                    "peer",
-                    &p.public_key,
-                    "persistent-keepalive",
-                    &ka,
-                ]);
-                let _ = crate::netns::run(&mut c, None);
-            }
+            set_keepalive(ns, &i.name, &p.public_key, &ka);
+        }
+        for (fns, fif, key, ka) in &far {
+            set_keepalive(fns, fif, key, ka);
         }
     }
     if total > 0 {
