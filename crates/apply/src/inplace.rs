@@ -166,16 +166,8 @@ fn raw_blocks(text: &str) -> Result<Vec<RawBlock<'_>>, String> {
     let mut i = 0usize;
     while i < b.len() {
         match b[i] {
-            b'"' => {
-                i += 1;
-                while i < b.len() && b[i] != b'"' {
-                    i += 1;
-                }
-            }
-            b'#' => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
+            b'"' | b'#' => {
+                i = skip_inert(b, i);
                 continue;
             }
             b'\n' | b';' => {
@@ -217,22 +209,29 @@ fn strip_comment(s: &str) -> &str {
     s
 }
 
+/// Past the quoted string (`"…"`, to just after its closing quote) or the
+/// `#` comment (to its newline) starting at `i`: text where braces and
+/// separators mean nothing.
+fn skip_inert(b: &[u8], i: usize) -> usize {
+    if b[i] == b'"' {
+        let close = b[i + 1..].iter().position(|&c| c == b'"');
+        close.map_or(b.len(), |k| i + 1 + k + 1)
+    } else {
+        b[i..]
+            .iter()
+            .position(|&c| c == b'\n')
+            .map_or(b.len(), |k| i + k)
+    }
+}
+
 /// Index of the `}` closing the `{` just before `from`.
 fn close_of(b: &[u8], from: usize) -> Option<usize> {
     let mut depth = 1usize;
     let mut i = from;
     while i < b.len() {
         match b[i] {
-            b'"' => {
-                i += 1;
-                while i < b.len() && b[i] != b'"' {
-                    i += 1;
-                }
-            }
-            b'#' => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
+            b'"' | b'#' => {
+                i = skip_inert(b, i);
                 continue;
             }
             b'{' => depth += 1,
