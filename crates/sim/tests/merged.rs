@@ -244,28 +244,8 @@ fn merging_never_changes_a_verdict_or_the_line_that_decides() {
                         seen(&a),
                         seen(&b),
                         "{src} proto {proto} port {port}\nunmerged:\n{}\nmerged:\n{}",
-                        plain
-                            .ruleset
-                            .table(TableFamily::Inet)
-                            .unwrap()
-                            .chain("host-in")
-                            .unwrap()
-                            .rules
-                            .iter()
-                            .map(rampart_nft::print::rule)
-                            .collect::<Vec<_>>()
-                            .join("\n"),
-                        fused
-                            .ruleset
-                            .table(TableFamily::Inet)
-                            .unwrap()
-                            .chain("host-in")
-                            .unwrap()
-                            .rules
-                            .iter()
-                            .map(rampart_nft::print::rule)
-                            .collect::<Vec<_>>()
-                            .join("\n"),
+                        host_in(&plain),
+                        host_in(&fused),
                     );
                     compared += 1;
                 }
@@ -277,4 +257,18 @@ fn merging_never_changes_a_verdict_or_the_line_that_decides() {
         merged_rules > 300,
         "the random chains should merge: {merged_rules}"
     );
+}
+
+/// The printed rules of a plan's `inet` host-in chain (assertion messages).
+fn host_in(plan: &rampart_nft::Plan) -> String {
+    plan.ruleset
+        .table(rampart_nft::model::TableFamily::Inet)
+        .unwrap()
+        .chain("host-in")
+        .unwrap()
+        .rules
+        .iter()
+        .map(rampart_nft::print::rule)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
