@@ -459,10 +459,24 @@ fn apply_locked(
         staged_replace(sys, plan, &all, None, false)
     };
     let t_kernel = std::time::Instant::now();
+    let mut kernel_step = "kernel";
     let kernel = match (plan.backend, &delta) {
         (Backend::Nftables, Some(d)) => {
             let r = if d.is_empty() {
                 Ok(())
+            } else if !d.in_place.is_empty() {
+                // The generation the commands were computed against: the
+                // kernel refuses the batch if anything committed since.
+                let genid = current
+                    .as_ref()
+                    .and_then(|c| c.nft_genid.as_deref())
+                    .and_then(|g| g.rsplit('/').next())
+                    .and_then(|g| g.parse().ok());
+                sys.nft_apply_in_place(&d.in_place, genid).map(|batch| {
+                    if batch {
+                        kernel_step = "kernel (own netlink batch)";
+                    }
+                })
             } else {
                 sys.nft_apply(&d.script)
             };
@@ -501,7 +515,7 @@ fn apply_locked(
         })(),
     };
     let kernel_time = t_kernel.elapsed();
-    tm.mark("kernel");
+    tm.mark(kernel_step);
     if let (Ok(()), Some(st)) = (&kernel, &staged_used) {
         if st.reused > 0 {
             // Only what changed was staged: the rest kept running untouched.
@@ -643,10 +657,11 @@ fn incremental_delta(
         .map_err(|e| format!("the running plan is staged, restaging: {e}"))?;
         let ip = crate::inplace::in_place(&cur.plan.ruleset, &plan.ruleset, &names, &cur.nft_pins)
             .map_err(|e| format!("the running plan is staged, restaging what changed: {e}"))?;
-        let script = crate::inplace::script(&ip, |t, chain| {
+        let cmds = crate::inplace::commands(&ip, |t, chain| {
             sys.nft_rule_handles(t, chain).map_err(|e| e.to_string())
         })
         .map_err(|e| format!("the running plan is staged, restaging what changed: {e}"))?;
+        let script = crate::inplace::render(&cmds);
         // Changed chains keep their names: the new plan's names are these.
         names_cache::put(plan_hash, salt, &ip.pins, names);
         let delta = crate::incremental::Delta {
@@ -654,6 +669,7 @@ fn incremental_delta(
             chains: ip.chains,
             elements_added: 0,
             elements_deleted: 0,
+            in_place: cmds,
         };
         return Ok((delta, Some(ip.pins)));
     }

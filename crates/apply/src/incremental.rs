@@ -24,6 +24,9 @@ pub struct Delta {
     /// Elements added and deleted (a changed map value counts in both).
     pub elements_added: usize,
     pub elements_deleted: usize,
+    /// For a change made in place ([`crate::inplace`]): the commands of
+    /// `script`, which apply may send as its own netlink batch.
+    pub in_place: Vec<crate::inplace::Cmd>,
 }
 
 impl Delta {
@@ -345,6 +348,7 @@ pub fn diff(old: &str, new: &str) -> Result<Delta, NeedsFull> {
         chains: Vec::new(),
         elements_added: 0,
         elements_deleted: 0,
+        in_place: Vec::new(),
     };
     for (tref, new_objs) in &new {
         let old_objs = &old[tref];

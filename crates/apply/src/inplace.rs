@@ -77,21 +77,84 @@ impl ChainChange {
     }
 }
 
+/// One command of an in-place transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cmd {
+    /// `delete rule T C handle H`
+    Delete {
+        table: TableRef,
+        chain: String,
+        handle: u64,
+    },
+    /// `add rule T C RULE` (at the end)
+    Append {
+        table: TableRef,
+        chain: String,
+        rule: String,
+    },
+    /// `insert rule T C RULE` (at the head)
+    Prepend {
+        table: TableRef,
+        chain: String,
+        rule: String,
+    },
+    /// `insert rule T C handle H RULE` (before the rule with handle H)
+    InsertBefore {
+        table: TableRef,
+        chain: String,
+        handle: u64,
+        rule: String,
+    },
+}
+
+impl Cmd {
+    /// The command as `nft -f` reads it.
+    pub fn nft(&self) -> String {
+        match self {
+            Cmd::Delete {
+                table,
+                chain,
+                handle,
+            } => {
+                format!("delete rule {table} {chain} handle {handle}\n")
+            }
+            Cmd::Append { table, chain, rule } => format!("add rule {table} {chain} {rule}\n"),
+            Cmd::Prepend { table, chain, rule } => format!("insert rule {table} {chain} {rule}\n"),
+            Cmd::InsertBefore {
+                table,
+                chain,
+                handle,
+                rule,
+            } => format!("insert rule {table} {chain} handle {handle} {rule}\n"),
+        }
+    }
+}
+
+/// The `nft -f` script of `cmds` (one transaction).
+pub fn render(cmds: &[Cmd]) -> String {
+    cmds.iter().map(Cmd::nft).collect()
+}
+
+/// Rules recreated rather than positioned by handle, at most: `nft`
+/// (1.0.6) positions a rule by handle only after fetching every rule of
+/// the ruleset, unless apply sends the batch itself
+/// ([`crate::mnldump`]); appending, prepending and deleting by handle cost
+/// a few ms either way.
+const RECREATE_AT_MOST: usize = 16;
+
 /// The one transaction of `ip`, given the handles of each changed chain's
 /// rules in chain order (`handles(table, kernel chain name)`). The rules
-/// that differ are deleted by handle and the new ones put in their place.
-/// `nft` (1.0.6) positions a rule by handle only after fetching every rule
-/// of the ruleset (~0.3 s at 10,000 rules), while appending, prepending and
-/// deleting by handle cost a few ms; so when the rules after the change
-/// (or before it) carry no interval set, they are deleted and added again
-/// behind (or before) the new ones, in the same transaction. Rules with an
-/// interval set are never recreated: then the new rules are positioned by
-/// handle.
-pub fn script(
+/// that differ are deleted by handle and the new ones put in their place:
+/// appended when nothing follows them, prepended when nothing precedes
+/// them, else positioned before the first rule kept after them. A few kept
+/// rules without an interval set are deleted and added again instead (so
+/// the new rules append or prepend); rules with an interval set are never
+/// recreated (see the module doc).
+pub fn commands(
     ip: &InPlace,
     mut handles: impl FnMut(&TableRef, &str) -> Result<Vec<u64>, String>,
-) -> Result<String, String> {
-    let mut out = String::new();
+) -> Result<Vec<Cmd>, String> {
+    let mut out = Vec::new();
     for c in &ip.changes {
         let h = handles(&c.table, &c.kname)?;
         if h.len() != c.old.len() {
@@ -104,42 +167,68 @@ pub fn script(
             ));
         }
         let (p, q) = c.common();
-        let t = &c.table;
-        let k = &c.kname;
+        let table = || c.table.clone();
+        let chain = || c.kname.clone();
         let added = &c.new[p..c.new.len() - q];
-        let safe = |rules: &[String]| !rules.iter().any(|r| may_hold_interval_set(r));
+        let safe = |rules: &[String]| {
+            rules.len() <= RECREATE_AT_MOST && !rules.iter().any(|r| may_hold_interval_set(r))
+        };
         let suffix = &c.new[c.new.len() - q..];
         let prefix = &c.new[..p];
         let by_append = q == 0 || safe(suffix);
         let by_prepend = p == 0 || safe(prefix);
+        let delete = |hs: &[u64], out: &mut Vec<Cmd>| {
+            for &handle in hs {
+                out.push(Cmd::Delete {
+                    table: table(),
+                    chain: chain(),
+                    handle,
+                });
+            }
+        };
         if by_append && (!by_prepend || q <= p) {
             // Delete from the change to the end; append the rest again.
-            for hd in &h[p..] {
-                out.push_str(&format!("delete rule {t} {k} handle {hd}\n"));
-            }
+            delete(&h[p..], &mut out);
             for r in added.iter().chain(suffix) {
-                out.push_str(&format!("add rule {t} {k} {r}\n"));
+                out.push(Cmd::Append {
+                    table: table(),
+                    chain: chain(),
+                    rule: r.clone(),
+                });
             }
         } else if by_prepend {
             // Delete from the start to the end of the change; insert at
             // the head, last rule first.
-            for hd in &h[..h.len() - q] {
-                out.push_str(&format!("delete rule {t} {k} handle {hd}\n"));
-            }
+            delete(&h[..h.len() - q], &mut out);
             for r in prefix.iter().chain(added).rev() {
-                out.push_str(&format!("insert rule {t} {k} {r}\n"));
+                out.push(Cmd::Prepend {
+                    table: table(),
+                    chain: chain(),
+                    rule: r.clone(),
+                });
             }
         } else {
-            for hd in &h[p..h.len() - q] {
-                out.push_str(&format!("delete rule {t} {k} handle {hd}\n"));
-            }
+            delete(&h[p..h.len() - q], &mut out);
             let before = h[h.len() - q];
             for r in added {
-                out.push_str(&format!("insert rule {t} {k} handle {before} {r}\n"));
+                out.push(Cmd::InsertBefore {
+                    table: table(),
+                    chain: chain(),
+                    handle: before,
+                    rule: r.clone(),
+                });
             }
         }
     }
     Ok(out)
+}
+
+/// [`commands`] as one `nft -f` script.
+pub fn script(
+    ip: &InPlace,
+    handles: impl FnMut(&TableRef, &str) -> Result<Vec<u64>, String>,
+) -> Result<String, String> {
+    commands(ip, handles).map(|c| render(&c))
 }
 
 /// A top-level or table-level block of a script: head words and body.

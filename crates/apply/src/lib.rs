@@ -12,6 +12,7 @@ mod error;
 pub mod incremental;
 pub mod inplace;
 pub mod legacy;
+pub mod mnldump;
 pub mod net;
 pub mod netlink;
 pub mod nftscript;

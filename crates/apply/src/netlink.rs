@@ -274,6 +274,91 @@ pub fn nft_rule_handles(
     }
 }
 
+pub const NLM_F_CREATE: u16 = 0x400;
+pub const NLM_F_APPEND: u16 = 0x800;
+const NFNL_BATCH_GENID: u16 = 1;
+
+/// Send `msgs` (type, flags, payload after the `nlmsghdr`) as one
+/// nftables transaction: batch begin, the messages (each asking for an
+/// acknowledgement), batch end. With `genid`, the kernel refuses the
+/// whole batch unless its ruleset generation is still that one (nobody
+/// committed anything since it was read). Returns once every message is
+/// acknowledged; the first error refuses the transaction (nothing of it
+/// is committed).
+pub fn nft_batch(
+    netns: Option<&str>,
+    msgs: &[(u16, u16, Vec<u8>)],
+    genid: Option<u32>,
+) -> std::io::Result<()> {
+    let fd = nfnl_socket(netns)?;
+    set_recv_timeout(&fd, Duration::from_secs(5))?;
+    let gen_attr = genid
+        .map(|g| nla(NFNL_BATCH_GENID, &g.to_be_bytes()))
+        .unwrap_or_default();
+    let mut seq = 1u32;
+    let mut buf = nfnl_message(
+        0,
+        16,
+        NLM_F_REQUEST,
+        seq,
+        0,
+        NFNL_SUBSYS_NFTABLES,
+        &gen_attr,
+    );
+    let first = seq + 1;
+    for (ty, flags, payload) in msgs {
+        seq += 1;
+        let len = 16 + payload.len();
+        buf.extend_from_slice(&(len as u32).to_ne_bytes());
+        buf.extend_from_slice(&ty.to_ne_bytes());
+        buf.extend_from_slice(&(flags | NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+        buf.extend_from_slice(&seq.to_ne_bytes());
+        buf.extend_from_slice(&0u32.to_ne_bytes());
+        buf.extend_from_slice(payload);
+        while !buf.len().is_multiple_of(4) {
+            buf.push(0);
+        }
+    }
+    let last = seq;
+    seq += 1;
+    buf.extend_from_slice(&nfnl_message(
+        0,
+        17,
+        NLM_F_REQUEST,
+        seq,
+        0,
+        NFNL_SUBSYS_NFTABLES,
+        &[],
+    ));
+    send(fd.as_raw_fd(), &buf, MsgFlags::empty()).map_err(io)?;
+    let mut acked = std::collections::BTreeSet::new();
+    let mut rbuf = vec![0u8; 1 << 16];
+    while acked.len() < msgs.len() {
+        let n = recv(fd.as_raw_fd(), &mut rbuf, MsgFlags::empty()).map_err(io)?;
+        if n == 0 {
+            return Err(std::io::Error::other("netlink socket closed"));
+        }
+        for (ty, _, payload) in messages(&rbuf[..n]) {
+            if ty != NLMSG_ERROR {
+                continue;
+            }
+            let code = error_code(payload).unwrap_or(-5); // EIO: a short error
+                                                          // The acknowledged request's header follows the code.
+            let their_seq = payload
+                .get(12..16)
+                .map(|b| u32::from_ne_bytes(b.try_into().expect("4 bytes")))
+                .unwrap_or(0);
+            if code != 0 {
+                return Err(std::io::Error::from_raw_os_error(-code));
+            }
+            if (first..=last).contains(&their_seq) {
+                acked.insert(their_seq);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The ruleset generation with what makes it unique across reboots and
 /// namespace instances: `BOOT_ID/NETNS_INODE/GENID`. A namespace made anew
 /// (or a reboot) starts counting again, so the number alone could repeat.

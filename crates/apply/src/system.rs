@@ -36,6 +36,20 @@ pub trait System {
     fn nft_check(&self, script: &str) -> Result<(), Error>;
     /// `nft -f -`: one kernel transaction.
     fn nft_apply(&self, script: &str) -> Result<(), Error>;
+    /// One in-place transaction ([`crate::inplace`]), computed against
+    /// ruleset generation `genid` (the kernel refuses it if another
+    /// transaction came in between, where the system can tell). `Ok(true)`
+    /// when it went to the kernel as rampart's own netlink batch,
+    /// `Ok(false)` when through `nft -f`.
+    fn nft_apply_in_place(
+        &self,
+        cmds: &[crate::inplace::Cmd],
+        genid: Option<u32>,
+    ) -> Result<bool, Error> {
+        let _ = genid;
+        self.nft_apply(&crate::inplace::render(cmds))
+            .map(|()| false)
+    }
     /// The nftables ruleset generation (bumped by every committed
     /// transaction), when it can be read.
     fn nft_genid(&self) -> Option<String> {
@@ -355,6 +369,36 @@ impl System for HostSystem {
         let f = ScriptFile::new(script)?;
         self.run(&self.programs.nft, &["-f", f.path()], None)
             .map(|_| ())
+    }
+    fn nft_apply_in_place(
+        &self,
+        cmds: &[crate::inplace::Cmd],
+        genid: Option<u32>,
+    ) -> Result<bool, Error> {
+        use crate::inplace::{render, Cmd};
+        if !cmds.iter().any(|c| matches!(c, Cmd::InsertBefore { .. })) {
+            return self.nft_apply(&render(cmds)).map(|()| false);
+        }
+        // nft positions by handle only after fetching every rule: let it
+        // compile the transaction with those rules prepended (check mode,
+        // nothing committed), and send its batch with the positions set.
+        let f = ScriptFile::new(&crate::mnldump::check_script(cmds))?;
+        let dump = self.run(
+            &self.programs.nft,
+            &["-c", "--debug=mnl", "-f", f.path()],
+            None,
+        )?;
+        match crate::mnldump::in_place_batch(cmds, &dump) {
+            Ok(msgs) => crate::netlink::nft_batch(self.netns.as_deref(), &msgs, genid)
+                .map(|()| true)
+                .map_err(|e| Error::Command {
+                    command: "nftables transaction (netlink batch)".into(),
+                    status: None,
+                    stderr: e.to_string(),
+                }),
+            // A dump this code cannot read: the slow, sure way.
+            Err(_) => self.nft_apply(&render(cmds)).map(|()| false),
+        }
     }
     fn nft_genid(&self) -> Option<String> {
         crate::netlink::nft_generation(self.netns.as_deref()).ok()

@@ -461,3 +461,96 @@ fn a_rules_only_change_to_a_staged_plan_is_one_transaction_in_place() {
     assert_eq!(genid(&ns), before + 1, "{:?}", out.not_incremental);
     assert_eq!(ns.listing(), full_listing(&p1));
 }
+
+/// A rule between rules with interval sets (never recreated) is positioned
+/// by handle. `nft` would fetch every rule first; apply sends nft's own
+/// compilation of the rules as its netlink batch with the positions set:
+/// one transaction, the same ruleset a full apply gives, anonymous hash
+/// sets, comments, jumps and log prefixes intact. A batch computed against
+/// another generation is refused whole by the kernel.
+#[test]
+fn a_rule_between_interval_sets_is_positioned_by_rampart_s_own_batch() {
+    let ns = Netns::new("batch");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut opts = ApplyOpts::new(tmp.path());
+    opts.record_kernel_hash = false;
+    let around = |middle: &str| {
+        let mut p = plan(1);
+        p.ruleset = p.ruleset.replace(
+            "\t\ttcp dport 80 return comment \"100.fw:3\"\n",
+            &format!(
+                "\t\tip saddr {{ 10.1.0.0/16, 10.2.0.1 }} tcp dport 80 return comment \"100.fw:3\"\n{middle}\t\tip6 saddr {{ fd00::/8 }} return comment \"100.fw:9\"\n"
+            ),
+        );
+        p
+    };
+    let p1 = around("\t\ttcp dport 81 return comment \"100.fw:5\"\n");
+    apply(&ns.sys(), &p1, &opts).unwrap();
+    let p2 = around(
+        "\t\tip saddr { 10.3.0.1, 10.3.0.2 } tcp dport { 22, 443 } return comment \"100.fw:5\"\n\
+         \t\ttcp dport 99 limit rate 1/second burst 5 packets log prefix \":100:in:5: DROP: \" group 0 comment \"100.fw:6\"\n\
+         \t\ttcp dport 99 jump nic-b comment \"100.fw:7\"\n",
+    );
+    for (from, to) in [(&p1, &p2), (&p2, &p1), (&p1, &p2)] {
+        let before = genid(&ns);
+        let out = apply(&ns.sys(), to, &opts).unwrap();
+        assert!(
+            matches!(out.mode, ApplyMode::Incremental { .. }),
+            "{:?}",
+            out.not_incremental
+        );
+        assert_eq!(genid(&ns), before + 1, "one transaction");
+        let steps: Vec<&str> = out.timings.steps.iter().map(|(n, _)| *n).collect();
+        // p1 -> p2 positions new rules; p2 -> p1 too (81 between the sets).
+        assert!(
+            steps.contains(&"kernel (own netlink batch)"),
+            "{steps:?} ({} -> {})",
+            from.ruleset.len(),
+            to.ruleset.len()
+        );
+        assert_eq!(ns.listing(), full_listing(to));
+    }
+
+    // The same kind of change computed against a generation that has moved
+    // since: the kernel refuses the whole batch and nothing changes.
+    let nic_a = ns.kname("chains", "nic-a");
+    let listing = ns.exec(&["nft", "-a", "list", "chain", "inet", "rampart", &nic_a]);
+    let handle_of = |needle: &str| -> u64 {
+        let line = listing.lines().find(|l| l.contains(needle)).unwrap();
+        line.rsplit("handle ")
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let t = TableRef {
+        family: "inet".into(),
+        name: "rampart".into(),
+    };
+    let cmds = vec![rampart_apply::inplace::Cmd::InsertBefore {
+        table: t,
+        chain: nic_a.clone(),
+        handle: handle_of("fd00::/8"),
+        rule: "tcp dport 7 drop comment \"stale\"".into(),
+    }];
+    let stale = genid(&ns);
+    ns.exec(&["nft", "add", "table", "ip", "other"]);
+    let before = ns.listing();
+    let err = ns.sys().nft_apply_in_place(&cmds, Some(stale)).unwrap_err();
+    assert!(err.to_string().contains("netlink batch"), "{err}");
+    assert_eq!(ns.listing(), before);
+    // With the current generation it goes in, before that rule.
+    assert!(ns
+        .sys()
+        .nft_apply_in_place(&cmds, Some(genid(&ns)))
+        .unwrap());
+    let after = ns.exec(&["nft", "list", "chain", "inet", "rampart", &nic_a]);
+    let at = |s: &str| {
+        after
+            .find(s)
+            .unwrap_or_else(|| panic!("{s} not in {after}"))
+    };
+    assert!(at("dport 7 drop") < at("fd00::/8"), "{after}");
+    assert!(at("dport 99 jump") < at("dport 7 drop"), "{after}");
+}
