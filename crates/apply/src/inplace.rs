@@ -313,26 +313,32 @@ fn skip_inert(b: &[u8], i: usize) -> usize {
     }
 }
 
-/// Index of the `}` closing the `{` just before `from`.
+/// Index of the `}` closing the `{` just before `from`. The scan jumps
+/// from one brace or quote to the next with `memchr` (set element blocks
+/// are megabytes of addresses); a `#` between them starts a comment.
 fn close_of(b: &[u8], from: usize) -> Option<usize> {
     let mut depth = 1usize;
     let mut i = from;
     while i < b.len() {
-        match b[i] {
-            b'"' | b'#' => {
-                i = skip_inert(b, i);
+        let j = i + memchr::memchr3(b'{', b'}', b'"', &b[i..])?;
+        if let Some(h) = memchr::memchr(b'#', &b[i..j]) {
+            i = skip_inert(b, i + h);
+            continue;
+        }
+        match b[j] {
+            b'"' => {
+                i = skip_inert(b, j);
                 continue;
             }
             b'{' => depth += 1,
-            b'}' => {
+            _ => {
                 depth -= 1;
                 if depth == 0 {
-                    return Some(i);
+                    return Some(j);
                 }
             }
-            _ => {}
         }
-        i += 1;
+        i = j + 1;
     }
     None
 }

@@ -73,13 +73,37 @@ impl StateDir {
         write_atomic(&self.path(name), data, mode)
     }
 
+    /// The record `name`. The last record read or written is kept in
+    /// memory while its file is provably the same (device, inode, size,
+    /// modification and change times: records are only ever replaced by a
+    /// rename, which makes a new inode), so an agent's run of small changes
+    /// does not parse megabytes of JSON each time.
     pub fn read_applied(&self, name: &str) -> Result<Option<Applied>, Error> {
-        read_json(&self.path(name))
+        let path = self.path(name);
+        let Some(id) = file_id(&path)? else {
+            return Ok(None);
+        };
+        if let Some(a) = record_cache::get(&path, id) {
+            return Ok(Some(a));
+        }
+        let a: Option<Applied> = read_json(&path)?;
+        if let Some(a) = &a {
+            // Keep it only if the file did not change while it was read.
+            if file_id(&path)? == Some(id) {
+                record_cache::put(&path, id, a);
+            }
+        }
+        Ok(a)
     }
 
     pub fn write_applied(&self, name: &str, a: &Applied) -> Result<(), Error> {
         let data = serde_json::to_vec_pretty(a).expect("serializable");
-        self.write(name, &data, 0o600)
+        self.write(name, &data, 0o600)?;
+        let path = self.path(name);
+        if let Ok(Some(id)) = file_id(&path) {
+            record_cache::put(&path, id, a);
+        }
+        Ok(())
     }
 
     /// Atomically make `to` a copy of `from` (a hard link when the file
@@ -151,6 +175,51 @@ impl StateDir {
             }
         }
         Ok(None)
+    }
+}
+
+/// What identifies one version of a file: device, inode, size,
+/// modification and change time (ns).
+type FileId = (u64, u64, u64, i64, i64, i64, i64);
+
+fn file_id(path: &Path) -> Result<Option<FileId>, Error> {
+    use std::os::unix::fs::MetadataExt;
+    match fs::metadata(path) {
+        Ok(m) => Ok(Some((
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// One record kept in memory (the process's last read or write).
+mod record_cache {
+    use super::FileId;
+    use crate::plan::Applied;
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    static CACHE: Mutex<Option<(PathBuf, FileId, Applied)>> = Mutex::new(None);
+
+    pub fn get(path: &Path, id: FileId) -> Option<Applied> {
+        let g = CACHE.lock().ok()?;
+        match g.as_ref() {
+            Some((p, i, a)) if p == path && *i == id => Some(a.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn put(path: &Path, id: FileId, a: &Applied) {
+        if let Ok(mut g) = CACHE.lock() {
+            *g = Some((path.to_owned(), id, a.clone()));
+        }
     }
 }
 
