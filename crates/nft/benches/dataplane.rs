@@ -7,8 +7,12 @@
 //! otherwise.
 //!
 //! `cargo bench -p rampart-nft --bench dataplane` (or `bash bench/dataplane.sh`)
-//! `RAMPART_DP_RULES` (10000), `_BLACKLIST` (100000), `_ROUNDS` (5),
-//! `_SECS` (2.0 per measurement) change the size.
+//! `RAMPART_DP_RULES` (10000), `_BLACKLIST` (100000), `_ROUNDS` (9),
+//! `_SECS` (2.0 per measurement) change the size; `_VARIANTS` (`abcd`)
+//! picks the configurations ((a) is always measured); `_PLAN=FILE` measures
+//! a hand-edited plan as (b); `_DUMP=DIR` writes the site and the plan;
+//! `_DEBUG` prints each round and the node's conntrack entry count and
+//! nonzero `conntrack -S` counters before and after it.
 //!
 //! Setup: two namespaces joined by a veth pair, `client` (198.51.100.2) and
 //! `node` (198.51.100.1). The node runs the firewall under test and a TCP
@@ -26,7 +30,10 @@
 //! rejects), the blocks alternating between ACCEPT and DROP/REJECT.
 //!
 //! Configurations, measured in interleaved rounds (each loaded afresh in
-//! every round), median of the rounds:
+//! every round, the order rotating from round to round), reported as the
+//! median (and range) of the per-round ratios to (a) — for the rate and
+//! for this process's CPU time per connection, which other load on the
+//! machine disturbs less:
 //! (a) no firewall: the node has no ruleset at all;
 //! (b) rampart: the compiled plan's `nft -f` script;
 //! (c) naive: `table inet` with conntrack first, then one `ip saddr X drop`
@@ -74,6 +81,9 @@ fn loadavg() -> String {
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
 }
@@ -168,6 +178,37 @@ impl Lab {
         .unwrap_or_else(|e| panic!("nft -f in the node: {e}"));
     }
 
+    /// The node's conntrack entry count and the nonzero per-CPU counters
+    /// of `conntrack -S` summed (debug output).
+    fn ct_stats(&self) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.node, "sh", "-c"])
+            .arg("cat /proc/sys/net/netfilter/nf_conntrack_count; conntrack -S 2>/dev/null")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let mut lines = out.lines();
+        let count = lines.next().unwrap_or("?").to_string();
+        let mut sums: Vec<(String, u64)> = Vec::new();
+        for l in lines {
+            for kv in l.split_whitespace().skip(1) {
+                if let Some((k, v)) = kv.split_once('=') {
+                    let v: u64 = v.parse().unwrap_or(0);
+                    match sums.iter_mut().find(|(n, _)| n == k) {
+                        Some(e) => e.1 += v,
+                        None => sums.push((k.to_string(), v)),
+                    }
+                }
+            }
+        }
+        let nz: Vec<String> = sums
+            .iter()
+            .filter(|(_, v)| *v > 0)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        format!("count={count} {}", nz.join(" "))
+    }
+
     /// Remove the tables this bench loads (no firewall).
     fn clear(&self) {
         let mut s = String::new();
@@ -192,8 +233,11 @@ fn enter(ns: &str) {
     nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
 }
 
-/// New connections per second from the client for `secs` seconds.
-fn measure(client_ns: &str, secs: f64) -> f64 {
+/// New connections per second from the client for `secs` seconds, and this
+/// process's CPU time per connection in µs (client and listener threads and
+/// the kernel work done on their behalf: a figure the other load on the
+/// machine disturbs much less than the rate).
+fn measure(client_ns: &str, secs: f64) -> (f64, f64) {
     let ns = client_ns.to_string();
     std::thread::spawn(move || {
         enter(&ns);
@@ -225,7 +269,7 @@ fn measure(client_ns: &str, secs: f64) -> f64 {
                 );
             }
         }
-        let t = Instant::now();
+        let (t, c) = (Instant::now(), cpu_s());
         let mut n = 0u64;
         let mut failed = 0u64;
         while t.elapsed().as_secs_f64() < secs {
@@ -235,8 +279,9 @@ fn measure(client_ns: &str, secs: f64) -> f64 {
                 failed += 1;
             }
         }
+        let (wall, cpu) = (t.elapsed().as_secs_f64(), cpu_s() - c);
         assert!(failed == 0, "{failed} connections failed");
-        n as f64 / t.elapsed().as_secs_f64()
+        (n as f64 / wall, cpu * 1e6 / n.max(1) as f64)
     })
     .join()
     .expect("client thread")
@@ -328,7 +373,7 @@ fn main() {
     }
     let rules: usize = env("RAMPART_DP_RULES", 10_000);
     let blacklist: usize = env("RAMPART_DP_BLACKLIST", 100_000);
-    let rounds: usize = env("RAMPART_DP_ROUNDS", 5usize).max(1);
+    let rounds: usize = env("RAMPART_DP_ROUNDS", 9usize).max(1);
     let secs: f64 = env("RAMPART_DP_SECS", 2.0);
 
     let (files, addrs) = site(rules, blacklist);
@@ -349,6 +394,11 @@ fn main() {
         .map(|c| c.rules.len())
         .sum();
     let naive = naive(blacklist, &addrs);
+    // RAMPART_DP_PLAN=FILE: measure a hand-edited plan as (b) instead.
+    let plan_script = match std::env::var("RAMPART_DP_PLAN") {
+        Ok(p) => std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}")),
+        Err(_) => plan.script.clone(),
+    };
     if let Ok(dir) = std::env::var("RAMPART_DP_DUMP") {
         for (path, bytes) in &files.files {
             let p = std::path::Path::new(&dir).join(path);
@@ -388,82 +438,125 @@ fn main() {
         h
     };
 
-    let names = ["no firewall", "rampart", "naive", "conntrack"];
-    let mut rates: [Vec<f64>; 4] = Default::default();
+    let names = ["no firewall", "rampart", "naive", "conntrack only"];
+    let variants: String = env("RAMPART_DP_VARIANTS", "abcd".to_string());
+    let chosen: Vec<usize> = (0..4)
+        .filter(|&i| i == 0 || variants.contains((b'a' + i as u8) as char))
+        .collect();
+    let debug = std::env::var_os("RAMPART_DP_DEBUG").is_some();
+    let letter = |i: usize| (b'a' + i as u8) as char;
+    // Per configuration: one (rate, CPU µs per connection) per round.
+    let mut rates: [Vec<(f64, f64)>; 4] = Default::default();
     let mut load_s: [Vec<f64>; 4] = Default::default();
+    let load_before = loadavg();
     let (t0, c0) = (Instant::now(), cpu_s());
-    for _ in 0..rounds {
-        for (i, rate) in rates.iter_mut().enumerate() {
+    for round in 0..rounds {
+        // Interleaved, and the order rotates every round so that each
+        // configuration follows each other one equally often (what one
+        // leaves behind, e.g. conntrack entries, is shared out fairly).
+        for k in 0..chosen.len() {
+            let i = chosen[(k + round) % chosen.len()];
             let t = Instant::now();
             lab.clear();
             match i {
                 0 => {}
-                1 => lab.nft(&plan.script),
+                1 => lab.nft(&plan_script),
                 2 => lab.nft(&naive),
                 _ => lab.nft(CONNTRACK_ONLY),
             }
             load_s[i].push(t.elapsed().as_secs_f64());
-            rate.push(measure(&lab.client, secs));
+            if debug {
+                eprintln!("round {round} ({}) before: {}", letter(i), lab.ct_stats());
+            }
+            rates[i].push(measure(&lab.client, secs));
+            if debug {
+                let (r, c) = rates[i].last().unwrap();
+                eprintln!(
+                    "round {round} ({}) {r:.0}/s, {c:.1} µs CPU/conn, after: {}",
+                    letter(i),
+                    lab.ct_stats()
+                );
+            }
         }
     }
     let (wall, cpu) = (t0.elapsed().as_secs_f64(), cpu_s() - c0);
-    let load = loadavg();
+    let load_after = loadavg();
     stop.store(true, Ordering::Relaxed);
     // Wake the listener so it sees `stop`.
     lab.clear();
     let _ = measure_once(&lab.client);
     let _ = server.join();
 
-    let m: Vec<f64> = rates.iter().map(|r| median(r.clone())).collect();
+    let rate = |i: usize| -> Vec<f64> { rates[i].iter().map(|r| r.0).collect() };
+    let cpu_per = |i: usize| -> Vec<f64> { rates[i].iter().map(|r| r.1).collect() };
+    let m: Vec<f64> = (0..4).map(|i| median(rate(i))).collect();
+    let mc: Vec<f64> = (0..4).map(|i| median(cpu_per(i))).collect();
+    // Ratios round by round, each against the same round's "no firewall":
+    // steadier on a shared machine than the ratio of the medians.
+    // (median, min, max)
+    let per_round = |i: usize, f: &dyn Fn(usize, usize) -> f64| -> (f64, f64, f64) {
+        let mut v: Vec<f64> = (0..rates[i].len().min(rates[0].len()))
+            .map(|r| f(i, r))
+            .collect();
+        if v.is_empty() {
+            return (f64::NAN, f64::NAN, f64::NAN);
+        }
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        (median(v.clone()), v[0], v[v.len() - 1])
+    };
+    let rate_ratio = |i: usize, r: usize| rates[i][r].0 / rates[0][r].0;
+    // CPU per connection of no firewall / of this configuration: the same
+    // sense as the rate ratio (1.0 = costs nothing).
+    let cpu_ratio = |i: usize, r: usize| rates[0][r].1 / rates[i][r].1;
     println!(
-        "dataplane (new TCP connections/s, one client thread, {rounds} interleaved rounds of {secs} s, median):"
+        "dataplane (new TCP connections/s, one client thread, {rounds} rounds of {secs} s, configurations interleaved in rotating order):"
     );
     println!(
         "  policy: {rules} rules in host.fw, blacklist of {blacklist} entries; rampart compiled {kernel_rules} kernel rules ({host_in} in host-in) in {compile_s:.2} s; naive: {} linear rules",
         blacklist + addrs.len() + 4
     );
-    for (i, n) in names.iter().enumerate() {
-        let mut r = rates[i].clone();
+    println!("  load average: {load_before} before, {load_after} after");
+    println!(
+        "  {:<20} {:>9} {:>17}  {:>8}  {:>22}  {:>22}",
+        "", "median/s", "(min-max)", "µs CPU", "per-round rate ratio", "per-round CPU ratio"
+    );
+    for &i in &chosen {
+        let mut r = rate(i);
         r.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let (rm, rlo, rhi) = per_round(i, &rate_ratio);
+        let (cm, clo, chi) = per_round(i, &cpu_ratio);
         println!(
-            "  ({}) {n:<12} {:>8.0}/s  (min {:.0}, max {:.0}; load {:.2} s)  ratio {:.2}",
-            (b'a' + i as u8) as char,
+            "  ({}) {:<16} {:>9.0} {:>17}  {:>8.1}  {:>22}  {:>22}",
+            letter(i),
+            names[i],
             m[i],
-            r[0],
-            r[r.len() - 1],
-            median(load_s[i].clone()),
-            m[i] / m[0]
+            format!("({:.0}-{:.0})", r[0], r[r.len() - 1]),
+            mc[i],
+            format!("{rm:.2} ({rlo:.2}-{rhi:.2})"),
+            format!("{cm:.2} ({clo:.2}-{chi:.2})"),
+        );
+    }
+    let (b, _, _) = per_round(1, &rate_ratio);
+    if chosen.contains(&1) {
+        println!(
+            "  rampart / no firewall = {b:.2}, median of per-round ratios (target >= 0.9: {}); ratio of medians {:.2}; rampart / conntrack only {:.2}",
+            if b >= 0.9 { "met" } else { "NOT met" },
+            m[1] / m[0],
+            m[1] / m[3],
         );
     }
     println!(
-        "  rampart / no firewall = {:.2} (target >= 0.9: {}); naive / no firewall = {:.2}; rampart / conntrack only = {:.2}",
-        m[1] / m[0],
-        if m[1] / m[0] >= 0.9 { "met" } else { "NOT met" },
-        m[2] / m[0],
-        m[1] / m[3]
-    );
-    // The same ratios round by round (each configuration measured right
-    // after "no firewall"): steadier on a shared machine than the ratio of
-    // the medians.
-    let per_round = |i: usize| {
-        let mut v: Vec<f64> = rates[i].iter().zip(&rates[0]).map(|(x, a)| x / a).collect();
-        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        format!(
-            "{:.2} ({:.2}-{:.2})",
-            median(v.clone()),
-            v[0],
-            v[v.len() - 1]
-        )
-    };
-    println!(
-        "  per-round ratios to no firewall, median (range): rampart {}, naive {}, conntrack only {}",
-        per_round(1),
-        per_round(2),
-        per_round(3)
+        "  (µs CPU: this process's CPU time per connection, median of rounds; CPU ratio = no firewall's µs / this one's)"
     );
     println!(
-        "  {wall:.1} s wall, {cpu:.1} s CPU (this process); load average while measuring: {load}"
+        "  ruleset load time per round (median): {}",
+        chosen
+            .iter()
+            .map(|&i| format!("({}) {:.2} s", letter(i), median(load_s[i].clone())))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
+    println!("  {wall:.1} s wall, {cpu:.1} s CPU (this process)");
 }
 
 /// One connection attempt from the client (to wake the listener).
