@@ -45,52 +45,62 @@ const OBJECTS: &[&str] = &[
 /// Split a script into top-level statement heads (text at brace depth 0,
 /// cut at `;`, newline or `{`), skipping comments and quoted strings.
 fn top_level_heads(script: &str) -> Vec<String> {
+    let b = script.as_bytes();
     let mut heads = Vec::new();
-    let mut cur = String::new();
+    let mut cur: Vec<u8> = Vec::new();
     let mut depth = 0usize;
-    let mut in_str = false;
-    let mut in_comment = false;
-    for c in script.chars() {
-        if in_comment {
-            if c == '\n' {
-                in_comment = false;
-            } else {
+    let mut i = 0usize;
+    // Past the quoted string starting at `i` (unterminated: to the end).
+    let string_end =
+        |i: usize| memchr::memchr(b'"', &b[i + 1..]).map_or(b.len(), |k| i + 1 + k + 1);
+    // To the newline ending the comment at `i` (the newline is kept).
+    let comment_end = |i: usize| memchr::memchr(b'\n', &b[i..]).map_or(b.len(), |k| i + k);
+    let take = |cur: &mut Vec<u8>| String::from_utf8_lossy(&std::mem::take(cur)).into_owned();
+    while i < b.len() {
+        if depth > 0 {
+            // Inside a block only braces, quotes and comments matter: jump
+            // from one to the next (set element blocks are megabytes).
+            let Some(off) = memchr::memchr3(b'{', b'}', b'"', &b[i..]) else {
+                break;
+            };
+            let j = i + off;
+            if let Some(h) = memchr::memchr(b'#', &b[i..j]) {
+                i = comment_end(i + h);
                 continue;
             }
-        }
-        if in_str {
-            if c == '"' {
-                in_str = false;
+            match b[j] {
+                b'"' => {
+                    i = string_end(j);
+                    continue;
+                }
+                b'{' => depth += 1,
+                _ => depth -= 1,
             }
-            if depth == 0 {
-                cur.push(c);
-            }
+            i = j + 1;
             continue;
         }
-        match c {
-            '#' => in_comment = true,
-            '"' => {
-                in_str = true;
-                if depth == 0 {
-                    cur.push(c);
-                }
+        match b[i] {
+            b'#' => {
+                i = comment_end(i);
+                continue;
             }
-            '{' => {
-                if depth == 0 {
-                    heads.push(std::mem::take(&mut cur));
-                }
+            b'"' => {
+                let e = string_end(i);
+                cur.extend_from_slice(&b[i..e]);
+                i = e;
+                continue;
+            }
+            b'{' => {
+                heads.push(take(&mut cur));
                 depth += 1;
             }
-            '}' => depth = depth.saturating_sub(1),
-            ';' | '\n' if depth == 0 => heads.push(std::mem::take(&mut cur)),
-            _ if depth == 0 => cur.push(c),
-            _ => {}
+            b'}' => {}
+            b';' | b'\n' => heads.push(take(&mut cur)),
+            c => cur.push(c),
         }
-        if in_comment && c == '\n' {
-            in_comment = false;
-        }
+        i += 1;
     }
-    heads.push(cur);
+    heads.push(take(&mut cur));
     heads.retain(|h| !h.trim().is_empty());
     heads
 }
@@ -201,6 +211,11 @@ mod tests {
         assert!(script_tables("add rule ip nat postrouting masquerade\n").is_err());
         assert!(script_tables("include \"/etc/x\"\n").is_err());
         assert!(script_tables("table rampartx {}\n").is_err());
+        // A comment inside a block holding a brace and a quote hides
+        // neither the end of the block nor the foreign table after it.
+        let hidden = "table inet rampart {\n chain c { # odd } \" {\n tcp dport 22 drop\n }\n}\n\
+                      table ip filter {}\n";
+        assert!(script_tables(hidden).unwrap_err().contains("ip filter"));
     }
 
     #[test]
