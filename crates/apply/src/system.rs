@@ -347,6 +347,72 @@ impl Drop for ScriptFile {
     }
 }
 
+impl HostSystem {
+    /// `nft -c --debug=mnl -f FILE`: nft builds the transaction against the
+    /// kernel's cache and prints its netlink batch ([`crate::mnldump`]),
+    /// but the batch never reaches the kernel: the spawning thread (whose
+    /// seccomp filter `nsenter` and `nft` inherit) gets `sendmsg` refused,
+    /// the call nft sends batches with (its cache requests use `sendto`).
+    /// Checked and aborted by the kernel instead, the batch would cost an
+    /// RCU grace period (15-50 ms here), and rampart sends its own batch
+    /// right after anyway. Where the filter cannot be installed the kernel
+    /// checks the batch (`-c`: never committed). An error when nft built no
+    /// batch (the script does not compile): nft's message.
+    fn nft_batch_dump(&self, path: &str) -> Result<String, Error> {
+        let mut cmd = self.command(&self.programs.nft);
+        cmd.args(["-c", "--debug=mnl", "-f", path])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let what = format!("{} -c --debug=mnl -f {path}", self.programs.nft);
+        let out = std::thread::scope(|s| {
+            s.spawn(move || {
+                let _ = deny_sendmsg();
+                cmd.output()
+            })
+            .join()
+        })
+        .map_err(|_| Error::Command {
+            command: what.clone(),
+            status: None,
+            stderr: "the thread running nft panicked".into(),
+        })?
+        .map_err(|e| Error::Spawn {
+            command: what.clone(),
+            source: e,
+        })?;
+        let dump = String::from_utf8_lossy(&out.stdout).into_owned();
+        if crate::mnldump::batch(&dump).is_ok() {
+            return Ok(dump);
+        }
+        Err(Error::Command {
+            command: what,
+            status: out.status.code(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
+    }
+}
+
+/// A seccomp filter on the calling thread (and what it spawns from now
+/// on): `sendmsg` fails with EPERM, everything else is allowed.
+fn deny_sendmsg() -> Result<(), String> {
+    use seccompiler::{BpfProgram, SeccompAction, SeccompFilter};
+    let arch = std::env::consts::ARCH
+        .try_into()
+        .map_err(|e| format!("{e:?}"))?;
+    let filter = SeccompFilter::new(
+        [(nix::libc::SYS_sendmsg, vec![])].into_iter().collect(),
+        SeccompAction::Allow,
+        SeccompAction::Errno(nix::libc::EPERM as u32),
+        arch,
+    )
+    .map_err(|e| e.to_string())?;
+    let prog: BpfProgram = filter
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| e.to_string())?;
+    seccompiler::apply_filter(&prog).map_err(|e| e.to_string())
+}
+
 fn finish(command: String, out: std::process::Output) -> Result<String, Error> {
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -380,14 +446,11 @@ impl System for HostSystem {
             return self.nft_apply(&render(cmds)).map(|()| false);
         }
         // nft positions by handle only after fetching every rule: let it
-        // compile the transaction with those rules prepended (check mode,
-        // nothing committed), and send its batch with the positions set.
+        // compile the transaction with those rules prepended (its batch
+        // never reaches the kernel), and send that batch with the positions
+        // set.
         let f = ScriptFile::new(&crate::mnldump::check_script(cmds))?;
-        let dump = self.run(
-            &self.programs.nft,
-            &["-c", "--debug=mnl", "-f", f.path()],
-            None,
-        )?;
+        let dump = self.nft_batch_dump(f.path())?;
         match crate::mnldump::in_place_batch(cmds, &dump) {
             Ok(msgs) => crate::netlink::nft_batch(self.netns.as_deref(), &msgs, genid)
                 .map(|()| true)
