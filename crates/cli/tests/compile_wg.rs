@@ -88,7 +88,7 @@ fn listen_port_rules_follow_the_peers_endpoints() {
     let s3 = read(d, "host3", "ruleset.nft");
     let in3 = chain(&s3, "host-in");
     let rule =
-        "ip saddr { 203.0.113.1, 203.0.113.2 } udp dport 51830 return comment \"site.toml:35\"";
+        "udp dport 51830 ip saddr { 203.0.113.1, 203.0.113.2 } return comment \"site.toml:35\"";
     let at = in3.find(rule).unwrap_or_else(|| panic!("{in3}"));
     assert!(at < in3.find("auto:policy_in DROP").unwrap(), "{in3}");
     assert!(!in3.contains("udp dport 51820"), "{in3}");
