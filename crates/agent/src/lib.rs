@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub use rampart_plan::{PlanOpts, Refusal, RefusalKind};
+pub use rampart_plan::{PlanCache, PlanOpts, Refusal, RefusalKind};
 
 /// The nflog group every compiled log rule writes to (rampart_nft's and
 /// rampart_ipt's `NFLOG_GROUP`).
@@ -67,9 +67,36 @@ pub fn plan_for_with(
     node: Option<&str>,
     opts: &PlanOpts,
 ) -> Result<Planned, Refusal> {
-    let site = rampart_plan::load(files, opts)?;
+    plan_for_inner(files, node, opts, None)
+}
+
+/// [`plan_for_with`], redoing only what changed since the revision `cache`
+/// last planned (the agent keeps one): the plan is the same, byte for byte.
+pub fn plan_for_cached(
+    files: &SiteFiles,
+    node: Option<&str>,
+    opts: &PlanOpts,
+    cache: &mut PlanCache,
+) -> Result<Planned, Refusal> {
+    plan_for_inner(files, node, opts, Some(cache))
+}
+
+fn plan_for_inner(
+    files: &SiteFiles,
+    node: Option<&str>,
+    opts: &PlanOpts,
+    mut cache: Option<&mut PlanCache>,
+) -> Result<Planned, Refusal> {
+    let site = match cache.as_deref_mut() {
+        Some(c) => rampart_plan::load_cached(files, opts, c)?,
+        None => rampart_plan::load(files, opts)?,
+    };
     let node = site.pick(node)?;
-    let built = match site.build(&node) {
+    let built = match cache {
+        Some(c) => site.build_cached(&node, c),
+        None => site.build(&node),
+    };
+    let built = match built {
         Ok(b) => b,
         Err(mut r) => {
             // Site-wide warnings first, as the user reads them (an invalid
@@ -221,6 +248,8 @@ pub struct Agent {
     /// How the last apply reached the kernel, the kernel step's time, and
     /// the time of each step of apply.
     last_apply: Option<(String, Duration, String)>,
+    /// What planning the last revision kept for the next ([`plan_for_cached`]).
+    plan_cache: PlanCache,
 }
 
 impl Agent {
@@ -234,6 +263,7 @@ impl Agent {
             store,
             sys,
             metrics,
+            plan_cache: PlanCache::new(),
             running_revision: None,
             running_hash: None,
             current_plan: None,
@@ -275,7 +305,12 @@ impl Agent {
             ..PlanOpts::default()
         };
         let t_plan = Instant::now();
-        let planned = plan_for_with(&snap.files, Some(&self.cfg.node), &opts);
+        let planned = plan_for_cached(
+            &snap.files,
+            Some(&self.cfg.node),
+            &opts,
+            &mut self.plan_cache,
+        );
         let plan_time = t_plan.elapsed();
         let planned = match planned {
             Ok(p) => p,

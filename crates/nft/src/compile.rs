@@ -84,10 +84,30 @@ pub struct SiteCache {
     sets: Vec<[OnceLock<Set>; 2]>,
     /// Indices into `site.guests` of each node's guests, in site order.
     guests: std::collections::HashMap<String, Vec<usize>>,
+    /// The elements of the previous site's sets (see [`SetMemo`]).
+    memo: SetMemo,
+}
+
+/// The elements (and their rendered `nft` text) of the sets a previous
+/// [`SiteCache`] computed, by kernel name and family, with the ipset
+/// entries they were made of: a set whose entries are unchanged reuses
+/// them instead of merging and printing 100,000 addresses again. Take it
+/// from one site's cache with [`SiteCache::into_memo`], give it to the
+/// next revision's with [`SiteCache::with_memo`]. Holds the sets the last
+/// compile used, nothing older.
+#[derive(Default)]
+pub struct SetMemo {
+    sets: std::collections::HashMap<(String, Family), (Vec<ir::SetEntry>, Elements, bool)>,
 }
 
 impl SiteCache {
     pub fn new(site: &ir::Site) -> Self {
+        Self::with_memo(site, SetMemo::default())
+    }
+
+    /// [`SiteCache::new`], reusing the set elements `memo` kept where a
+    /// set's entries are unchanged (the plans are the same).
+    pub fn with_memo(site: &ir::Site, memo: SetMemo) -> Self {
         let mut guests: std::collections::HashMap<String, Vec<usize>> = Default::default();
         for (i, g) in site.guests.iter().enumerate() {
             guests.entry(g.node.clone()).or_default().push(i);
@@ -95,7 +115,28 @@ impl SiteCache {
         SiteCache {
             sets: site.sets.iter().map(|_| Default::default()).collect(),
             guests,
+            memo,
         }
+    }
+
+    /// The elements of the sets compiled so far, for the next revision's
+    /// [`SiteCache::with_memo`].
+    pub fn into_memo(self, site: &ir::Site) -> SetMemo {
+        let mut out = SetMemo::default();
+        for (i, fams) in self.sets.into_iter().enumerate() {
+            let s = &site.sets[i];
+            for (fi, cell) in fams.into_iter().enumerate() {
+                let Some(set) = cell.into_inner() else {
+                    continue;
+                };
+                let family = if fi == 0 { Family::V4 } else { Family::V6 };
+                out.sets.insert(
+                    (s.kernel_name.clone(), family),
+                    (s.entries.clone(), set.elements, set.interval),
+                );
+            }
+        }
+        out
     }
 
     /// The guests on `node`, in site order (as [`ir::Site::guests_on`]).
@@ -111,7 +152,14 @@ impl SiteCache {
         let fi = if family == Family::V4 { 0 } else { 1 };
         self.sets[id.0 as usize][fi].get_or_init(|| {
             let s = site.set(id);
-            let ranges = sets::effective(s, family);
+            let (elements, interval) = match self.memo.sets.get(&(s.kernel_name.clone(), family)) {
+                Some((entries, e, i)) if *entries == s.entries => (e.clone(), *i),
+                _ => {
+                    let ranges = sets::effective(s, family);
+                    let interval = sets::needs_interval(&ranges);
+                    (ranges.into_iter().map(Key::Addr).collect(), interval)
+                }
+            };
             Set {
                 name: format!(
                     "{}_{}",
@@ -119,9 +167,9 @@ impl SiteCache {
                     if family == Family::V4 { "v4" } else { "v6" }
                 ),
                 key: KeyType::of(family),
-                interval: sets::needs_interval(&ranges),
+                interval,
                 dynamic: None,
-                elements: ranges.into_iter().map(Key::Addr).collect(),
+                elements,
                 comment: format!("ipset {} ({})", s.name, s.origin.render(&site.sources)),
             }
         })

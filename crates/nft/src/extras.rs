@@ -14,7 +14,7 @@
 //! flag yet.
 
 use crate::caps::Caps;
-use crate::compile::{compile_with, Plan};
+use crate::compile::{compile_cached, Plan, SiteCache};
 use crate::model::*;
 use rampart_resolve::ir;
 use rampart_types::{Action, Diagnostics, Family, IpRange, PortRange};
@@ -41,14 +41,26 @@ pub struct WgPort {
     pub origin: String,
 }
 
-/// [`compile_with`], plus the rules of `extras` (see the module docs).
+/// [`compile_with`](crate::compile_with), plus the rules of `extras` (see the module docs).
 pub fn compile_with_extras(
     site: &ir::Site,
     node: &str,
     caps: &Caps,
     extras: &Extras,
 ) -> Result<Plan, Diagnostics> {
-    let mut plan = compile_with(site, node, caps)?;
+    compile_with_extras_cached(site, node, caps, extras, &SiteCache::new(site))
+}
+
+/// [`compile_with_extras`], sharing the site-wide work in `cache` (built
+/// for `site`, see [`SiteCache::with_memo`]).
+pub fn compile_with_extras_cached(
+    site: &ir::Site,
+    node: &str,
+    caps: &Caps,
+    extras: &Extras,
+    cache: &SiteCache,
+) -> Result<Plan, Diagnostics> {
+    let mut plan = compile_cached(site, node, caps, cache)?;
     if extras.wireguard.is_empty() {
         return Ok(plan);
     }

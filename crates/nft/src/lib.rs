@@ -20,8 +20,8 @@ pub mod testkit;
 pub use caps::{Caps, Datapath};
 pub use compile::{
     compile, compile_all, compile_cached, compile_with, link_local, platform_ports, NicSlot, Plan,
-    SiteCache, Sysctl, BRIDGED, BRIDGE_PRIORITY, INET_PRIORITY, IN_MASK, NFLOG_GROUP, OUT_MASK,
-    TABLE,
+    SetMemo, SiteCache, Sysctl, BRIDGED, BRIDGE_PRIORITY, INET_PRIORITY, IN_MASK, NFLOG_GROUP,
+    OUT_MASK, TABLE,
 };
-pub use extras::{compile_with_extras, Extras, WgPort};
+pub use extras::{compile_with_extras, compile_with_extras_cached, Extras, WgPort};
 pub use profile::add_profile;

@@ -123,11 +123,61 @@ pub fn build(files: &SiteFiles, node: &str, opts: &PlanOpts) -> Result<NodePlan,
     load(files, opts)?.build(node)
 }
 
+/// What planning one revision of a site keeps for the next, so that a
+/// revision that changes one file redoes only what depends on it: parsed
+/// files, resolved ipsets, lint findings, compiled set elements and their
+/// `nft` text. Each is reused only where its inputs are equal to the
+/// previous revision's, so a plan made with a cache is the same, byte for
+/// byte, as one made without. Holds the last revision's values, nothing
+/// older. Owned by whoever plans revision after revision (the agent).
+#[derive(Default)]
+pub struct PlanCache {
+    resolve: rampart_resolve::Cache,
+    nft_sets: rampart_nft::SetMemo,
+}
+
+impl PlanCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// [`load`] then [`Site::build_cached`], through `cache`.
+pub fn build_cached(
+    files: &SiteFiles,
+    node: &str,
+    opts: &PlanOpts,
+    cache: &mut PlanCache,
+) -> Result<NodePlan, Refusal> {
+    load_cached(files, opts, cache)?.build_cached(node, cache)
+}
+
 /// Resolve the site and plan its WireGuard networks. Resolve errors refuse
 /// the site; WireGuard errors refuse every node in [`Site::build`] (an
 /// error anywhere leaves the overlay undefined).
 pub fn load<'f>(files: &'f SiteFiles, opts: &PlanOpts) -> Result<Site<'f>, Refusal> {
-    let (site, diags) = rampart_resolve::load(files);
+    load_with(files, opts, None)
+}
+
+/// [`load`], reusing what `cache` kept of the previous revision (the
+/// result is the same).
+pub fn load_cached<'f>(
+    files: &'f SiteFiles,
+    opts: &PlanOpts,
+    cache: &mut PlanCache,
+) -> Result<Site<'f>, Refusal> {
+    load_with(files, opts, Some(cache))
+}
+
+fn load_with<'f>(
+    files: &'f SiteFiles,
+    opts: &PlanOpts,
+    cache: Option<&mut PlanCache>,
+) -> Result<Site<'f>, Refusal> {
+    let (site, diags) = match cache {
+        Some(c) => rampart_resolve::load_cached(files, &mut c.resolve),
+        None => rampart_resolve::load(files),
+    };
     if diags.has_errors() {
         return Err(Refusal {
             kind: RefusalKind::Invalid,
@@ -200,6 +250,23 @@ impl Site<'_> {
 
     /// The whole plan of `node`.
     pub fn build(&self, node: &str) -> Result<NodePlan, Refusal> {
+        self.build_with(node, &rampart_nft::SiteCache::new(&self.ir))
+    }
+
+    /// [`Site::build`], reusing the compiled sets `cache` kept of the
+    /// previous revision, and keeping this one's (the plan is the same).
+    pub fn build_cached(&self, node: &str, cache: &mut PlanCache) -> Result<NodePlan, Refusal> {
+        let sets = rampart_nft::SiteCache::with_memo(&self.ir, std::mem::take(&mut cache.nft_sets));
+        let out = self.build_with(node, &sets);
+        cache.nft_sets = sets.into_memo(&self.ir);
+        out
+    }
+
+    fn build_with(
+        &self,
+        node: &str,
+        nft_sets: &rampart_nft::SiteCache,
+    ) -> Result<NodePlan, Refusal> {
         let site = &self.ir;
         let Some(n) = site.node(node) else {
             return Err(self.pick(Some(node)).expect_err("not in the site"));
@@ -247,11 +314,12 @@ impl Site<'_> {
         // judges it (the iptables text has the same semantics).
         let mut nft_extras = self.wg.extras(node);
         profile::merge_nft(&mut nft_extras, prof.nft);
-        let mut nft = rampart_nft::compile_with_extras(
+        let mut nft = rampart_nft::compile_with_extras_cached(
             site,
             node,
             &rampart_nft::Caps::default(),
             &nft_extras,
+            nft_sets,
         )
         .map_err(|d| {
             refuse(

@@ -12,7 +12,10 @@ pub mod ir;
 pub mod lint;
 mod resolve;
 
-pub use resolve::{guest_options, host_options, resolve, MAX_GROUP_NAME, MAX_IFNAME, MAX_SET_NAME};
+pub use resolve::{
+    guest_options, host_options, resolve, resolve_cached, SetMemo, MAX_GROUP_NAME, MAX_IFNAME,
+    MAX_SET_NAME,
+};
 
 use rampart_types::{Diagnostics, SiteFiles};
 
@@ -22,6 +25,28 @@ pub fn load(files: &SiteFiles) -> (ir::Site, Diagnostics) {
     let (site, more) = resolve(&ast, map);
     diags.extend(more);
     diags.extend(lint::lint(&site));
+    diags.sort();
+    diags.items.dedup();
+    (site, diags)
+}
+
+/// What [`load_cached`] keeps of one site for the next revision: parsed
+/// files, resolved ipsets, lint findings per rule list, each reused only
+/// where its inputs are unchanged. Holds the last site's, nothing older.
+#[derive(Default)]
+pub struct Cache {
+    pub parse: rampart_syntax::ParseCache,
+    pub sets: SetMemo,
+    pub lint: lint::LintMemo,
+}
+
+/// [`load`], redoing only what changed since the site `cache` last saw:
+/// the result (IR and diagnostics, spans included) is the same.
+pub fn load_cached(files: &SiteFiles, cache: &mut Cache) -> (ir::Site, Diagnostics) {
+    let (ast, map, mut diags) = rampart_syntax::parse_site_cached(files, &mut cache.parse);
+    let (site, more) = resolve_cached(&ast, map, &mut cache.sets);
+    diags.extend(more);
+    diags.extend(lint::lint_cached(&site, &mut cache.lint));
     diags.sort();
     diags.items.dedup();
     (site, diags)

@@ -21,6 +21,35 @@ const PAIRWISE_LIMIT: usize = 2000;
 /// Lint every rule list of the site: each node's host rules (host.fw, then
 /// cluster.fw) and each guest's rules.
 pub fn lint(site: &Site) -> Diagnostics {
+    lint_with(site, None)
+}
+
+/// The findings of the previous [`lint_cached`] per rule list, reused for a
+/// list whose rules (spans included) are unchanged while the site's file
+/// paths are the same (findings name `file:line`). Holds the lists of the
+/// last site linted, nothing older.
+#[derive(Default)]
+pub struct LintMemo {
+    paths: Vec<String>,
+    lists: HashMap<Vec<Option<rampart_types::Span>>, (Vec<Rule>, Vec<Diagnostic>)>,
+}
+
+/// [`lint`], reusing what `memo` kept of unchanged rule lists; the result
+/// is the same.
+pub fn lint_cached(site: &Site, memo: &mut LintMemo) -> Diagnostics {
+    lint_with(site, Some(memo))
+}
+
+fn lint_with(site: &Site, mut memo: Option<&mut LintMemo>) -> Diagnostics {
+    let paths: Vec<String> = match memo {
+        Some(_) => site.sources.files().map(|(_, f)| f.path.clone()).collect(),
+        None => Vec::new(),
+    };
+    let mut old = match memo.as_deref_mut() {
+        Some(m) if m.paths == paths => std::mem::take(&mut m.lists),
+        _ => HashMap::new(),
+    };
+    let mut new = HashMap::new();
     let mut out = Diagnostics::new();
     let mut seen_lists: HashSet<Vec<Option<rampart_types::Span>>> = HashSet::new();
     let mut reported: HashSet<(&'static str, rampart_types::Span)> = HashSet::new();
@@ -43,10 +72,17 @@ pub fn lint(site: &Site) -> Diagnostics {
     lists.extend(site.guests.iter().map(|g| g.rules.clone()));
     for rules in &lists {
         let key: Vec<_> = rules.iter().map(|r| r.origin.span()).collect();
-        if !seen_lists.insert(key) {
+        if !seen_lists.insert(key.clone()) {
             continue; // the same cluster rules on another node
         }
-        for d in lint_list(rules, &site.sources) {
+        let found = match old.remove(&key) {
+            Some((r, d)) if r == *rules => d,
+            _ => lint_list(rules, &site.sources),
+        };
+        if memo.is_some() {
+            new.insert(key, (rules.clone(), found.clone()));
+        }
+        for d in found {
             if let Some(s) = d.span {
                 if !reported.insert((d.code, s)) {
                     continue;
@@ -54,6 +90,10 @@ pub fn lint(site: &Site) -> Diagnostics {
             }
             out.push(d);
         }
+    }
+    if let Some(m) = memo {
+        m.paths = paths;
+        m.lists = new;
     }
     out
 }

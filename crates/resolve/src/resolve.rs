@@ -32,9 +32,29 @@ struct AliasDefR {
     net: IpNet,
 }
 
+/// The ipsets of the previous resolve, reused when a set's entries (after
+/// alias lookup, spans included) are the same: sorting and deduplicating a
+/// 100,000-entry blacklist is the resolver's biggest cost. Holds the sets
+/// of the last site resolved, nothing older.
+#[derive(Default)]
+pub struct SetMemo {
+    sets: HashMap<(Owner, String), MemoSet>,
+}
+
+struct MemoSet {
+    /// The entries as listed: range, nomatch, the entry's span.
+    items: Vec<(IpRange, bool, Span)>,
+    /// What they became: sorted, deduplicated, and the duplicates reported.
+    entries: Vec<SetEntry>,
+    diags: Vec<Diagnostic>,
+}
+
 struct Resolver<'a> {
     ast: &'a SiteAst,
     diags: Diagnostics,
+    /// The previous resolve's sets (taken), and this one's (`None`: keep none).
+    memo_old: HashMap<(Owner, String), MemoSet>,
+    memo_new: Option<HashMap<(Owner, String), MemoSet>>,
     sets: Vec<IpSet>,
     set_index: HashMap<(Owner, String), SetId>,
     aliases: HashMap<(Owner, String), AliasDefR>,
@@ -67,10 +87,33 @@ enum Resolved {
 
 /// Resolve a parsed site. `sources` is the map the parser built; it moves into the IR.
 pub fn resolve(ast: &SiteAst, sources: SourceMap) -> (ir::Site, Diagnostics) {
+    resolve_with(ast, sources, None)
+}
+
+/// [`resolve`], reusing the ipsets of the previous resolve that `memo`
+/// kept where their entries are unchanged; the result is the same.
+pub fn resolve_cached(
+    ast: &SiteAst,
+    sources: SourceMap,
+    memo: &mut SetMemo,
+) -> (ir::Site, Diagnostics) {
+    resolve_with(ast, sources, Some(memo))
+}
+
+fn resolve_with(
+    ast: &SiteAst,
+    sources: SourceMap,
+    mut memo: Option<&mut SetMemo>,
+) -> (ir::Site, Diagnostics) {
     let cluster_opts = cluster_options(ast.cluster.as_ref());
     let mut r = Resolver {
         ast,
         diags: Diagnostics::new(),
+        memo_old: memo
+            .as_deref_mut()
+            .map(|m| std::mem::take(&mut m.sets))
+            .unwrap_or_default(),
+        memo_new: memo.is_some().then(HashMap::new),
         sets: Vec::new(),
         set_index: HashMap::new(),
         aliases: HashMap::new(),
@@ -87,6 +130,9 @@ pub fn resolve(ast: &SiteAst, sources: SourceMap) -> (ir::Site, Diagnostics) {
     r.add_implicit_bridges(&guests);
     r.build_host_rules();
     r.check_unused_files(&guests);
+    if let (Some(m), Some(new)) = (memo, r.memo_new.take()) {
+        m.sets = new;
+    }
     let mut diags = std::mem::take(&mut r.diags);
     diags.sort();
     diags.items.dedup();
@@ -308,39 +354,34 @@ impl<'a> Resolver<'a> {
             Owner::Cluster => (SetScope::Cluster, format!("dc-{}", s.name.value)),
             Owner::Guest(id) => (SetScope::Guest(id), format!("g{id}-{}", s.name.value)),
         };
-        let mut entries: Vec<SetEntry> = Vec::with_capacity(s.entries.len());
-        let mut seen: HashMap<(IpRange, bool), Span> = HashMap::new();
+        // The entries as ranges (aliases looked up, their problems reported).
+        let mut items: Vec<(IpRange, bool, Span)> = Vec::with_capacity(s.entries.len());
         for e in &s.entries {
-            let ranges: Vec<IpRange> = match &e.item {
-                SetItem::Range(r) => vec![*r],
-                SetItem::Alias(n) => match self.lookup_alias_for_set(owner, n) {
-                    Some(r) => vec![r],
-                    None => continue,
-                },
-            };
-            for range in ranges {
-                if let Some(prev) = seen.get(&(range, e.nomatch)) {
-                    let pl = prev.line;
-                    self.push(
-                        Diagnostic::new(
-                            codes::DUPLICATE_SET_ENTRY,
-                            format!("`{range}` is already in ipset `{}`", s.name.value),
-                        )
-                        .at(e.span)
-                        .label("duplicate")
-                        .note(format!("first listed on line {pl}")),
-                    );
-                    continue;
+            match &e.item {
+                SetItem::Range(r) => items.push((*r, e.nomatch, e.span)),
+                SetItem::Alias(n) => {
+                    if let Some(r) = self.lookup_alias_for_set(owner, n) {
+                        items.push((r, e.nomatch, e.span));
+                    }
                 }
-                seen.insert((range, e.nomatch), e.span);
-                entries.push(SetEntry {
-                    range,
-                    nomatch: e.nomatch,
-                    origin: Origin::line(e.span),
-                });
             }
         }
-        entries.sort_by(|a, b| (a.range, a.nomatch).cmp(&(b.range, b.nomatch)));
+        let key = (owner, s.name.value.clone());
+        let (entries, dups) = match self.memo_old.remove(&key) {
+            Some(m) if m.items == items => (m.entries, m.diags),
+            _ => dedup_entries(&s.name.value, &items),
+        };
+        self.diags.items.extend(dups.iter().cloned());
+        if let Some(new) = &mut self.memo_new {
+            new.insert(
+                key,
+                MemoSet {
+                    items,
+                    entries: entries.clone(),
+                    diags: dups,
+                },
+            );
+        }
         let set = IpSet {
             name: s.name.value.clone(),
             scope,
@@ -1503,4 +1544,35 @@ impl<'a> Resolver<'a> {
             }
         }
     }
+}
+
+/// An ipset's entries sorted and deduplicated, and a diagnostic per
+/// duplicate (set `name`).
+fn dedup_entries(name: &str, items: &[(IpRange, bool, Span)]) -> (Vec<SetEntry>, Vec<Diagnostic>) {
+    let mut entries: Vec<SetEntry> = Vec::with_capacity(items.len());
+    let mut diags = Vec::new();
+    let mut seen: HashMap<(IpRange, bool), Span> = HashMap::new();
+    for &(range, nomatch, span) in items {
+        if let Some(prev) = seen.get(&(range, nomatch)) {
+            let pl = prev.line;
+            diags.push(
+                Diagnostic::new(
+                    codes::DUPLICATE_SET_ENTRY,
+                    format!("`{range}` is already in ipset `{name}`"),
+                )
+                .at(span)
+                .label("duplicate")
+                .note(format!("first listed on line {pl}")),
+            );
+            continue;
+        }
+        seen.insert((range, nomatch), span);
+        entries.push(SetEntry {
+            range,
+            nomatch,
+            origin: Origin::line(span),
+        });
+    }
+    entries.sort_by(|a, b| (a.range, a.nomatch).cmp(&(b.range, b.nomatch)));
+    (entries, diags)
 }

@@ -80,6 +80,7 @@ struct Job<'a> {
     role: Role,
 }
 
+#[derive(Clone)]
 enum Parsed {
     Unusable,
     /// The tree's header, nodes and guests.
@@ -91,6 +92,7 @@ enum Parsed {
     GuestConf(GuestDecl),
 }
 
+#[derive(Clone)]
 struct Out {
     id: rampart_types::FileId,
     path: String,
@@ -142,9 +144,52 @@ fn parse_one(j: &Job) -> Out {
     }
 }
 
+/// The parsed files of the previous [`parse_site_cached`], reused for a
+/// file whose path, place in the site (its `FileId`, so every span is the
+/// same) and bytes are unchanged: only changed files are parsed again.
+/// Holds the files of the last site parsed, nothing older.
+#[derive(Default)]
+pub struct ParseCache {
+    files: std::collections::HashMap<String, CachedFile>,
+}
+
+struct CachedFile {
+    bytes: Vec<u8>,
+    out: Out,
+}
+
+impl ParseCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Files held.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+}
+
 /// Parse every file of a site. Problems are collected, never fatal: the tree
 /// holds what could be read.
 pub fn parse_site(files: &SiteFiles) -> (SiteAst, SourceMap, Diagnostics) {
+    parse_site_with(files, None)
+}
+
+/// [`parse_site`], parsing only the files that changed since the site
+/// `cache` last saw; the result is the same as [`parse_site`]'s.
+pub fn parse_site_cached(
+    files: &SiteFiles,
+    cache: &mut ParseCache,
+) -> (SiteAst, SourceMap, Diagnostics) {
+    parse_site_with(files, Some(cache))
+}
+
+fn parse_site_with(
+    files: &SiteFiles,
+    mut cache: Option<&mut ParseCache>,
+) -> (SiteAst, SourceMap, Diagnostics) {
     let mut ast = SiteAst::default();
     let mut map = SourceMap::new();
     let mut diags = Diagnostics::new();
@@ -185,6 +230,28 @@ pub fn parse_site(files: &SiteFiles) -> (SiteAst, SourceMap, Diagnostics) {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(4);
+    // Unchanged files from the cache; the rest to parse.
+    let mut old = cache
+        .as_deref_mut()
+        .map(|c| std::mem::take(&mut c.files))
+        .unwrap_or_default();
+    let mut reused: Vec<Option<Out>> = jobs
+        .iter()
+        .map(|j| {
+            old.remove(j.path)
+                .filter(|c| c.out.id == j.id && c.bytes == j.bytes)
+                .map(|c| c.out)
+        })
+        .collect();
+    drop(old);
+    let all = std::mem::take(&mut jobs);
+    let mut slots: Vec<usize> = Vec::new();
+    for (i, j) in all.into_iter().enumerate() {
+        if reused[i].is_none() {
+            slots.push(i);
+            jobs.push(j);
+        }
+    }
     let outs: Vec<Out> = if threads > 1 && jobs.len() >= 256 {
         // site.toml (one big file) gets a thread of its own.
         let split = usize::from(matches!(jobs[0].role, Role::SiteToml));
@@ -205,6 +272,19 @@ pub fn parse_site(files: &SiteFiles) -> (SiteAst, SourceMap, Diagnostics) {
     } else {
         jobs.iter().map(parse_one).collect()
     };
+    for (slot, o) in slots.into_iter().zip(outs) {
+        reused[slot] = Some(o);
+    }
+    let outs = reused.into_iter().flatten();
+    if let Some(c) = cache.as_deref_mut() {
+        c.files = outs
+            .clone()
+            .map(|o| {
+                let bytes = files.files[&o.path].clone();
+                (o.path.clone(), CachedFile { bytes, out: o })
+            })
+            .collect();
+    }
     for o in outs {
         let fid = map.add(o.path, o.text);
         debug_assert_eq!(fid, o.id);
