@@ -156,6 +156,15 @@ fn count_script(script: &str) -> (usize, usize) {
     let mut in_chain = false;
     let mut in_elems = false;
     for line in script.lines() {
+        if in_elems {
+            // The common line of a long list: one element and its comma.
+            if let Some(e) = line.strip_suffix(',') {
+                if !e.contains([',', '}']) && !e.trim().is_empty() {
+                    elements += 1;
+                    continue;
+                }
+            }
+        }
         let t = line.trim();
         if in_elems {
             elements += t
