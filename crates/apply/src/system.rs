@@ -359,14 +359,27 @@ impl HostSystem {
     /// checks the batch (`-c`: never committed). An error when nft built no
     /// batch (the script does not compile): nft's message.
     fn nft_batch_dump(&self, path: &str) -> Result<String, Error> {
-        let mut cmd = self.command(&self.programs.nft);
+        let mut cmd = Command::new(&self.programs.nft);
         cmd.args(["-c", "--debug=mnl", "-f", path])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let what = format!("{} -c --debug=mnl -f {path}", self.programs.nft);
+        // The thread joins the namespace itself (setns changes only the
+        // calling thread; its children are born there): no nsenter.
+        let netns = match &self.netns {
+            Some(ns) => {
+                let p = format!("/run/netns/{ns}");
+                Some(std::fs::File::open(&p).map_err(|e| Error::io(Path::new(&p), e))?)
+            }
+            None => None,
+        };
         let out = std::thread::scope(|s| {
             s.spawn(move || {
+                if let Some(f) = &netns {
+                    nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)
+                        .map_err(std::io::Error::from)?;
+                }
                 let _ = deny_sendmsg();
                 cmd.output()
             })
