@@ -10,8 +10,13 @@ use rampart_types::{
 };
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Name of the tables rampart owns (`inet rampart`, `bridge rampart`).
 pub const TABLE: &str = "rampart";
@@ -84,58 +89,80 @@ pub struct SiteCache {
     sets: Vec<[OnceLock<Set>; 2]>,
     /// Indices into `site.guests` of each node's guests, in site order.
     guests: std::collections::HashMap<String, Vec<usize>>,
-    /// The elements of the previous site's sets (see [`SetMemo`]).
-    memo: SetMemo,
+    /// What the previous revision's compile kept (taken as used), and what
+    /// this one keeps; `None`: keep nothing (a one-off compile).
+    memo: Option<(Mutex<SetMemo>, Mutex<SetMemo>)>,
 }
 
-/// The elements (and their rendered `nft` text) of the sets a previous
-/// [`SiteCache`] computed, by kernel name and family, with the ipset
-/// entries they were made of: a set whose entries are unchanged reuses
-/// them instead of merging and printing 100,000 addresses again. Take it
-/// from one site's cache with [`SiteCache::into_memo`], give it to the
-/// next revision's with [`SiteCache::with_memo`]. Holds the sets the last
-/// compile used, nothing older.
+/// What a [`SiteCache`] computed that the next revision can reuse where its
+/// inputs are equal: each set's elements (and their rendered `nft` text),
+/// by kernel name and family, with the ipset entries they were made of —
+/// a set whose entries are unchanged is not merged and printed again —
+/// and each chain's merged rules (see `crate::merge`), by node and chain,
+/// with the rules they were merged from. Take it from one revision's cache
+/// with [`SiteCache::into_memo`], give it to the next one's with
+/// [`SiteCache::with_memo`]. Holds what the last compile used, nothing
+/// older.
 #[derive(Default)]
 pub struct SetMemo {
-    sets: std::collections::HashMap<(String, Family), (Vec<ir::SetEntry>, Elements, bool)>,
+    sets: HashMap<(String, Family), MemoSet>,
+    merged: HashMap<(String, String), (Vec<Rule>, Vec<Rule>)>,
+}
+
+struct MemoSet {
+    /// The ipset's entries of the family: what the elements are made of.
+    entries: Vec<(IpRange, bool)>,
+    elements: Elements,
+    interval: bool,
 }
 
 impl SiteCache {
     pub fn new(site: &ir::Site) -> Self {
-        Self::with_memo(site, SetMemo::default())
+        Self::build(site, None)
     }
 
-    /// [`SiteCache::new`], reusing the set elements `memo` kept where a
-    /// set's entries are unchanged (the plans are the same).
+    /// [`SiteCache::new`], reusing what `memo` kept of the previous
+    /// revision where the inputs are equal (the plans are the same).
     pub fn with_memo(site: &ir::Site, memo: SetMemo) -> Self {
-        let mut guests: std::collections::HashMap<String, Vec<usize>> = Default::default();
+        Self::build(site, Some(memo))
+    }
+
+    fn build(site: &ir::Site, memo: Option<SetMemo>) -> Self {
+        let mut guests: HashMap<String, Vec<usize>> = Default::default();
         for (i, g) in site.guests.iter().enumerate() {
             guests.entry(g.node.clone()).or_default().push(i);
         }
         SiteCache {
             sets: site.sets.iter().map(|_| Default::default()).collect(),
             guests,
-            memo,
+            memo: memo.map(|m| (Mutex::new(m), Mutex::new(SetMemo::default()))),
         }
     }
 
-    /// The elements of the sets compiled so far, for the next revision's
+    /// What this revision's compiles computed, for the next revision's
     /// [`SiteCache::with_memo`].
-    pub fn into_memo(self, site: &ir::Site) -> SetMemo {
-        let mut out = SetMemo::default();
-        for (i, fams) in self.sets.into_iter().enumerate() {
-            let s = &site.sets[i];
-            for (fi, cell) in fams.into_iter().enumerate() {
-                let Some(set) = cell.into_inner() else {
-                    continue;
-                };
-                let family = if fi == 0 { Family::V4 } else { Family::V6 };
-                out.sets.insert(
-                    (s.kernel_name.clone(), family),
-                    (s.entries.clone(), set.elements, set.interval),
-                );
+    pub fn into_memo(self) -> SetMemo {
+        self.memo
+            .map(|(_, new)| new.into_inner().unwrap_or_else(|e| e.into_inner()))
+            .unwrap_or_default()
+    }
+
+    /// `rules` of chain `chain` of `node`, merged (`crate::merge`).
+    fn merged(&self, node: &str, chain: &str, rules: Vec<Rule>) -> Vec<Rule> {
+        let Some((old, new)) = &self.memo else {
+            return crate::merge::merge(rules);
+        };
+        let key = (node.to_owned(), chain.to_owned());
+        let prev = lock(old).merged.remove(&key);
+        let (input, output) = match prev {
+            Some((i, o)) if i == rules => (i, o),
+            _ => {
+                let o = crate::merge::merge(rules.clone());
+                (rules, o)
             }
-        }
+        };
+        let out = output.clone();
+        lock(new).merged.insert(key, (input, output));
         out
     }
 
@@ -152,14 +179,32 @@ impl SiteCache {
         let fi = if family == Family::V4 { 0 } else { 1 };
         self.sets[id.0 as usize][fi].get_or_init(|| {
             let s = site.set(id);
-            let (elements, interval) = match self.memo.sets.get(&(s.kernel_name.clone(), family)) {
-                Some((entries, e, i)) if *entries == s.entries => (e.clone(), *i),
-                _ => {
+            let of_family = || s.entries_of(family).map(|e| (e.range, e.nomatch));
+            let key = (s.kernel_name.clone(), family);
+            let prev = self
+                .memo
+                .as_ref()
+                .and_then(|(old, _)| lock(old).sets.remove(&key))
+                .filter(|m| m.entries.iter().copied().eq(of_family()));
+            let m = match prev {
+                Some(m) => m,
+                None => {
                     let ranges = sets::effective(s, family);
-                    let interval = sets::needs_interval(&ranges);
-                    (ranges.into_iter().map(Key::Addr).collect(), interval)
+                    MemoSet {
+                        entries: if self.memo.is_some() {
+                            of_family().collect()
+                        } else {
+                            Vec::new()
+                        },
+                        interval: sets::needs_interval(&ranges),
+                        elements: ranges.into_iter().map(Key::Addr).collect(),
+                    }
                 }
             };
+            let (elements, interval) = (m.elements.clone(), m.interval);
+            if let Some((_, new)) = &self.memo {
+                lock(new).sets.insert(key, m);
+            }
             Set {
                 name: format!(
                     "{}_{}",
@@ -1202,7 +1247,9 @@ impl<'a> Cx<'a> {
         // one rule matching a set (see `merge`).
         for c in &mut inet.chains {
             if c.rules.len() > 1 {
-                c.rules = crate::merge::merge(std::mem::take(&mut c.rules));
+                c.rules = self
+                    .cache
+                    .merged(&node.name, &c.name, std::mem::take(&mut c.rules));
             }
         }
         let mut rs = Ruleset::default();

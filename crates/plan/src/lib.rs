@@ -258,7 +258,7 @@ impl Site<'_> {
     pub fn build_cached(&self, node: &str, cache: &mut PlanCache) -> Result<NodePlan, Refusal> {
         let sets = rampart_nft::SiteCache::with_memo(&self.ir, std::mem::take(&mut cache.nft_sets));
         let out = self.build_with(node, &sets);
-        cache.nft_sets = sets.into_memo(&self.ir);
+        cache.nft_sets = sets.into_memo();
         out
     }
 

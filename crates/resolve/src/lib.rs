@@ -43,9 +43,13 @@ pub struct Cache {
 /// [`load`], redoing only what changed since the site `cache` last saw:
 /// the result (IR and diagnostics, spans included) is the same.
 pub fn load_cached(files: &SiteFiles, cache: &mut Cache) -> (ir::Site, Diagnostics) {
-    let (ast, map, mut diags) = rampart_syntax::parse_site_cached(files, &mut cache.parse);
-    let (site, more) = resolve_cached(&ast, map, &mut cache.sets);
-    diags.extend(more);
+    let sets = &mut cache.sets;
+    let (site, mut diags) =
+        rampart_syntax::parse_site_cached(files, &mut cache.parse, |ast, map, mut diags| {
+            let (site, more) = resolve_cached(ast, map, sets);
+            diags.extend(more);
+            (site, diags)
+        });
     diags.extend(lint::lint_cached(&site, &mut cache.lint));
     diags.sort();
     diags.items.dedup();

@@ -57,30 +57,37 @@ fn lint_with(site: &Site, mut memo: Option<&mut LintMemo>) -> Diagnostics {
     // on its own, so the cluster rules (the same on every node) are linted
     // once, not once per node. A host.fw rule shadowing a cluster.fw rule
     // is not reported.
-    let mut lists: Vec<Vec<Rule>> = Vec::new();
+    let mut lists: Vec<Vec<&Rule>> = Vec::new();
     for n in &site.nodes {
-        let mut by_file: Vec<(Option<rampart_types::FileId>, Vec<Rule>)> = Vec::new();
+        let mut by_file: Vec<(Option<rampart_types::FileId>, Vec<&Rule>)> = Vec::new();
         for r in &n.firewall.rules {
             let f = r.origin.span().map(|s| s.file);
             match by_file.iter_mut().find(|(k, _)| *k == f) {
-                Some((_, v)) => v.push(r.clone()),
-                None => by_file.push((f, vec![r.clone()])),
+                Some((_, v)) => v.push(r),
+                None => by_file.push((f, vec![r])),
             }
         }
         lists.extend(by_file.into_iter().map(|(_, v)| v));
     }
-    lists.extend(site.guests.iter().map(|g| g.rules.clone()));
+    lists.extend(site.guests.iter().map(|g| g.rules.iter().collect()));
     for rules in &lists {
         let key: Vec<_> = rules.iter().map(|r| r.origin.span()).collect();
         if !seen_lists.insert(key.clone()) {
             continue; // the same cluster rules on another node
         }
-        let found = match old.remove(&key) {
-            Some((r, d)) if r == *rules => d,
-            _ => lint_list(rules, &site.sources),
+        // Unchanged rules keep the copy the memo holds; changed ones are
+        // linted and copied.
+        let (kept, found) = match old.remove(&key) {
+            Some((r, d)) if r.iter().eq(rules.iter().copied()) => (r, d),
+            _ => (Vec::new(), lint_list(rules, &site.sources)),
         };
         if memo.is_some() {
-            new.insert(key, (rules.clone(), found.clone()));
+            let kept = if kept.is_empty() {
+                rules.iter().map(|r| (*r).clone()).collect()
+            } else {
+                kept
+            };
+            new.insert(key, (kept, found.clone()));
         }
         for d in found {
             if let Some(s) = d.span {
@@ -169,9 +176,9 @@ struct Line<'a> {
     rules: Vec<&'a Rule>,
 }
 
-fn lint_list(rules: &[Rule], map: &SourceMap) -> Vec<Diagnostic> {
+fn lint_list(rules: &[&Rule], map: &SourceMap) -> Vec<Diagnostic> {
     let mut lines: Vec<Line> = Vec::new();
-    for r in rules {
+    for &r in rules {
         let Some(s) = r.origin.span() else { continue };
         match lines.last_mut() {
             Some(l) if l.span == s => l.rules.push(r),

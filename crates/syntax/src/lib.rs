@@ -156,6 +156,9 @@ pub struct ParseCache {
 struct CachedFile {
     bytes: Vec<u8>,
     out: Out,
+    /// The parsed `.fw` file was lent to the tree ([`parse_site_cached`]
+    /// takes it back afterwards): until then `out.parsed` holds nothing.
+    lent: bool,
 }
 
 impl ParseCache {
@@ -178,12 +181,41 @@ pub fn parse_site(files: &SiteFiles) -> (SiteAst, SourceMap, Diagnostics) {
 }
 
 /// [`parse_site`], parsing only the files that changed since the site
-/// `cache` last saw; the result is the same as [`parse_site`]'s.
-pub fn parse_site_cached(
+/// `cache` last saw, and handing the result to `f`; the tree, map and
+/// diagnostics are the same as [`parse_site`]'s. The tree is lent: the
+/// cache takes its `.fw` files back when `f` returns (no copy of a
+/// 100,000-entry ipset per revision).
+pub fn parse_site_cached<R>(
     files: &SiteFiles,
     cache: &mut ParseCache,
-) -> (SiteAst, SourceMap, Diagnostics) {
-    parse_site_with(files, Some(cache))
+    f: impl FnOnce(&SiteAst, SourceMap, Diagnostics) -> R,
+) -> R {
+    let (mut ast, map, diags) = parse_site_with(files, Some(cache));
+    let r = f(&ast, map, diags);
+    // Take the parsed .fw files back, by the path each came from.
+    let mut give_back = |path: String, fw: FwFile, wrap: &dyn Fn(FwFile) -> Parsed| {
+        if let Some(c) = cache.files.get_mut(&path) {
+            if c.lent {
+                c.out.parsed = wrap(fw);
+                c.lent = false;
+            }
+        }
+    };
+    if let Some(fw) = ast.cluster.take() {
+        give_back("firewall/cluster.fw".into(), fw, &Parsed::Cluster);
+    }
+    for (vmid, fw) in std::mem::take(&mut ast.guest_fw) {
+        give_back(format!("firewall/{vmid}.fw"), fw, &|f| {
+            Parsed::GuestFw(vmid, f)
+        });
+    }
+    for (node, fw) in std::mem::take(&mut ast.hosts) {
+        let path = format!("nodes/{node}/host.fw");
+        give_back(path, fw, &|f| Parsed::Host(node.clone(), f));
+    }
+    // A file not given back is parsed again next time.
+    cache.files.retain(|_, c| !c.lent);
+    r
 }
 
 fn parse_site_with(
@@ -235,12 +267,23 @@ fn parse_site_with(
         .as_deref_mut()
         .map(|c| std::mem::take(&mut c.files))
         .unwrap_or_default();
+    let mut kept_bytes: Vec<Option<Vec<u8>>> = Vec::new();
     let mut reused: Vec<Option<Out>> = jobs
         .iter()
         .map(|j| {
-            old.remove(j.path)
-                .filter(|c| c.out.id == j.id && c.bytes == j.bytes)
-                .map(|c| c.out)
+            match old
+                .remove(j.path)
+                .filter(|c| !c.lent && c.out.id == j.id && c.bytes == j.bytes)
+            {
+                Some(c) => {
+                    kept_bytes.push(Some(c.bytes));
+                    Some(c.out)
+                }
+                None => {
+                    kept_bytes.push(None);
+                    None
+                }
+            }
         })
         .collect();
     drop(old);
@@ -275,13 +318,31 @@ fn parse_site_with(
     for (slot, o) in slots.into_iter().zip(outs) {
         reused[slot] = Some(o);
     }
-    let outs = reused.into_iter().flatten();
+    let outs: Vec<Out> = reused.into_iter().flatten().collect();
     if let Some(c) = cache.as_deref_mut() {
+        // What the next revision reuses: a copy of each file's result, but
+        // the parsed .fw files only lent (taken back by parse_site_cached).
         c.files = outs
-            .clone()
-            .map(|o| {
-                let bytes = files.files[&o.path].clone();
-                (o.path.clone(), CachedFile { bytes, out: o })
+            .iter()
+            .zip(kept_bytes)
+            .map(|(o, bytes)| {
+                let bytes = bytes.unwrap_or_else(|| files.files[&o.path].clone());
+                let lent = matches!(
+                    o.parsed,
+                    Parsed::Cluster(_) | Parsed::GuestFw(..) | Parsed::Host(..)
+                );
+                let out = if lent {
+                    Out {
+                        id: o.id,
+                        path: o.path.clone(),
+                        text: o.text.clone(),
+                        parsed: Parsed::Unusable,
+                        diags: o.diags.clone(),
+                    }
+                } else {
+                    o.clone()
+                };
+                (o.path.clone(), CachedFile { bytes, out, lent })
             })
             .collect();
     }
