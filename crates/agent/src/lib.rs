@@ -155,16 +155,29 @@ fn count_script(script: &str) -> (usize, usize) {
     let mut elements = 0;
     let mut in_chain = false;
     let mut in_elems = false;
-    for line in script.lines() {
+    let mut rest = script;
+    while !rest.is_empty() {
         if in_elems {
-            // The common line of a long list: one element and its comma.
-            if let Some(e) = line.strip_suffix(',') {
-                if !e.contains([',', '}']) && !e.trim().is_empty() {
-                    elements += 1;
-                    continue;
-                }
+            // The lines of a list before the one that closes it, at once
+            // (100,000 elements at 100,000 lines).
+            let close = rest.find('}').unwrap_or(rest.len());
+            let body_end = rest[..close].rfind('\n').map_or(0, |i| i + 1);
+            let body = &rest[..body_end];
+            elements += count_pieces(body.as_bytes()).unwrap_or_else(|| {
+                body.lines()
+                    .map(|l| l.split(',').filter(|s| !s.trim().is_empty()).count())
+                    .sum()
+            });
+            rest = &rest[body_end..];
+            if rest.is_empty() {
+                break;
             }
         }
+        let (line, next) = match rest.find('\n') {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, ""),
+        };
+        rest = next;
         let t = line.trim();
         if in_elems {
             elements += t
@@ -200,6 +213,25 @@ fn count_script(script: &str) -> (usize, usize) {
         }
     }
     (rules, elements)
+}
+
+/// Pieces with something other than white space between the commas and
+/// line ends of `text` (whole lines); `None` when it is not all ASCII.
+fn count_pieces(text: &[u8]) -> Option<usize> {
+    let mut n = 0;
+    let mut content = false;
+    for &b in text {
+        match b {
+            b',' | b'\n' => {
+                n += usize::from(content);
+                content = false;
+            }
+            b' ' | b'\t' | b'\r' | 0x0b | 0x0c => {}
+            0x80.. => return None,
+            _ => content = true,
+        }
+    }
+    Some(n + usize::from(content))
 }
 
 pub fn now() -> u64 {
@@ -704,5 +736,62 @@ mod tests {
     fn counts_rules_and_elements() {
         let s = "table inet rampart {\n set s {\n  type ipv4_addr\n  elements = { 10.0.0.1, 10.0.0.2,\n 10.0.0.3 }\n }\n chain input {\n  type filter hook input priority 0; policy drop;\n  ct state established accept\n  tcp dport 22 accept\n }\n}\n";
         assert_eq!(count_script(s), (2, 3));
+    }
+
+    /// The line-by-line count [`count_script`] was first written as.
+    fn count_by_lines(script: &str) -> (usize, usize) {
+        let (mut rules, mut elements) = (0, 0);
+        let (mut in_chain, mut in_elems) = (false, false);
+        for line in script.lines() {
+            let t = line.trim();
+            if in_elems {
+                elements += t
+                    .split(',')
+                    .filter(|s| !s.trim().trim_end_matches('}').trim().is_empty())
+                    .count();
+                in_elems = !t.contains('}');
+                continue;
+            }
+            if let Some(rest) = t.strip_prefix("elements = {") {
+                let body = rest.split('}').next().unwrap_or("");
+                elements += body.split(',').filter(|s| !s.trim().is_empty()).count();
+                in_elems = !rest.contains('}');
+                continue;
+            }
+            if t.starts_with("chain ") {
+                in_chain = true;
+            } else if t == "}" {
+                in_chain = false;
+            } else if in_chain
+                && !t.is_empty()
+                && !t.starts_with("type ")
+                && !t.starts_with("policy ")
+                && !t.starts_with('#')
+            {
+                rules += 1;
+            }
+        }
+        (rules, elements)
+    }
+
+    #[test]
+    fn counts_as_line_by_line() {
+        let plan = plan_for(&site(""), Some("hv1"), "r", false).unwrap();
+        let mut scripts = vec![plan.plan.ruleset.clone()];
+        scripts.extend(
+            [
+                "set s {\n elements = {\n\t1.2.3.4,\n\t5.6.7.8, 9.9.9.9,\n , ,\n\t\u{a0},\n\tx }\n}\n",
+                "set s {\n elements = {\n a,\n b\r\n}",
+                "chain c {\n elements = {\n a,\n b,",
+                "elements = { a, b }\nchain c {\n\trule\n}\n",
+                "",
+                "\n\n",
+            ]
+            .map(str::to_owned),
+        );
+        for s in &scripts {
+            assert_eq!(count_script(s), count_by_lines(s), "{s}");
+        }
+        assert!(count_script(&scripts[0]).1 > 0);
     }
 }

@@ -139,12 +139,38 @@ pub struct Elements(Arc<ElementsInner>);
 struct ElementsInner {
     keys: Vec<Key>,
     text: OnceLock<String>,
+    /// Every key an address range, sorted, each ending before the next
+    /// starts (found once per shared value).
+    disjoint: OnceLock<bool>,
 }
 
 impl Elements {
     /// The text `render` makes of the keys, made once per shared value.
     pub fn rendered(&self, render: impl FnOnce(&[Key]) -> String) -> &str {
         self.0.text.get_or_init(|| render(&self.0.keys))
+    }
+
+    /// Does an element cover `k` ([`key_matches`])? A binary search when
+    /// the keys are disjoint sorted address ranges (the simulator looks
+    /// addresses up in a 100,000-element blacklist), a scan otherwise.
+    pub fn covers(&self, k: &Key) -> bool {
+        let keys = &self.0.keys;
+        let disjoint = *self.0.disjoint.get_or_init(|| {
+            keys.iter().all(|e| matches!(e, Key::Addr(_)))
+                && keys.windows(2).all(|w| match w {
+                    [Key::Addr(a), Key::Addr(b)] => a.end < b.start,
+                    _ => false,
+                })
+        });
+        match k {
+            Key::Addr(a) if disjoint => {
+                // The only element that may hold `a`: the last one starting
+                // at or before it.
+                let i = keys.partition_point(|e| matches!(e, Key::Addr(r) if r.start <= a.start));
+                i > 0 && key_matches(&keys[i - 1], k)
+            }
+            _ => keys.iter().any(|e| key_matches(e, k)),
+        }
     }
 }
 
@@ -153,6 +179,7 @@ impl From<Vec<Key>> for Elements {
         Elements(Arc::new(ElementsInner {
             keys,
             text: OnceLock::new(),
+            disjoint: OnceLock::new(),
         }))
     }
 }
@@ -198,7 +225,7 @@ impl Serialize for Elements {
 
 impl Set {
     pub fn contains(&self, k: &Key) -> bool {
-        self.elements.iter().any(|e| key_matches(e, k))
+        self.elements.covers(k)
     }
 }
 

@@ -134,6 +134,15 @@ pub fn build(files: &SiteFiles, node: &str, opts: &PlanOpts) -> Result<NodePlan,
 pub struct PlanCache {
     resolve: rampart_resolve::Cache,
     nft_sets: rampart_nft::SetMemo,
+    /// `site.toml` (its bytes, the key dir) and its WireGuard plan.
+    wg: Option<(Option<Vec<u8>>, String, Wg)>,
+    /// `site.toml` (its bytes, its file id) and its profiles, when it
+    /// has none (then nothing else of the site goes into them).
+    profiles: Option<(
+        Vec<u8>,
+        rampart_types::FileId,
+        std::sync::Arc<rampart_profile::SiteProfiles>,
+    )>,
 }
 
 impl PlanCache {
@@ -172,9 +181,9 @@ pub fn load_cached<'f>(
 fn load_with<'f>(
     files: &'f SiteFiles,
     opts: &PlanOpts,
-    cache: Option<&mut PlanCache>,
+    mut cache: Option<&mut PlanCache>,
 ) -> Result<Site<'f>, Refusal> {
-    let (site, diags) = match cache {
+    let (site, diags) = match cache.as_deref_mut() {
         Some(c) => rampart_resolve::load_cached(files, &mut c.resolve),
         None => rampart_resolve::load(files),
     };
@@ -190,7 +199,20 @@ fn load_with<'f>(
             diagnostics: diags,
         });
     }
-    let wg = Wg::with_key_dir(files, &opts.key_dir);
+    let wg = match cache {
+        Some(c) => {
+            let toml = files.get("site.toml");
+            match &c.wg {
+                Some((b, k, wg)) if b.as_deref() == toml && *k == opts.key_dir => wg.clone(),
+                _ => {
+                    let wg = Wg::with_key_dir(files, &opts.key_dir);
+                    c.wg = Some((toml.map(<[u8]>::to_vec), opts.key_dir.clone(), wg.clone()));
+                    wg
+                }
+            }
+        }
+        None => Wg::with_key_dir(files, &opts.key_dir),
+    };
     let mut warnings = diags.render(&site.sources);
     if !wg.diags.is_empty() {
         push_rendered(&mut warnings, &wg.diags.render(&wg.sources));
@@ -250,14 +272,37 @@ impl Site<'_> {
 
     /// The whole plan of `node`.
     pub fn build(&self, node: &str) -> Result<NodePlan, Refusal> {
-        self.build_with(node, &rampart_nft::SiteCache::new(&self.ir))
+        let profiles = rampart_profile::load(self.files, &self.ir);
+        self.build_with(node, &rampart_nft::SiteCache::new(&self.ir), &profiles)
+    }
+
+    /// The site's profiles, from `cache` when `site.toml` is unchanged and
+    /// has none.
+    fn profiles_cached(
+        &self,
+        cache: &mut PlanCache,
+    ) -> std::sync::Arc<rampart_profile::SiteProfiles> {
+        let toml = self.files.get("site.toml");
+        let id = rampart_profile::site_toml_id(&self.ir).unwrap_or_default();
+        if let (Some(t), Some((b, i, sp))) = (toml, &cache.profiles) {
+            if t == b.as_slice() && id == *i {
+                return sp.clone();
+            }
+        }
+        let sp = std::sync::Arc::new(rampart_profile::load(self.files, &self.ir));
+        cache.profiles = match toml {
+            Some(t) if sp.profiles.is_empty() => Some((t.to_vec(), id, sp.clone())),
+            _ => None,
+        };
+        sp
     }
 
     /// [`Site::build`], reusing the compiled sets `cache` kept of the
     /// previous revision, and keeping this one's (the plan is the same).
     pub fn build_cached(&self, node: &str, cache: &mut PlanCache) -> Result<NodePlan, Refusal> {
+        let profiles = self.profiles_cached(cache);
         let sets = rampart_nft::SiteCache::with_memo(&self.ir, std::mem::take(&mut cache.nft_sets));
-        let out = self.build_with(node, &sets);
+        let out = self.build_with(node, &sets, &profiles);
         cache.nft_sets = sets.into_memo();
         out
     }
@@ -266,6 +311,7 @@ impl Site<'_> {
         &self,
         node: &str,
         nft_sets: &rampart_nft::SiteCache,
+        profiles: &rampart_profile::SiteProfiles,
     ) -> Result<NodePlan, Refusal> {
         let site = &self.ir;
         let Some(n) = site.node(node) else {
@@ -293,13 +339,16 @@ impl Site<'_> {
         };
 
         // Profiles first: their errors refuse the node before compiling.
-        let prof = profile_additions(&ProfileInput {
-            files: self.files,
-            site,
-            wg: &self.wg,
-            node,
-            backend,
-        });
+        let prof = profile::profile_additions_of(
+            &ProfileInput {
+                files: self.files,
+                site,
+                wg: &self.wg,
+                node,
+                backend,
+            },
+            profiles,
+        );
         let mut diags = Diagnostics::new();
         if prof.diagnostics.has_errors() {
             return Err(refuse(
@@ -330,7 +379,7 @@ impl Site<'_> {
         })?;
         diags.extend(nft.warnings.clone());
         rampart_nft::add_profile(&mut nft, &prof.firewall);
-        let vpn = profile::check_compiled(
+        let vpn = profile::check_compiled_of(
             &ProfileInput {
                 files: self.files,
                 site,
@@ -338,6 +387,7 @@ impl Site<'_> {
                 node,
                 backend,
             },
+            profiles,
             &nft,
         );
         if vpn.has_errors() {

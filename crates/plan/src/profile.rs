@@ -57,11 +57,19 @@ pub struct ProfileAdditions {
 /// `[[egress]]` (see docs/profiles.md). Errors of any profile refuse every
 /// node, as WireGuard errors do.
 pub fn profile_additions(input: &ProfileInput<'_>) -> ProfileAdditions {
+    profile_additions_of(input, &rampart_profile::load(input.files, input.site))
+}
+
+/// [`profile_additions`] with the site's profiles loaded
+/// (`rampart_profile::load`).
+pub fn profile_additions_of(
+    input: &ProfileInput<'_>,
+    sp: &rampart_profile::SiteProfiles,
+) -> ProfileAdditions {
     let _ = input.backend;
-    let sp = rampart_profile::load(input.files, input.site);
     if sp.profiles.is_empty() {
         return ProfileAdditions {
-            diagnostics: sp.diags,
+            diagnostics: sp.diags.clone(),
             ..ProfileAdditions::default()
         };
     }
@@ -95,7 +103,7 @@ pub fn profile_additions(input: &ProfileInput<'_>) -> ProfileAdditions {
         sysctls: np.sysctls,
         lockdown: np.firewall.lockdown.is_some(),
         firewall: np.firewall,
-        diagnostics: sp.diags,
+        diagnostics: sp.diags.clone(),
         ..ProfileAdditions::default()
     }
 }
@@ -103,7 +111,15 @@ pub fn profile_additions(input: &ProfileInput<'_>) -> ProfileAdditions {
 /// E0503 on the compiled nftables plan of a locked-down node: the VPN's
 /// listen port admits the peers and a VPN connection reaches management.
 pub fn check_compiled(input: &ProfileInput<'_>, nft: &rampart_nft::Plan) -> Diagnostics {
-    let sp = rampart_profile::load(input.files, input.site);
+    check_compiled_of(input, &rampart_profile::load(input.files, input.site), nft)
+}
+
+/// [`check_compiled`] with the site's profiles loaded.
+pub fn check_compiled_of(
+    input: &ProfileInput<'_>,
+    sp: &rampart_profile::SiteProfiles,
+    nft: &rampart_nft::Plan,
+) -> Diagnostics {
     if sp.profiles.is_empty() {
         return Diagnostics::new();
     }

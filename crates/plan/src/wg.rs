@@ -7,6 +7,7 @@ use rampart_wg::plan::Role;
 use rampart_wg::{InterfacePlan, Plan as WgPlan, WgSite};
 use std::net::{IpAddr, SocketAddr};
 
+#[derive(Clone)]
 pub struct Wg {
     pub plan: Option<WgPlan>,
     site: Option<WgSite>,
