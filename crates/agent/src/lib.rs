@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub use rampart_plan::{PlanCache, PlanOpts, Refusal, RefusalKind};
+pub use rampart_plan::{PlanOpts, Refusal, RefusalKind};
 
 /// The nflog group every compiled log rule writes to (rampart_nft's and
 /// rampart_ipt's `NFLOG_GROUP`).
@@ -70,6 +70,22 @@ pub fn plan_for_with(
     plan_for_inner(files, node, opts, None)
 }
 
+/// What planning one revision keeps for the next ([`plan_for_cached`]):
+/// `rampart_plan`'s cache, and the element count of each long list of the
+/// last script (a list unchanged byte for byte is not counted again).
+/// Holds the last revision's values, nothing older.
+#[derive(Default)]
+pub struct PlanCache {
+    plan: rampart_plan::PlanCache,
+    lists: Vec<(String, usize)>,
+}
+
+impl PlanCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
 /// [`plan_for_with`], redoing only what changed since the revision `cache`
 /// last planned (the agent keeps one): the plan is the same, byte for byte.
 pub fn plan_for_cached(
@@ -88,12 +104,12 @@ fn plan_for_inner(
     mut cache: Option<&mut PlanCache>,
 ) -> Result<Planned, Refusal> {
     let site = match cache.as_deref_mut() {
-        Some(c) => rampart_plan::load_cached(files, opts, c)?,
+        Some(c) => rampart_plan::load_cached(files, opts, &mut c.plan)?,
         None => rampart_plan::load(files, opts)?,
     };
     let node = site.pick(node)?;
-    let built = match cache {
-        Some(c) => site.build_cached(&node, c),
+    let built = match cache.as_deref_mut() {
+        Some(c) => site.build_cached(&node, &mut c.plan),
         None => site.build(&node),
     };
     let built = match built {
@@ -110,7 +126,9 @@ fn plan_for_inner(
     let mut plan = built.plan;
     plan.meta.compiled_at = now();
     let (rules, set_elements) = match plan.backend {
-        rampart_apply::Backend::Nftables => count_script(&plan.ruleset),
+        rampart_apply::Backend::Nftables => {
+            count_script_with(&plan.ruleset, cache.map(|c| &mut c.lists))
+        }
         rampart_apply::Backend::Iptables => {
             let text = [Some(&plan.ruleset), plan.ruleset6.as_ref()];
             let rules = text
@@ -150,7 +168,23 @@ fn join_rendered(a: &str, b: &str) -> String {
 
 /// Rough sizes of an nft script: rule lines inside chains, and elements of
 /// `elements = { ... }` lists.
+#[cfg(test)]
 fn count_script(script: &str) -> (usize, usize) {
+    count_script_with(script, None)
+}
+
+/// Lists shorter than this are counted each time, not kept.
+const KEEP_LIST: usize = 4096;
+
+/// [`count_script`], taking the count of a long list from `lists` (the
+/// previous script's, in order) when its text is the same, and keeping
+/// this script's there.
+fn count_script_with(script: &str, mut lists: Option<&mut Vec<(String, usize)>>) -> (usize, usize) {
+    let mut old = lists
+        .as_deref_mut()
+        .map(std::mem::take)
+        .unwrap_or_default()
+        .into_iter();
     let mut rules = 0;
     let mut elements = 0;
     let mut in_chain = false;
@@ -163,11 +197,24 @@ fn count_script(script: &str) -> (usize, usize) {
             let close = rest.find('}').unwrap_or(rest.len());
             let body_end = rest[..close].rfind('\n').map_or(0, |i| i + 1);
             let body = &rest[..body_end];
-            elements += count_pieces(body.as_bytes()).unwrap_or_else(|| {
-                body.lines()
-                    .map(|l| l.split(',').filter(|s| !s.trim().is_empty()).count())
-                    .sum()
-            });
+            let count = |body: &str| {
+                count_pieces(body.as_bytes()).unwrap_or_else(|| {
+                    body.lines()
+                        .map(|l| l.split(',').filter(|s| !s.trim().is_empty()).count())
+                        .sum()
+                })
+            };
+            match lists.as_deref_mut() {
+                Some(keep) if body.len() >= KEEP_LIST => {
+                    let (text, n) = match old.next() {
+                        Some((t, n)) if t == body => (t, n),
+                        _ => (body.to_owned(), count(body)),
+                    };
+                    elements += n;
+                    keep.push((text, n));
+                }
+                _ => elements += count(body),
+            }
             rest = &rest[body_end..];
             if rest.is_empty() {
                 break;
@@ -789,8 +836,31 @@ mod tests {
             ]
             .map(str::to_owned),
         );
+        let big = |n: usize, extra: &str| {
+            let mut t = String::from("set s {\n\t\telements = {\n");
+            for i in 0..n {
+                t.push_str(&format!("\t\t\t10.{}.{}.1,\n", i / 256, i % 256));
+            }
+            t.push_str(extra);
+            t.push_str("\t\t}\n}\nchain c {\n\trule\n}\n");
+            t
+        };
+        scripts.extend([
+            big(3000, ""),
+            big(3000, "\t\t\t10.99.0.1, ,\n"),
+            big(2999, ""),
+        ]);
         for s in &scripts {
             assert_eq!(count_script(s), count_by_lines(s), "{s}");
+        }
+        // Through the kept lists: one script after another, and again.
+        let mut lists = Vec::new();
+        for s in scripts.iter().chain(&scripts).chain(scripts.iter().rev()) {
+            assert_eq!(
+                count_script_with(s, Some(&mut lists)),
+                count_by_lines(s),
+                "{s}"
+            );
         }
         assert!(count_script(&scripts[0]).1 > 0);
     }

@@ -354,6 +354,29 @@ impl<'a> Resolver<'a> {
             Owner::Cluster => (SetScope::Cluster, format!("dc-{}", s.name.value)),
             Owner::Guest(id) => (SetScope::Guest(id), format!("g{id}-{}", s.name.value)),
         };
+        let key = (owner, s.name.value.clone());
+        let prev = self.memo_old.remove(&key);
+        // Unchanged addresses only (the common case of a big set): the
+        // previous result, checked against the entries as written.
+        if let Some(m) = prev.as_ref() {
+            let same = m.items.len() == s.entries.len()
+                && m.items.iter().zip(&s.entries).all(|(&(r, n, sp), e)| {
+                    matches!(e.item, SetItem::Range(x) if x == r) && n == e.nomatch && sp == e.span
+                });
+            if same {
+                let m = prev.expect("checked");
+                self.diags.items.extend(m.diags.iter().cloned());
+                let entries = match &mut self.memo_new {
+                    Some(new) => {
+                        let entries = m.entries.clone();
+                        new.insert(key, m);
+                        entries
+                    }
+                    None => m.entries,
+                };
+                return self.finish_set(owner, s, lname, scope, kernel_name, entries);
+            }
+        }
         // The entries as ranges (aliases looked up, their problems reported).
         let mut items: Vec<(IpRange, bool, Span)> = Vec::with_capacity(s.entries.len());
         for e in &s.entries {
@@ -366,8 +389,7 @@ impl<'a> Resolver<'a> {
                 }
             }
         }
-        let key = (owner, s.name.value.clone());
-        let (entries, dups) = match self.memo_old.remove(&key) {
+        let (entries, dups) = match prev {
             Some(m) if m.items == items => (m.entries, m.diags),
             _ => dedup_entries(&s.name.value, &items),
         };
@@ -382,6 +404,18 @@ impl<'a> Resolver<'a> {
                 },
             );
         }
+        self.finish_set(owner, s, lname, scope, kernel_name, entries);
+    }
+
+    fn finish_set(
+        &mut self,
+        owner: Owner,
+        s: &ast::IpSetDef,
+        lname: String,
+        scope: SetScope,
+        kernel_name: String,
+        entries: Vec<SetEntry>,
+    ) {
         let set = IpSet {
             name: s.name.value.clone(),
             scope,
