@@ -12,8 +12,7 @@
 //! picks the configurations ((a) is always measured); `_PLAN=FILE` measures
 //! a hand-edited plan as (b); `_DUMP=DIR` writes the site and the plan;
 //! `_DEBUG` prints each round and the node's conntrack entry count and
-//! nonzero `conntrack -S` counters before and after it; `_PAIRED=N` adds
-//! N paired rounds (below; 0 by default).
+//! nonzero `conntrack -S` counters before and after it.
 //!
 //! Setup: two namespaces joined by a veth pair, `client` (198.51.100.2) and
 //! `node` (198.51.100.1). The node runs the firewall under test and a TCP
@@ -42,14 +41,6 @@
 //! (d) conntrack only: `ct state established,related accept`, accept 8080 —
 //!     the least any stateful firewall does, to tell the cost of the rules
 //!     from the cost of connection tracking itself.
-//!
-//! With `RAMPART_DP_PAIRED=N`, then N paired rounds for (b) and (d): a
-//! second client/node pair with no firewall runs at the same time as the
-//! pair under test (they swap roles every half round), so other load on
-//! the machine hits both alike and the ratio of their rates is taken over
-//! the same seconds. The two pairs then share the two cores, so that
-//! ratio is one of CPU cost per connection, not of an idle machine's
-//! connection rate.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -127,8 +118,8 @@ struct Lab {
 }
 
 impl Lab {
-    fn new(n: usize) -> Lab {
-        let tag = format!("rampart-dp-{}-{n}", std::process::id());
+    fn new() -> Lab {
+        let tag = format!("rampart-dp-{}", std::process::id());
         let lab = Lab {
             client: format!("{tag}-client"),
             node: format!("{tag}-node"),
@@ -418,9 +409,34 @@ fn main() {
             .expect("dump plan");
     }
 
-    let lab = Lab::new(0);
+    let lab = Lab::new();
     let stop = Arc::new(AtomicBool::new(false));
-    let server = serve(&lab, &stop);
+    let server = {
+        let ns = lab.node.clone();
+        let stop = stop.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let h = std::thread::spawn(move || {
+            enter(&ns);
+            // A deep accept queue: on a loaded machine this thread may be
+            // scheduled late, and an overflowing queue drops SYNs.
+            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                .expect("socket");
+            s.set_reuse_address(true).expect("reuseaddr");
+            s.bind(&SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, PORT)).into())
+                .expect("bind");
+            s.listen(65535).expect("listen");
+            let l: TcpListener = s.into();
+            tx.send(()).unwrap();
+            for c in l.incoming() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                drop(c);
+            }
+        });
+        rx.recv().expect("listener up");
+        h
+    };
 
     let names = ["no firewall", "rampart", "naive", "conntrack only"];
     let variants: String = env("RAMPART_DP_VARIANTS", "abcd".to_string());
@@ -465,60 +481,11 @@ fn main() {
     }
     let (wall, cpu) = (t0.elapsed().as_secs_f64(), cpu_s() - c0);
     let load_after = loadavg();
-
-    // Paired rounds: a second node with no firewall runs at the same time
-    // as the node under test (the two swap roles every half round), so
-    // both see the same load from the rest of the machine and the ratio
-    // of their rates is taken over the same seconds. Both pairs share the
-    // two cores, so this ratio is that of the cost per connection.
-    let paired: usize = env("RAMPART_DP_PAIRED", 0usize);
-    let paired_of: Vec<usize> = chosen
-        .iter()
-        .copied()
-        .filter(|&i| i == 1 || i == 3)
-        .collect();
-    let mut pairs: [Vec<(f64, f64)>; 4] = Default::default();
-    let (mut pload_before, mut pload_after) = (String::new(), String::new());
-    let second = (paired > 0 && !paired_of.is_empty()).then(|| {
-        let lab2 = Lab::new(1);
-        let server2 = serve(&lab2, &stop);
-        pload_before = loadavg();
-        let labs = [&lab, &lab2];
-        for round in 0..paired {
-            for &i in &paired_of {
-                for half in 0..2 {
-                    let (fw, none) = (labs[(round + half) % 2], labs[(round + half + 1) % 2]);
-                    fw.clear();
-                    none.clear();
-                    fw.nft(if i == 1 { &plan_script } else { CONNTRACK_ONLY });
-                    let (x, base) = std::thread::scope(|s| {
-                        let h = s.spawn(|| measure(&none.client, secs).0);
-                        let x = measure(&fw.client, secs).0;
-                        (x, h.join().expect("paired client"))
-                    });
-                    if debug {
-                        eprintln!(
-                            "paired round {round}.{half} ({}) {x:.0}/s, no firewall beside it {base:.0}/s",
-                            letter(i)
-                        );
-                    }
-                    pairs[i].push((x, base));
-                }
-            }
-        }
-        pload_after = loadavg();
-        (lab2, server2)
-    });
     stop.store(true, Ordering::Relaxed);
-    // Wake the listeners so they see `stop`.
+    // Wake the listener so it sees `stop`.
     lab.clear();
     let _ = measure_once(&lab.client);
     let _ = server.join();
-    if let Some((lab2, server2)) = second {
-        lab2.clear();
-        let _ = measure_once(&lab2.client);
-        let _ = server2.join();
-    }
 
     let rate = |i: usize| -> Vec<f64> { rates[i].iter().map(|r| r.0).collect() };
     let cpu_per = |i: usize| -> Vec<f64> { rates[i].iter().map(|r| r.1).collect() };
@@ -590,64 +557,6 @@ fn main() {
             .join(", ")
     );
     println!("  {wall:.1} s wall, {cpu:.1} s CPU (this process)");
-    if pairs.iter().any(|p| !p.is_empty()) {
-        println!(
-            "paired ({paired} rounds of {secs} s, the configuration and no firewall on two nodes at the same time, roles swapped every half round; load average {pload_before} before, {pload_after} after):"
-        );
-        for &i in &paired_of {
-            let mut v: Vec<f64> = pairs[i].iter().map(|(x, a)| x / a).collect();
-            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            let xs: Vec<f64> = pairs[i].iter().map(|p| p.0).collect();
-            let bs: Vec<f64> = pairs[i].iter().map(|p| p.1).collect();
-            println!(
-                "  ({}) {:<16} {:>7.0}/s beside no firewall {:>7.0}/s (medians): ratio {:.2} ({:.2}-{:.2}), median (min-max) of {} pairs{}",
-                letter(i),
-                names[i],
-                median(xs),
-                median(bs),
-                median(v.clone()),
-                v[0],
-                v[v.len() - 1],
-                v.len(),
-                if i == 1 {
-                    format!(
-                        " (target >= 0.9: {})",
-                        if median(v.clone()) >= 0.9 { "met" } else { "NOT met" }
-                    )
-                } else {
-                    String::new()
-                }
-            );
-        }
-    }
-}
-
-/// The node's TCP listener on port 8080 (accepts and closes), until `stop`.
-fn serve(lab: &Lab, stop: &Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
-    let ns = lab.node.clone();
-    let stop = stop.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let h = std::thread::spawn(move || {
-        enter(&ns);
-        // A deep accept queue: on a loaded machine this thread may be
-        // scheduled late, and an overflowing queue drops SYNs.
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-            .expect("socket");
-        s.set_reuse_address(true).expect("reuseaddr");
-        s.bind(&SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, PORT)).into())
-            .expect("bind");
-        s.listen(65535).expect("listen");
-        let l: TcpListener = s.into();
-        tx.send(()).unwrap();
-        for c in l.incoming() {
-            if stop.load(Ordering::Relaxed) {
-                break;
-            }
-            drop(c);
-        }
-    });
-    rx.recv().expect("listener up");
-    h
 }
 
 /// One connection attempt from the client (to wake the listener).
