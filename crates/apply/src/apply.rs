@@ -387,10 +387,12 @@ fn apply_locked(
             }
         }
     }
-    let mut now_values = BTreeMap::new();
-    for k in target.keys() {
-        now_values.insert(k.clone(), sys.sysctl_get(k)?);
-    }
+    let keys: Vec<&str> = target.keys().map(String::as_str).collect();
+    let now_values: BTreeMap<String, String> = keys
+        .iter()
+        .map(|k| k.to_string())
+        .zip(sys.sysctl_get_many(&keys)?)
+        .collect();
     let mut sysctls_before_rampart = BTreeMap::new();
     for k in plan.sysctls.keys() {
         let orig = current

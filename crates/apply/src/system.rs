@@ -86,6 +86,10 @@ pub trait System {
     fn ipset_restore(&self, text: &str) -> Result<(), Error>;
     /// Current value of a sysctl (trimmed).
     fn sysctl_get(&self, key: &str) -> Result<String, Error>;
+    /// Current values of several sysctls, in order.
+    fn sysctl_get_many(&self, keys: &[&str]) -> Result<Vec<String>, Error> {
+        keys.iter().map(|k| self.sysctl_get(k)).collect()
+    }
     /// Set a sysctl.
     fn sysctl_set(&self, key: &str, value: &str) -> Result<(), Error>;
     /// Argument vector prefix that runs a command where this system's commands
@@ -230,35 +234,55 @@ impl HostSystem {
     /// and opens the file there; `net.*` files answer for the opener's
     /// namespace.
     fn proc_sys(&self, key: &str, write: Option<&str>) -> Result<String, Error> {
-        let rel = if key.contains('/') {
-            key.to_owned()
-        } else {
-            key.replace('.', "/")
+        self.proc_sys_many(&[(key, write)])
+            .map(|mut v| v.pop().unwrap_or_default())
+    }
+
+    /// [`Self::proc_sys`] for several keys in order, from one thread in
+    /// the namespace (one setns, not one per key).
+    fn proc_sys_many(&self, ops: &[(&str, Option<&str>)]) -> Result<Vec<String>, Error> {
+        let path_of = |key: &str| {
+            let rel = if key.contains('/') {
+                key.to_owned()
+            } else {
+                key.replace('.', "/")
+            };
+            Path::new("/proc/sys").join(rel)
         };
-        let path = Path::new("/proc/sys").join(rel);
-        let access = |path: &Path| -> std::io::Result<String> {
-            match write {
-                Some(v) => std::fs::write(path, v).map(|_| String::new()),
-                None => std::fs::read_to_string(path).map(|t| t.trim_end_matches('\n').to_owned()),
-            }
+        let run_all = || -> Result<Vec<String>, Error> {
+            ops.iter()
+                .map(|(key, write)| {
+                    let path = path_of(key);
+                    match write {
+                        Some(v) => std::fs::write(&path, v).map(|_| String::new()),
+                        None => std::fs::read_to_string(&path)
+                            .map(|t| t.trim_end_matches('\n').to_owned()),
+                    }
+                    .map_err(|e| Error::io(&path, e))
+                })
+                .collect()
         };
-        let r = match &self.netns {
-            None => access(&path),
+        match &self.netns {
+            None => run_all(),
             Some(ns) => {
-                let f = std::fs::File::open(format!("/run/netns/{ns}"))
-                    .map_err(|e| Error::io(Path::new(&format!("/run/netns/{ns}")), e))?;
+                let p = format!("/run/netns/{ns}");
+                let f = std::fs::File::open(&p).map_err(|e| Error::io(Path::new(&p), e))?;
                 std::thread::scope(|sc| {
                     sc.spawn(|| {
                         nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
-                            .map_err(std::io::Error::from)?;
-                        access(&path)
+                            .map_err(|e| Error::io(Path::new(&p), e.into()))?;
+                        run_all()
                     })
                     .join()
-                    .unwrap_or_else(|_| Err(std::io::Error::other("netns thread panicked")))
+                    .unwrap_or_else(|_| {
+                        Err(Error::io(
+                            Path::new(&p),
+                            std::io::Error::other("netns thread panicked"),
+                        ))
+                    })
                 })
             }
-        };
-        r.map_err(|e| Error::io(&path, e))
+        }
     }
 
     fn run(&self, prog: &str, args: &[&str], input: Option<&str>) -> Result<String, Error> {
@@ -535,6 +559,17 @@ impl System for HostSystem {
             .run(&self.programs.sysctl, &["-n", key], None)?
             .trim()
             .to_owned())
+    }
+    fn sysctl_get_many(&self, keys: &[&str]) -> Result<Vec<String>, Error> {
+        if self.programs.sysctl == "sysctl" {
+            let ops: Vec<(&str, Option<&str>)> = keys.iter().map(|k| (*k, None)).collect();
+            return Ok(self
+                .proc_sys_many(&ops)?
+                .into_iter()
+                .map(|v| v.trim().to_owned())
+                .collect());
+        }
+        keys.iter().map(|k| self.sysctl_get(k)).collect()
     }
     fn sysctl_set(&self, key: &str, value: &str) -> Result<(), Error> {
         if self.programs.sysctl == "sysctl" {
