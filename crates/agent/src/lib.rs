@@ -123,11 +123,18 @@ fn plan_for_inner(
             return Err(r);
         }
     };
-    let mut plan = built.plan;
+    let rampart_plan::NodePlan {
+        mut plan,
+        rendered,
+        diagnostics,
+        forced,
+        model,
+        ..
+    } = built;
     plan.meta.compiled_at = now();
     let (rules, set_elements) = match plan.backend {
         rampart_apply::Backend::Nftables => {
-            count_script_with(&plan.ruleset, cache.map(|c| &mut c.lists))
+            count_script_with(&plan.ruleset, cache.as_deref_mut().map(|c| &mut c.lists))
         }
         rampart_apply::Backend::Iptables => {
             let text = [Some(&plan.ruleset), plan.ruleset6.as_ref()];
@@ -146,12 +153,18 @@ fn plan_for_inner(
             (rules, elements)
         }
     };
+    let rendered = join_rendered(&site.warnings, &rendered);
+    if let Some(c) = cache {
+        // Done with the site and the model: what the cache lent them goes
+        // back (no copies kept of the 100,000-entry set or the chains).
+        c.plan.recycle(site, &node, Some(model));
+    }
     Ok(Planned {
-        rendered: join_rendered(&site.warnings, &built.rendered),
-        diagnostics: built.diagnostics,
+        rendered,
+        diagnostics,
         node,
         plan,
-        forced: built.forced,
+        forced,
         rules,
         set_elements,
     })

@@ -106,7 +106,38 @@ pub struct SiteCache {
 #[derive(Default)]
 pub struct SetMemo {
     sets: HashMap<(String, Family), MemoSet>,
-    merged: HashMap<(String, String), (Vec<Rule>, Vec<Rule>)>,
+    merged: HashMap<(String, String), MemoChain>,
+}
+
+struct MemoChain {
+    /// The chain's rules before merging.
+    input: Vec<Rule>,
+    /// After (`None` while the plan that holds them is out).
+    output: Option<Vec<Rule>>,
+    /// Where the output went (heap address and length of the list).
+    lent: (usize, usize),
+}
+
+impl SetMemo {
+    /// Take back the merged rules of the chains of `plan`, the plan of
+    /// `node` compiled last with this memo, instead of keeping a copy:
+    /// only the very lists handed out (same heap address and length).
+    /// The caller passes a plan nothing changed after compiling (no
+    /// extras, no profile additions); anything else is merged again.
+    pub fn recycle(&mut self, node: &str, plan: Plan) {
+        for t in plan.ruleset.tables {
+            if t.family != TableFamily::Inet {
+                continue;
+            }
+            for c in t.chains {
+                if let Some(m) = self.merged.get_mut(&(node.to_owned(), c.name)) {
+                    if m.output.is_none() && (c.rules.as_ptr() as usize, c.rules.len()) == m.lent {
+                        m.output = Some(c.rules);
+                    }
+                }
+            }
+        }
+    }
 }
 
 struct MemoSet {
@@ -154,15 +185,25 @@ impl SiteCache {
         };
         let key = (node.to_owned(), chain.to_owned());
         let prev = lock(old).merged.remove(&key);
-        let (input, output) = match prev {
-            Some((i, o)) if i == rules => (i, o),
+        let (input, out) = match prev {
+            Some(m) if m.output.is_some() && m.input == rules => {
+                (m.input, m.output.unwrap_or_default())
+            }
             _ => {
                 let o = crate::merge::merge(rules.clone());
                 (rules, o)
             }
         };
-        let out = output.clone();
-        lock(new).merged.insert(key, (input, output));
+        // The output is lent to the plan: given back by `SetMemo::recycle`.
+        let lent = (out.as_ptr() as usize, out.len());
+        lock(new).merged.insert(
+            key,
+            MemoChain {
+                input,
+                output: None,
+                lent,
+            },
+        );
         out
     }
 

@@ -143,11 +143,31 @@ pub struct PlanCache {
         rampart_types::FileId,
         std::sync::Arc<rampart_profile::SiteProfiles>,
     )>,
+    /// The node whose last [`Site::build_cached`] gave a model exactly as
+    /// compiled (no WireGuard or profile additions), so its chains can be
+    /// given back.
+    recyclable: Option<String>,
 }
 
 impl PlanCache {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Give back, when done with them, the site of the last
+    /// [`load_cached`] and the nftables model of the node's last
+    /// [`Site::build_cached`] (`NodePlan::model`), both unchanged: the
+    /// cache takes back what it lent them (ipset entries, merged chains)
+    /// instead of keeping copies. Optional: what is not given back is
+    /// recomputed next time.
+    pub fn recycle(&mut self, site: Site<'_>, node: &str, model: Option<rampart_nft::Plan>) {
+        self.resolve.recycle(site.ir);
+        if let Some(m) = model {
+            if self.recyclable.as_deref() == Some(node) {
+                self.nft_sets.recycle(node, m);
+            }
+        }
+        self.recyclable = None;
     }
 }
 
@@ -304,6 +324,9 @@ impl Site<'_> {
         let sets = rampart_nft::SiteCache::with_memo(&self.ir, std::mem::take(&mut cache.nft_sets));
         let out = self.build_with(node, &sets, &profiles);
         cache.nft_sets = sets.into_memo();
+        // Without profiles and WireGuard, the model is the compiler's own.
+        let as_compiled = profiles.profiles.is_empty() && self.wg.extras(node).wireguard.is_empty();
+        cache.recyclable = (out.is_ok() && as_compiled).then(|| node.to_owned());
         out
     }
 

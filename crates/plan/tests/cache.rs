@@ -4,7 +4,7 @@
 //! its `file:line`, and every refusal, after any change to the site.
 
 use proptest::prelude::*;
-use rampart_plan::{build, build_cached, PlanCache, PlanOpts};
+use rampart_plan::{build, build_cached, load_cached, PlanCache, PlanOpts};
 use rampart_types::SiteFiles;
 
 fn site() -> SiteFiles {
@@ -28,15 +28,28 @@ fn nodes(files: &SiteFiles) -> Vec<String> {
     n
 }
 
-/// Plan every node through `cache` and from scratch; they must be equal
+/// Each node's cache (as each node's agent keeps one), and one shared by
+/// all nodes in turn.
+#[derive(Default)]
+struct Caches {
+    per_node: std::collections::BTreeMap<String, PlanCache>,
+    shared: PlanCache,
+}
+
+/// Plan every node through its cache and from scratch; they must be equal
 /// (compared in full through `Debug`, which prints every field). Returns
 /// how many nodes planned.
-fn same(files: &SiteFiles, cache: &mut PlanCache, what: &str) -> usize {
+fn same(files: &SiteFiles, caches: &mut Caches, what: &str) -> usize {
     let opts = PlanOpts::default();
     let mut ok = 0;
     for node in nodes(files) {
         let cold = build(files, &node, &opts);
-        let warm = build_cached(files, &node, &opts, cache);
+        let cache = caches.per_node.entry(node.clone()).or_default();
+        // As the agent plans: load, build, give back what the cache lent.
+        let (warm, site) = match load_cached(files, &opts, cache) {
+            Ok(site) => (site.build_cached(&node, cache), Some(site)),
+            Err(r) => (Err(r), None),
+        };
         let (c, w) = (format!("{cold:#?}"), format!("{warm:#?}"));
         if c != w {
             let at = c
@@ -51,6 +64,15 @@ fn same(files: &SiteFiles, cache: &mut PlanCache, what: &str) -> usize {
             );
         }
         ok += usize::from(cold.is_ok());
+        if let Some(site) = site {
+            cache.recycle(site, &node, warm.ok().map(|p| p.model));
+        }
+        // The one-call form, one cache for every node (nothing given back).
+        let shared = format!(
+            "{:#?}",
+            build_cached(files, &node, &opts, &mut caches.shared)
+        );
+        assert!(c == shared, "{what}, node {node}: build_cached differs");
     }
     ok
 }
@@ -96,7 +118,7 @@ fn replace_line(files: &mut SiteFiles, path: &str, prefix: &str, with: &str) {
 #[test]
 fn warm_plans_equal_cold_plans_after_every_kind_of_change() {
     let mut files = site();
-    let mut cache = PlanCache::new();
+    let mut cache = Caches::default();
     assert_eq!(same(&files, &mut cache, "first revision"), 2);
     assert_eq!(same(&files, &mut cache, "same revision again"), 2);
 
@@ -247,7 +269,7 @@ proptest! {
         edits in proptest::collection::vec((any::<usize>(), any::<usize>(), an_edit()), 1..5)
     ) {
         let mut files = site();
-        let mut cache = PlanCache::new();
+        let mut cache = Caches::default();
         same(&files, &mut cache, "first revision");
         for (n, (file, line, e)) in edits.iter().enumerate() {
             apply(&mut files, *file, *line, e);

@@ -40,6 +40,16 @@ pub struct Cache {
     pub lint: lint::LintMemo,
 }
 
+impl Cache {
+    /// Give back the IR the last [`load_cached`] made, unchanged, when done
+    /// with it: the cache takes back what it lent (the entries of each
+    /// ipset) instead of keeping copies. Optional: what is not given back
+    /// is recomputed next time.
+    pub fn recycle(&mut self, site: ir::Site) {
+        self.sets.recycle(site);
+    }
+}
+
 /// [`load`], redoing only what changed since the site `cache` last saw:
 /// the result (IR and diagnostics, spans included) is the same.
 pub fn load_cached(files: &SiteFiles, cache: &mut Cache) -> (ir::Site, Diagnostics) {

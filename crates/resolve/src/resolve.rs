@@ -44,9 +44,38 @@ pub struct SetMemo {
 struct MemoSet {
     /// The entries as listed: range, nomatch, the entry's span.
     items: Vec<(IpRange, bool, Span)>,
-    /// What they became: sorted, deduplicated, and the duplicates reported.
-    entries: Vec<SetEntry>,
+    /// What they became: sorted, deduplicated (`None` while the IR that
+    /// holds them is out), and the duplicates reported.
+    entries: Option<Vec<SetEntry>>,
     diags: Vec<Diagnostic>,
+    /// The set in that IR, and where its entries were (the very list
+    /// handed out: heap address and length).
+    id: SetId,
+    lent: (usize, usize),
+}
+
+impl SetMemo {
+    /// Take back the entries of the sets of `site`, the IR of the last
+    /// [`resolve_cached`] with this memo, instead of keeping a copy of
+    /// each: only the very lists it handed out (same heap address and
+    /// length), which nothing changes (the IR is read-only to every
+    /// backend). Anything else is left, and resolved again next time.
+    pub fn recycle(&mut self, site: ir::Site) {
+        let mut sets: Vec<Option<IpSet>> = site.sets.into_iter().map(Some).collect();
+        for m in self.sets.values_mut() {
+            if m.entries.is_none() {
+                let slot = sets.get_mut(m.id.0 as usize);
+                m.entries = slot
+                    .filter(|s| {
+                        s.as_ref().is_some_and(|s| {
+                            (s.entries.as_ptr() as usize, s.entries.len()) == m.lent
+                        })
+                    })
+                    .and_then(Option::take)
+                    .map(|s| s.entries);
+            }
+        }
+    }
 }
 
 struct Resolver<'a> {
@@ -355,56 +384,55 @@ impl<'a> Resolver<'a> {
             Owner::Guest(id) => (SetScope::Guest(id), format!("g{id}-{}", s.name.value)),
         };
         let key = (owner, s.name.value.clone());
-        let prev = self.memo_old.remove(&key);
-        // Unchanged addresses only (the common case of a big set): the
-        // previous result, checked against the entries as written.
-        if let Some(m) = prev.as_ref() {
-            let same = m.items.len() == s.entries.len()
+        // The previous result, unless the IR that held its entries was not
+        // given back ([`SetMemo::recycle`]).
+        let prev = self.memo_old.remove(&key).filter(|m| m.entries.is_some());
+        // Unchanged addresses only (the common case of a big set): checked
+        // against the entries as written, no list built.
+        let same_ranges = |m: &MemoSet| {
+            m.items.len() == s.entries.len()
                 && m.items.iter().zip(&s.entries).all(|(&(r, n, sp), e)| {
                     matches!(e.item, SetItem::Range(x) if x == r) && n == e.nomatch && sp == e.span
-                });
-            if same {
-                let m = prev.expect("checked");
-                self.diags.items.extend(m.diags.iter().cloned());
-                let entries = match &mut self.memo_new {
-                    Some(new) => {
-                        let entries = m.entries.clone();
-                        new.insert(key, m);
-                        entries
-                    }
-                    None => m.entries,
-                };
-                return self.finish_set(owner, s, lname, scope, kernel_name, entries);
-            }
-        }
-        // The entries as ranges (aliases looked up, their problems reported).
-        let mut items: Vec<(IpRange, bool, Span)> = Vec::with_capacity(s.entries.len());
-        for e in &s.entries {
-            match &e.item {
-                SetItem::Range(r) => items.push((*r, e.nomatch, e.span)),
-                SetItem::Alias(n) => {
-                    if let Some(r) = self.lookup_alias_for_set(owner, n) {
-                        items.push((r, e.nomatch, e.span));
+                })
+        };
+        let (items, entries, dups) = match prev {
+            Some(m) if same_ranges(&m) => (m.items, m.entries.unwrap_or_default(), m.diags),
+            prev => {
+                // The entries as ranges (aliases looked up, their problems reported).
+                let mut items: Vec<(IpRange, bool, Span)> = Vec::with_capacity(s.entries.len());
+                for e in &s.entries {
+                    match &e.item {
+                        SetItem::Range(r) => items.push((*r, e.nomatch, e.span)),
+                        SetItem::Alias(n) => {
+                            if let Some(r) = self.lookup_alias_for_set(owner, n) {
+                                items.push((r, e.nomatch, e.span));
+                            }
+                        }
                     }
                 }
+                let (entries, dups) = match prev {
+                    Some(m) if m.items == items => (m.entries.unwrap_or_default(), m.diags),
+                    _ => dedup_entries(&s.name.value, &items),
+                };
+                (items, entries, dups)
             }
-        }
-        let (entries, dups) = match prev {
-            Some(m) if m.items == items => (m.entries, m.diags),
-            _ => dedup_entries(&s.name.value, &items),
         };
         self.diags.items.extend(dups.iter().cloned());
+        let lent = (entries.as_ptr() as usize, entries.len());
+        let id = self.finish_set(owner, s, lname, scope, kernel_name, entries);
         if let Some(new) = &mut self.memo_new {
+            // The entries are lent to the IR: given back by `recycle`.
             new.insert(
                 key,
                 MemoSet {
                     items,
-                    entries: entries.clone(),
+                    entries: None,
                     diags: dups,
+                    id,
+                    lent,
                 },
             );
         }
-        self.finish_set(owner, s, lname, scope, kernel_name, entries);
     }
 
     fn finish_set(
@@ -415,7 +443,7 @@ impl<'a> Resolver<'a> {
         scope: SetScope,
         kernel_name: String,
         entries: Vec<SetEntry>,
-    ) {
+    ) -> SetId {
         let set = IpSet {
             name: s.name.value.clone(),
             scope,
@@ -425,6 +453,7 @@ impl<'a> Resolver<'a> {
         };
         let id = self.add_set(set, Some(s.name.span));
         self.set_index.insert((owner, lname), id);
+        id
     }
 
     /// An alias inside an ipset: guest sets see the guest's aliases, then the cluster's.
