@@ -14,6 +14,21 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
+/// `kept` is the (range, nomatch) list of the `family` entries of `entries`.
+fn same_entries(kept: &[(IpRange, bool)], entries: &[ir::SetEntry], family: Family) -> bool {
+    let mut kept = kept.iter();
+    for e in entries {
+        if e.range.family() != family {
+            continue;
+        }
+        match kept.next() {
+            Some(&(r, n)) if r == e.range && n == e.nomatch => {}
+            _ => return false,
+        }
+    }
+    kept.next().is_none()
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -226,7 +241,7 @@ impl SiteCache {
                 .memo
                 .as_ref()
                 .and_then(|(old, _)| lock(old).sets.remove(&key))
-                .filter(|m| m.entries.iter().copied().eq(of_family()));
+                .filter(|m| same_entries(&m.entries, &s.entries, family));
             let m = match prev {
                 Some(m) => m,
                 None => {
