@@ -444,7 +444,7 @@ impl Agent {
         }
         self.metrics.rules.set(planned.rules as u64);
         self.metrics.set_elements.set(planned.set_elements as u64);
-        match self.apply(&planned.plan) {
+        match self.apply(&planned.plan, Some(hash.clone())) {
             Ok(()) => {
                 let (mode, kernel, steps) = self.last_apply.clone().unwrap_or_default();
                 tracing::info!(
@@ -471,9 +471,15 @@ impl Agent {
         }
     }
 
-    fn apply(&mut self, plan: &rampart_apply::Plan) -> Result<(), rampart_apply::Error> {
+    fn apply(
+        &mut self,
+        plan: &rampart_apply::Plan,
+        plan_hash: Option<String>,
+    ) -> Result<(), rampart_apply::Error> {
         let t = Instant::now();
-        match rampart_apply::apply(&self.sys, plan, &self.opts()) {
+        let mut opts = self.opts();
+        opts.plan_hash = plan_hash;
+        match rampart_apply::apply(&self.sys, plan, &opts) {
             Ok(out) => {
                 let mode = match &out.mode {
                     rampart_apply::ApplyMode::Incremental {
@@ -536,7 +542,7 @@ impl Agent {
         match rampart_apply::check_drift(&self.sys, &self.cfg.state_dir) {
             Ok(Drift::Drifted { expected, actual }) => {
                 tracing::warn!(%expected, %actual, "rampart's tables drifted from the plan; repairing");
-                if self.apply(&plan).is_ok() {
+                if self.apply(&plan, None).is_ok() {
                     self.metrics.drift_repairs.inc();
                     tracing::info!("drift repaired");
                     return true;
@@ -554,7 +560,7 @@ impl Agent {
             if !net.is_empty() {
                 let what = net.join("; ");
                 tracing::warn!(%what, "the network side drifted from the plan; repairing");
-                if self.apply(&plan).is_ok() {
+                if self.apply(&plan, None).is_ok() {
                     self.metrics.drift_repairs.inc();
                     tracing::info!("network drift repaired");
                     return true;
