@@ -14,6 +14,13 @@ use crate::ir::{AddrMatch, Rule, Site};
 use rampart_types::{codes, Diagnostic, Diagnostics, PortRange, SourceMap};
 use std::collections::{HashMap, HashSet};
 
+/// The lint memo's maps are keyed by a rule list's spans (10,000 rules on a
+/// big site, hashed three times per revision): a fast hasher, not SipHash
+/// (the maps are only looked up, never iterated, so output does not depend
+/// on it).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+type FastSet<K> = HashSet<K, foldhash::fast::FixedState>;
+
 /// Lists longer than this get the exact-repeat check only (the superset
 /// check compares every pair).
 const PAIRWISE_LIMIT: usize = 2000;
@@ -31,7 +38,7 @@ pub fn lint(site: &Site) -> Diagnostics {
 #[derive(Default)]
 pub struct LintMemo {
     paths: Vec<String>,
-    lists: HashMap<Vec<Option<rampart_types::Span>>, (Vec<Rule>, Vec<Diagnostic>)>,
+    lists: FastMap<Vec<Option<rampart_types::Span>>, (Vec<Rule>, Vec<Diagnostic>)>,
 }
 
 /// [`lint`], reusing what `memo` kept of unchanged rule lists; the result
@@ -47,12 +54,12 @@ fn lint_with(site: &Site, mut memo: Option<&mut LintMemo>) -> Diagnostics {
     };
     let mut old = match memo.as_deref_mut() {
         Some(m) if m.paths == paths => std::mem::take(&mut m.lists),
-        _ => HashMap::new(),
+        _ => FastMap::default(),
     };
-    let mut new = HashMap::new();
+    let mut new = FastMap::default();
     let mut out = Diagnostics::new();
-    let mut seen_lists: HashSet<Vec<Option<rampart_types::Span>>> = HashSet::new();
-    let mut reported: HashSet<(&'static str, rampart_types::Span)> = HashSet::new();
+    let mut seen_lists: FastSet<Vec<Option<rampart_types::Span>>> = FastSet::default();
+    let mut reported: FastSet<(&'static str, rampart_types::Span)> = FastSet::default();
     // A node's list is host.fw then cluster.fw: each file's part is linted
     // on its own, so the cluster rules (the same on every node) are linted
     // once, not once per node. A host.fw rule shadowing a cluster.fw rule
