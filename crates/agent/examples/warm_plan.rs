@@ -63,8 +63,10 @@ fn main() {
         let at = line.find("-dport ").unwrap() + 7;
         let end = line[at..].find(' ').map(|e| at + e).unwrap_or(line.len());
         let new_line = format!("{}{}{}", &line[..at], 40000 + n, &line[end..]);
-        f.files
-            .insert(path.clone(), text.replacen(&line, &new_line, 1).into_bytes());
+        f.files.insert(
+            path.clone(),
+            text.replacen(&line, &new_line, 1).into_bytes(),
+        );
         f
     };
     let opts = rampart_agent::PlanOpts::default();
