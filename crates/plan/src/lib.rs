@@ -364,16 +364,14 @@ impl Site<'_> {
         };
 
         // Profiles first: their errors refuse the node before compiling.
-        let prof = profile::profile_additions_of(
-            &ProfileInput {
-                files: self.files,
-                site,
-                wg: &self.wg,
-                node,
-                backend,
-            },
-            profiles,
-        );
+        let input = ProfileInput {
+            files: self.files,
+            site,
+            wg: &self.wg,
+            node,
+            backend,
+        };
+        let prof = profile::profile_additions_of(&input, profiles);
         let mut diags = Diagnostics::new();
         if prof.diagnostics.has_errors() {
             return Err(refuse(
@@ -404,17 +402,7 @@ impl Site<'_> {
         })?;
         diags.extend(nft.warnings.clone());
         rampart_nft::add_profile(&mut nft, &prof.firewall);
-        let vpn = profile::check_compiled_of(
-            &ProfileInput {
-                files: self.files,
-                site,
-                wg: &self.wg,
-                node,
-                backend,
-            },
-            profiles,
-            &nft,
-        );
+        let vpn = profile::check_compiled_of(&input, profiles, &nft);
         if vpn.has_errors() {
             return Err(refuse(
                 RefusalKind::Compile,
