@@ -174,12 +174,12 @@ fn up(a: UpArgs) -> Result<ExitCode> {
     match site::up(&input, &CliPlanner, &mut progress) {
         Ok(st) => {
             println!(
-                "lab `{name}` is up in {:.1} s: {} namespaces (rl{}-*), {} WireGuard interface(s); `rampart lab verify {}` runs its intents, `rampart lab down --name {name}` removes it",
+                "lab `{name}` is up in {:.1} s: {} namespaces (rl{}-*), {} WireGuard interface(s); `{}` runs its intents, `rampart lab down --name {name}` removes it",
                 t.elapsed().as_secs_f64(),
                 st.namespaces.len(),
                 st.id,
                 st.wireguard.len(),
-                a.site.display()
+                lab_command("verify", &a.site, a.name.as_deref())
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -187,6 +187,16 @@ fn up(a: UpArgs) -> Result<ExitCode> {
             eprintln!("error: lab `{name}` could not be built: {e}");
             Ok(ExitCode::from(1))
         }
+    }
+}
+
+/// The `rampart lab <verb>` command line that reaches the same lab: with
+/// the `--name` the user gave, or the lab named after the site would be
+/// another one.
+fn lab_command(verb: &str, site: &Path, name: Option<&str>) -> String {
+    match name {
+        Some(n) => format!("rampart lab {verb} {} --name {n}", site.display()),
+        None => format!("rampart lab {verb} {}", site.display()),
     }
 }
 
@@ -242,8 +252,8 @@ fn verify(a: VerifyArgs) -> Result<ExitCode> {
     let name = lab_name(Some(&a.site), a.name.as_deref())?;
     let Some(mut st) = site::load(&name).map_err(|e| anyhow!("{e}"))? else {
         eprintln!(
-            "error: no lab `{name}` is up: `rampart lab up {}` first",
-            a.site.display()
+            "error: no lab `{name}` is up: `{}` first",
+            lab_command("up", &a.site, a.name.as_deref())
         );
         return Ok(ExitCode::from(2));
     };

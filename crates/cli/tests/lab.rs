@@ -109,6 +109,9 @@ fn lab_up_verify_down_leaves_nothing() {
     ] {
         assert!(out.contains(step), "no `{step}` in:\n{out}");
     }
+    // The command it suggests reaches this lab (issue 14: it dropped `--name`).
+    let hint = format!("`rampart lab verify {} --name {name}`", site.display());
+    assert!(out.contains(&hint), "no {hint} in:\n{out}");
     let st = state(&name);
     let id = st["id"].as_str().unwrap().to_string();
     let prefix = format!("rl{id}-");
@@ -287,6 +290,12 @@ fn verify_without_a_lab_says_so() {
     assert_eq!(o.status.code(), Some(2));
     assert!(
         text(&o).contains("no lab `no-such-lab-here` is up"),
+        "{}",
+        text(&o)
+    );
+    // The suggested `lab up` builds the lab this command looks for.
+    assert!(
+        text(&o).contains("--name no-such-lab-here` first"),
         "{}",
         text(&o)
     );
