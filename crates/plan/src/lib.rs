@@ -118,6 +118,18 @@ pub struct Site<'f> {
     /// Site-wide diagnostics (resolve warnings, WireGuard warnings and
     /// errors), rendered.
     pub warnings: String,
+    /// What every node's [`Site::build`] shares, made on first use: the
+    /// compiled sets (by set, each compiled once for the whole site) and
+    /// the site's profiles. Without it, planning N nodes indexed the
+    /// guests and loaded the profiles N times (`compile --all` was
+    /// quadratic in the site's size).
+    shared: Shared,
+}
+
+#[derive(Default)]
+struct Shared {
+    nft: std::sync::OnceLock<rampart_nft::SiteCache>,
+    profiles: std::sync::OnceLock<std::sync::Arc<rampart_profile::SiteProfiles>>,
 }
 
 /// [`load`] then [`Site::build`].
@@ -245,6 +257,7 @@ fn load_with<'f>(
         wg,
         opts: opts.clone(),
         warnings,
+        shared: Shared::default(),
     })
 }
 
@@ -293,9 +306,23 @@ impl Site<'_> {
     }
 
     /// The whole plan of `node`.
+    ///
+    /// Planning several nodes of one loaded site shares the compiled sets
+    /// and the profiles between them (the plans are the same as one node
+    /// planned alone: both are pure functions of the site).
     pub fn build(&self, node: &str) -> Result<NodePlan, Refusal> {
-        let profiles = rampart_profile::load(self.files, &self.ir);
-        self.build_with(node, &rampart_nft::SiteCache::new(&self.ir), &profiles)
+        let profiles = self.shared_profiles();
+        let sets = self
+            .shared
+            .nft
+            .get_or_init(|| rampart_nft::SiteCache::new(&self.ir));
+        self.build_with(node, sets, profiles)
+    }
+
+    fn shared_profiles(&self) -> &std::sync::Arc<rampart_profile::SiteProfiles> {
+        self.shared
+            .profiles
+            .get_or_init(|| std::sync::Arc::new(rampart_profile::load(self.files, &self.ir)))
     }
 
     /// The site's profiles, from `cache` when `site.toml` is unchanged and
@@ -311,7 +338,7 @@ impl Site<'_> {
                 return sp.clone();
             }
         }
-        let sp = std::sync::Arc::new(rampart_profile::load(self.files, &self.ir));
+        let sp = self.shared_profiles().clone();
         cache.profiles = match toml {
             Some(t) if sp.profiles.is_empty() => Some((t.to_vec(), id, sp.clone())),
             _ => None,

@@ -277,3 +277,26 @@ proptest! {
         }
     }
 }
+
+/// `compile --all` plans every node from one loaded site, which shares the
+/// compiled sets and the profiles between nodes: each node's plan is the
+/// same as that node planned alone.
+#[test]
+fn nodes_planned_from_one_loaded_site_equal_each_planned_alone() {
+    let files = rampart_gen::generate(&rampart_gen::GenParams {
+        nodes: 4,
+        guests: 12,
+        rules_per_guest: 6,
+        seed: 5,
+    })
+    .expect("generate");
+    let opts = PlanOpts::default();
+    let site = rampart_plan::load(&files, &opts).expect("load");
+    let names: Vec<String> = site.ir.nodes.iter().map(|n| n.name.to_string()).collect();
+    assert_eq!(names.len(), 4);
+    for node in names.iter().rev().chain(names.iter()) {
+        let shared = format!("{:?}", site.build(node));
+        let alone = format!("{:?}", build(&files, node, &opts));
+        assert_eq!(shared, alone, "node {node}");
+    }
+}

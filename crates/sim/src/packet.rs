@@ -270,16 +270,21 @@ pub fn place(site: &ir::Site, plan: &Plan, p: &Packet) -> Result<Placed, String>
         .or(p.dest.map(|a| Family::of(&a)))
         .or(p.proto.family())
         .unwrap_or(Family::V4);
-    let used: Vec<IpAddr> = node
-        .addresses
-        .iter()
-        .map(|a| a.addr())
-        .chain(site.guests.iter().flat_map(|g| {
-            g.nics
-                .iter()
-                .flat_map(|n| n.addresses.iter().map(|a| a.addr()))
-        }))
-        .collect();
+    // The addresses of the node and every guest inside `net`: asked only
+    // for an outside end without an address (a walk over every guest of
+    // the site per packet made the lock-out guard of N nodes quadratic).
+    let used_in = |net: &ipnet::IpNet| -> std::collections::HashSet<IpAddr> {
+        node.addresses
+            .iter()
+            .map(|a| a.addr())
+            .chain(site.guests.iter().flat_map(|g| {
+                g.nics
+                    .iter()
+                    .flat_map(|n| n.addresses.iter().map(|a| a.addr()))
+            }))
+            .filter(|a| net.contains(a))
+            .collect()
+    };
 
     // First pass: the non-outside ends (to learn which bridge outside sits on).
     let end_of = |z: &Zone| -> Result<Option<End>, String> {
@@ -345,6 +350,7 @@ pub fn place(site: &ir::Site, plan: &Plan, p: &Packet) -> Result<Placed, String>
                 .find(|b| Some(&b.name) == bridge.as_ref())
                 .and_then(|b| b.addresses.iter().find(|n| Family::of(&n.addr()) == family))
             {
+                let used = used_in(net);
                 if let Some(a) = net.hosts().take(4096).find(|a| !used.contains(a)) {
                     addrs.push(ipnet::IpNet::from(a));
                 }
