@@ -129,10 +129,11 @@ fn capped(items: Vec<String>, max: usize) -> String {
 }
 
 fn render_summary(s: &Summary, diags: &Diagnostics) -> String {
+    use rampart_types::escape::printable;
     let mut out = String::new();
     out.push_str(&format!(
         "site `{}`: {}, {}, {}, {} (firewall {})\n",
-        s.site,
+        printable(&s.site),
         plural(s.nodes, "node", "nodes"),
         plural(s.guests, "guest", "guests"),
         plural(s.nics, "NIC", "NICs"),
@@ -146,7 +147,7 @@ fn render_summary(s: &Summary, diags: &Diagnostics) -> String {
     let zones: Vec<String> = s
         .rules_by_zone
         .iter()
-        .map(|z| format!("{} {}", z.zone, z.rules))
+        .map(|z| format!("{} {}", printable(&z.zone), z.rules))
         .collect();
     if !zones.is_empty() {
         out.push_str(&format!("  rules by zone: {}\n", capped(zones, 12)));
@@ -157,8 +158,8 @@ fn render_summary(s: &Summary, diags: &Diagnostics) -> String {
         .map(|x| {
             format!(
                 "{} ({}, {})",
-                x.kernel_name,
-                x.scope,
+                printable(&x.kernel_name),
+                printable(&x.scope),
                 plural(x.entries, "entry", "entries")
             )
         })

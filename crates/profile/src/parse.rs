@@ -165,6 +165,25 @@ impl<'a> Lines<'a> {
     }
 }
 
+/// Every name a profile table gives must pass its rule (E0407/E0408 at the
+/// value); `false` leaves the table out.
+fn names_ok(
+    items: &[(rampart_types::names::NameKind, Option<&Spanned<String>>)],
+    l: &Lines,
+    d: &mut Diagnostics,
+) -> bool {
+    let mut ok = true;
+    for (kind, v) in items {
+        if let Some(v) = v {
+            if let Err(e) = rampart_types::names::validate(*kind, v.get_ref()) {
+                d.push(e.diagnostic(l.of(v)));
+                ok = false;
+            }
+        }
+    }
+    ok
+}
+
 fn bad(d: &mut Diagnostics, span: Span, msg: String, hint: &str) {
     let mut x = Diagnostic::new(codes::BAD_OPTION_VALUE, msg).at(span);
     if !hint.is_empty() {
@@ -271,6 +290,18 @@ pub fn parse(file: FileId, text: &str) -> (Profiles, Diagnostics) {
     for rl in &raw.lockdown {
         let span = l.table(rl, "[[lockdown]]");
         let r = rl.get_ref();
+        use rampart_types::names::NameKind as K;
+        if !names_ok(
+            &[
+                (K::Node, Some(&r.node)),
+                (K::WgNetwork, r.vpn.as_ref()),
+                (K::WgIface, r.interface.as_ref()),
+            ],
+            &l,
+            &mut d,
+        ) {
+            continue;
+        }
         let platform =
             r.platform
                 .as_ref()
@@ -355,6 +386,19 @@ pub fn parse(file: FileId, text: &str) -> (Profiles, Diagnostics) {
     for re in &raw.egress {
         let span = l.table(re, "[[egress]]");
         let r = re.get_ref();
+        use rampart_types::names::NameKind as K;
+        if !names_ok(
+            &[
+                (K::Node, Some(&r.node)),
+                (K::WgNetwork, Some(&r.network)),
+                (K::Iface, r.bridge.as_ref()),
+                (K::WgIface, r.gateway_wan.as_ref()),
+            ],
+            &l,
+            &mut d,
+        ) {
+            continue;
+        }
         let Some(subnet) = parse_net(&r.subnet, &l, &mut d) else {
             continue;
         };

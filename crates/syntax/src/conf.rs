@@ -246,6 +246,8 @@ pub fn parse_corosync(file: FileId, text: &str, diags: &mut Diagnostics) -> Vec<
                             Diagnostic::new(codes::GUEST_CONF, "corosync node without a name")
                                 .at(n.span),
                         );
+                    } else if let Err(e) = rampart_types::names::NodeName::parse(&n.name.value) {
+                        diags.push(e.diagnostic(n.name.span));
                     } else {
                         out.push(n);
                     }

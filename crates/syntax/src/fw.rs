@@ -324,15 +324,13 @@ impl<'d> Parser<'d> {
             "RULES" => Sect::Rules,
             _ => {
                 let name = words[1];
-                if !valid_name(name) {
-                    self.diags.push(
-                        Diagnostic::new(
-                            codes::ILLEGAL_NAME,
-                            format!("`{name}` is not a valid name"),
-                        )
-                        .at(line.span(name))
-                        .note("names start with a letter and hold at least two of [A-Za-z0-9_-]"),
-                    );
+                let kind = if kwu == "IPSET" {
+                    rampart_types::names::NameKind::IpSet
+                } else {
+                    rampart_types::names::NameKind::Group
+                };
+                if let Err(e) = rampart_types::names::validate(kind, name) {
+                    self.diags.push(e.diagnostic(line.span(name)));
                     return Sect::Skip;
                 }
                 let name = Spanned::new(name.to_string(), line.span(name));
@@ -597,15 +595,8 @@ impl<'d> Parser<'d> {
             return None;
         }
         let (name, value) = (words[0], words[1]);
-        if !valid_name(name) {
-            self.diags.push(
-                Diagnostic::new(
-                    codes::ILLEGAL_NAME,
-                    format!("`{name}` is not a valid alias name"),
-                )
-                .at(line.span(name))
-                .note("names start with a letter and hold at least two of [A-Za-z0-9_-]"),
-            );
+        if let Err(e) = rampart_types::names::AliasName::parse(name) {
+            self.diags.push(e.diagnostic(line.span(name)));
             return None;
         }
         let lname = name.to_ascii_lowercase();

@@ -236,14 +236,31 @@ fn parse_site_with(
         key(a).cmp(&key(b)).then_with(|| a.cmp(b))
     });
     let mut seen_dirs: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let mut bad_dirs: std::collections::HashSet<&str> = std::collections::HashSet::new();
     let mut jobs: Vec<Job> = Vec::new();
     for (path, bytes) in order {
         if let Some(n) = path
             .strip_prefix("nodes/")
             .and_then(|r| r.split('/').next())
         {
-            if path.matches('/').count() >= 2 && seen_dirs.insert(n) {
-                node_dirs.push(n.to_string());
+            if path.matches('/').count() >= 2 {
+                // The directory names a node: the same rule as `[[node]] name`.
+                if let Err(e) = rampart_types::names::NodeName::parse(n) {
+                    if bad_dirs.insert(n) {
+                        diags.push(
+                            Diagnostic::new(
+                                e.code,
+                                format!("directory `nodes/{}`: {}", rampart_types::escape::printable(n), e.message),
+                            )
+                            .note(e.allowed)
+                            .hint("rename the directory; its files are not read"),
+                        );
+                    }
+                    continue;
+                }
+                if seen_dirs.insert(n) {
+                    node_dirs.push(n.to_string());
+                }
             }
         }
         let Some(role) = role(path) else { continue };

@@ -4,6 +4,7 @@ use crate::addr::parse_iface_addr;
 use crate::ast::*;
 use crate::conf::parse_mac;
 use crate::suggest::did_you_mean;
+use rampart_types::names::NameKind;
 use rampart_types::{codes, Diagnostic, Diagnostics, FileId, Span};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use std::fmt;
@@ -140,6 +141,23 @@ impl<'a> Ctx<'a> {
             }
         }
     }
+    /// A string naming something of `kind`: refused (E0407/E0408 at the
+    /// value, with what is allowed) unless it passes the kind's rule.
+    fn name(
+        &mut self,
+        v: &TSpanned<SValue>,
+        what: &str,
+        kind: rampart_types::names::NameKind,
+    ) -> Option<Spanned<String>> {
+        let s = self.string(v, what)?;
+        match rampart_types::names::validate(kind, &s.value) {
+            Ok(()) => Some(s),
+            Err(e) => {
+                self.diags.push(e.diagnostic(s.span));
+                None
+            }
+        }
+    }
     fn table<'v>(
         &mut self,
         v: &'v TSpanned<SValue>,
@@ -248,7 +266,7 @@ pub fn parse_site_toml(file: FileId, text: &str, ast: &mut SiteAst, diags: &mut 
                 };
                 for (k2, v2) in t {
                     match k2.get_ref().as_str() {
-                        "name" => ast.name = cx.string(v2, "site.name"),
+                        "name" => ast.name = cx.name(v2, "site.name", NameKind::Site),
                         "backend" => ast.backend = backend(&mut cx, v2),
                         _ => cx.unknown_key(k2, SITE_KEYS, "[site]"),
                     }
@@ -297,6 +315,7 @@ fn node(cx: &mut Ctx, v: &TSpanned<SValue>) -> Option<NodeDecl> {
     let t = cx.table(v, "node")?;
     let span = cx.sp(v);
     let mut name = None;
+    let mut bad_name = false;
     let mut nd = NodeDecl {
         name: Spanned::new(String::new(), span),
         backend: None,
@@ -310,7 +329,10 @@ fn node(cx: &mut Ctx, v: &TSpanned<SValue>) -> Option<NodeDecl> {
     };
     for (k, val) in t {
         match k.get_ref().as_str() {
-            "name" => name = cx.string(val, "node.name"),
+            "name" => {
+                name = cx.name(val, "node.name", NameKind::Node);
+                bad_name = name.is_none();
+            }
             "backend" => nd.backend = backend(cx, val),
             "platform" => {
                 if let Some(s) = cx.string(val, "platform") {
@@ -341,16 +363,11 @@ fn node(cx: &mut Ctx, v: &TSpanned<SValue>) -> Option<NodeDecl> {
                 if let Some(bt) = cx.table(val, "bridges") {
                     for (bk, bv) in bt {
                         let bname = bk.get_ref().clone();
-                        if bname.is_empty() || bname.len() > 15 {
-                            cx.diags.push(
-                                Diagnostic::new(
-                                    codes::NAME_TOO_LONG,
-                                    format!("bridge name `{bname}` must be 1 to 15 bytes"),
-                                )
-                                .at(cx.sp(bk)),
-                            );
-                        }
                         let addresses = cx.addrs(bv, "bridge addresses");
+                        if let Err(e) = rampart_types::names::IfaceName::parse(&bname) {
+                            cx.diags.push(e.diagnostic(cx.sp(bk)));
+                            continue;
+                        }
                         nd.bridges.push(BridgeDecl {
                             name: Spanned::new(bname, cx.sp(bk)),
                             addresses,
@@ -373,6 +390,8 @@ fn node(cx: &mut Ctx, v: &TSpanned<SValue>) -> Option<NodeDecl> {
     }
     match name {
         Some(n) if !n.value.is_empty() => nd.name = n,
+        // Refused above, at the name.
+        None if bad_name => return None,
         _ => {
             cx.err(span, "a [[node]] needs a `name`");
             return None;
@@ -389,6 +408,7 @@ fn guest(cx: &mut Ctx, v: &TSpanned<SValue>) -> Option<GuestDecl> {
     let mut node = None;
     let mut name = None;
     let mut nics = Vec::new();
+    let mut bad_node = false;
     for (k, val) in t {
         match k.get_ref().as_str() {
             "id" => match val.get_ref() {
@@ -409,7 +429,10 @@ fn guest(cx: &mut Ctx, v: &TSpanned<SValue>) -> Option<GuestDecl> {
                     }
                 }
             }
-            "node" => node = cx.string(val, "node"),
+            "node" => {
+                node = cx.name(val, "node", NameKind::Node);
+                bad_node = node.is_none();
+            }
             "name" => name = cx.string(val, "name"),
             "nics" => {
                 for (i, n) in cx.array(val, "nics").unwrap_or(&[]).iter().enumerate() {
@@ -425,6 +448,10 @@ fn guest(cx: &mut Ctx, v: &TSpanned<SValue>) -> Option<GuestDecl> {
         cx.err(span, "a [[guest]] needs an `id`");
         return None;
     };
+    if bad_node {
+        // Refused at the name; the guest is left out rather than placed.
+        return None;
+    }
     let kind = kind.unwrap_or(GuestKindName::Vm);
     Some(GuestDecl {
         id,
@@ -448,7 +475,12 @@ fn nic(cx: &mut Ctx, v: &TSpanned<SValue>, pos: u32) -> Option<NicDecl> {
     for (k, val) in t {
         match k.get_ref().as_str() {
             "name" => name = cx.string(val, "nic name"),
-            "bridge" => bridge = cx.string(val, "bridge"),
+            "bridge" => {
+                bridge = cx.name(val, "bridge", NameKind::Iface);
+                if bridge.is_none() {
+                    return None;
+                }
+            }
             "mac" => {
                 if let Some(s) = cx.string(val, "mac") {
                     match parse_mac(&s.value) {

@@ -81,7 +81,10 @@ impl Diagnostic {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        let mut out = format!("{sev}[{}]: {}\n", self.code, self.message);
+        // Messages quote user text: shown escaped, never raw (a site file's
+        // escape sequences must not reach the terminal).
+        use crate::escape::{printable, printable_width};
+        let mut out = format!("{sev}[{}]: {}\n", self.code, printable(&self.message));
         let mut gutter = 1;
         if let Some(span) = self.span {
             let line_no = span.line.to_string();
@@ -94,6 +97,7 @@ impl Diagnostic {
             ));
             if let Some(text) = map.line_text(span.file, span.line) {
                 let shown: String = text.chars().take(200).collect();
+                let shown = printable(&shown);
                 out.push_str(&format!("{pad}|\n"));
                 out.push_str(&format!("{line_no} | {shown}\n"));
                 let col = span.col.max(1) as usize - 1;
@@ -101,11 +105,19 @@ impl Diagnostic {
                 let lead: String = text
                     .chars()
                     .take(col)
-                    .map(|c| if c == '\t' { '\t' } else { ' ' })
+                    .map(|c| {
+                        if c == '\t' {
+                            "\t".to_string()
+                        } else {
+                            " ".repeat(printable_width(c))
+                        }
+                    })
                     .collect();
                 let carets = "^".repeat(span.len.max(1) as usize);
                 match &self.label {
-                    Some(l) => out.push_str(&format!("{pad}| {lead}{carets} {l}\n")),
+                    Some(l) => {
+                        out.push_str(&format!("{pad}| {lead}{carets} {}\n", printable(l)))
+                    }
                     None => out.push_str(&format!("{pad}| {lead}{carets}\n")),
                 }
             }
@@ -115,10 +127,10 @@ impl Diagnostic {
             out.push_str(&format!("{pad}|\n"));
         }
         for n in &self.notes {
-            out.push_str(&format!("{pad}= note: {n}\n"));
+            out.push_str(&format!("{pad}= note: {}\n", printable(n)));
         }
         if let Some(h) = &self.hint {
-            out.push_str(&format!("{pad}= help: {h}\n"));
+            out.push_str(&format!("{pad}= help: {}\n", printable(h)));
         }
         out
     }

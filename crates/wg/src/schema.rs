@@ -395,9 +395,7 @@ pub fn scan_private_keys(file: FileId, text: &str) -> Diagnostics {
 }
 
 fn valid_interface_name(s: &str) -> bool {
-    (1..=15).contains(&s.len())
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_=+.-".contains(c))
+    rampart_types::names::WgIfaceName::parse(s).is_ok()
 }
 
 fn parse_key(s: &Spanned<String>, l: &Lines, d: &mut Diagnostics) -> Option<PublicKey> {
@@ -566,6 +564,11 @@ pub fn parse_site_toml(file: FileId, text: &str) -> (Option<WgSite>, Diagnostics
         let span = l.of(rn);
         let rn = rn.get_ref();
         let iface = rn.interface.get_ref();
+        if let Err(e) = rampart_types::names::WgNetworkName::parse(rn.name.get_ref()) {
+            // The network's name names key store files: refused, the network left out.
+            d.push(e.diagnostic(l.of(&rn.name)));
+            continue;
+        }
         if !valid_interface_name(iface) {
             d.push(
                 Diagnostic::new(codes::BAD_INTERFACE_NAME, format!("invalid interface name `{iface}`"))
@@ -673,6 +676,13 @@ pub fn parse_site_toml(file: FileId, text: &str) -> (Option<WgSite>, Diagnostics
                 continue;
             };
             let is_node = nodes.iter().any(|n| n.name == name);
+            if !is_node {
+                // A guest member's name is its own (it names key files).
+                if let Err(e) = rampart_types::names::WgPeerName::parse(&name) {
+                    d.push(e.diagnostic(mspan));
+                    continue;
+                }
+            }
             if !is_node && rm.guest.is_none() {
                 d.push(
                     Diagnostic::new(codes::UNKNOWN_NODE, format!("member `{name}` is not a `[[node]]` of the site"))
@@ -825,6 +835,11 @@ pub fn parse_site_toml(file: FileId, text: &str) -> (Option<WgSite>, Diagnostics
     for rc in &raw.client {
         let span = l.of(&rc.get_ref().name);
         let rc = rc.get_ref();
+        if let Err(e) = rampart_types::names::WgClientName::parse(rc.name.get_ref()) {
+            // The client's name names its key and config files.
+            d.push(e.diagnostic(span));
+            continue;
+        }
         let Some(net) = networks.iter().find(|n| n.name == *rc.network.get_ref()) else {
             d.push(
                 Diagnostic::new(

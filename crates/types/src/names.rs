@@ -1,0 +1,461 @@
+//! Names a site gives things, as validated identifiers.
+//!
+//! Every name in a site is untrusted input (docs/trust-model.md): it is
+//! written by whoever can write `site.toml` or push a site to etcd, and it
+//! ends up in nftables scripts, iptables-restore input, wg-quick files,
+//! sysctl keys, `ip` arguments, file paths, etcd keys and namespace names.
+//! Each kind of name has one rule here, checked once by the parser that
+//! reads it; a value of one of the types below has passed its rule.
+//!
+//! [`path_component`] is the one gate for a file path built from a name.
+
+use crate::codes::{self, Code};
+use serde::{Serialize, Serializer};
+use std::borrow::Borrow;
+use std::fmt;
+
+/// What a name names; decides its rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NameKind {
+    /// A node: a host name (RFC 1123 labels).
+    Node,
+    /// A Linux network interface or bridge.
+    Iface,
+    /// A WireGuard interface (wg-quick's `[a-zA-Z0-9_=+.-]{1,15}`).
+    WgIface,
+    /// A Proxmox ipset.
+    IpSet,
+    /// A Proxmox alias.
+    Alias,
+    /// A Proxmox security group.
+    Group,
+    /// A `[[wireguard]]` network.
+    WgNetwork,
+    /// A member of a WireGuard network.
+    WgPeer,
+    /// A `[[client]]` (road warrior).
+    WgClient,
+    /// A lab (namespace prefix).
+    Lab,
+    /// The `[site] name`.
+    Site,
+}
+
+/// The longest ipset name accepted (Proxmox's own limit; the kernel name is
+/// checked separately by the resolver).
+pub const MAX_IPSET_NAME: usize = 64;
+/// The longest alias name accepted (Proxmox: 64).
+pub const MAX_ALIAS_NAME: usize = 64;
+/// Linux's IFNAMSIZ - 1.
+pub const MAX_IFNAME: usize = 15;
+/// The longest node name: a DNS name.
+pub const MAX_NODE_NAME: usize = 253;
+/// The longest label-style name (WireGuard networks, peers, clients, labs, the site).
+pub const MAX_LABEL_NAME: usize = 63;
+
+impl NameKind {
+    /// What the name is, for a message: "node name".
+    pub fn what(self) -> &'static str {
+        match self {
+            NameKind::Node => "node name",
+            NameKind::Iface => "interface name",
+            NameKind::WgIface => "WireGuard interface name",
+            NameKind::IpSet => "ipset name",
+            NameKind::Alias => "alias name",
+            NameKind::Group => "security group name",
+            NameKind::WgNetwork => "WireGuard network name",
+            NameKind::WgPeer => "WireGuard member name",
+            NameKind::WgClient => "WireGuard client name",
+            NameKind::Lab => "lab name",
+            NameKind::Site => "site name",
+        }
+    }
+
+    /// What is allowed, for a note.
+    pub fn allowed(self) -> &'static str {
+        match self {
+            NameKind::Node => {
+                "node names are host names: dot-separated labels of 1 to 63 letters, digits and `-`, not starting or ending with `-`, 253 bytes at most"
+            }
+            NameKind::Iface => {
+                "interface names hold 1 to 15 bytes of letters, digits and `_.-`, and are not `.` or `..`"
+            }
+            NameKind::WgIface => {
+                "WireGuard interface names hold 1 to 15 bytes of letters, digits and `_=+.-`, and are not `.` or `..`"
+            }
+            NameKind::IpSet => {
+                "ipset names start with a letter and hold 2 to 64 of [A-Za-z0-9_-]"
+            }
+            NameKind::Alias => {
+                "alias names start with a letter and hold 2 to 64 of [A-Za-z0-9_-]"
+            }
+            NameKind::Group => {
+                "security group names start with a letter and hold at least two of [A-Za-z0-9_-]"
+            }
+            NameKind::WgNetwork | NameKind::WgPeer | NameKind::WgClient | NameKind::Lab | NameKind::Site => {
+                "these names start with a letter or digit and hold 1 to 63 of [A-Za-z0-9_.-]"
+            }
+        }
+    }
+
+    fn max_len(self) -> Option<usize> {
+        match self {
+            NameKind::Node => Some(MAX_NODE_NAME),
+            NameKind::Iface | NameKind::WgIface => Some(MAX_IFNAME),
+            NameKind::IpSet => Some(MAX_IPSET_NAME),
+            NameKind::Alias => Some(MAX_ALIAS_NAME),
+            // The resolver reports the 18-byte chain-name limit with its own hint.
+            NameKind::Group => None,
+            NameKind::WgNetwork | NameKind::WgPeer | NameKind::WgClient | NameKind::Lab | NameKind::Site => {
+                Some(MAX_LABEL_NAME)
+            }
+        }
+    }
+
+    fn chars_ok(self, s: &str) -> bool {
+        let b = s.as_bytes();
+        match self {
+            NameKind::Node => s.split('.').all(|l| {
+                let lb = l.as_bytes();
+                !lb.is_empty()
+                    && lb.len() <= 63
+                    && lb.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+                    && lb[0] != b'-'
+                    && lb[lb.len() - 1] != b'-'
+            }),
+            NameKind::Iface => {
+                !b.is_empty()
+                    && s != "."
+                    && s != ".."
+                    && b.iter().all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(c))
+            }
+            NameKind::WgIface => {
+                !b.is_empty()
+                    && s != "."
+                    && s != ".."
+                    && b.iter().all(|c| c.is_ascii_alphanumeric() || b"_=+.-".contains(c))
+            }
+            NameKind::IpSet | NameKind::Alias | NameKind::Group => {
+                b.len() >= 2
+                    && b[0].is_ascii_alphabetic()
+                    && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_')
+            }
+            NameKind::WgNetwork | NameKind::WgPeer | NameKind::WgClient | NameKind::Lab | NameKind::Site => {
+                !b.is_empty()
+                    && b[0].is_ascii_alphanumeric()
+                    && b.iter().all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(c))
+            }
+        }
+    }
+}
+
+/// Why a name was refused: the code (E0407 or E0408), a message quoting the
+/// name escaped ([`crate::escape::printable`]), and what is allowed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NameError {
+    pub kind: NameKind,
+    pub code: Code,
+    pub message: String,
+    pub allowed: &'static str,
+}
+
+impl fmt::Display for NameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.allowed)
+    }
+}
+
+impl std::error::Error for NameError {}
+
+impl NameError {
+    /// The diagnostic for a refused name written at `span`.
+    pub fn diagnostic(&self, span: crate::Span) -> crate::Diagnostic {
+        crate::Diagnostic::new(self.code, self.message.clone())
+            .at(span)
+            .note(self.allowed)
+    }
+}
+
+/// Check `s` against the rule of `kind`.
+pub fn validate(kind: NameKind, s: &str) -> Result<(), NameError> {
+    let shown = crate::escape::printable(s);
+    if let Some(max) = kind.max_len() {
+        if s.len() > max && kind.chars_ok(&s[..floor_boundary(s, max)]) {
+            return Err(NameError {
+                kind,
+                code: codes::NAME_TOO_LONG,
+                message: format!(
+                    "{} `{shown}` is {} bytes long, more than {max}",
+                    kind.what(),
+                    s.len()
+                ),
+                allowed: kind.allowed(),
+            });
+        }
+    }
+    let long = kind.max_len().is_some_and(|m| s.len() > m);
+    if long || !kind.chars_ok(s) {
+        let message = if s.is_empty() {
+            format!("empty {}", kind.what())
+        } else {
+            format!("`{shown}` is not a valid {}", kind.what())
+        };
+        return Err(NameError {
+            kind,
+            code: codes::ILLEGAL_NAME,
+            message,
+            allowed: kind.allowed(),
+        });
+    }
+    Ok(())
+}
+
+fn floor_boundary(s: &str, mut i: usize) -> usize {
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+macro_rules! name_type {
+    ($(#[$m:meta])* $t:ident, $kind:expr) => {
+        $(#[$m])*
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $t(String);
+
+        impl $t {
+            /// The rule this type enforces.
+            pub const KIND: NameKind = $kind;
+            /// Validate and wrap.
+            pub fn parse(s: &str) -> Result<Self, NameError> {
+                validate(Self::KIND, s)?;
+                Ok($t(s.to_string()))
+            }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+            pub fn into_string(self) -> String {
+                self.0
+            }
+        }
+
+        impl std::ops::Deref for $t {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+        impl AsRef<str> for $t {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+        impl Borrow<str> for $t {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl PartialEq<str> for $t {
+            fn eq(&self, o: &str) -> bool {
+                self.0 == o
+            }
+        }
+        impl PartialEq<&str> for $t {
+            fn eq(&self, o: &&str) -> bool {
+                self.0 == *o
+            }
+        }
+        impl PartialEq<String> for $t {
+            fn eq(&self, o: &String) -> bool {
+                &self.0 == o
+            }
+        }
+        impl std::str::FromStr for $t {
+            type Err = NameError;
+            fn from_str(s: &str) -> Result<Self, NameError> {
+                Self::parse(s)
+            }
+        }
+        impl TryFrom<String> for $t {
+            type Error = NameError;
+            fn try_from(s: String) -> Result<Self, NameError> {
+                validate(Self::KIND, &s)?;
+                Ok($t(s))
+            }
+        }
+        impl From<$t> for String {
+            fn from(n: $t) -> String {
+                n.0
+            }
+        }
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+    };
+}
+
+name_type!(
+    /// A node's name ([`NameKind::Node`]).
+    NodeName,
+    NameKind::Node
+);
+name_type!(
+    /// A bridge or other Linux interface ([`NameKind::Iface`]).
+    IfaceName,
+    NameKind::Iface
+);
+name_type!(
+    /// A WireGuard interface ([`NameKind::WgIface`]).
+    WgIfaceName,
+    NameKind::WgIface
+);
+name_type!(
+    /// A Proxmox ipset ([`NameKind::IpSet`]).
+    IpSetName,
+    NameKind::IpSet
+);
+name_type!(
+    /// A Proxmox alias ([`NameKind::Alias`]).
+    AliasName,
+    NameKind::Alias
+);
+name_type!(
+    /// A Proxmox security group ([`NameKind::Group`]).
+    GroupName,
+    NameKind::Group
+);
+name_type!(
+    /// A `[[wireguard]]` network ([`NameKind::WgNetwork`]).
+    WgNetworkName,
+    NameKind::WgNetwork
+);
+name_type!(
+    /// A WireGuard network member ([`NameKind::WgPeer`]).
+    WgPeerName,
+    NameKind::WgPeer
+);
+name_type!(
+    /// A road-warrior client ([`NameKind::WgClient`]).
+    WgClientName,
+    NameKind::WgClient
+);
+name_type!(
+    /// A lab ([`NameKind::Lab`]).
+    LabName,
+    NameKind::Lab
+);
+name_type!(
+    /// The site's name ([`NameKind::Site`]).
+    SiteName,
+    NameKind::Site
+);
+
+/// A file path component built from a name was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathError(pub String);
+
+impl fmt::Display for PathError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PathError {}
+
+/// The one gate for a file name or directory name built from a name of the
+/// site (a node, a client, a network, a lab, a store key segment): `s` is
+/// returned only if it is a single normal path component: not empty, not
+/// `.` or `..`, no `/`, no NUL, no control character, at most 255 bytes.
+pub fn path_component(s: &str) -> Result<&str, PathError> {
+    let bad = |why: &str| {
+        Err(PathError(format!(
+            "`{}` cannot be a file name: {why}",
+            crate::escape::printable(s)
+        )))
+    };
+    if s.is_empty() {
+        return bad("it is empty");
+    }
+    if s == "." || s == ".." {
+        return bad("it names a directory itself");
+    }
+    if s.contains('/') {
+        return bad("it holds a `/`");
+    }
+    if s.contains('\0') {
+        return bad("it holds a NUL byte");
+    }
+    if s.chars().any(|c| c.is_control()) {
+        return bad("it holds a control character");
+    }
+    if s.len() > 255 {
+        return bad("it is longer than 255 bytes");
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_names_are_host_names() {
+        for ok in ["pve1", "hv-1", "a.b.c", "X", "pve1.example.com"] {
+            assert!(NodeName::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "", "-a", "a-", "a..b", ".a", "a.", "../../trav", "a/b", "a b", "a\nb", "a\"b",
+            "a{b", "a;b", "a#b", "a\0b", "pvé", "a_b", "..",
+        ] {
+            let e = NodeName::parse(bad).unwrap_err();
+            assert_eq!(e.code, codes::ILLEGAL_NAME, "{bad:?}");
+            assert!(!e.message.contains('\n') && !e.message.contains('\0'), "{}", e.message);
+        }
+        let long = "a".repeat(254);
+        assert_eq!(NodeName::parse(&long).unwrap_err().code, codes::ILLEGAL_NAME);
+        let long = vec!["a".repeat(60); 5].join(".");
+        assert_eq!(NodeName::parse(&long).unwrap_err().code, codes::NAME_TOO_LONG);
+    }
+
+    #[test]
+    fn interface_names() {
+        assert!(IfaceName::parse("vmbr0").is_ok());
+        assert!(IfaceName::parse("eth0.100").is_ok());
+        assert_eq!(IfaceName::parse("abcdefghijklmnop").unwrap_err().code, codes::NAME_TOO_LONG);
+        for bad in ["", ".", "..", "a/b", "a+b", "a b", "a\n"] {
+            assert!(IfaceName::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(WgIfaceName::parse("wg=+0").is_ok());
+        assert!(WgIfaceName::parse("..").is_err());
+    }
+
+    #[test]
+    fn proxmox_names() {
+        assert!(IpSetName::parse("management").is_ok());
+        assert!(IpSetName::parse(&format!("a{}", "b".repeat(63))).is_ok());
+        assert_eq!(
+            IpSetName::parse(&format!("a{}", "b".repeat(64))).unwrap_err().code,
+            codes::NAME_TOO_LONG
+        );
+        for bad in ["a", "1ab", "a.b", "a/b", "-ab"] {
+            assert!(AliasName::parse(bad).is_err(), "{bad}");
+        }
+        assert!(GroupName::parse("web-servers").is_ok());
+    }
+
+    #[test]
+    fn path_components() {
+        assert_eq!(path_component("pve1"), Ok("pve1"));
+        for bad in ["", ".", "..", "../x", "a/b", "a\0b", "a\nb"] {
+            assert!(path_component(bad).is_err(), "{bad:?}");
+        }
+        assert!(path_component(&"a".repeat(256)).is_err());
+    }
+}
