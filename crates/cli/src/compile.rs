@@ -101,10 +101,15 @@ pub fn run(a: Args) -> Result<ExitCode> {
         eprint!("{}", out.rendered);
         match &a.out {
             Some(dir) => {
-                let d = dir.join(&out.node);
+                // Names were validated by the parser; the paths still go
+                // through the one gate (a single component each, inside --out).
+                let component = |s: &str| -> Result<std::path::PathBuf> {
+                    Ok(std::path::PathBuf::from(rampart_types::names::path_component(s)?))
+                };
+                let d = dir.join(component(&out.node)?);
                 std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
                 for (name, text) in &out.files {
-                    let p = d.join(name);
+                    let p = d.join(component(name)?);
                     std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
                 }
                 println!(

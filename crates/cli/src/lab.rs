@@ -70,6 +70,12 @@ pub fn run(a: Args) -> Result<ExitCode> {
 /// The lab's name: `--name`, else the site directory's base name.
 pub fn lab_name(site: Option<&Path>, name: Option<&str>) -> Result<String> {
     if let Some(n) = name {
+        if !site::valid_name(n) {
+            bail!(
+                "bad lab name `{}`: letters, digits and `-_.`, not starting with `.`, 64 bytes at most",
+                rampart_types::escape::printable(n)
+            );
+        }
         return Ok(n.to_string());
     }
     let site = site.ok_or_else(|| anyhow!("say which lab: SITE or --name"))?;

@@ -362,19 +362,9 @@ impl Accept {
 }
 
 fn quote(s: &str) -> String {
-    let clean: String = s
-        .chars()
-        .map(|c| if c == '"' || c.is_control() { '\'' } else { c })
-        .collect();
-    let mut clean = clean;
-    if clean.len() > 250 {
-        let mut end = 250;
-        while !clean.is_char_boundary(end) {
-            end -= 1;
-        }
-        clean.truncate(end);
-    }
-    format!("\"{clean}\"")
+    // One token iptables-restore cannot end early: no `"`, `\`, control
+    // or non-ASCII characters (rampart_types::escape::ipt_quoted).
+    rampart_types::escape::ipt_quoted(s, 250)
 }
 
 fn ports_arg(ps: &[rampart_types::PortRange]) -> String {
@@ -473,13 +463,10 @@ impl<'a> Compiler<'a> {
     fn log_target(&self, prefix: &str, level: LogLevel) -> String {
         let mut p = format!("rampart {}: ", level.name());
         p.push_str(prefix);
-        let mut p: String = p.chars().filter(|c| *c != '"').collect();
-        while p.len() > 63 {
-            p.pop();
-        }
+        let p: String = p.chars().filter(|c| *c != '"').collect();
         format!(
             "NFLOG --nflog-group {NFLOG_GROUP} --nflog-prefix {}",
-            quote(&p)
+            rampart_types::escape::ipt_quoted(&p, rampart_types::escape::IPT_LOG_PREFIX_MAX)
         )
     }
 

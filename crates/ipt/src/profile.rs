@@ -32,7 +32,10 @@ pub fn add_profile(plan: &mut IptPlan, a: &FirewallAdditions) {
 }
 
 fn comment(o: &str) -> String {
-    format!("-m comment --comment \"{}\"", o.replace('"', "'"))
+    format!(
+        "-m comment --comment {}",
+        rampart_types::escape::ipt_quoted(o, 250)
+    )
 }
 
 fn of(rs: &[IpRange], f: Family) -> Vec<IpRange> {

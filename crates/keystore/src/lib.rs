@@ -34,6 +34,11 @@ pub enum KeyStoreError {
     Malformed { path: PathBuf, why: String },
     #[error("{path}: no such key")]
     Missing { path: PathBuf },
+    /// A network or member name that is not a single file name (the
+    /// site's names are validated by the parser; this is the store's own
+    /// gate, rampart_types::names::path_component).
+    #[error("key store: {0}")]
+    BadName(String),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -53,6 +58,15 @@ impl KeyStoreError {
         };
         Diagnostic::new(code, self.to_string())
     }
+}
+
+/// Every name a key file's path is built from must be one path component.
+fn names(parts: &[&str]) -> Result<(), KeyStoreError> {
+    for p in parts {
+        rampart_types::names::path_component(p)
+            .map_err(|e| KeyStoreError::BadName(e.to_string()))?;
+    }
+    Ok(())
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyStoreError + '_ {
@@ -190,6 +204,7 @@ impl KeyStore {
 
     /// The private key of `network` (checked: mode, owner, format).
     pub fn load(&self, network: &str) -> Result<PrivateKey, KeyStoreError> {
+        names(&[network])?;
         let path = self.key_path(network);
         let text = self.read_secret(&path)?;
         PrivateKey::parse(&text).map_err(|e| KeyStoreError::Malformed {
@@ -201,6 +216,7 @@ impl KeyStore {
     /// Generate the key of `network` if there is none; return its public
     /// key (what goes into site.toml as `public_key`).
     pub fn enroll(&self, network: &str) -> Result<PublicKey, KeyStoreError> {
+        names(&[network])?;
         let path = self.key_path(network);
         if path.exists() {
             return Ok(self.load(network)?.public_key());
@@ -215,6 +231,7 @@ impl KeyStore {
     ///
     /// [`promote`]: KeyStore::promote
     pub fn rotate(&self, network: &str) -> Result<PublicKey, KeyStoreError> {
+        names(&[network])?;
         let path = self.next_key_path(network);
         if path.exists() {
             return self.next_public(network).map(|k| k.expect("exists"));
@@ -226,6 +243,7 @@ impl KeyStore {
 
     /// The public key of the pending next key, if a rotation is under way.
     pub fn next_public(&self, network: &str) -> Result<Option<PublicKey>, KeyStoreError> {
+        names(&[network])?;
         let path = self.next_key_path(network);
         if !path.exists() {
             return Ok(None);
@@ -242,6 +260,7 @@ impl KeyStore {
     /// Finish a rotation: the next key becomes the current one (atomic
     /// rename). Returns the new current public key.
     pub fn promote(&self, network: &str) -> Result<PublicKey, KeyStoreError> {
+        names(&[network])?;
         let next = self.next_key_path(network);
         let pk = self
             .next_public(network)?
@@ -258,6 +277,7 @@ impl KeyStore {
         a: &str,
         b: &str,
     ) -> Result<PresharedKey, KeyStoreError> {
+        names(&[network, a, b])?;
         let path = self.psk_path(network, a, b);
         if !path.exists() {
             let k = PresharedKey::generate();

@@ -22,7 +22,8 @@ pub fn script(rs: &Ruleset, header: &str) -> String {
     let mut out = String::with_capacity(size + 4096);
     out.push_str("#!/usr/sbin/nft -f\n");
     for l in header.lines() {
-        let _ = writeln!(out, "# {l}");
+        // The header names the node and site: one comment line each, whatever they hold.
+        let _ = writeln!(out, "# {}", rampart_types::escape::printable(l));
     }
     for t in &rs.tables {
         out.push('\n');
@@ -278,22 +279,14 @@ fn quote(s: &str) -> String {
 }
 
 fn push_quoted(out: &mut String, s: &str) {
-    // nft comments are at most 128 bytes and cannot hold a double quote.
+    // nft strings have no escapes: the text is sanitized by construction
+    // (no `"`, `\`, control or non-ASCII characters) and cut to nft's
+    // 128-byte comment limit (rampart_types::escape::nft_str).
     out.push('"');
-    if s.len() <= 127 && !s.contains('"') {
-        out.push_str(s);
-    } else {
-        let mut t: String = s.replace('"', "'");
-        if t.len() > 127 {
-            let mut cut = 124;
-            while !t.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            t.truncate(cut);
-            t.push_str("...");
-        }
-        out.push_str(&t);
-    }
+    out.push_str(&rampart_types::escape::nft_str(
+        s,
+        rampart_types::escape::NFT_COMMENT_MAX,
+    ));
     out.push('"');
 }
 
@@ -429,11 +422,7 @@ fn key(k: &Key) -> String {
 fn push_key(out: &mut String, k: &Key) {
     match k {
         Key::Addr(r) => push_range(out, r),
-        Key::Ifname(n) => {
-            out.push('"');
-            out.push_str(n);
-            out.push('"');
-        }
+        Key::Ifname(n) => push_quoted(out, n),
         Key::Mark(m) => {
             let _ = write!(out, "{m:#010x}");
         }
@@ -625,7 +614,7 @@ fn matcher(m: &Match) -> String {
             Some(n) => format!("meta l4proto {n}"),
             None => format!("meta l4proto {number}"),
         },
-        Match::Ifname { dir: d, name } => format!("{} \"{}\"", ifdir(*d), name),
+        Match::Ifname { dir: d, name } => format!("{} {}", ifdir(*d), quote(name)),
         Match::IfnameSet { dir: d, set } => format!("{} @{}", ifdir(*d), set),
         Match::Addr {
             family,
@@ -752,7 +741,7 @@ fn stmt(s: &Stmt) -> String {
         Stmt::MarkSet(m) => format!("meta mark set {m:#010x}"),
         Stmt::MarkOr(m) => format!("meta mark set meta mark or {m:#010x}"),
         Stmt::MarkFromIifnameMap(map) => format!("meta mark set iifname map @{map}"),
-        Stmt::CtHelperSet(h) => format!("ct helper set \"{h}\""),
+        Stmt::CtHelperSet(h) => format!("ct helper set {}", quote(h)),
         Stmt::Masquerade => "masquerade".to_string(),
     }
 }

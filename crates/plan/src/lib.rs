@@ -609,6 +609,8 @@ fn wg_iface(i: &InterfacePlan) -> WgIface {
 pub fn sysctl_conf<'a>(items: impl Iterator<Item = (&'a str, &'a str, &'a str)>) -> String {
     let mut out = String::from("# sysctls rampart sets for this plan (sysctl -p FILE)\n");
     for (k, v, why) in items {
+        // `why` may quote the site (a comment line, one line whatever it holds).
+        let why = rampart_types::escape::ini_comment(why);
         out.push_str(&format!("# {why}\n{k} = {v}\n"));
     }
     out

@@ -115,6 +115,28 @@ pub fn ini_comment(s: &str) -> Cow<'_, str> {
     plain_ascii(s, 200)
 }
 
+/// One word for a shell (wg-quick runs `PostUp` lines through bash): as it
+/// is when it holds only `[A-Za-z0-9_./=+:@%,-]`, else single-quoted with
+/// every `'` written `'\''`; line breaks and other control characters are
+/// replaced by `?` (a `PostUp` value is one line).
+pub fn shell_word(s: &str) -> Cow<'_, str> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_./=+:@%,-".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        return Cow::Borrowed(s);
+    }
+    let mut t = String::with_capacity(s.len() + 2);
+    t.push('\'');
+    for c in s.chars() {
+        match c {
+            '\'' => t.push_str("'\\''"),
+            c if c.is_control() => t.push('?'),
+            c => t.push(c),
+        }
+    }
+    t.push('\'');
+    Cow::Owned(t)
+}
+
 /// An interface name as a sysctl key component: sysctl writes a `.` of an
 /// interface name (`eth0.100`) as `/`. The name was validated (no `/`, no
 /// spaces); anything else is refused.
@@ -178,5 +200,7 @@ mod tests {
         assert_eq!(env_value("a$b\"\n"), "\"a\\$b\\\"?\"");
         assert_eq!(sysctl_key_component("eth0.100").as_deref(), Some("eth0/100"));
         assert_eq!(sysctl_key_component("../x"), None);
+        assert_eq!(shell_word("/var/lib/rampart/keys/mgmt.key"), "/var/lib/rampart/keys/mgmt.key");
+        assert_eq!(shell_word("a b;$(x)'\n"), "'a b;$(x)'\\''?'");
     }
 }

@@ -9,6 +9,7 @@
 use crate::keys::PrivateKey;
 use crate::plan::{InterfacePlan, PeerPlan, Plan, Role};
 use std::collections::HashMap;
+use rampart_types::escape::{ini_comment, shell_word};
 use std::fmt::Write;
 
 fn allowed_ips(out: &mut String, ips: &[ipnet::IpNet]) {
@@ -33,10 +34,10 @@ fn peers(out: &mut String, i: &InterfacePlan, psk_inline: bool) {
 
 fn peer(out: &mut String, p: &PeerPlan, psk_inline: bool) {
     {
-        let _ = writeln!(out, "\n[Peer]\n# {}\nPublicKey = {}", p.name, p.public_key);
+        let _ = writeln!(out, "\n[Peer]\n# {}\nPublicKey = {}", ini_comment(&p.name), p.public_key);
         if let (Some(f), false) = (&p.preshared_key_file, psk_inline) {
             // wg-quick has no PresharedKeyFile: set it after the interface is up.
-            let _ = writeln!(out, "# PresharedKey: {f} (set by PostUp)");
+            let _ = writeln!(out, "# PresharedKey: {} (set by PostUp)", ini_comment(f));
         }
         if let Some(e) = &p.endpoint {
             let _ = writeln!(out, "Endpoint = {e}");
@@ -52,7 +53,9 @@ fn interface_common(out: &mut String, i: &InterfacePlan) {
     let _ = writeln!(
         out,
         "# rampart: network {} on {} ({:?})",
-        i.network, i.owner, i.role
+        ini_comment(&i.network),
+        ini_comment(&i.owner),
+        i.role
     );
     let _ = writeln!(out, "[Interface]");
     if !i.addresses.is_empty() {
@@ -69,13 +72,18 @@ fn interface_common(out: &mut String, i: &InterfacePlan) {
 }
 
 fn post_up(out: &mut String, i: &InterfacePlan) {
-    let _ = writeln!(out, "PostUp = wg set %i private-key {}", i.private_key_file);
+    let _ = writeln!(
+        out,
+        "PostUp = wg set %i private-key {}",
+        shell_word(&i.private_key_file)
+    );
     for p in &i.peers {
         if let Some(f) = &p.preshared_key_file {
             let _ = writeln!(
                 out,
-                "PostUp = wg set %i peer {} preshared-key {f}",
-                p.public_key
+                "PostUp = wg set %i peer {} preshared-key {}",
+                p.public_key,
+                shell_word(f)
             );
         }
     }
@@ -182,8 +190,9 @@ pub fn wg_quick_conf_with_key(i: &InterfacePlan, key: &PrivateKey) -> String {
         if let Some(f) = &p.preshared_key_file {
             let _ = writeln!(
                 out,
-                "PostUp = wg set %i peer {} preshared-key {f}",
-                p.public_key
+                "PostUp = wg set %i peer {} preshared-key {}",
+                p.public_key,
+                shell_word(f)
             );
         }
     }
@@ -232,7 +241,8 @@ pub fn client_config(plan: &Plan, name: &str, key: Option<&PrivateKey>) -> Optio
     let _ = writeln!(
         out,
         "# rampart: road warrior {} on network {}",
-        i.owner, i.network
+        ini_comment(&i.owner),
+        ini_comment(&i.network)
     );
     let _ = writeln!(out, "[Interface]");
     let a: Vec<String> = i.addresses.iter().map(|n| n.to_string()).collect();
@@ -245,7 +255,8 @@ pub fn client_config(plan: &Plan, name: &str, key: Option<&PrivateKey>) -> Optio
             let _ = writeln!(
                 out,
                 "# PrivateKey = <the private key of {}; its public key is {}>",
-                i.owner, i.public_key
+                ini_comment(&i.owner),
+                i.public_key
             );
         }
     }

@@ -91,13 +91,26 @@ fn state_path(name: &str) -> PathBuf {
     lab_dir(name).join("lab.json")
 }
 
+/// `s` as one path component (rampart_types::names::path_component).
+fn component(s: &str) -> Result<&str> {
+    rampart_types::names::path_component(s).map_err(|e| Error::new(e.to_string()))
+}
+
 /// The lab's key store for one WireGuard member or client.
-pub fn key_dir(name: &str, owner: &str) -> PathBuf {
-    lab_dir(name).join("keys").join(owner)
+pub fn key_dir(name: &str, owner: &str) -> Result<PathBuf> {
+    Ok(lab_dir(component(name)?)
+        .join("keys")
+        .join(component(owner)?))
 }
 
 /// The state of lab `name`, if it is up (or half built).
 pub fn load(name: &str) -> Result<Option<State>> {
+    if !valid_name(name) {
+        return Err(Error::new(format!(
+            "bad lab name `{}` (letters, digits, `-_.`)",
+            rampart_types::escape::printable(name)
+        )));
+    }
     let p = state_path(name);
     match std::fs::read_to_string(&p) {
         Ok(t) => serde_json::from_str(&t)
@@ -138,6 +151,7 @@ pub fn valid_name(name: &str) -> bool {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         && !name.starts_with('.')
+        && rampart_types::names::path_component(name).is_ok()
 }
 
 /// How the lab gets what it applies: the same code as `rampart apply`
@@ -253,7 +267,7 @@ fn enroll(name: &str, files: &SiteFiles, keyed: &[(String, String)]) -> Result<S
     };
     let mut keys: BTreeMap<(String, String), String> = BTreeMap::new();
     for (net, owner) in keyed {
-        let ks = rampart_keystore::KeyStore::open(key_dir(name, owner))
+        let ks = rampart_keystore::KeyStore::open(key_dir(name, owner)?)
             .map_err(|e| Error::new(format!("key store of {owner}: {e}")))?;
         let pk = ks
             .enroll(net)
@@ -318,7 +332,7 @@ pub fn up(input: &UpInput, planner: &dyn Planner, progress: &mut dyn FnMut(&str)
     if !valid_name(input.name) {
         return Err(Error::new(format!(
             "bad lab name `{}` (letters, digits, `-_.`)",
-            input.name
+            rampart_types::escape::printable(input.name)
         )));
     }
     if let Some(st) = load(input.name)? {
@@ -445,11 +459,11 @@ fn build(
     let mut warm: Vec<(String, WgIface)> = Vec::new();
     for n in &input.site.nodes {
         let ns = &st.zones[&n.name].ns.clone();
-        let kd = key_dir(&st.name, &n.name);
+        let kd = key_dir(&st.name, &n.name)?;
         let plan = planner
             .node_plan(&files, &n.name, &kd)
             .map_err(|e| Error::new(format!("{}: {e}", n.name)))?;
-        let sdir = lab_dir(&st.name).join("state").join(&n.name);
+        let sdir = lab_dir(&st.name).join("state").join(component(&n.name)?);
         let mut opts = rampart_apply::ApplyOpts::new(&sdir);
         opts.record_kernel_hash = false;
         let sys = HostSystem::in_netns(ns.clone());
@@ -490,7 +504,7 @@ fn build(
         };
         let ns = z.ns.clone();
         let (ifaces, routes) = planner
-            .wg_of(&files, &owner, &key_dir(&st.name, &owner))
+            .wg_of(&files, &owner, &key_dir(&st.name, &owner)?)
             .map_err(|e| Error::new(format!("{owner}: {e}")))?;
         warm.extend(ifaces.iter().map(|i| (ns.clone(), i.clone())));
         network_up(st, &zone, &ns, &owner, &ifaces, &routes, &[], &mut step)?;
