@@ -64,8 +64,25 @@ impl StateDir {
         &self.root
     }
 
+    /// The file `name` of the state directory. Names are rampart's own
+    /// (constants, ids it made); one that is not a single path component
+    /// (rampart_types::names::path_component) still stays inside the
+    /// directory: its `/`, NUL and control characters become `_`.
     pub fn path(&self, name: &str) -> PathBuf {
-        self.root.join(name)
+        match rampart_types::names::path_component(name) {
+            Ok(n) => self.root.join(n),
+            Err(_) => {
+                let safe: String = name
+                    .chars()
+                    .map(|c| if c == '/' || c.is_control() { '_' } else { c })
+                    .collect();
+                let safe = match safe.as_str() {
+                    "" | "." | ".." => format!("_{safe}"),
+                    _ => safe,
+                };
+                self.root.join(safe)
+            }
+        }
     }
 
     /// Atomically replace `name` with `data` (mode `mode`).
@@ -171,7 +188,23 @@ impl StateDir {
             let ent = ent.map_err(|e| Error::io(&self.root, e))?;
             let name = ent.file_name().to_string_lossy().into_owned();
             if name.starts_with("pending-") && name.ends_with(".json") {
-                return read_json(&ent.path());
+                let p: Option<Pending> = read_json(&ent.path())?;
+                // The id names the revert script and snapshots: rampart
+                // makes it from digits and hex; anything else is corrupt.
+                if let Some(p) = &p {
+                    let ok = !p.id.is_empty()
+                        && p.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+                    if !ok {
+                        return Err(Error::Corrupt {
+                            path: ent.path(),
+                            message: format!(
+                                "pending id `{}` is not one rampart writes",
+                                rampart_types::escape::printable(&p.id)
+                            ),
+                        });
+                    }
+                }
+                return Ok(p);
             }
         }
         Ok(None)

@@ -26,7 +26,11 @@ fn connect(etcd: &str, prefix: &str) -> Result<EtcdStore> {
 
 pub fn run(a: Args) -> Result<ExitCode> {
     let files = crate::sitedir::read_site(&a.site)?;
-    let (site, diags) = rampart_resolve::load(&files);
+    let (mut site, mut diags) = rampart_resolve::load(&files);
+    // WireGuard networks, members and clients too: their names become
+    // key files and etcd-delivered configs on every node.
+    let wg = crate::wg::site_checks(&files, &mut site.sources, &diags);
+    diags.extend(wg);
     if !diags.is_empty() {
         eprint!("{}", diags.render(&site.sources));
     }

@@ -145,7 +145,8 @@ fn check_path(path: &str) -> Result<(), StoreError> {
             .any(|c| c.is_empty() || c == "." || c == "..");
     if bad {
         Err(StoreError::unreadable(format!(
-            "site path {path:?} cannot be stored"
+            "site path `{}` cannot be stored",
+            rampart_types::escape::printable(path)
         )))
     } else {
         Ok(())
@@ -290,6 +291,10 @@ impl EtcdStore {
                 })?;
                 manifest = Some((m, kv.mod_revision()));
             } else if let Some(path) = key.strip_prefix(&site_prefix) {
+                // A pushed site is untrusted: a key that `push` would not
+                // have written (`..`, empty components, NUL) is refused
+                // rather than read into the site.
+                check_path(path)?;
                 files.insert(path, kv.value().to_vec());
             }
         }
@@ -462,6 +467,7 @@ impl SiteStore for EtcdStore {
         for kv in resp.kvs() {
             let key = String::from_utf8_lossy(kv.key());
             let node = key[prefix.len()..].to_string();
+            check_node_name(&node)?;
             let st: NodeStatus = serde_json::from_slice(kv.value())
                 .map_err(|e| StoreError::unreadable(format!("{key}: bad status record: {e}")))?;
             out.insert(node, st);

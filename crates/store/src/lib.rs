@@ -148,6 +148,7 @@ pub fn check_node_name(node: &str) -> Result<(), StoreError> {
     let ok = !node.is_empty()
         && node.len() <= 64
         && !node.starts_with('.')
+        && rampart_types::names::path_component(node).is_ok()
         && node
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_');
@@ -156,7 +157,10 @@ pub fn check_node_name(node: &str) -> Result<(), StoreError> {
     } else {
         Err(StoreError::new(
             codes::SITE_UNREADABLE,
-            format!("invalid node name {node:?} for a status record"),
+            format!(
+                "invalid node name `{}` for a status record",
+                rampart_types::escape::printable(node)
+            ),
         ))
     }
 }
