@@ -222,7 +222,7 @@ fn every_fw_name_kind_refuses_hostile_tokens_at_their_line() {
 
 #[test]
 fn a_node_directory_with_a_hostile_name_is_refused() {
-    for dir in ["a b", "a;b", "pvé", "a\nb", "..x", "-x"] {
+    for dir in ["a b", "a;b", "pvé", "a\nb", "x..y", "-x"] {
         let d = site(&[("firewall/cluster.fw", CLUSTER)]);
         write_site(d.path(), &[(&format!("nodes/{dir}/host.fw"), CLUSTER)]);
         let o = rampart(&["check", d.path().to_str().unwrap()]);
@@ -290,7 +290,7 @@ fn compile_refuses_and_writes_nothing_anywhere() {
         let t = text(&o);
         assert_eq!(o.status.code(), Some(1), "{what}: {t}");
         assert!(t.contains("site.toml:6:8"), "{what}: {t}");
-        assert!(!t.contains("table inet rampart_x"), "{what}: {t}");
+        assert!(!t.lines().any(|l| l.starts_with("table inet rampart_x")), "{what}: {t}");
         assert!(!work.path().join("trav").exists() && !work.path().join("a/trav").exists());
         assert_eq!(std::fs::read_dir(&out_dir).unwrap().count(), 0, "{what}: wrote into OUT");
         // And printing to stdout prints no ruleset at all.

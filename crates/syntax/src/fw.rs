@@ -1121,6 +1121,8 @@ impl<'d> Parser<'d> {
             return false;
         }
         if val.is_empty()
+            || val == "."
+            || val == ".."
             || !val
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"_.-+=@".contains(&b))

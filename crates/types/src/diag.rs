@@ -27,13 +27,22 @@ pub struct Diagnostic {
     pub notes: Vec<String>,
 }
 
+/// Text of a diagnostic: quoted user text shows its control characters
+/// escaped (`\n`, `\x1b`), in the terminal and in JSON alike.
+fn shown(s: String) -> String {
+    match crate::escape::printable(&s) {
+        std::borrow::Cow::Borrowed(_) => s,
+        std::borrow::Cow::Owned(t) => t,
+    }
+}
+
 impl Diagnostic {
     /// A diagnostic with the severity the code table gives it.
     pub fn new(code: Code, message: impl Into<String>) -> Self {
         Diagnostic {
             code: code.code,
             severity: code.severity,
-            message: message.into(),
+            message: shown(message.into()),
             span: None,
             label: None,
             hint: None,
@@ -47,17 +56,17 @@ impl Diagnostic {
     }
 
     pub fn label(mut self, label: impl Into<String>) -> Self {
-        self.label = Some(label.into());
+        self.label = Some(shown(label.into()));
         self
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
-        self.hint = Some(hint.into());
+        self.hint = Some(shown(hint.into()));
         self
     }
 
     pub fn note(mut self, note: impl Into<String>) -> Self {
-        self.notes.push(note.into());
+        self.notes.push(shown(note.into()));
         self
     }
 

@@ -571,7 +571,7 @@ pub fn parse_site_toml(file: FileId, text: &str) -> (Option<WgSite>, Diagnostics
         }
         if !valid_interface_name(iface) {
             d.push(
-                Diagnostic::new(codes::BAD_INTERFACE_NAME, format!("invalid interface name `{iface}`"))
+                Diagnostic::new(codes::BAD_INTERFACE_NAME, format!("invalid interface name `{}`", rampart_types::escape::printable(iface)))
                     .at(l.of(&rn.interface))
                     .label("must match [a-zA-Z0-9_=+.-]{1,15}")
                     .hint("the kernel limits interface names to 15 characters of letters, digits and `_=+.-`"),
