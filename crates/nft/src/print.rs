@@ -278,6 +278,12 @@ fn quote(s: &str) -> String {
     t
 }
 
+/// An interface name as an nft string: the same sanitizing, cut to
+/// IFNAMSIZ - 1 (names were validated; this only keeps the script loadable).
+fn quote_ifname(s: &str) -> String {
+    format!("\"{}\"", rampart_types::escape::nft_str(s, 15))
+}
+
 fn push_quoted(out: &mut String, s: &str) {
     // nft strings have no escapes: the text is sanitized by construction
     // (no `"`, `\`, control or non-ASCII characters) and cut to nft's
@@ -422,7 +428,7 @@ fn key(k: &Key) -> String {
 fn push_key(out: &mut String, k: &Key) {
     match k {
         Key::Addr(r) => push_range(out, r),
-        Key::Ifname(n) => push_quoted(out, n),
+        Key::Ifname(n) => out.push_str(&quote_ifname(n)),
         Key::Mark(m) => {
             let _ = write!(out, "{m:#010x}");
         }
@@ -614,7 +620,7 @@ fn matcher(m: &Match) -> String {
             Some(n) => format!("meta l4proto {n}"),
             None => format!("meta l4proto {number}"),
         },
-        Match::Ifname { dir: d, name } => format!("{} {}", ifdir(*d), quote(name)),
+        Match::Ifname { dir: d, name } => format!("{} {}", ifdir(*d), quote_ifname(name)),
         Match::IfnameSet { dir: d, set } => format!("{} @{}", ifdir(*d), set),
         Match::Addr {
             family,
