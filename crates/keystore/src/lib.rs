@@ -305,6 +305,23 @@ mod tests {
     }
 
     #[test]
+    fn names_that_are_not_one_file_name_are_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let ks = KeyStore::open(t.path().join("wg")).unwrap();
+        for bad in ["../../x", "..", "", "a/b", "a\0b"] {
+            assert!(
+                matches!(ks.enroll(bad), Err(KeyStoreError::BadName(_))),
+                "{bad:?}"
+            );
+            assert!(matches!(ks.preshared("mgmt", bad, "b"), Err(KeyStoreError::BadName(_))));
+        }
+        // Nothing was created next to the store.
+        let left: Vec<_> = std::fs::read_dir(t.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("wg")]);
+        assert!(ks.enroll("mgmt").is_ok());
+    }
+
+    #[test]
     fn store_is_0700_and_keys_0600() {
         let t = tempfile::tempdir().unwrap();
         let dir = t.path().join("wg");

@@ -153,25 +153,6 @@ pub fn sysctl_key_component(iface: &str) -> Option<String> {
     Some(iface.replace('.', "/"))
 }
 
-/// A value of a systemd environment file or unit (`KEY=value` on one line):
-/// double-quoted, with `\`, `"`, `$` and `` ` `` escaped and no line break.
-pub fn env_value(s: &str) -> String {
-    let mut t = String::with_capacity(s.len() + 2);
-    t.push('"');
-    for c in s.chars() {
-        match c {
-            '\\' | '"' | '$' | '`' => {
-                t.push('\\');
-                t.push(c);
-            }
-            c if c.is_control() => t.push('?'),
-            c => t.push(c),
-        }
-    }
-    t.push('"');
-    t
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,7 +178,6 @@ mod tests {
     #[test]
     fn ipt_and_env() {
         assert_eq!(ipt_quoted("a\"\nb", 10), "\"a'?b\"");
-        assert_eq!(env_value("a$b\"\n"), "\"a\\$b\\\"?\"");
         assert_eq!(sysctl_key_component("eth0.100").as_deref(), Some("eth0/100"));
         assert_eq!(sysctl_key_component("../x"), None);
         assert_eq!(shell_word("/var/lib/rampart/keys/mgmt.key"), "/var/lib/rampart/keys/mgmt.key");
