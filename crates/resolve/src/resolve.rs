@@ -540,7 +540,7 @@ impl<'a> Resolver<'a> {
         let mut seen: HashMap<String, Span> = HashMap::new();
         let mut decls: Vec<&ast::NodeDecl> = Vec::new();
         for n in &ast.nodes {
-            if let Some(prev) = seen.get(&n.name.value) {
+            if let Some(prev) = seen.get(n.name.value.as_str()) {
                 let pl = prev.line;
                 self.push(
                     Diagnostic::new(
@@ -552,7 +552,7 @@ impl<'a> Resolver<'a> {
                 );
                 continue;
             }
-            seen.insert(n.name.value.clone(), n.name.span);
+            seen.insert(n.name.value.to_string(), n.name.span);
             decls.push(n);
         }
         // Addresses of all nodes, for cluster peers.
@@ -601,7 +601,7 @@ impl<'a> Resolver<'a> {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             {
-                n.name.value.clone()
+                n.name.value.to_string()
             } else {
                 format!("{i}")
             };
@@ -621,7 +621,7 @@ impl<'a> Resolver<'a> {
             let management = self.add_set(
                 IpSet {
                     name: "management".into(),
-                    scope: SetScope::Node(n.name.value.clone()),
+                    scope: SetScope::Node(n.name.value.to_string()),
                     kernel_name: format!("n-{tag}-mgmt"),
                     entries,
                     origin: Origin::auto("auto:management"),
@@ -644,7 +644,7 @@ impl<'a> Resolver<'a> {
             let cluster_peers = self.add_set(
                 IpSet {
                     name: "cluster_peers".into(),
-                    scope: SetScope::Node(n.name.value.clone()),
+                    scope: SetScope::Node(n.name.value.to_string()),
                     kernel_name: format!("n-{tag}-peers"),
                     entries: peers,
                     origin: Origin::auto("auto:cluster_peers"),
@@ -653,22 +653,22 @@ impl<'a> Resolver<'a> {
             );
             let host_opts = ast
                 .hosts
-                .get(&n.name.value)
+                .get(n.name.value.as_str())
                 .map(|h| host_options(&h.options))
                 .unwrap_or_else(|| host_options(&Default::default()));
             let enabled = self.cluster_opts.enable && host_opts.enable;
             self.node_index
-                .insert(n.name.value.clone(), self.nodes.len());
+                .insert(n.name.value.to_string(), self.nodes.len());
             self.implicit_bridges.push(n.implicit_bridges);
             self.nodes.push(ir::Node {
-                name: n.name.value.clone(),
+                name: n.name.value.to_string(),
                 backend,
                 platform,
                 bridges: n
                     .bridges
                     .iter()
                     .map(|b| ir::Bridge {
-                        name: b.name.value.clone(),
+                        name: b.name.value.to_string(),
                         addresses: b.addresses.iter().map(|a| a.value).collect(),
                     })
                     .collect(),
@@ -713,7 +713,7 @@ impl<'a> Resolver<'a> {
             }
             seen.insert(id, g.id.span);
             let node_idx = match &g.node {
-                Some(n) => match self.node_index.get(&n.value) {
+                Some(n) => match self.node_index.get(n.value.as_str()) {
                     Some(&i) => Some(i),
                     None => {
                         let mut d = Diagnostic::new(
@@ -846,7 +846,7 @@ impl<'a> Resolver<'a> {
                     index: n.index,
                     name: n.name.value.clone(),
                     ifname,
-                    bridge: n.bridge.value.clone(),
+                    bridge: n.bridge.value.to_string(),
                     mac: n.mac,
                     addresses: n.addresses.iter().map(|a| a.value).collect(),
                     firewall: n.firewall,

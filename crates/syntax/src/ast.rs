@@ -4,6 +4,7 @@
 //! whole site (names, scopes, families across aliases) is the resolver's job.
 
 use ipnet::IpNet;
+pub use rampart_types::names::{AliasName, GroupName, IfaceName, IpSetName, NodeName};
 use rampart_types::{Action, Direction, FileId, IpRange, LogLevel, PortRange, Proto, Span};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -63,7 +64,7 @@ pub enum GuestKindName {
 /// Where a node or guest was declared.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct NodeDecl {
-    pub name: Spanned<String>,
+    pub name: Spanned<NodeName>,
     pub backend: Option<Spanned<BackendName>>,
     pub platform: Option<Spanned<PlatformName>>,
     pub bridges: Vec<BridgeDecl>,
@@ -81,7 +82,7 @@ pub struct NodeDecl {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct BridgeDecl {
-    pub name: Spanned<String>,
+    pub name: Spanned<IfaceName>,
     pub addresses: Vec<Spanned<IpNet>>,
 }
 
@@ -90,7 +91,7 @@ pub struct GuestDecl {
     pub id: Spanned<u32>,
     pub kind: GuestKindName,
     /// `None` when nothing says which node runs it (reported by the resolver).
-    pub node: Option<Spanned<String>>,
+    pub node: Option<Spanned<NodeName>>,
     pub name: Option<Spanned<String>>,
     pub nics: Vec<NicDecl>,
     pub span: Span,
@@ -100,7 +101,7 @@ pub struct GuestDecl {
 pub struct NicDecl {
     pub index: u32,
     pub name: Spanned<String>,
-    pub bridge: Spanned<String>,
+    pub bridge: Spanned<IfaceName>,
     pub mac: Option<[u8; 6]>,
     pub addresses: Vec<Spanned<IpNet>>,
     pub firewall: bool,

@@ -46,7 +46,7 @@ pub fn parse_guest_conf(
     bad_lines: &std::collections::HashSet<u32>,
     id: u32,
     kind: GuestKindName,
-    node: Option<Spanned<String>>,
+    node: Option<Spanned<NodeName>>,
     diags: &mut Diagnostics,
 ) -> GuestDecl {
     let mut g = GuestDecl {
@@ -125,7 +125,13 @@ fn parse_nic(
             continue;
         };
         match pk {
-            "bridge" => bridge = Some(Spanned::new(pv.to_string(), line.span(pv))),
+            "bridge" => match IfaceName::parse(pv) {
+                Ok(b) => bridge = Some(Spanned::new(b, line.span(pv))),
+                Err(e) => {
+                    diags.push(e.diagnostic(line.span(pv)));
+                    ok = false;
+                }
+            },
             "firewall" => match pv {
                 "1" => firewall = true,
                 "0" => firewall = false,
@@ -209,7 +215,13 @@ fn parse_nic(
 pub fn parse_corosync(file: FileId, text: &str, diags: &mut Diagnostics) -> Vec<NodeDecl> {
     let mut out = Vec::new();
     let mut depth_stack: Vec<String> = Vec::new();
-    let mut cur: Option<NodeDecl> = None;
+    // The node being read: its name as written, its addresses, its span.
+    struct Cur {
+        name: Option<Spanned<String>>,
+        addresses: Vec<Spanned<ipnet::IpNet>>,
+        span: Span,
+    }
+    let mut cur: Option<Cur> = None;
     for (i, raw) in text.split('\n').enumerate() {
         let line = Line {
             file,
@@ -223,15 +235,9 @@ pub fn parse_corosync(file: FileId, text: &str, diags: &mut Diagnostics) -> Vec<
         if let Some(name) = t.strip_suffix('{') {
             let name = name.trim().to_string();
             if name == "node" && depth_stack.last().map(|s| s.as_str()) == Some("nodelist") {
-                cur = Some(NodeDecl {
-                    name: Spanned::new(String::new(), line.whole()),
-                    backend: None,
-                    platform: None,
-                    bridges: Vec::new(),
+                cur = Some(Cur {
+                    name: None,
                     addresses: Vec::new(),
-                    local_network: None,
-                    endpoint: None,
-                    implicit_bridges: true,
                     span: line.whole(),
                 });
             }
@@ -241,15 +247,25 @@ pub fn parse_corosync(file: FileId, text: &str, diags: &mut Diagnostics) -> Vec<
         if t == "}" {
             if depth_stack.pop().as_deref() == Some("node") {
                 if let Some(n) = cur.take() {
-                    if n.name.value.is_empty() {
-                        diags.push(
+                    match n.name.filter(|s| !s.value.is_empty()) {
+                        None => diags.push(
                             Diagnostic::new(codes::GUEST_CONF, "corosync node without a name")
                                 .at(n.span),
-                        );
-                    } else if let Err(e) = rampart_types::names::NodeName::parse(&n.name.value) {
-                        diags.push(e.diagnostic(n.name.span));
-                    } else {
-                        out.push(n);
+                        ),
+                        Some(name) => match NodeName::parse(&name.value) {
+                            Err(e) => diags.push(e.diagnostic(name.span)),
+                            Ok(v) => out.push(NodeDecl {
+                                name: Spanned::new(v, name.span),
+                                backend: None,
+                                platform: None,
+                                bridges: Vec::new(),
+                                addresses: n.addresses,
+                                local_network: None,
+                                endpoint: None,
+                                implicit_bridges: true,
+                                span: n.span,
+                            }),
+                        },
                     }
                 }
             }
@@ -261,7 +277,7 @@ pub fn parse_corosync(file: FileId, text: &str, diags: &mut Diagnostics) -> Vec<
         };
         let (k, v) = (k.trim(), v.trim());
         if k == "name" {
-            n.name = Spanned::new(v.to_string(), line.span(v));
+            n.name = Some(Spanned::new(v.to_string(), line.span(v)));
         } else if k.starts_with("ring") && k.ends_with("_addr") {
             if let Ok(ip) = crate::addr::parse_ip(v) {
                 let len = if ip.is_ipv4() { 32 } else { 128 };

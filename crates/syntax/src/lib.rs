@@ -126,9 +126,11 @@ fn parse_one(j: &Job) -> Out {
                 fw::parse_fw(fid, FwKind::Host, t, bad, &mut diags),
             ),
             Role::GuestConf { id, kind, node } => {
+                // The directory name was checked when the file was listed.
                 let node = node
                     .as_ref()
-                    .map(|n| Spanned::new(n.clone(), Span::new(fid, 1, 1, 0)));
+                    .and_then(|n| NodeName::parse(n).ok())
+                    .map(|n| Spanned::new(n, Span::new(fid, 1, 1, 0)));
                 Parsed::GuestConf(conf::parse_guest_conf(
                     fid, t, bad, *id, *kind, node, &mut diags,
                 ))
@@ -396,6 +398,8 @@ fn parse_site_with(
             }
         }
         for d in node_dirs {
+            // Checked when the files were listed (bad directories are left out).
+            let Ok(d) = NodeName::parse(&d) else { continue };
             if !ast.nodes.iter().any(|x| x.name.value == d) {
                 let span = Span::default();
                 ast.nodes.push(NodeDecl {

@@ -4,7 +4,7 @@ use crate::addr::parse_iface_addr;
 use crate::ast::*;
 use crate::conf::parse_mac;
 use crate::suggest::did_you_mean;
-use rampart_types::names::NameKind;
+use rampart_types::names::SiteName;
 use rampart_types::{codes, Diagnostic, Diagnostics, FileId, Span};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use std::fmt;
@@ -143,15 +143,14 @@ impl<'a> Ctx<'a> {
     }
     /// A string naming something of `kind`: refused (E0407/E0408 at the
     /// value, with what is allowed) unless it passes the kind's rule.
-    fn name(
+    fn name<N: rampart_types::names::Name>(
         &mut self,
         v: &TSpanned<SValue>,
         what: &str,
-        kind: rampart_types::names::NameKind,
-    ) -> Option<Spanned<String>> {
+    ) -> Option<Spanned<N>> {
         let s = self.string(v, what)?;
-        match rampart_types::names::validate(kind, &s.value) {
-            Ok(()) => Some(s),
+        match N::parse_name(&s.value) {
+            Ok(n) => Some(Spanned::new(n, s.span)),
             Err(e) => {
                 self.diags.push(e.diagnostic(s.span));
                 None
@@ -266,7 +265,7 @@ pub fn parse_site_toml(file: FileId, text: &str, ast: &mut SiteAst, diags: &mut 
                 };
                 for (k2, v2) in t {
                     match k2.get_ref().as_str() {
-                        "name" => ast.name = cx.name(v2, "site.name", NameKind::Site),
+                        "name" => ast.name = cx.name::<SiteName>(v2, "site.name").map(|n| Spanned::new(n.value.into_string(), n.span)),
                         "backend" => ast.backend = backend(&mut cx, v2),
                         _ => cx.unknown_key(k2, SITE_KEYS, "[site]"),
                     }
@@ -316,21 +315,27 @@ fn node(cx: &mut Ctx, v: &TSpanned<SValue>) -> Option<NodeDecl> {
     let span = cx.sp(v);
     let mut name = None;
     let mut bad_name = false;
-    let mut nd = NodeDecl {
-        name: Spanned::new(String::new(), span),
+    // The declaration's fields; the name is set last (it must be valid).
+    struct Fields {
+        backend: Option<Spanned<BackendName>>,
+        platform: Option<Spanned<PlatformName>>,
+        bridges: Vec<BridgeDecl>,
+        addresses: Vec<Spanned<ipnet::IpNet>>,
+        local_network: Option<Vec<Spanned<ipnet::IpNet>>>,
+        endpoint: Option<Spanned<String>>,
+    }
+    let mut nd = Fields {
         backend: None,
         platform: None,
         bridges: Vec::new(),
         addresses: Vec::new(),
         local_network: None,
         endpoint: None,
-        implicit_bridges: false,
-        span,
     };
     for (k, val) in t {
         match k.get_ref().as_str() {
             "name" => {
-                name = cx.name(val, "node.name", NameKind::Node);
+                name = cx.name::<NodeName>(val, "node.name");
                 bad_name = name.is_none();
             }
             "backend" => nd.backend = backend(cx, val),
@@ -362,12 +367,14 @@ fn node(cx: &mut Ctx, v: &TSpanned<SValue>) -> Option<NodeDecl> {
             "bridges" => {
                 if let Some(bt) = cx.table(val, "bridges") {
                     for (bk, bv) in bt {
-                        let bname = bk.get_ref().clone();
                         let addresses = cx.addrs(bv, "bridge addresses");
-                        if let Err(e) = rampart_types::names::IfaceName::parse(&bname) {
-                            cx.diags.push(e.diagnostic(cx.sp(bk)));
-                            continue;
-                        }
+                        let bname = match IfaceName::parse(bk.get_ref()) {
+                            Ok(b) => b,
+                            Err(e) => {
+                                cx.diags.push(e.diagnostic(cx.sp(bk)));
+                                continue;
+                            }
+                        };
                         nd.bridges.push(BridgeDecl {
                             name: Spanned::new(bname, cx.sp(bk)),
                             addresses,
@@ -388,16 +395,26 @@ fn node(cx: &mut Ctx, v: &TSpanned<SValue>) -> Option<NodeDecl> {
             _ => cx.unknown_key(k, NODE_KEYS, "[[node]]"),
         }
     }
-    match name {
-        Some(n) if !n.value.is_empty() => nd.name = n,
+    let name = match name {
+        Some(n) => n,
         // Refused above, at the name.
         None if bad_name => return None,
         _ => {
             cx.err(span, "a [[node]] needs a `name`");
             return None;
         }
-    }
-    Some(nd)
+    };
+    Some(NodeDecl {
+        name,
+        backend: nd.backend,
+        platform: nd.platform,
+        bridges: nd.bridges,
+        addresses: nd.addresses,
+        local_network: nd.local_network,
+        endpoint: nd.endpoint,
+        implicit_bridges: false,
+        span,
+    })
 }
 
 fn guest(cx: &mut Ctx, v: &TSpanned<SValue>) -> Option<GuestDecl> {
@@ -430,7 +447,7 @@ fn guest(cx: &mut Ctx, v: &TSpanned<SValue>) -> Option<GuestDecl> {
                 }
             }
             "node" => {
-                node = cx.name(val, "node", NameKind::Node);
+                node = cx.name::<NodeName>(val, "node");
                 bad_node = node.is_none();
             }
             "name" => name = cx.string(val, "name"),
@@ -476,7 +493,7 @@ fn nic(cx: &mut Ctx, v: &TSpanned<SValue>, pos: u32) -> Option<NicDecl> {
         match k.get_ref().as_str() {
             "name" => name = cx.string(val, "nic name"),
             "bridge" => {
-                bridge = cx.name(val, "bridge", NameKind::Iface);
+                bridge = cx.name::<IfaceName>(val, "bridge");
                 if bridge.is_none() {
                     return None;
                 }

@@ -10,7 +10,7 @@
 //! [`path_component`] is the one gate for a file path built from a name.
 
 use crate::codes::{self, Code};
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::borrow::Borrow;
 use std::fmt;
 
@@ -217,6 +217,12 @@ fn floor_boundary(s: &str, mut i: usize) -> usize {
     i
 }
 
+/// The validated name types: parse a string into one.
+pub trait Name: Sized {
+    const KIND: NameKind;
+    fn parse_name(s: &str) -> Result<Self, NameError>;
+}
+
 macro_rules! name_type {
     ($(#[$m:meta])* $t:ident, $kind:expr) => {
         $(#[$m])*
@@ -236,6 +242,13 @@ macro_rules! name_type {
             }
             pub fn into_string(self) -> String {
                 self.0
+            }
+        }
+
+        impl Name for $t {
+            const KIND: NameKind = $kind;
+            fn parse_name(s: &str) -> Result<Self, NameError> {
+                Self::parse(s)
             }
         }
 
@@ -275,6 +288,21 @@ macro_rules! name_type {
                 &self.0 == o
             }
         }
+        impl PartialEq<$t> for String {
+            fn eq(&self, o: &$t) -> bool {
+                *self == o.0
+            }
+        }
+        impl PartialEq<$t> for str {
+            fn eq(&self, o: &$t) -> bool {
+                self == o.0
+            }
+        }
+        impl PartialEq<$t> for &str {
+            fn eq(&self, o: &$t) -> bool {
+                *self == o.0
+            }
+        }
         impl std::str::FromStr for $t {
             type Err = NameError;
             fn from_str(s: &str) -> Result<Self, NameError> {
@@ -296,6 +324,13 @@ macro_rules! name_type {
         impl Serialize for $t {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.serialize_str(&self.0)
+            }
+        }
+        /// Deserializing validates too (a record read back is input again).
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                $t::try_from(s).map_err(serde::de::Error::custom)
             }
         }
     };
