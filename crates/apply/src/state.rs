@@ -132,36 +132,43 @@ impl StateDir {
         }
     }
 
-    /// Take the state lock (`lock`, holding our pid). A lock left by a
-    /// process that no longer exists (killed mid-apply) is taken over.
+    /// Take the state lock: an advisory `flock` on `lock` (which also
+    /// holds the pid of the holder, for the message). The kernel drops the
+    /// lock with the process that holds it (exit, crash, `kill -9`), so a
+    /// lock file left behind, even one naming a live unrelated process
+    /// (pid 1 after a reboot), never blocks. The file itself stays: removing
+    /// it would let two processes lock two different files.
     pub fn lock(&self) -> Result<StateLock, Error> {
+        use nix::fcntl::{Flock, FlockArg};
         let path = self.path("lock");
-        for _ in 0..2 {
-            match fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-            {
-                Ok(mut f) => {
-                    let _ = writeln!(f, "{}", std::process::id());
-                    return Ok(StateLock { path });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let holder = fs::read_to_string(&path).unwrap_or_default();
-                    let pid = holder.trim();
-                    let alive = !pid.is_empty()
-                        && pid.chars().all(|c| c.is_ascii_digit())
-                        && Path::new("/proc").join(pid).exists();
-                    if alive {
-                        return Err(Error::Busy(pid.to_owned()));
-                    }
-                    let _ = fs::remove_file(&path);
-                }
-                Err(e) => return Err(Error::io(&path, e)),
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+            Ok(mut held) => {
+                use std::io::{Seek, SeekFrom};
+                // Best effort: the pid is only informative.
+                let _ = held.set_len(0);
+                let _ = held.seek(SeekFrom::Start(0));
+                let _ = writeln!(held, "{}", std::process::id());
+                Ok(StateLock { _file: held })
             }
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                let holder = fs::read_to_string(&path).unwrap_or_default();
+                let pid = holder.trim();
+                Err(Error::Busy(if pid.is_empty() {
+                    "unknown".into()
+                } else {
+                    pid.to_owned()
+                }))
+            }
+            Err((_, e)) => Err(Error::io(&path, e.into())),
         }
-        Err(Error::Busy("unknown".into()))
     }
 
     /// The pending confirmation, if any (`pending-<id>.json`).
@@ -266,14 +273,9 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {
     res.map_err(|e| Error::io(path, e))
 }
 
-/// Held while apply/confirm/rollback run; released on drop.
+/// Held while apply/confirm/rollback run; released on drop (and by the
+/// kernel when the process dies).
 #[derive(Debug)]
 pub struct StateLock {
-    path: PathBuf,
-}
-
-impl Drop for StateLock {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
-    }
+    _file: nix::fcntl::Flock<fs::File>,
 }

@@ -715,7 +715,43 @@ fn state_lock_refuses_a_live_holder_and_takes_over_a_dead_one() {
     dead.wait().unwrap();
     std::fs::write(tmp.path().join("lock"), format!("{pid}\n")).unwrap();
     apply(&ns.sys(), &plan(1), &ApplyOpts::new(tmp.path())).unwrap();
-    assert!(!tmp.path().join("lock").exists());
+    // A lock file naming a live, unrelated process (pid 1, as after a
+    // reboot) does not block either: only a held flock does.
+    std::fs::write(tmp.path().join("lock"), "1\n").unwrap();
+    apply(&ns.sys(), &plan(2), &ApplyOpts::new(tmp.path())).unwrap();
+    assert!(listing(&ns).contains("dport 2"));
+}
+
+#[test]
+fn state_lock_held_by_another_process_refuses_until_it_is_killed() {
+    let ns = Netns::new("lk2");
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = ApplyOpts::new(tmp.path());
+    apply(&ns.sys(), &plan(1), &opts).unwrap();
+    // Another process holds the lock (flock(1) takes the same advisory
+    // lock apply does).
+    let lock = tmp.path().join("lock");
+    let mut holder = Command::new("flock")
+        .arg(&lock)
+        .args(["sh", "-c", "echo locked; exec sleep 60"])
+        .stdout(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "locked");
+    let e = apply(&ns.sys(), &plan(2), &opts).unwrap_err();
+    assert!(matches!(e, Error::Busy(_)), "{e}");
+    assert!(listing(&ns).contains("dport 1 "), "{}", listing(&ns));
+    // kill -9 of the holder (flock and the command it runs, which shares
+    // the locked file) frees the lock at once.
+    sh("kill", &["-KILL", "--", &format!("-{}", holder.id())]);
+    holder.wait().unwrap();
+    apply(&ns.sys(), &plan(2), &opts).unwrap();
+    assert!(listing(&ns).contains("dport 2 "), "{}", listing(&ns));
 }
 
 #[test]
