@@ -325,7 +325,20 @@ fn clean_cycles(state: &StateDir, now: u64) -> Result<(), Error> {
 pub fn apply(sys: &dyn System, plan: &Plan, opts: &ApplyOpts) -> Result<ApplyOutcome, Error> {
     let state = StateDir::open(&opts.state_dir)?;
     let _lock = state.lock()?;
+    clean_at_start();
     apply_locked(sys, &state, plan, opts)
+}
+
+/// Once per process, before its first apply: remove the script files of
+/// rampart processes killed before removing theirs. (Staged kernel objects
+/// such a process left are unreachable; the next full replace deletes every
+/// object of rampart's tables that the new plan does not hold, and the
+/// agent's start-up check sees them as drift.)
+fn clean_at_start() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        crate::system::clean_stale_scripts();
+    });
 }
 
 fn apply_locked(
@@ -1119,6 +1132,7 @@ fn last_reverted(state: &StateDir) -> Result<Option<Pending>, Error> {
 pub fn rollback(sys: &dyn System, opts: &ApplyOpts) -> Result<ApplyOutcome, Error> {
     let state = StateDir::open(&opts.state_dir)?;
     let _lock = state.lock()?;
+    clean_at_start();
     let last_good = state.read_applied(LAST_GOOD)?.ok_or(Error::NoLastGood)?;
     if let Some(p) = state.pending()? {
         rename_if_exists(

@@ -32,4 +32,6 @@ pub use legacy::LegacyWrite;
 pub use nftscript::TableRef;
 pub use plan::{Applied, Backend, Plan, PlanMeta, PolicyRule, Route, WgIface, WgPeer};
 pub use state::{Pending, StateDir, DEFAULT_STATE_DIR};
-pub use system::{HostSystem, IpFamily, Programs, Scheduler, System, NETNS_WG_ROOT};
+pub use system::{
+    clean_stale_scripts, HostSystem, IpFamily, Programs, Scheduler, System, NETNS_WG_ROOT,
+};

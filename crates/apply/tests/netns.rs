@@ -496,6 +496,13 @@ fn confirm_cancels_the_revert() {
     let out = apply(&ns.sys(), &plan(2222), &opts).unwrap();
     let pending = out.pending.unwrap();
     assert!(pending.deadline >= pending.applied_at + 2);
+    // The revert's files are private: script 0700, the rest (its log too) 0600.
+    let id = &pending.id;
+    assert_eq!(mode(&dir.join(format!("revert-{id}.sh"))), 0o700);
+    for f in ["rules", "current", "sh.log"] {
+        assert_eq!(mode(&dir.join(format!("revert-{id}.{f}"))), 0o600, "{f}");
+    }
+    assert_eq!(mode(&dir.join(format!("pending-{id}.json"))), 0o600);
     // A second apply waits for the first to be settled.
     assert!(matches!(
         apply(&ns.sys(), &plan(3333), &ApplyOpts::new(&dir)),
@@ -1047,4 +1054,95 @@ fn sysctls_are_read_and_written_in_the_namespace_itself() {
         e.to_string().contains("/proc/sys/net/ipv4/no_such_knob"),
         "{e}"
     );
+}
+
+/// The body of a child that applies once. `RAMPART_APPLY_HANG`: namespace,
+/// state dir, plan port, and (optional) an nft wrapper to use.
+#[test]
+fn child_apply_once_helper() {
+    let Ok(args) = std::env::var("RAMPART_APPLY_ONCE") else {
+        return;
+    };
+    let v: Vec<&str> = args.split('\u{1f}').collect();
+    let mut sys = HostSystem::in_netns(v[0]);
+    if let Some(w) = v.get(3) {
+        sys.programs.nft = (*w).to_owned();
+    }
+    let opts = ApplyOpts {
+        incremental: false,
+        ..ApplyOpts::new(v[1])
+    };
+    apply(&sys, &plan(v[2].parse().unwrap()), &opts).unwrap();
+    println!("RAMPART-APPLIED");
+}
+
+fn apply_once_in_child(
+    ns: &Netns,
+    dir: &Path,
+    port: u16,
+    nft: Option<&Path>,
+) -> std::process::Child {
+    let mut arg = format!("{}\u{1f}{}\u{1f}{port}", ns.name, dir.display());
+    if let Some(w) = nft {
+        arg.push_str(&format!("\u{1f}{}", w.display()));
+    }
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_apply_once_helper",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("RAMPART_APPLY_ONCE", arg)
+        .stdout(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap()
+}
+
+/// kill -9 between the staging and the switch transaction leaves the
+/// script file in the temp directory and the staged objects in the kernel.
+/// The next apply (a new process) removes both; the old policy stayed in
+/// force throughout.
+#[test]
+fn killed_between_stage_and_switch_leaves_nothing_after_the_next_apply() {
+    let ns = Netns::new("ks");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    apply(&ns.sys(), &plan(1111), &ApplyOpts::new(&dir)).unwrap();
+    let before = rampart_apply::twophase::in_force(&listing(&ns));
+    // nft, except that the transaction after the first committed one (the
+    // switch, after the stage) hangs until killed.
+    let mark = tmp.path().join("mark");
+    std::fs::create_dir(&mark).unwrap();
+    let wrapper = tmp.path().join("nft-hang");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nM={}\nif [ \"$1\" = -f ] && [ -e \"$M/staged\" ]; then echo \"$2\" > \"$M/hanging.tmp\"; mv \"$M/hanging.tmp\" \"$M/hanging\"; exec sleep 60; fi\nnft \"$@\"; rc=$?\nif [ \"$1\" = -f ] && [ $rc = 0 ]; then : > \"$M/staged\"; fi\nexit $rc\n",
+            mark.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut child = apply_once_in_child(&ns, &dir, 2222, Some(&wrapper));
+    let hanging = mark.join("hanging");
+    wait_until(Duration::from_secs(20), || hanging.exists()).expect("switch reached");
+    let script = std::fs::read_to_string(&hanging).unwrap().trim().to_owned();
+    assert!(script.contains("/rampart-"), "{script}");
+    sh("kill", &["-KILL", "--", &format!("-{}", child.id())]);
+    child.wait().unwrap();
+    // What the kill left: the script file, the staged objects (unreachable).
+    assert!(Path::new(&script).exists(), "{script}");
+    let l = listing(&ns);
+    assert!(l.contains("dport 2222"), "staged objects expected:\n{l}");
+    assert_eq!(rampart_apply::twophase::in_force(&l), before);
+    // The next apply, in a new process, cleans both up.
+    let mut next = apply_once_in_child(&ns, &dir, 1111, None);
+    assert!(next.wait().unwrap().success());
+    assert!(!Path::new(&script).exists(), "{script} left behind");
+    let l = listing(&ns);
+    assert!(!l.contains("dport 2222"), "staged leftovers:\n{l}");
+    assert_eq!(rampart_apply::twophase::in_force(&l), before);
+    assert_eq!(status(&ns.sys(), &dir).unwrap().drift, Drift::InSync);
 }
