@@ -24,8 +24,8 @@ mod system;
 pub mod twophase;
 
 pub use apply::{
-    apply, check_drift, confirm, kernel_hash, record_kernel_hash, rollback, status, ApplyMode,
-    ApplyOpts, ApplyOutcome, Drift, Status, Timings,
+    apply, check_drift, confirm, kernel_hash, record_kernel_hash, restore, rollback, status,
+    ApplyMode, ApplyOpts, ApplyOutcome, Drift, Status, Timings,
 };
 pub use error::Error;
 pub use legacy::LegacyWrite;

@@ -93,6 +93,13 @@ pub trait System {
     }
     /// Set a sysctl.
     fn sysctl_set(&self, key: &str, value: &str) -> Result<(), Error>;
+    /// Whether every key can be written here (it exists and is not
+    /// read-only), checked before the ruleset changes: a write that fails
+    /// after the switch leaves the host half-applied.
+    fn sysctl_writable(&self, keys: &[&str]) -> Result<(), Error> {
+        let _ = keys;
+        Ok(())
+    }
     /// Argument vector prefix that runs a command where this system's commands
     /// run (e.g. `["ip","netns","exec","ns1"]`), for the revert script.
     fn exec_prefix(&self) -> Vec<String>;
@@ -273,6 +280,35 @@ impl HostSystem {
                         nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
                             .map_err(|e| Error::io(Path::new(&p), e.into()))?;
                         run_all()
+                    })
+                    .join()
+                    .unwrap_or_else(|_| {
+                        Err(Error::io(
+                            Path::new(&p),
+                            std::io::Error::other("netns thread panicked"),
+                        ))
+                    })
+                })
+            }
+        }
+    }
+
+    /// Run `f` on a thread that joined this system's network namespace
+    /// (the calling thread itself on the host).
+    fn in_own_netns<T: Send>(
+        &self,
+        f: impl FnOnce() -> Result<T, Error> + Send,
+    ) -> Result<T, Error> {
+        match &self.netns {
+            None => f(),
+            Some(ns) => {
+                let p = format!("/run/netns/{ns}");
+                let file = std::fs::File::open(&p).map_err(|e| Error::io(Path::new(&p), e))?;
+                std::thread::scope(|sc| {
+                    sc.spawn(|| {
+                        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                            .map_err(|e| Error::io(Path::new(&p), e.into()))?;
+                        f()
                     })
                     .join()
                     .unwrap_or_else(|_| {
@@ -608,6 +644,30 @@ impl System for HostSystem {
                 .collect());
         }
         keys.iter().map(|k| self.sysctl_get(k)).collect()
+    }
+    fn sysctl_writable(&self, keys: &[&str]) -> Result<(), Error> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.in_own_netns(|| {
+            for key in keys {
+                let rel = if key.contains('/') {
+                    key.to_string()
+                } else {
+                    key.replace('.', "/")
+                };
+                let path = Path::new("/proc/sys").join(rel);
+                // access(2) on /proc/sys asks the sysctl's own permission
+                // check (root gets the owner bits: a 0444 key is refused).
+                nix::unistd::access(&path, nix::unistd::AccessFlags::W_OK).map_err(|e| {
+                    Error::InvalidPlan(format!(
+                        "sysctl `{key}` cannot be written here ({}: {e})",
+                        path.display()
+                    ))
+                })?;
+            }
+            Ok(())
+        })
     }
     fn sysctl_set(&self, key: &str, value: &str) -> Result<(), Error> {
         if self.programs.sysctl == "sysctl" {
