@@ -1,0 +1,365 @@
+//! After a reboot: the kernel holds no rampart tables while the state says
+//! the site's plan runs. `agent --once`, the agent loop (before READY=1)
+//! and `rampart restore` (the boot unit, no site needed) load it; the
+//! metrics port lives in the agent's namespace; the units verify.
+
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::{is_root, Ns};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rampart");
+
+fn rampart(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("RAMPART_LOG", "info")
+        .env_remove("NOTIFY_SOCKET")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn has_table(ns: &Ns) -> bool {
+    ns.nft(&["list", "table", "inet", "rampart"])
+        .status
+        .success()
+}
+
+fn rules(ns: &Ns) -> String {
+    String::from_utf8_lossy(&ns.nft(&["list", "table", "inet", "rampart"]).stdout).into_owned()
+}
+
+fn write_site(p: &Path, marker: &str) {
+    std::fs::create_dir_all(p.join("firewall")).unwrap();
+    std::fs::create_dir_all(p.join("nodes/hv1")).unwrap();
+    std::fs::write(p.join("nodes/hv1/host.fw"), "[OPTIONS]\nenable: 1\n").unwrap();
+    std::fs::write(
+        p.join("site.toml"),
+        "[[node]]\nname = \"hv1\"\nbridges = { vmbr0 = [\"192.0.2.10/24\"] }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("firewall/cluster.fw"),
+        format!("[OPTIONS]\nenable: 1\npolicy_in: DROP\n\n[IPSET management]\n198.51.100.5\n{marker}\n\n[RULES]\nIN HTTP(ACCEPT)\n"),
+    )
+    .unwrap();
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A site applied once in namespace `first`; returns (site, state).
+fn applied_once(tmp: &Path, first: &Ns) -> (String, String) {
+    let site = tmp.join("site");
+    write_site(&site, "203.0.113.7");
+    let state = tmp.join("state");
+    let (site, state) = (
+        site.to_string_lossy().into_owned(),
+        state.to_string_lossy().into_owned(),
+    );
+    let o = rampart(&[
+        "agent",
+        "--once",
+        "--site",
+        &site,
+        "--node",
+        "hv1",
+        "--state-dir",
+        &state,
+        "--netns",
+        &first.0,
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(has_table(first));
+    (site, state)
+}
+
+#[test]
+fn agent_once_after_a_reboot_loads_the_tables_of_an_unchanged_site() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let first = Ns::new("boot1");
+    let (site, state) = applied_once(tmp.path(), &first);
+    let want = rules(&first);
+    drop(first);
+    // The reboot: a fresh namespace, the same state and site.
+    let ns = Ns::new("boot1b");
+    assert!(!has_table(&ns));
+    let o = rampart(&[
+        "agent",
+        "--once",
+        "--site",
+        &site,
+        "--node",
+        "hv1",
+        "--state-dir",
+        &state,
+        "--netns",
+        &ns.0,
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        has_table(&ns),
+        "no tables after agent --once:\n{}",
+        text(&o)
+    );
+    assert_eq!(
+        rampart_in_force(&rules(&ns)),
+        rampart_in_force(&want),
+        "{}",
+        text(&o)
+    );
+    // And status agrees.
+    let o = rampart(&["status", "--state-dir", &state, "--netns", &ns.0]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("in sync"), "{}", text(&o));
+}
+
+/// The policy the hooks reach (staged names without their hash).
+fn rampart_in_force(listing: &str) -> String {
+    let mut out = String::new();
+    for l in listing.lines() {
+        let l = l.trim();
+        if l.contains("dport") || l.contains("policy") || l.contains("saddr") {
+            out.push_str(l.split(" comment").next().unwrap_or(l));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[test]
+fn agent_loop_after_a_reboot_loads_the_tables_before_ready() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let first = Ns::new("boot2");
+    let (site, state) = applied_once(tmp.path(), &first);
+    drop(first);
+    let ns = Ns::new("boot2b");
+    let sock = tmp.path().join("notify");
+    let rx = UnixDatagram::bind(&sock).unwrap();
+    rx.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let _agent = Killed(
+        Command::new(BIN)
+            .args([
+                "agent",
+                "--site",
+                &site,
+                "--node",
+                "hv1",
+                "--state-dir",
+                &state,
+                "--netns",
+                &ns.0,
+                // the first drift check is far away
+                "--interval",
+                "300",
+            ])
+            .env("NOTIFY_SOCKET", &sock)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let t = Instant::now();
+    let mut buf = [0u8; 256];
+    let n = rx.recv(&mut buf).expect("READY=1 within 20 s");
+    assert_eq!(&buf[..n], b"READY=1");
+    assert!(
+        has_table(&ns),
+        "READY=1 after {:?} with no tables",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn restore_loads_the_last_good_plan_without_a_site_and_fails_closed_without_one() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let first = Ns::new("boot3");
+    let (site, state) = applied_once(tmp.path(), &first);
+    let want = rampart_in_force(&rules(&first));
+    drop(first);
+    std::fs::remove_dir_all(&site).unwrap();
+    let ns = Ns::new("boot3b");
+    let o = rampart(&["restore", "--state-dir", &state, "--netns", &ns.0]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("restored the last good plan"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(rampart_in_force(&rules(&ns)), want);
+    // No record: nothing loaded, and the exit status says so.
+    let empty = tmp.path().join("empty");
+    let ns2 = Ns::new("boot3c");
+    let o = rampart(&[
+        "restore",
+        "--state-dir",
+        empty.to_str().unwrap(),
+        "--netns",
+        &ns2.0,
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("no last good plan"), "{}", text(&o));
+    assert!(!has_table(&ns2));
+}
+
+fn get_metrics(ns: Option<&str>, port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let connect = || std::net::TcpStream::connect(("127.0.0.1", port));
+    let conn = match ns {
+        None => connect(),
+        Some(ns) => {
+            let f = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+            std::thread::scope(|sc| {
+                sc.spawn(|| {
+                    nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                    connect()
+                })
+                .join()
+                .unwrap()
+            })
+        }
+    };
+    let mut s = conn.ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+#[test]
+fn agent_netns_serves_metrics_inside_the_namespace_only() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let ns = Ns::new("metr");
+    assert!(Command::new("ip")
+        .args(["-n", &ns.0, "link", "set", "lo", "up"])
+        .status()
+        .unwrap()
+        .success());
+    let site = tmp.path().join("site");
+    write_site(&site, "203.0.113.7");
+    let state = tmp.path().join("state");
+    // A port free in the caller's namespace (and, the namespace being new,
+    // in the agent's).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let _agent = Killed(
+        Command::new(BIN)
+            .args([
+                "agent",
+                "--site",
+                site.to_str().unwrap(),
+                "--node",
+                "hv1",
+                "--state-dir",
+                state.to_str().unwrap(),
+                "--netns",
+                &ns.0,
+                "--metrics-listen",
+                &listen,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let t = Instant::now();
+    let inside = loop {
+        if let Some(m) =
+            get_metrics(Some(&ns.0), port).filter(|m| m.contains("rampart_applies_total 1"))
+        {
+            break m;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "no metrics inside the namespace"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(inside.starts_with("HTTP/1.1 200"), "{inside}");
+    assert!(
+        get_metrics(None, port).is_none(),
+        "the metrics port answers in the caller's namespace"
+    );
+}
+
+#[test]
+fn contrib_units_verify() {
+    let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contrib");
+    let Ok(v) = Command::new("systemd-analyze").arg("--version").output() else {
+        eprintln!("skipped: no systemd-analyze");
+        return;
+    };
+    assert!(v.status.success());
+    let restore = std::fs::read_to_string(units.join("rampart-restore.service")).unwrap();
+    for want in [
+        "DefaultDependencies=no",
+        "Before=network-pre.target",
+        "Wants=network-pre.target",
+        "ExecStart=/usr/bin/rampart restore",
+    ] {
+        assert!(
+            restore.lines().any(|l| l.starts_with(want)),
+            "missing {want}"
+        );
+    }
+    // Verify copies whose ExecStart names a binary that exists here
+    // (systemd-analyze checks that the program is executable).
+    let dir = tempfile::tempdir().unwrap();
+    let mut paths = Vec::new();
+    for u in ["rampart-restore.service", "rampart-agent.service"] {
+        let t = std::fs::read_to_string(units.join(u))
+            .unwrap()
+            .replace("/usr/bin/rampart", BIN);
+        let p = dir.path().join(u);
+        std::fs::write(&p, t).unwrap();
+        paths.push(p);
+    }
+    let o = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .args(&paths)
+        .env("SYSTEMD_LOG_LEVEL", "warning")
+        .output()
+        .unwrap();
+    let out = text(&o);
+    // Only complaints about these units count (the host's own units may
+    // have problems of their own).
+    let ours: Vec<&str> = out.lines().filter(|l| l.contains("rampart")).collect();
+    assert!(o.status.success() && ours.is_empty(), "{out}");
+}
