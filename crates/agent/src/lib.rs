@@ -4,6 +4,14 @@
 //!
 //! Fail closed: a site that cannot be read, does not compile or is refused
 //! by the guard never changes what runs; the last good ruleset stays.
+//!
+//! At start (the loop and `--once`) the agent compares the kernel with the
+//! state's record before anything else: after a reboot the kernel runs no
+//! rampart tables, after a `kill -9` mid-apply it may hold the next plan or
+//! unreachable staged objects. Then it applies the site's plan even when
+//! unchanged (or, when the site gives none, the recorded plan again)
+//! before it reports `READY=1`. With `--netns` the nflog group and the
+//! metrics port are bound inside that namespace.
 
 mod metrics;
 pub mod nflog;
@@ -515,7 +523,17 @@ impl Agent {
             }
             Err(e) => {
                 self.metrics.failures.inc();
-                tracing::error!("apply failed, the previous ruleset stays: {e}");
+                match &e {
+                    rampart_apply::Error::AfterSwitch { plan_hash, .. } => {
+                        // The new ruleset is live: say so, and what runs.
+                        self.metrics.set_plan(plan_hash);
+                        self.current_plan = Some(plan.clone());
+                        tracing::error!("apply incomplete (retried): {e}");
+                    }
+                    _ => tracing::error!(
+                        "apply failed, nothing changed, the running ruleset stays: {e}"
+                    ),
+                }
                 Err(e)
             }
         }
