@@ -466,3 +466,101 @@ fn agent_start_cleans_up_after_an_apply_killed_mid_way() {
     assert!(!l.contains("203.0.113.99"), "staged leftovers:\n{l}");
     assert_eq!(rampart_in_force(&l), before);
 }
+
+/// A step that fails after the switch (here a sysctl the kernel refuses,
+/// in the recorded last good plan) is reported as what it is: exit 3, the
+/// new ruleset named as live, the failed step named; `status` agrees.
+#[test]
+fn restore_reports_a_step_failing_after_the_switch_with_exit_3() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let mut plan = rampart_apply::Plan::nftables(
+        "hv1",
+        "table inet rampart {\n chain input {\n  type filter hook input priority 0; policy accept;\n  tcp dport 4444 drop\n }\n}\n",
+    );
+    plan.sysctls
+        .insert("net.ipv4.ip_default_ttl".into(), "0".into());
+    let rec = rampart_apply::Applied {
+        plan_hash: plan.content_hash(),
+        plan,
+        applied_at: 1,
+        kernel_hash: None,
+        nft_genid: None,
+        nft_staged: false,
+        nft_salt: None,
+        nft_pins: Default::default(),
+        incomplete: None,
+        sysctls_before: Default::default(),
+    };
+    std::fs::write(
+        state.join("last-good.plan"),
+        serde_json::to_vec(&rec).unwrap(),
+    )
+    .unwrap();
+    let ns = Ns::new("exit3");
+    let st = state.to_str().unwrap();
+    let o = rampart(&["restore", "--state-dir", st, "--netns", &ns.0]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{t}");
+    assert!(t.contains("is live") && t.contains("ip_default_ttl"), "{t}");
+    assert!(
+        !t.contains("nothing was changed") && !t.contains("still in place"),
+        "{t}"
+    );
+    assert!(rules(&ns).contains("dport 4444"));
+    let o = rampart(&["status", "--state-dir", st, "--netns", &ns.0]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("INCOMPLETE") && t.contains("ip_default_ttl"),
+        "{t}"
+    );
+}
+
+/// `rampart apply` on a full state disk: refused before the switch, exit
+/// 2, "nothing was changed", and the kernel keeps the old rules. The state
+/// directory is a tmpfs in a private mount namespace (gone with it).
+#[test]
+fn apply_on_a_full_state_disk_changes_nothing_and_says_so() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let ns = Ns::new("fulld");
+    let (site1, site2) = (tmp.path().join("s1"), tmp.path().join("s2"));
+    write_site(&site1, "203.0.113.7");
+    write_site(&site2, "203.0.113.99");
+    let state = tmp.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let script = format!(
+        "set -e; mount -t tmpfs -o size=64k tmpfs '{st}'; \
+         '{BIN}' apply '{s1}' --node hv1 --state-dir '{st}' --netns '{ns}' >/dev/null; \
+         dd if=/dev/zero of='{st}/filler' bs=4k 2>/dev/null || true; \
+         set +e; '{BIN}' apply '{s2}' --node hv1 --state-dir '{st}' --netns '{ns}'; echo \"rc=$?\"",
+        st = state.display(),
+        s1 = site1.display(),
+        s2 = site2.display(),
+        ns = ns.0
+    );
+    let o = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert!(t.contains("rc=2"), "{t}");
+    assert!(
+        t.contains("nothing was changed") && t.contains("No space left"),
+        "{t}"
+    );
+    let l = rules(&ns);
+    assert!(
+        l.contains("203.0.113.7") && !l.contains("203.0.113.99"),
+        "{l}"
+    );
+}
