@@ -285,11 +285,15 @@ fn rename_if_exists(state: &StateDir, from: &str, to: &str) -> Result<bool, Erro
     }
 }
 
-/// Remove leftovers of earlier confirm cycles; refuse while a revert runs.
-fn clean_cycles(state: &StateDir, now: u64) -> Result<(), Error> {
+/// Remove leftovers of earlier confirm cycles (but the files of the
+/// pending change `keep`); refuse while a revert runs.
+fn clean_cycles(state: &StateDir, now: u64, keep: Option<&str>) -> Result<(), Error> {
     let rd = std::fs::read_dir(state.root()).map_err(|e| Error::io(state.root(), e))?;
     for ent in rd.flatten() {
         let name = ent.file_name().to_string_lossy().into_owned();
+        if keep.is_some_and(|id| name.contains(id)) {
+            continue;
+        }
         if let Some(id) = name
             .strip_prefix("reverting-")
             .and_then(|r| r.strip_suffix(".json"))
@@ -326,7 +330,7 @@ pub fn apply(sys: &dyn System, plan: &Plan, opts: &ApplyOpts) -> Result<ApplyOut
     let state = StateDir::open(&opts.state_dir)?;
     let _lock = state.lock()?;
     clean_at_start();
-    apply_locked(sys, &state, plan, opts)
+    apply_locked(sys, &state, plan, opts, false)
 }
 
 /// Once per process, before its first apply: remove the script files of
@@ -341,17 +345,26 @@ fn clean_at_start() {
     });
 }
 
+/// `cancel_pending` (rollback): a change waiting for confirmation is
+/// cancelled once everything that can fail before the switch went through
+/// (so a rollback refused by a full disk leaves its revert scheduled), and
+/// put back if the kernel then refuses the ruleset.
 fn apply_locked(
     sys: &dyn System,
     state: &StateDir,
     plan: &Plan,
     opts: &ApplyOpts,
+    cancel_pending: bool,
 ) -> Result<ApplyOutcome, Error> {
     let mut tm = Timings::start();
     let state = state.clone();
     let plan_tables = validate(plan)?;
     let now = sys.now();
-    if let Some(p) = state.pending()? {
+    let to_cancel = match state.pending()? {
+        Some(p) if cancel_pending => Some(p),
+        _ => None,
+    };
+    if let Some(p) = state.pending()?.filter(|_| !cancel_pending) {
         if now <= p.deadline + OVERDUE_GRACE_SECS {
             return Err(Error::PendingConfirmation {
                 id: p.id,
@@ -360,7 +373,7 @@ fn apply_locked(
         }
         run_overdue_revert(&state, &p)?;
     }
-    clean_cycles(&state, now)?;
+    clean_cycles(&state, now, to_cancel.as_ref().map(|p| p.id.as_str()))?;
     let current = state.read_applied(CURRENT)?;
     let plan_hash = match &opts.plan_hash {
         Some(h) => {
@@ -473,6 +486,23 @@ fn apply_locked(
     };
     let record = state.prepare(&applied, current.is_some(), opts.confirm.is_none())?;
     tm.mark("record prepared");
+    // Rollback: the change it replaces no longer waits for confirmation.
+    if let Some(p) = &to_cancel {
+        rename_if_exists(
+            &state,
+            &format!("pending-{}.json", p.id),
+            &format!("cancelled-{}.json", p.id),
+        )?;
+    }
+    let uncancel = |state: &StateDir| {
+        if let Some(p) = &to_cancel {
+            let _ = rename_if_exists(
+                state,
+                &format!("cancelled-{}.json", p.id),
+                &format!("pending-{}.json", p.id),
+            );
+        }
+    };
 
     // 3. With --confirm: snapshot and schedule the revert before touching anything.
     let pending = match opts.confirm {
@@ -511,6 +541,7 @@ fn apply_locked(
                 let _ = sys.sysctl_set(k, &now_values[k.as_str()]);
             }
             cancel(&state);
+            uncancel(&state);
             return Err(e);
         }
         done_before.push((k.clone(), v.clone()));
@@ -593,6 +624,7 @@ fn apply_locked(
             let _ = sys.sysctl_set(k, &now_values[k.as_str()]);
         }
         cancel(&state);
+        uncancel(&state);
         return Err(Error::ApplyFailed(Box::new(e)));
     }
     // From here on the new ruleset is live: nothing undoes it, and every
@@ -1186,18 +1218,11 @@ pub fn rollback(sys: &dyn System, opts: &ApplyOpts) -> Result<ApplyOutcome, Erro
     let _lock = state.lock()?;
     clean_at_start();
     let last_good = state.read_applied(LAST_GOOD)?.ok_or(Error::NoLastGood)?;
-    if let Some(p) = state.pending()? {
-        rename_if_exists(
-            &state,
-            &format!("pending-{}.json", p.id),
-            &format!("cancelled-{}.json", p.id),
-        )?;
-    }
     let opts = ApplyOpts {
         confirm: None,
         ..opts.clone()
     };
-    apply_locked(sys, &state, &last_good.plan, &opts)
+    apply_locked(sys, &state, &last_good.plan, &opts, true)
 }
 
 /// The boot path (`rampart restore`): load the last good plan from the

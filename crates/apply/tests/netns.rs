@@ -1351,3 +1351,37 @@ fn full_state_disk_refuses_apply_and_rollback_before_the_switch() {
         .collect();
     assert!(stray.is_empty(), "{stray:?}");
 }
+
+/// A rollback refused by a full state disk leaves a pending confirmation
+/// (and so its scheduled revert) as it was; with room it cancels it.
+#[test]
+fn rollback_refused_by_a_full_disk_keeps_the_pending_revert() {
+    let ns = Netns::new("fullp");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    let fs = TinyFs::mount(&dir);
+    let opts = ApplyOpts::new(&dir);
+    apply(&ns.sys(), &plan(1111), &opts).unwrap();
+    let confirm_opts = ApplyOpts {
+        confirm: Some(60),
+        ..opts.clone()
+    };
+    let p = apply(&ns.sys(), &plan(2222), &confirm_opts)
+        .unwrap()
+        .pending
+        .unwrap();
+    fs.fill();
+    let e = rollback(&ns.sys(), &opts).unwrap_err();
+    assert!(
+        matches!(&e, Error::Io { source, .. } if source.raw_os_error() == Some(28)),
+        "{e}"
+    );
+    assert!(listing(&ns).contains("dport 2222"));
+    let st = status(&ns.sys(), &dir).unwrap();
+    assert_eq!(st.pending.map(|q| q.id), Some(p.id.clone()));
+    assert!(dir.join(format!("revert-{}.sh", p.id)).exists());
+    std::fs::remove_file(dir.join("filler")).unwrap();
+    rollback(&ns.sys(), &opts).unwrap();
+    assert!(listing(&ns).contains("dport 1111"));
+    assert!(status(&ns.sys(), &dir).unwrap().pending.is_none());
+}
