@@ -4,13 +4,21 @@
 //!
 //! Fail closed: a site that cannot be read, does not compile or is refused
 //! by the guard never changes what runs; the last good ruleset stays.
+//!
+//! At start (the loop and `--once`) the agent compares the kernel with the
+//! state's record before anything else: after a reboot the kernel runs no
+//! rampart tables, after a `kill -9` mid-apply it may hold the next plan or
+//! unreachable staged objects. Then it applies the site's plan even when
+//! unchanged (or, when the site gives none, the recorded plan again)
+//! before it reports `READY=1`. With `--netns` the nflog group and the
+//! metrics port are bound inside that namespace.
 
 mod metrics;
 pub mod nflog;
 mod notify;
 mod signals;
 
-pub use metrics::{serve_metrics, Metrics};
+pub use metrics::{serve_metrics, serve_metrics_in, Metrics};
 pub use notify::sd_notify;
 pub use signals::Signals;
 
@@ -379,7 +387,10 @@ impl Agent {
             if let Some(cur) = st.current {
                 if cur.plan.node == a.cfg.node {
                     a.running_revision = Some(cur.plan.meta.origin_revision.clone());
-                    a.running_hash = Some(cur.plan_hash.clone());
+                    // An incomplete apply (a step after the switch failed)
+                    // is applied again.
+                    a.running_hash =
+                        Some(cur.plan_hash.clone()).filter(|_| cur.incomplete.is_none());
                     a.metrics.set_plan(&cur.plan_hash);
                     a.applied_at = Some(cur.applied_at);
                     a.current_plan = Some(cur.plan);
@@ -512,7 +523,17 @@ impl Agent {
             }
             Err(e) => {
                 self.metrics.failures.inc();
-                tracing::error!("apply failed, the previous ruleset stays: {e}");
+                match &e {
+                    rampart_apply::Error::AfterSwitch { plan_hash, .. } => {
+                        // The new ruleset is live: say so, and what runs.
+                        self.metrics.set_plan(plan_hash);
+                        self.current_plan = Some(plan.clone());
+                        tracing::error!("apply incomplete (retried): {e}");
+                    }
+                    _ => tracing::error!(
+                        "apply failed, nothing changed, the running ruleset stays: {e}"
+                    ),
+                }
                 Err(e)
             }
         }
@@ -590,22 +611,75 @@ impl Agent {
         }
     }
 
-    /// One load + reconcile (`--once`). A store error is `Failed`.
-    pub fn once(&mut self) -> Outcome {
-        match self.store.load() {
-            Ok(s) => {
-                let out = self.reconcile(&s);
-                if self.hash_due.is_some() {
-                    // Leave the record complete: no idle time follows.
-                    self.record_kernel_hash();
-                }
-                out
+    /// At start: whether the kernel runs what the state records (after a
+    /// reboot it runs nothing; after a `kill -9` mid-apply it may hold the
+    /// next plan or unreachable staged objects). If not, the record's plan
+    /// hash no longer counts as running, so the next reconcile applies even
+    /// an unchanged site; returns true then.
+    fn start_check(&mut self) -> bool {
+        let Some(plan) = self.current_plan.clone() else {
+            return false;
+        };
+        let drift = rampart_apply::check_drift(&self.sys, &self.cfg.state_dir);
+        let net = if rampart_apply::net::has_network(&plan) {
+            rampart_apply::net::network_drift(&self.sys, &plan)
+        } else {
+            Vec::new()
+        };
+        match drift {
+            Ok(Drift::InSync) if net.is_empty() => false,
+            d => {
+                let why = match d {
+                    Ok(Drift::InSync) => format!("the network side differs: {}", net.join("; ")),
+                    Ok(Drift::Drifted { expected, actual }) => {
+                        format!("rampart's tables are not the recorded ones (expected {expected}, found {actual})")
+                    }
+                    Ok(Drift::Unknown) => "the kernel cannot be compared with the record".into(),
+                    Err(e) => format!("the kernel cannot be compared with the record: {e}"),
+                };
+                tracing::warn!("at start the kernel does not run the recorded plan ({why}); applying before ready");
+                self.running_hash = None;
+                true
             }
+        }
+    }
+
+    /// The start-up apply: check the kernel, reconcile with the site, and
+    /// when the kernel needed a repair that the site could not give (store
+    /// down, revision refused), load the recorded plan: the firewall is in
+    /// place before the agent reports ready.
+    fn start(&mut self, repair: bool) -> Outcome {
+        let out = match self.store.load() {
+            Ok(s) => self.reconcile(&s),
             Err(e) => {
                 self.store_error(&e);
                 Outcome::Failed
             }
+        };
+        if repair && out != Outcome::Applied {
+            if let Some(plan) = self.current_plan.clone() {
+                match self.apply(&plan, None) {
+                    Ok(()) => tracing::warn!(
+                        "the site gave no plan to apply; the recorded plan {} is loaded again",
+                        self.running_hash.as_deref().unwrap_or_default()
+                    ),
+                    Err(e) => tracing::error!("the recorded plan could not be loaded again: {e}"),
+                }
+            }
         }
+        if self.hash_due.is_some() {
+            // Leave the record complete: no idle time follows yet.
+            self.record_kernel_hash();
+        }
+        out
+    }
+
+    /// One load + reconcile (`--once`), after the start-up check of the
+    /// kernel. A store error is `Failed`.
+    pub fn once(&mut self) -> Outcome {
+        rampart_apply::clean_stale_scripts();
+        let repair = self.start_check();
+        self.start(repair)
     }
 
     /// The foreground loop, until SIGTERM/SIGINT. SIGHUP reloads the site
@@ -622,6 +696,17 @@ impl Agent {
         let mut apply_backoff = rampart_store::Backoff::new(rampart_store::RetryPolicy::default());
         let mut last_drift = Instant::now();
         let step = Duration::from_millis(200).min(self.cfg.interval);
+        // Before ready: the kernel must run the plan (fail closed after a
+        // reboot, whatever the interval).
+        rampart_apply::clean_stale_scripts();
+        if self.start_check() {
+            let started = self.start(true);
+            if started == Outcome::Failed {
+                if let Ok(s) = self.store.load() {
+                    retry = Some((s, Instant::now() + apply_backoff.next_delay()));
+                }
+            }
+        }
         while !signals.should_stop() {
             if signals.take_reload() {
                 tracing::info!("SIGHUP: reloading the site");

@@ -104,7 +104,17 @@ impl Metrics {
 /// Serve `GET /metrics` on `addr` from a background thread; returns the
 /// bound address (port 0 picks one).
 pub fn serve_metrics(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<SocketAddr> {
-    let l = TcpListener::bind(addr)?;
+    serve_metrics_in(None, addr, metrics)
+}
+
+/// [`serve_metrics`] with the port bound in network namespace `netns`
+/// (`agent --netns`): reachable there, not in the caller's namespace.
+pub fn serve_metrics_in(
+    netns: Option<&str>,
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<SocketAddr> {
+    let l = rampart_apply::netlink::in_netns(netns, || TcpListener::bind(addr))?;
     let local = l.local_addr()?;
     std::thread::Builder::new()
         .name("metrics".into())

@@ -5,7 +5,7 @@ use crate::legacy::{self, LegacyWrite};
 use crate::nftscript::{delete_prelude, is_owned, script_tables, TableRef};
 use crate::plan::{sha256_hex, Applied, Backend, Plan};
 use crate::revert::RevertScript;
-use crate::state::{Pending, StateDir, CURRENT, LAST_GOOD, PREVIOUS};
+use crate::state::{Pending, StateDir, CURRENT, LAST_GOOD};
 use crate::sysctl;
 use crate::system::{IpFamily, System};
 use crate::twophase::Staged;
@@ -285,11 +285,15 @@ fn rename_if_exists(state: &StateDir, from: &str, to: &str) -> Result<bool, Erro
     }
 }
 
-/// Remove leftovers of earlier confirm cycles; refuse while a revert runs.
-fn clean_cycles(state: &StateDir, now: u64) -> Result<(), Error> {
+/// Remove leftovers of earlier confirm cycles (but the files of the
+/// pending change `keep`); refuse while a revert runs.
+fn clean_cycles(state: &StateDir, now: u64, keep: Option<&str>) -> Result<(), Error> {
     let rd = std::fs::read_dir(state.root()).map_err(|e| Error::io(state.root(), e))?;
     for ent in rd.flatten() {
         let name = ent.file_name().to_string_lossy().into_owned();
+        if keep.is_some_and(|id| name.contains(id)) {
+            continue;
+        }
         if let Some(id) = name
             .strip_prefix("reverting-")
             .and_then(|r| r.strip_suffix(".json"))
@@ -325,20 +329,42 @@ fn clean_cycles(state: &StateDir, now: u64) -> Result<(), Error> {
 pub fn apply(sys: &dyn System, plan: &Plan, opts: &ApplyOpts) -> Result<ApplyOutcome, Error> {
     let state = StateDir::open(&opts.state_dir)?;
     let _lock = state.lock()?;
-    apply_locked(sys, &state, plan, opts)
+    clean_at_start();
+    apply_locked(sys, &state, plan, opts, false)
 }
 
+/// Once per process, before its first apply: remove the script files of
+/// rampart processes killed before removing theirs. (Staged kernel objects
+/// such a process left are unreachable; the next full replace deletes every
+/// object of rampart's tables that the new plan does not hold, and the
+/// agent's start-up check sees them as drift.)
+fn clean_at_start() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        crate::system::clean_stale_scripts();
+    });
+}
+
+/// `cancel_pending` (rollback): a change waiting for confirmation is
+/// cancelled once everything that can fail before the switch went through
+/// (so a rollback refused by a full disk leaves its revert scheduled), and
+/// put back if the kernel then refuses the ruleset.
 fn apply_locked(
     sys: &dyn System,
     state: &StateDir,
     plan: &Plan,
     opts: &ApplyOpts,
+    cancel_pending: bool,
 ) -> Result<ApplyOutcome, Error> {
     let mut tm = Timings::start();
     let state = state.clone();
     let plan_tables = validate(plan)?;
     let now = sys.now();
-    if let Some(p) = state.pending()? {
+    let to_cancel = match state.pending()? {
+        Some(p) if cancel_pending => Some(p),
+        _ => None,
+    };
+    if let Some(p) = state.pending()?.filter(|_| !cancel_pending) {
         if now <= p.deadline + OVERDUE_GRACE_SECS {
             return Err(Error::PendingConfirmation {
                 id: p.id,
@@ -347,7 +373,7 @@ fn apply_locked(
         }
         run_overdue_revert(&state, &p)?;
     }
-    clean_cycles(&state, now)?;
+    clean_cycles(&state, now, to_cancel.as_ref().map(|p| p.id.as_str()))?;
     let current = state.read_applied(CURRENT)?;
     let plan_hash = match &opts.plan_hash {
         Some(h) => {
@@ -429,6 +455,55 @@ fn apply_locked(
         _ => None,
     };
 
+    // 2b. Everything that can fail after the switch, checked before it:
+    // the network side's key files, that every sysctl can be written, and
+    // the record written (the temp file of the new `current.plan`, so a
+    // full state disk refuses the change here, not after it).
+    crate::net::preflight(plan)?;
+    let written: Vec<&str> = sc_before
+        .iter()
+        .chain(&sc_after)
+        .map(|(k, _)| k.as_str())
+        .collect();
+    sys.sysctl_writable(&written)?;
+    // In place: still staged, under the same salt, refilled chains pinned.
+    let in_place_guess = pins.is_some() && current.as_ref().is_some_and(|c| c.nft_staged);
+    let mut applied = Applied {
+        plan: plan.clone(),
+        plan_hash: plan_hash.clone(),
+        applied_at: now,
+        kernel_hash: None,
+        nft_genid: None,
+        nft_staged: staged.is_some() || in_place_guess,
+        nft_salt: match (&staged, in_place_guess) {
+            (Some(s), _) => Some(s.salt.clone()),
+            (None, true) => current.as_ref().and_then(|c| c.nft_salt.clone()),
+            _ => None,
+        },
+        nft_pins: pins.clone().filter(|_| in_place_guess).unwrap_or_default(),
+        incomplete: None,
+        sysctls_before: sysctls_before_rampart,
+    };
+    let record = state.prepare(&applied, current.is_some(), opts.confirm.is_none())?;
+    tm.mark("record prepared");
+    // Rollback: the change it replaces no longer waits for confirmation.
+    if let Some(p) = &to_cancel {
+        rename_if_exists(
+            &state,
+            &format!("pending-{}.json", p.id),
+            &format!("cancelled-{}.json", p.id),
+        )?;
+    }
+    let uncancel = |state: &StateDir| {
+        if let Some(p) = &to_cancel {
+            let _ = rename_if_exists(
+                state,
+                &format!("cancelled-{}.json", p.id),
+                &format!("pending-{}.json", p.id),
+            );
+        }
+    };
+
     // 3. With --confirm: snapshot and schedule the revert before touching anything.
     let pending = match opts.confirm {
         Some(secs) => Some(schedule_revert(
@@ -466,6 +541,7 @@ fn apply_locked(
                 let _ = sys.sysctl_set(k, &now_values[k.as_str()]);
             }
             cancel(&state);
+            uncancel(&state);
             return Err(e);
         }
         done_before.push((k.clone(), v.clone()));
@@ -548,29 +624,56 @@ fn apply_locked(
             let _ = sys.sysctl_set(k, &now_values[k.as_str()]);
         }
         cancel(&state);
+        uncancel(&state);
         return Err(Error::ApplyFailed(Box::new(e)));
     }
-    let mut after_err = None;
+    // From here on the new ruleset is live: nothing undoes it, and every
+    // failure is reported as what it is (`Error::AfterSwitch`).
+    let mut done = vec![format!(
+        "ruleset switched: the kernel runs plan {}",
+        &plan_hash[..plan_hash.len().min(12)]
+    )];
+    for (k, v) in &done_before {
+        done.push(format!("sysctl {k} = {v} (before the switch)"));
+    }
+    let mut failed: Vec<String> = Vec::new();
     for (k, v) in &sc_after {
-        if let Err(e) = sys.sysctl_set(k, v) {
-            after_err = Some(e);
-            break;
+        match sys.sysctl_set(k, v) {
+            Ok(()) => done.push(format!("sysctl {k} = {v}")),
+            Err(e) => failed.push(format!("sysctl {k} = {v}: {e}")),
         }
     }
 
-    // 4b. The network side, after the firewall that guards it. On failure
-    // the new plan is not recorded (the next apply retries) and a pending
-    // revert stays scheduled.
-    let network = crate::net::apply_network(sys, current.as_ref().map(|c| &c.plan), plan)?;
+    // 4b. The network side, after the firewall that guards it.
+    let network = match crate::net::apply_network(sys, current.as_ref().map(|c| &c.plan), plan) {
+        Ok(n) => {
+            done.extend(n.changes.iter().map(|c| format!("network: {c}")));
+            n
+        }
+        Err(e) => {
+            failed.push(e.to_string());
+            Default::default()
+        }
+    };
     tm.mark("network");
+    let legacy = match &legacy_prep {
+        Some(prep) => match legacy::commit(prep, &plan.ruleset, &sys.programs().iptables_restore) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                failed.push(format!("legacy file: {e}"));
+                None
+            }
+        },
+        None => None,
+    };
 
     // 5. Record.
-    let kernel_hash = if opts.record_kernel_hash {
+    applied.kernel_hash = if opts.record_kernel_hash {
         kernel_hash(sys, plan.backend, plan.ruleset6.is_some()).ok()
     } else {
         None
     };
-    let nft_genid = match plan.backend {
+    applied.nft_genid = match plan.backend {
         Backend::Nftables => sys.nft_genid(),
         Backend::Iptables => None,
     };
@@ -583,40 +686,34 @@ fn apply_locked(
             std::sync::Arc::new(st.names.clone()),
         );
     }
-    // In place: still staged, under the same salt, refilled chains pinned.
     let in_place = pins.is_some() && current.as_ref().is_some_and(|c| c.nft_staged);
-    let applied = Applied {
-        plan: plan.clone(),
-        plan_hash,
-        applied_at: now,
-        kernel_hash,
-        nft_genid,
-        nft_staged: staged_used.is_some() || in_place,
-        nft_salt: match (&staged_used, in_place) {
-            (Some(s), _) => Some(s.salt.clone()),
-            (None, true) => current.as_ref().and_then(|c| c.nft_salt.clone()),
-            _ => None,
-        },
-        nft_pins: pins.filter(|_| in_place).unwrap_or_default(),
-        sysctls_before: sysctls_before_rampart,
+    applied.nft_staged = staged_used.is_some() || in_place;
+    applied.nft_salt = match (&staged_used, in_place) {
+        (Some(s), _) => Some(s.salt.clone()),
+        (None, true) => current.as_ref().and_then(|c| c.nft_salt.clone()),
+        _ => None,
     };
-    if current.is_some() {
-        state.link_as(CURRENT, PREVIOUS)?;
+    applied.nft_pins = pins.filter(|_| in_place).unwrap_or_default();
+    if !failed.is_empty() {
+        applied.incomplete = Some(failed.join("; "));
     }
-    state.write_applied(CURRENT, &applied)?;
-    let legacy = match &legacy_prep {
-        Some(prep) => Some(legacy::commit(
-            prep,
-            &plan.ruleset,
-            &sys.programs().iptables_restore,
-        )?),
-        None => None,
-    };
-    if let Some(e) = after_err {
-        return Err(e);
-    }
-    if pending.is_none() {
-        state.link_as(CURRENT, LAST_GOOD)?;
+    let recorded = state.commit(record, &applied);
+    if !failed.is_empty() || recorded.is_err() {
+        if let Some(p) = &pending {
+            done.push(format!(
+                "revert scheduled: back to the previous ruleset in {} s unless confirmed",
+                p.deadline.saturating_sub(now)
+            ));
+        }
+        return Err(Error::AfterSwitch {
+            plan_hash: plan_hash.clone(),
+            done,
+            failed,
+            record: match recorded {
+                Ok(()) => None,
+                Err(e) => Some(Box::new(e)),
+            },
+        });
     }
     tm.mark("record");
     Ok(ApplyOutcome {
@@ -1119,19 +1216,22 @@ fn last_reverted(state: &StateDir) -> Result<Option<Pending>, Error> {
 pub fn rollback(sys: &dyn System, opts: &ApplyOpts) -> Result<ApplyOutcome, Error> {
     let state = StateDir::open(&opts.state_dir)?;
     let _lock = state.lock()?;
+    clean_at_start();
     let last_good = state.read_applied(LAST_GOOD)?.ok_or(Error::NoLastGood)?;
-    if let Some(p) = state.pending()? {
-        rename_if_exists(
-            &state,
-            &format!("pending-{}.json", p.id),
-            &format!("cancelled-{}.json", p.id),
-        )?;
-    }
     let opts = ApplyOpts {
         confirm: None,
         ..opts.clone()
     };
-    apply_locked(sys, &state, &last_good.plan, &opts)
+    apply_locked(sys, &state, &last_good.plan, &opts, true)
+}
+
+/// The boot path (`rampart restore`): load the last good plan from the
+/// state directory, no site needed. A change still waiting for
+/// confirmation (its timer died with the reboot) is cancelled, as by
+/// [`rollback`]: an unconfirmed plan never comes back by itself.
+/// `Error::NoLastGood` without a record: nothing is loaded.
+pub fn restore(sys: &dyn System, opts: &ApplyOpts) -> Result<ApplyOutcome, Error> {
+    rollback(sys, opts)
 }
 
 /// Whether the kernel's ruleset generation still is the one recorded right

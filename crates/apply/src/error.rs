@@ -1,7 +1,8 @@
 use std::path::{Path, PathBuf};
 
 /// Why an apply, confirm, rollback or status failed. On every error from
-/// `apply` the kernel keeps the ruleset it had.
+/// `apply` but [`Error::AfterSwitch`] the kernel keeps the ruleset it had
+/// (and sysctls written before the switch are put back).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -45,6 +46,22 @@ pub enum Error {
     NoRevert(String),
     #[error("no last good plan recorded")]
     NoLastGood,
+    /// The new ruleset went live, then a later step failed: the kernel runs
+    /// the new plan's ruleset, and the previous one is NOT in place.
+    #[error("{}", after_switch_text(plan_hash, done, failed, record.as_deref()))]
+    AfterSwitch {
+        /// The plan whose ruleset the kernel runs now.
+        plan_hash: String,
+        /// What was done, in order (the switch first).
+        done: Vec<String>,
+        /// The steps after the switch that failed (empty when only the
+        /// record failed).
+        failed: Vec<String>,
+        /// `None`: `current.plan` records the new plan (marked incomplete
+        /// when a step failed; `status` shows it). `Some`: writing the
+        /// record failed, the state still records the previous plan.
+        record: Option<Box<Error>>,
+    },
     #[error("network: {what}: {step}: {source}")]
     Network {
         /// The interface (or route/rule prefix) the step was about.
@@ -62,4 +79,28 @@ impl Error {
             source,
         }
     }
+}
+
+fn after_switch_text(
+    plan_hash: &str,
+    done: &[String],
+    failed: &[String],
+    record: Option<&Error>,
+) -> String {
+    let short = &plan_hash[..plan_hash.len().min(12)];
+    let mut t =
+        format!("the new ruleset (plan {short}) is live, the previous one is NOT in place; ");
+    if !failed.is_empty() {
+        t.push_str(&format!("failed after the switch: {}; ", failed.join("; ")));
+    }
+    match record {
+        None => t.push_str(
+            "recorded as running, incomplete (`rampart status` shows it; `rampart apply` retries the failed steps, `rampart rollback` returns to the last good plan)",
+        ),
+        Some(e) => t.push_str(&format!(
+            "the state could not be written ({e}): it still records the previous plan, so `rampart status` reports the kernel as drifted until the next apply"
+        )),
+    }
+    t.push_str(&format!("; done: {}", done.join(", ")));
+    t
 }

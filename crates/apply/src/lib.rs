@@ -24,12 +24,14 @@ mod system;
 pub mod twophase;
 
 pub use apply::{
-    apply, check_drift, confirm, kernel_hash, record_kernel_hash, rollback, status, ApplyMode,
-    ApplyOpts, ApplyOutcome, Drift, Status, Timings,
+    apply, check_drift, confirm, kernel_hash, record_kernel_hash, restore, rollback, status,
+    ApplyMode, ApplyOpts, ApplyOutcome, Drift, Status, Timings,
 };
 pub use error::Error;
 pub use legacy::LegacyWrite;
 pub use nftscript::TableRef;
 pub use plan::{Applied, Backend, Plan, PlanMeta, PolicyRule, Route, WgIface, WgPeer};
 pub use state::{Pending, StateDir, DEFAULT_STATE_DIR};
-pub use system::{HostSystem, IpFamily, Programs, Scheduler, System, NETNS_WG_ROOT};
+pub use system::{
+    clean_stale_scripts, HostSystem, IpFamily, Programs, Scheduler, System, NETNS_WG_ROOT,
+};

@@ -108,6 +108,24 @@ pub fn apply_network(
     Ok(ch)
 }
 
+/// What can be checked of the network side before the firewall changes:
+/// every key file the plan names is private (mode, owner), readable and a
+/// key. [`apply_network`] runs after the ruleset switch; a key file it
+/// cannot use would fail there, with the new rules already live.
+pub fn preflight(new: &Plan) -> Result<(), Error> {
+    for w in &new.wireguard {
+        read_key(&w.private_key_file).map_err(|e| step_err(&w.name, "private key", e))?;
+        for p in &w.peers {
+            if let Some(f) = &p.preshared_key_file {
+                read_key(f).map_err(|e| {
+                    step_err(&w.name, &format!("preshared key of peer {}", p.name), e)
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn has_network(p: &Plan) -> bool {
     !p.wireguard.is_empty() || !p.routes.is_empty() || !p.rules.is_empty()
 }
@@ -227,6 +245,18 @@ fn read_key(path: &str) -> Result<String, Error> {
         return Err(Error::InvalidPlan(format!(
             "{path}: key file is accessible by others (mode {:o}); it must be 0600",
             md.mode() & 0o777
+        )));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if md.uid() != me && md.uid() != 0 {
+        return Err(Error::InvalidPlan(format!(
+            "{path}: key file is owned by uid {}, not by root or uid {me}",
+            md.uid()
+        )));
+    }
+    if !md.is_file() {
+        return Err(Error::InvalidPlan(format!(
+            "{path}: key file is not a regular file"
         )));
     }
     let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;

@@ -35,7 +35,7 @@ fn io(e: nix::Error) -> std::io::Error {
 /// under `/run/netns`, as `ip netns` makes them) or in the caller's.
 /// The socket stays in that namespace for its whole life.
 pub fn nfnl_socket(netns: Option<&str>) -> std::io::Result<OwnedFd> {
-    let open = || -> std::io::Result<OwnedFd> {
+    in_netns(netns, || {
         let fd = socket(
             AddressFamily::Netlink,
             SockType::Raw,
@@ -45,18 +45,27 @@ pub fn nfnl_socket(netns: Option<&str>) -> std::io::Result<OwnedFd> {
         .map_err(io)?;
         bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0)).map_err(io)?;
         Ok(fd)
-    };
+    })
+}
+
+/// Run `f` in network namespace `netns` (`/run/netns/NAME`; the caller's
+/// own when `None`). setns changes only the calling thread, so `f` runs on
+/// a thread of its own that ends with it: a socket it makes belongs to
+/// that namespace for good, whichever thread uses it later.
+pub fn in_netns<T: Send>(
+    netns: Option<&str>,
+    f: impl FnOnce() -> std::io::Result<T> + Send,
+) -> std::io::Result<T> {
     match netns {
-        None => open(),
+        None => f(),
         Some(name) => {
             let path = format!("/run/netns/{name}");
-            let ns = std::fs::File::open(&path)?;
-            // setns changes only the calling thread: do it in a thread of
-            // its own, which ends right after making the socket.
+            let ns = std::fs::File::open(&path)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{path}: {e}")))?;
             std::thread::scope(|s| {
                 s.spawn(|| {
                     nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io)?;
-                    open()
+                    f()
                 })
                 .join()
                 .unwrap_or_else(|_| Err(std::io::Error::other("netns thread panicked")))

@@ -222,6 +222,12 @@ pub struct Applied {
     /// (`family table chain` -> kernel name; see [`crate::twophase::Pins`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub nft_pins: BTreeMap<String, String>,
+    /// Steps that failed after the ruleset switch (the kernel runs this
+    /// plan's ruleset, but e.g. a sysctl or the network side is not as
+    /// planned). `None`: everything was applied. Such a record never
+    /// becomes `last-good.plan`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<String>,
     /// The values the sysctls had before rampart first changed them, so that a
     /// key dropped from a later plan (or a revert) restores the original value.
     #[serde(default)]

@@ -149,36 +149,43 @@ impl StateDir {
         }
     }
 
-    /// Take the state lock (`lock`, holding our pid). A lock left by a
-    /// process that no longer exists (killed mid-apply) is taken over.
+    /// Take the state lock: an advisory `flock` on `lock` (which also
+    /// holds the pid of the holder, for the message). The kernel drops the
+    /// lock with the process that holds it (exit, crash, `kill -9`), so a
+    /// lock file left behind, even one naming a live unrelated process
+    /// (pid 1 after a reboot), never blocks. The file itself stays: removing
+    /// it would let two processes lock two different files.
     pub fn lock(&self) -> Result<StateLock, Error> {
+        use nix::fcntl::{Flock, FlockArg};
         let path = self.path("lock");
-        for _ in 0..2 {
-            match fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-            {
-                Ok(mut f) => {
-                    let _ = writeln!(f, "{}", std::process::id());
-                    return Ok(StateLock { path });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let holder = fs::read_to_string(&path).unwrap_or_default();
-                    let pid = holder.trim();
-                    let alive = !pid.is_empty()
-                        && pid.chars().all(|c| c.is_ascii_digit())
-                        && Path::new("/proc").join(pid).exists();
-                    if alive {
-                        return Err(Error::Busy(pid.to_owned()));
-                    }
-                    let _ = fs::remove_file(&path);
-                }
-                Err(e) => return Err(Error::io(&path, e)),
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+            Ok(mut held) => {
+                use std::io::{Seek, SeekFrom};
+                // Best effort: the pid is only informative.
+                let _ = held.set_len(0);
+                let _ = held.seek(SeekFrom::Start(0));
+                let _ = writeln!(held, "{}", std::process::id());
+                Ok(StateLock { _file: held })
             }
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                let holder = fs::read_to_string(&path).unwrap_or_default();
+                let pid = holder.trim();
+                Err(Error::Busy(if pid.is_empty() {
+                    "unknown".into()
+                } else {
+                    pid.to_owned()
+                }))
+            }
+            Err((_, e)) => Err(Error::io(&path, e.into())),
         }
-        Err(Error::Busy("unknown".into()))
     }
 
     /// The pending confirmation, if any (`pending-<id>.json`).
@@ -299,14 +306,332 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {
     res.map_err(|e| Error::io(path, e))
 }
 
-/// Held while apply/confirm/rollback run; released on drop.
+/// Held while apply/confirm/rollback run; released on drop (and by the
+/// kernel when the process dies).
 #[derive(Debug)]
 pub struct StateLock {
-    path: PathBuf,
+    _file: nix::fcntl::Flock<fs::File>,
 }
 
-impl Drop for StateLock {
+/// The record of an apply, written before the kernel changes, so that a
+/// full or failing state disk refuses the change instead of leaving the
+/// kernel ahead of the record: the new `current.plan` in a temp file
+/// (fsynced), with fixed-width slots of white space for what is known only
+/// after the switch (kernel hash, ruleset generation, staging, failed
+/// steps), and hard links ready for `previous.plan` and `last-good.plan`.
+/// [`StateDir::commit`] fills the slots in place (no new blocks) and renames.
+/// Dropped without commit, it removes its files.
+#[derive(Debug)]
+pub struct PreparedRecord {
+    tmp: Option<PathBuf>,
+    file: fs::File,
+    /// (field, offset, width) in the temp file.
+    slots: Vec<(&'static str, u64, usize)>,
+    prev_link: Option<PathBuf>,
+    lg_link: Option<PathBuf>,
+}
+
+impl Drop for PreparedRecord {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
+        for p in [&self.tmp, &self.prev_link, &self.lg_link]
+            .into_iter()
+            .flatten()
+        {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+/// The slot fields of [`Applied`] and their widths.
+const SLOTS: [(&str, usize); 6] = [
+    ("kernel_hash", 80),
+    ("nft_genid", 80),
+    ("nft_staged", 8),
+    ("nft_salt", 160),
+    ("nft_pins", 0),
+    ("incomplete", 2048),
+];
+
+fn slot_value(a: &Applied, field: &str) -> String {
+    let v = match field {
+        "kernel_hash" => serde_json::to_string(&a.kernel_hash),
+        "nft_genid" => serde_json::to_string(&a.nft_genid),
+        "nft_staged" => serde_json::to_string(&a.nft_staged),
+        "nft_salt" => serde_json::to_string(&a.nft_salt),
+        "nft_pins" => serde_json::to_string(&a.nft_pins),
+        "incomplete" => serde_json::to_string(&a.incomplete),
+        _ => unreachable!("no slot {field}"),
+    };
+    v.expect("serializable")
+}
+
+impl StateDir {
+    /// Write the record `a` will become (see [`PreparedRecord`]): slot
+    /// values may change until [`StateDir::commit`] as long as they fit
+    /// (`nft_pins` may only shrink).
+    pub fn prepare(
+        &self,
+        a: &Applied,
+        previous: bool,
+        last_good: bool,
+    ) -> Result<PreparedRecord, Error> {
+        #[derive(Serialize)]
+        struct Slotted<'a> {
+            plan: &'a crate::plan::Plan,
+            plan_hash: &'a str,
+            applied_at: u64,
+            kernel_hash: &'a str,
+            nft_genid: &'a str,
+            nft_staged: &'a str,
+            nft_salt: &'a str,
+            nft_pins: &'a str,
+            incomplete: &'a str,
+            sysctls_before: &'a std::collections::BTreeMap<String, String>,
+        }
+        let marks: Vec<String> = (0..SLOTS.len())
+            .map(|i| format!("\u{1}slot{i}\u{1}"))
+            .collect();
+        let data = serde_json::to_vec_pretty(&Slotted {
+            plan: &a.plan,
+            plan_hash: &a.plan_hash,
+            applied_at: a.applied_at,
+            kernel_hash: &marks[0],
+            nft_genid: &marks[1],
+            nft_staged: &marks[2],
+            nft_salt: &marks[3],
+            nft_pins: &marks[4],
+            incomplete: &marks[5],
+            sysctls_before: &a.sysctls_before,
+        })
+        .expect("serializable");
+        // Replace each mark (the last occurrence: the plan comes first, and
+        // a quoted key cannot occur inside a string) by its slot.
+        let mut out = Vec::with_capacity(data.len() + 4096);
+        let mut slots = Vec::new();
+        let mut rest: &[u8] = &data;
+        let mut found = Vec::new();
+        for (i, (field, width)) in SLOTS.iter().enumerate() {
+            let pat = format!(
+                "\"{field}\": {}",
+                serde_json::to_string(&marks[i]).expect("str")
+            );
+            let at = memchr::memmem::rfind(&data, pat.as_bytes())
+                .expect("slot mark in the serialized record");
+            let width = match *width {
+                0 => slot_value(a, field).len() + 16,
+                w => w,
+            };
+            found.push((
+                at + field.len() + 4,
+                pat.len() - field.len() - 4,
+                *field,
+                width,
+            ));
+        }
+        found.sort();
+        let mut pos = 0;
+        for (at, len, field, width) in found {
+            out.extend_from_slice(&rest[..at - pos]);
+            slots.push((field, out.len() as u64, width));
+            out.resize(out.len() + width, b' ');
+            rest = &rest[at - pos + len..];
+            pos = at + len;
+        }
+        out.extend_from_slice(rest);
+        let tmp = self.path(&format!(".{CURRENT}.new.{}", std::process::id()));
+        let mut rec = PreparedRecord {
+            tmp: None,
+            file: fs::File::open(&self.root).map_err(|e| Error::io(&self.root, e))?,
+            slots,
+            prev_link: None,
+            lg_link: None,
+        };
+        let _ = fs::remove_file(&tmp);
+        let file = (|| {
+            let mut f = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(&out)?;
+            f.sync_all()?;
+            Ok(f)
+        })();
+        rec.tmp = Some(tmp.clone());
+        rec.file = file.map_err(|e| Error::io(&tmp, e))?;
+        for s in &rec.slots {
+            let v = slot_value(a, s.0);
+            if v.len() > s.2 && s.0 != "incomplete" {
+                return Err(Error::Corrupt {
+                    path: tmp.clone(),
+                    message: format!("slot {} too small for {v}", s.0),
+                });
+            }
+        }
+        if previous && self.path(CURRENT).exists() {
+            let link = self.path(&format!(".{PREVIOUS}.link.{}", std::process::id()));
+            let _ = fs::remove_file(&link);
+            if fs::hard_link(self.path(CURRENT), &link).is_err() {
+                let data =
+                    fs::read(self.path(CURRENT)).map_err(|e| Error::io(&self.path(CURRENT), e))?;
+                write_file(&link, &data, 0o600).map_err(|e| Error::io(&link, e))?;
+            }
+            rec.prev_link = Some(link);
+        }
+        if last_good {
+            let link = self.path(&format!(".{LAST_GOOD}.new.{}", std::process::id()));
+            let _ = fs::remove_file(&link);
+            fs::hard_link(&tmp, &link).map_err(|e| Error::io(&link, e))?;
+            rec.lg_link = Some(link);
+        }
+        Ok(rec)
+    }
+
+    /// Make the prepared record `a` what runs: fill its slots, then
+    /// `previous.plan` <- the old record, `current.plan` <- this one, and
+    /// `last-good.plan` <- this one when prepared so and `a` is complete.
+    pub fn commit(&self, mut rec: PreparedRecord, a: &Applied) -> Result<(), Error> {
+        use std::os::unix::fs::FileExt;
+        let tmp = rec.tmp.clone().expect("prepared");
+        let fill = (|| {
+            for (field, off, width) in &rec.slots {
+                let mut v = slot_value(a, field);
+                if v.len() > *width && *field == "incomplete" {
+                    let mut msg = a.incomplete.clone().unwrap_or_default();
+                    while serde_json::to_string(&msg).map_or(0, |s| s.len()) > *width {
+                        let cut = msg.char_indices().nth_back(16).map_or(0, |(i, _)| i);
+                        msg.truncate(cut);
+                    }
+                    v = serde_json::to_string(&msg).expect("str");
+                }
+                if v.len() > *width {
+                    return Err(std::io::Error::other(format!(
+                        "{field} does not fit its slot"
+                    )));
+                }
+                let mut buf = v.into_bytes();
+                buf.resize(*width, b' ');
+                rec.file.write_all_at(&buf, *off)?;
+            }
+            rec.file.sync_all()
+        })();
+        if let Err(e) = fill {
+            // Not expected (the slots were sized for it): write it whole.
+            drop(rec);
+            let _ = e;
+            self.link_as(CURRENT, PREVIOUS).ok();
+            return self.write_applied(CURRENT, a);
+        }
+        if let Some(link) = rec.prev_link.take() {
+            fs::rename(&link, self.path(PREVIOUS)).map_err(|e| {
+                let _ = fs::remove_file(&link);
+                Error::io(&self.path(PREVIOUS), e)
+            })?;
+        }
+        fs::rename(&tmp, self.path(CURRENT)).map_err(|e| Error::io(&self.path(CURRENT), e))?;
+        rec.tmp = None;
+        if let Some(link) = rec.lg_link.take() {
+            if a.incomplete.is_none() {
+                fs::rename(&link, self.path(LAST_GOOD)).map_err(|e| {
+                    let _ = fs::remove_file(&link);
+                    Error::io(&self.path(LAST_GOOD), e)
+                })?;
+            } else {
+                let _ = fs::remove_file(&link);
+            }
+        }
+        fs::File::open(&self.root)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io(&self.root, e))?;
+        if let Ok(Some(id)) = file_id(&self.path(CURRENT)) {
+            record_cache::put(&self.path(CURRENT), id, a);
+        }
+        Ok(())
+    }
+}
+
+fn write_file(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Plan;
+
+    fn rec(plan: &str) -> Applied {
+        Applied {
+            plan: Plan::nftables("n1", plan),
+            plan_hash: "ab".repeat(32),
+            applied_at: 7,
+            kernel_hash: None,
+            nft_genid: None,
+            nft_staged: true,
+            nft_salt: Some("123-456".into()),
+            nft_pins: [(
+                "inet rampart input".to_string(),
+                "input.0123456789".to_string(),
+            )]
+            .into(),
+            incomplete: None,
+            sysctls_before: [("net.ipv4.ip_forward".to_string(), "0".to_string())].into(),
+        }
+    }
+
+    #[test]
+    fn prepared_record_commits_the_values_known_after_the_switch() {
+        let tmp = tempfile::tempdir().unwrap();
+        let st = StateDir::open(tmp.path()).unwrap();
+        // A plan text holding what the slots look like must not confuse them.
+        let tricky = "table inet rampart { comment \"\\\"kernel_hash\\\": \u{1}slot0\u{1}\" }\n";
+        let first = rec(tricky);
+        st.write_applied(CURRENT, &first).unwrap();
+        let mut a = rec("table inet rampart {}\n");
+        let p = st.prepare(&a, true, true).unwrap();
+        // Nothing visible yet.
+        assert_eq!(st.read_applied(CURRENT).unwrap().unwrap(), first);
+        a.kernel_hash = Some("cd".repeat(32));
+        a.nft_genid = Some("4242/17".into());
+        a.nft_staged = false;
+        a.nft_salt = None;
+        a.nft_pins.clear();
+        st.commit(p, &a).unwrap();
+        let back: Applied = read_json(&st.path(CURRENT)).unwrap().unwrap();
+        assert_eq!(back, a);
+        let lg: Applied = read_json(&st.path(LAST_GOOD)).unwrap().unwrap();
+        assert_eq!(lg, a);
+        let prev: Applied = read_json(&st.path(PREVIOUS)).unwrap().unwrap();
+        assert_eq!(prev, first);
+        // Incomplete: recorded, never last good; a long message is cut.
+        let mut b = rec("table inet rampart { }\n");
+        let p = st.prepare(&b, true, true).unwrap();
+        b.incomplete = Some("sysctl x: failed ".repeat(500));
+        st.commit(p, &b).unwrap();
+        let back: Applied = read_json(&st.path(CURRENT)).unwrap().unwrap();
+        assert!(back
+            .incomplete
+            .as_ref()
+            .unwrap()
+            .starts_with("sysctl x: failed"));
+        assert_eq!(back.plan, b.plan);
+        let lg: Applied = read_json(&st.path(LAST_GOOD)).unwrap().unwrap();
+        assert_eq!(lg, a);
+        // Dropped without commit: no files left.
+        let p = st.prepare(&b, true, true).unwrap();
+        drop(p);
+        let names: Vec<String> = fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(names.is_empty(), "{names:?}");
     }
 }

@@ -7,6 +7,7 @@
 use crate::error::Error;
 use crate::nftscript::{parse_list_tables, TableRef};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -92,6 +93,13 @@ pub trait System {
     }
     /// Set a sysctl.
     fn sysctl_set(&self, key: &str, value: &str) -> Result<(), Error>;
+    /// Whether every key can be written here (it exists and is not
+    /// read-only), checked before the ruleset changes: a write that fails
+    /// after the switch leaves the host half-applied.
+    fn sysctl_writable(&self, keys: &[&str]) -> Result<(), Error> {
+        let _ = keys;
+        Ok(())
+    }
     /// Argument vector prefix that runs a command where this system's commands
     /// run (e.g. `["ip","netns","exec","ns1"]`), for the revert script.
     fn exec_prefix(&self) -> Vec<String>;
@@ -285,6 +293,35 @@ impl HostSystem {
         }
     }
 
+    /// Run `f` on a thread that joined this system's network namespace
+    /// (the calling thread itself on the host).
+    fn in_own_netns<T: Send>(
+        &self,
+        f: impl FnOnce() -> Result<T, Error> + Send,
+    ) -> Result<T, Error> {
+        match &self.netns {
+            None => f(),
+            Some(ns) => {
+                let p = format!("/run/netns/{ns}");
+                let file = std::fs::File::open(&p).map_err(|e| Error::io(Path::new(&p), e))?;
+                std::thread::scope(|sc| {
+                    sc.spawn(|| {
+                        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                            .map_err(|e| Error::io(Path::new(&p), e.into()))?;
+                        f()
+                    })
+                    .join()
+                    .unwrap_or_else(|_| {
+                        Err(Error::io(
+                            Path::new(&p),
+                            std::io::Error::other("netns thread panicked"),
+                        ))
+                    })
+                })
+            }
+        }
+    }
+
     fn run(&self, prog: &str, args: &[&str], input: Option<&str>) -> Result<String, Error> {
         let mut cmd = self.command(prog);
         cmd.args(args)
@@ -331,6 +368,44 @@ impl HostSystem {
     }
 }
 
+/// Remove the script files (`rampart-PID-N.nft` in the temp directory) of
+/// rampart processes that died before removing theirs (`kill -9` mid-apply
+/// leaves a 2.7 MB file per script). Files of a live process are kept.
+/// Returns how many were removed.
+pub fn clean_stale_scripts() -> usize {
+    let dir = std::env::temp_dir();
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        return 0;
+    };
+    let me = std::process::id().to_string();
+    let mut n = 0;
+    for ent in rd.flatten() {
+        let name = ent.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("rampart-")
+            .and_then(|r| r.strip_suffix(".nft"))
+            .and_then(|r| r.split_once('-'))
+            .filter(|(pid, seq)| {
+                !pid.is_empty()
+                    && pid.bytes().all(|b| b.is_ascii_digit())
+                    && !seq.is_empty()
+                    && seq.bytes().all(|b| b.is_ascii_digit())
+            })
+            .map(|(pid, _)| pid.to_owned())
+        else {
+            continue;
+        };
+        // Only regular files (never follow a link someone planted).
+        let regular = ent.file_type().is_ok_and(|t| t.is_file());
+        if pid != me && regular && !Path::new("/proc").join(&pid).exists() {
+            if std::fs::remove_file(ent.path()).is_ok() {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
 /// A script in a private temp file (0600, removed on drop): `nft -f FILE`
 /// loads a large script markedly faster than `nft -f -` from a pipe.
 struct ScriptFile {
@@ -339,7 +414,6 @@ struct ScriptFile {
 
 impl ScriptFile {
     fn new(script: &str) -> Result<ScriptFile, Error> {
-        use std::os::unix::fs::OpenOptionsExt;
         static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let path = std::env::temp_dir().join(format!(
             "rampart-{}-{}.nft",
@@ -571,6 +645,30 @@ impl System for HostSystem {
         }
         keys.iter().map(|k| self.sysctl_get(k)).collect()
     }
+    fn sysctl_writable(&self, keys: &[&str]) -> Result<(), Error> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.in_own_netns(|| {
+            for key in keys {
+                let rel = if key.contains('/') {
+                    key.to_string()
+                } else {
+                    key.replace('.', "/")
+                };
+                let path = Path::new("/proc/sys").join(rel);
+                // access(2) on /proc/sys asks the sysctl's own permission
+                // check (root gets the owner bits: a 0444 key is refused).
+                nix::unistd::access(&path, nix::unistd::AccessFlags::W_OK).map_err(|e| {
+                    Error::InvalidPlan(format!(
+                        "sysctl `{key}` cannot be written here ({}: {e})",
+                        path.display()
+                    ))
+                })?;
+            }
+            Ok(())
+        })
+    }
     fn sysctl_set(&self, key: &str, value: &str) -> Result<(), Error> {
         if self.programs.sysctl == "sysctl" {
             return self.proc_sys(key, Some(value)).map(|_| ());
@@ -667,6 +765,7 @@ impl System for HostSystem {
         let logf = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&log)
             .map_err(|e| Error::io(&log, e))?;
         let logf2 = logf.try_clone().map_err(|e| Error::io(&log, e))?;

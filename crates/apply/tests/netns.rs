@@ -496,6 +496,13 @@ fn confirm_cancels_the_revert() {
     let out = apply(&ns.sys(), &plan(2222), &opts).unwrap();
     let pending = out.pending.unwrap();
     assert!(pending.deadline >= pending.applied_at + 2);
+    // The revert's files are private: script 0700, the rest (its log too) 0600.
+    let id = &pending.id;
+    assert_eq!(mode(&dir.join(format!("revert-{id}.sh"))), 0o700);
+    for f in ["rules", "current", "sh.log"] {
+        assert_eq!(mode(&dir.join(format!("revert-{id}.{f}"))), 0o600, "{f}");
+    }
+    assert_eq!(mode(&dir.join(format!("pending-{id}.json"))), 0o600);
     // A second apply waits for the first to be settled.
     assert!(matches!(
         apply(&ns.sys(), &plan(3333), &ApplyOpts::new(&dir)),
@@ -715,7 +722,43 @@ fn state_lock_refuses_a_live_holder_and_takes_over_a_dead_one() {
     dead.wait().unwrap();
     std::fs::write(tmp.path().join("lock"), format!("{pid}\n")).unwrap();
     apply(&ns.sys(), &plan(1), &ApplyOpts::new(tmp.path())).unwrap();
-    assert!(!tmp.path().join("lock").exists());
+    // A lock file naming a live, unrelated process (pid 1, as after a
+    // reboot) does not block either: only a held flock does.
+    std::fs::write(tmp.path().join("lock"), "1\n").unwrap();
+    apply(&ns.sys(), &plan(2), &ApplyOpts::new(tmp.path())).unwrap();
+    assert!(listing(&ns).contains("dport 2"));
+}
+
+#[test]
+fn state_lock_held_by_another_process_refuses_until_it_is_killed() {
+    let ns = Netns::new("lk2");
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = ApplyOpts::new(tmp.path());
+    apply(&ns.sys(), &plan(1), &opts).unwrap();
+    // Another process holds the lock (flock(1) takes the same advisory
+    // lock apply does).
+    let lock = tmp.path().join("lock");
+    let mut holder = Command::new("flock")
+        .arg(&lock)
+        .args(["sh", "-c", "echo locked; exec sleep 60"])
+        .stdout(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "locked");
+    let e = apply(&ns.sys(), &plan(2), &opts).unwrap_err();
+    assert!(matches!(e, Error::Busy(_)), "{e}");
+    assert!(listing(&ns).contains("dport 1 "), "{}", listing(&ns));
+    // kill -9 of the holder (flock and the command it runs, which shares
+    // the locked file) frees the lock at once.
+    sh("kill", &["-KILL", "--", &format!("-{}", holder.id())]);
+    holder.wait().unwrap();
+    apply(&ns.sys(), &plan(2), &opts).unwrap();
+    assert!(listing(&ns).contains("dport 2 "), "{}", listing(&ns));
 }
 
 #[test]
@@ -1011,4 +1054,334 @@ fn sysctls_are_read_and_written_in_the_namespace_itself() {
         e.to_string().contains("/proc/sys/net/ipv4/no_such_knob"),
         "{e}"
     );
+}
+
+/// The body of a child that applies once. `RAMPART_APPLY_HANG`: namespace,
+/// state dir, plan port, and (optional) an nft wrapper to use.
+#[test]
+fn child_apply_once_helper() {
+    let Ok(args) = std::env::var("RAMPART_APPLY_ONCE") else {
+        return;
+    };
+    let v: Vec<&str> = args.split('\u{1f}').collect();
+    let mut sys = HostSystem::in_netns(v[0]);
+    if let Some(w) = v.get(3) {
+        sys.programs.nft = (*w).to_owned();
+    }
+    let opts = ApplyOpts {
+        incremental: false,
+        ..ApplyOpts::new(v[1])
+    };
+    apply(&sys, &plan(v[2].parse().unwrap()), &opts).unwrap();
+    println!("RAMPART-APPLIED");
+}
+
+fn apply_once_in_child(
+    ns: &Netns,
+    dir: &Path,
+    port: u16,
+    nft: Option<&Path>,
+) -> std::process::Child {
+    let mut arg = format!("{}\u{1f}{}\u{1f}{port}", ns.name, dir.display());
+    if let Some(w) = nft {
+        arg.push_str(&format!("\u{1f}{}", w.display()));
+    }
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_apply_once_helper",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("RAMPART_APPLY_ONCE", arg)
+        .stdout(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap()
+}
+
+/// kill -9 between the staging and the switch transaction leaves the
+/// script file in the temp directory and the staged objects in the kernel.
+/// The next apply (a new process) removes both; the old policy stayed in
+/// force throughout.
+#[test]
+fn killed_between_stage_and_switch_leaves_nothing_after_the_next_apply() {
+    let ns = Netns::new("ks");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    apply(&ns.sys(), &plan(1111), &ApplyOpts::new(&dir)).unwrap();
+    let before = rampart_apply::twophase::in_force(&listing(&ns));
+    // nft, except that the transaction after the first committed one (the
+    // switch, after the stage) hangs until killed.
+    let mark = tmp.path().join("mark");
+    std::fs::create_dir(&mark).unwrap();
+    let wrapper = tmp.path().join("nft-hang");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nM={}\nif [ \"$1\" = -f ] && [ -e \"$M/staged\" ]; then echo \"$2\" > \"$M/hanging.tmp\"; mv \"$M/hanging.tmp\" \"$M/hanging\"; exec sleep 60; fi\nnft \"$@\"; rc=$?\nif [ \"$1\" = -f ] && [ $rc = 0 ]; then : > \"$M/staged\"; fi\nexit $rc\n",
+            mark.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut child = apply_once_in_child(&ns, &dir, 2222, Some(&wrapper));
+    let hanging = mark.join("hanging");
+    wait_until(Duration::from_secs(20), || hanging.exists()).expect("switch reached");
+    let script = std::fs::read_to_string(&hanging).unwrap().trim().to_owned();
+    assert!(script.contains("/rampart-"), "{script}");
+    sh("kill", &["-KILL", "--", &format!("-{}", child.id())]);
+    child.wait().unwrap();
+    // What the kill left: the script file, the staged objects (unreachable).
+    assert!(Path::new(&script).exists(), "{script}");
+    let l = listing(&ns);
+    assert!(l.contains("dport 2222"), "staged objects expected:\n{l}");
+    assert_eq!(rampart_apply::twophase::in_force(&l), before);
+    // The next apply, in a new process, cleans both up.
+    let mut next = apply_once_in_child(&ns, &dir, 1111, None);
+    assert!(next.wait().unwrap().success());
+    assert!(!Path::new(&script).exists(), "{script} left behind");
+    let l = listing(&ns);
+    assert!(!l.contains("dport 2222"), "staged leftovers:\n{l}");
+    assert_eq!(rampart_apply::twophase::in_force(&l), before);
+    assert_eq!(status(&ns.sys(), &dir).unwrap().drift, Drift::InSync);
+}
+
+/// A sysctl that exists but cannot be written (0444 here) is refused
+/// before the switch: nothing changes, and the error says so.
+#[test]
+fn unwritable_sysctl_is_refused_before_the_switch() {
+    let ns = Netns::new("sro");
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = ApplyOpts::new(tmp.path());
+    apply(&ns.sys(), &plan(1111), &opts).unwrap();
+    let before = listing(&ns);
+    let mut p = plan(2222);
+    p.sysctls.insert(
+        "net.ipv4.tcp_available_congestion_control".into(),
+        "reno".into(),
+    );
+    let e = apply(&ns.sys(), &p, &opts).unwrap_err();
+    assert!(matches!(e, Error::InvalidPlan(_)), "{e}");
+    assert!(
+        e.to_string().contains("tcp_available_congestion_control"),
+        "{e}"
+    );
+    assert_eq!(listing(&ns), before);
+    let st = status(&ns.sys(), tmp.path()).unwrap();
+    assert_eq!(st.current.unwrap().plan_hash, plan(1111).content_hash());
+    assert_eq!(st.drift, Drift::InSync);
+}
+
+/// A sysctl the kernel refuses after the switch (a value out of range for
+/// a relaxing key): the error says the new ruleset is live and what failed;
+/// the state records the new plan as running, incomplete, and status
+/// agrees; the last good plan stays the old one.
+#[test]
+fn sysctl_failing_after_the_switch_is_reported_as_such() {
+    let ns = Netns::new("saf");
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = ApplyOpts::new(tmp.path());
+    apply(&ns.sys(), &plan(1111), &opts).unwrap();
+    let mut p = plan(2222);
+    p.sysctls
+        .insert("net.ipv4.ip_default_ttl".into(), "0".into());
+    p.sysctls.insert("net.ipv4.ip_forward".into(), "1".into());
+    let e = apply(&ns.sys(), &p, &opts).unwrap_err();
+    let Error::AfterSwitch {
+        plan_hash,
+        done,
+        failed,
+        record,
+    } = &e
+    else {
+        panic!("expected AfterSwitch, got {e}");
+    };
+    let text = e.to_string();
+    assert!(
+        text.contains("is live") && !text.contains("still in place"),
+        "{text}"
+    );
+    assert_eq!(plan_hash, &p.content_hash());
+    assert!(record.is_none(), "{text}");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].contains("net.ipv4.ip_default_ttl"), "{failed:?}");
+    assert!(
+        done.iter().any(|d| d.contains("net.ipv4.ip_forward = 1")),
+        "{done:?}"
+    );
+    // What the kernel runs: the new rules, forwarding on.
+    assert!(listing(&ns).contains("dport 2222"));
+    assert_eq!(ns.sys().sysctl_get("net.ipv4.ip_forward").unwrap(), "1");
+    let st = status(&ns.sys(), tmp.path()).unwrap();
+    let cur = st.current.unwrap();
+    assert_eq!(cur.plan_hash, p.content_hash());
+    assert!(cur.incomplete.as_ref().unwrap().contains("ip_default_ttl"));
+    assert_eq!(st.drift, Drift::InSync);
+    assert_eq!(st.last_good_hash.unwrap(), plan(1111).content_hash());
+    // Fixing the plan completes it.
+    p.sysctls
+        .insert("net.ipv4.ip_default_ttl".into(), "64".into());
+    apply(&ns.sys(), &p, &opts).unwrap();
+    let st = status(&ns.sys(), tmp.path()).unwrap();
+    assert!(st.current.unwrap().incomplete.is_none());
+    assert_eq!(st.last_good_hash.unwrap(), p.content_hash());
+}
+
+/// A WireGuard key file open to others (0644) is refused before the
+/// switch: the old ruleset stays, and so does the record.
+#[test]
+fn key_file_0644_is_refused_before_the_switch() {
+    let ns = Netns::new("k644");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    let opts = ApplyOpts::new(&dir);
+    apply(&ns.sys(), &plan(1111), &opts).unwrap();
+    let before = listing(&ns);
+    let key = tmp.path().join("wg0.key");
+    std::fs::write(&key, format!("{}=\n", "A".repeat(43))).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut p = plan(2222);
+    p.wireguard.push(rampart_apply::WgIface {
+        name: "wg0".into(),
+        network: "mesh".into(),
+        private_key_file: key.to_string_lossy().into_owned(),
+        listen_port: Some(51820),
+        addresses: vec!["10.99.0.1/24".into()],
+        mtu: None,
+        peers: vec![],
+    });
+    let e = apply(&ns.sys(), &p, &opts).unwrap_err();
+    assert!(matches!(e, Error::Network { .. }), "{e}");
+    assert!(
+        e.to_string().contains("0644") || e.to_string().contains("644"),
+        "{e}"
+    );
+    assert_eq!(listing(&ns), before);
+    assert!(!ns.try_exec(&["ip", "link", "show", "wg0"]));
+    let st = status(&ns.sys(), &dir).unwrap();
+    assert_eq!(st.current.unwrap().plan_hash, plan(1111).content_hash());
+    assert_eq!(st.drift, Drift::InSync);
+}
+
+/// A tmpfs of 64 KiB mounted on `path` (removed on drop, lazily, also on
+/// failure).
+struct TinyFs(std::path::PathBuf);
+
+impl TinyFs {
+    fn mount(path: &Path) -> TinyFs {
+        std::fs::create_dir_all(path).unwrap();
+        sh(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                "size=64k,mode=0700",
+                "tmpfs",
+                path.to_str().unwrap(),
+            ],
+        );
+        TinyFs(path.to_owned())
+    }
+
+    /// Fill it up: every later write fails with ENOSPC.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.0.join("filler")).unwrap();
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).and_then(|()| f.sync_all()).is_ok() {}
+        // and the last bytes of a page
+        while f.write_all(&chunk[..1]).and_then(|()| f.flush()).is_ok() {}
+    }
+}
+
+impl Drop for TinyFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A full state disk refuses apply and rollback before the switch: the
+/// kernel keeps its ruleset, the record stays, and the error is true.
+#[test]
+fn full_state_disk_refuses_apply_and_rollback_before_the_switch() {
+    let ns = Netns::new("full");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    let fs = TinyFs::mount(&dir);
+    let opts = ApplyOpts::new(&dir);
+    apply(&ns.sys(), &plan(1111), &opts).unwrap();
+    apply(&ns.sys(), &plan(2222), &opts).unwrap();
+    fs.fill();
+    let before = listing(&ns);
+    let e = apply(&ns.sys(), &plan(3333), &opts).unwrap_err();
+    assert!(
+        matches!(&e, Error::Io { source, .. } if source.raw_os_error() == Some(28)),
+        "{e}"
+    );
+    assert_eq!(listing(&ns), before);
+    let st = status(&ns.sys(), &dir).unwrap();
+    assert_eq!(st.current.unwrap().plan_hash, plan(2222).content_hash());
+    assert_eq!(st.drift, Drift::InSync);
+    // Rollback on a full disk: someone changed rampart's table by hand,
+    // so a rollback to the last good plan would change the kernel; it is
+    // refused before it does.
+    ns.exec(&[
+        "nft", "add", "rule", "inet", "rampart", "input", "tcp", "dport", "5555", "drop",
+    ]);
+    let before = listing(&ns);
+    let e = rollback(&ns.sys(), &opts).unwrap_err();
+    assert!(
+        matches!(&e, Error::Io { source, .. } if source.raw_os_error() == Some(28)),
+        "{e}"
+    );
+    assert_eq!(listing(&ns), before, "rollback changed the kernel: {e}");
+    // With room again, rollback goes through.
+    std::fs::remove_file(dir.join("filler")).unwrap();
+    rollback(&ns.sys(), &opts).unwrap();
+    let l = listing(&ns);
+    assert!(l.contains("dport 2222") && !l.contains("dport 5555"), "{l}");
+    assert_eq!(status(&ns.sys(), &dir).unwrap().drift, Drift::InSync);
+    // no temp files left behind
+    let stray: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
+}
+
+/// A rollback refused by a full state disk leaves a pending confirmation
+/// (and so its scheduled revert) as it was; with room it cancels it.
+#[test]
+fn rollback_refused_by_a_full_disk_keeps_the_pending_revert() {
+    let ns = Netns::new("fullp");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    let fs = TinyFs::mount(&dir);
+    let opts = ApplyOpts::new(&dir);
+    apply(&ns.sys(), &plan(1111), &opts).unwrap();
+    let confirm_opts = ApplyOpts {
+        confirm: Some(60),
+        ..opts.clone()
+    };
+    let p = apply(&ns.sys(), &plan(2222), &confirm_opts)
+        .unwrap()
+        .pending
+        .unwrap();
+    fs.fill();
+    let e = rollback(&ns.sys(), &opts).unwrap_err();
+    assert!(
+        matches!(&e, Error::Io { source, .. } if source.raw_os_error() == Some(28)),
+        "{e}"
+    );
+    assert!(listing(&ns).contains("dport 2222"));
+    let st = status(&ns.sys(), &dir).unwrap();
+    assert_eq!(st.pending.map(|q| q.id), Some(p.id.clone()));
+    assert!(dir.join(format!("revert-{}.sh", p.id)).exists());
+    std::fs::remove_file(dir.join("filler")).unwrap();
+    rollback(&ns.sys(), &opts).unwrap();
+    assert!(listing(&ns).contains("dport 1111"));
+    assert!(status(&ns.sys(), &dir).unwrap().pending.is_none());
 }

@@ -72,7 +72,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
     }
     let metrics = Arc::new(Metrics::default());
     if let Some(addr) = a.metrics_listen {
-        let bound = rampart_agent::serve_metrics(addr, metrics.clone())?;
+        // In the namespace the agent manages (--netns), like its nflog group.
+        let bound =
+            rampart_agent::serve_metrics_in(a.common.netns.as_deref(), addr, metrics.clone())
+                .map_err(|e| anyhow!("--metrics-listen {addr}: {e}"))?;
         tracing::info!("metrics on http://{bound}/metrics");
     }
     let cfg = AgentConfig {

@@ -102,8 +102,10 @@ pub fn apply(a: ApplyArgs) -> Result<ExitCode> {
     opts.confirm = a.confirm;
     opts.session = session();
     let sys = a.common.system();
-    let outcome = rampart_apply::apply(&sys, &ap, &opts)
-        .map_err(|e| anyhow!("apply failed, the previous ruleset is still in place: {e}"))?;
+    let outcome = match rampart_apply::apply(&sys, &ap, &opts) {
+        Ok(o) => o,
+        Err(e) => return Ok(report_failure("apply", &e)),
+    };
     println!(
         "applied plan {} to `{node}` (site revision {})",
         short(&outcome.applied.plan_hash),
@@ -154,12 +156,61 @@ pub fn confirm(c: Common) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Exit status of an apply, rollback or restore that changed the kernel's
+/// ruleset and then failed (see `Error::AfterSwitch`).
+pub const EXIT_AFTER_SWITCH: u8 = 3;
+
+/// The truth about a failed apply/rollback/restore, and its exit status:
+/// 2 when nothing changed, [`EXIT_AFTER_SWITCH`] when the new ruleset is
+/// live and a later step (sysctl, network, record) failed.
+pub fn report_failure(what: &str, e: &rampart_apply::Error) -> ExitCode {
+    match e {
+        rampart_apply::Error::AfterSwitch { .. } => {
+            eprintln!("error: {what} incomplete: {e}");
+            ExitCode::from(EXIT_AFTER_SWITCH)
+        }
+        _ => {
+            eprintln!("error: {what} failed, nothing was changed, the running ruleset stays: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 pub fn rollback(c: Common) -> Result<ExitCode> {
     let opts = ApplyOpts::new(&c.state_dir);
-    let out = rampart_apply::rollback(&c.system(), &opts)
-        .map_err(|e| anyhow!("rollback failed, the running ruleset is unchanged: {e}"))?;
+    let out = match rampart_apply::rollback(&c.system(), &opts) {
+        Ok(o) => o,
+        Err(e) => return Ok(report_failure("rollback", &e)),
+    };
     println!("rolled back to plan {}", short(&out.applied.plan_hash));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `rampart restore`: load the last good plan recorded in the state
+/// directory, with no site needed (the boot path, before the network comes
+/// up). Fails closed: without a record nothing is loaded and the exit
+/// status says so.
+pub fn restore(c: Common) -> Result<ExitCode> {
+    let opts = ApplyOpts::new(&c.state_dir);
+    match rampart_apply::restore(&c.system(), &opts) {
+        Ok(out) => {
+            println!(
+                "restored the last good plan {} (node `{}`, site revision {})",
+                short(&out.applied.plan_hash),
+                out.applied.plan.node,
+                short(&out.applied.plan.meta.origin_revision)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(rampart_apply::Error::NoLastGood) => {
+            eprintln!(
+                "error: no last good plan recorded in {}: nothing loaded (rampart's tables are not in the kernel)",
+                c.state_dir.display()
+            );
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => Ok(report_failure("restore", &e)),
+    }
 }
 
 #[derive(clap::Args)]
@@ -195,6 +246,11 @@ pub fn status(a: StatusArgs) -> Result<ExitCode> {
                 cur.applied_at,
                 now().saturating_sub(cur.applied_at)
             );
+            if let Some(why) = &cur.incomplete {
+                println!(
+                    "INCOMPLETE:    the kernel runs this plan's ruleset, but steps after the switch failed: {why}; `rampart apply` retries them"
+                );
+            }
         }
     }
     if let Some(h) = &st.last_good_hash {
@@ -204,7 +260,7 @@ pub fn status(a: StatusArgs) -> Result<ExitCode> {
     match &st.drift {
         Drift::InSync => println!("kernel:        in sync with the plan"),
         Drift::Drifted { expected, actual } => println!(
-            "kernel:        DRIFTED: rampart's tables changed since apply (expected {}, found {}); `rampart apply` repairs it",
+            "kernel:        DRIFTED: rampart's tables are not what this plan left (changed since, or an apply after it did not get recorded; expected {}, found {}); `rampart apply` repairs it",
             short(expected),
             short(actual)
         ),
@@ -257,7 +313,8 @@ pub fn status(a: StatusArgs) -> Result<ExitCode> {
             short(&p.plan_hash)
         );
     }
-    Ok(if drifted || net_drifted {
+    let incomplete = st.current.as_ref().is_some_and(|c| c.incomplete.is_some());
+    Ok(if drifted || net_drifted || incomplete {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

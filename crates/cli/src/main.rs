@@ -45,6 +45,9 @@ enum Command {
     Confirm(apply::Common),
     /// Return to the last good plan.
     Rollback(apply::Common),
+    /// Load the last good plan recorded in the state directory (no site
+    /// needed; the boot path). Exit 1 and nothing loaded without a record.
+    Restore(apply::Common),
     /// What runs, whether it drifted, and pending confirmations.
     Status(apply::StatusArgs),
     /// Keep this node converged on its site (a directory or an etcd prefix).
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
         Command::Apply(a) => apply::apply(a),
         Command::Confirm(a) => apply::confirm(a),
         Command::Rollback(a) => apply::rollback(a),
+        Command::Restore(a) => apply::restore(a),
         Command::Status(a) => apply::status(a),
         Command::Simulate(a) => simulate::run(a),
         Command::TestPolicy(a) => testpolicy::run(a),

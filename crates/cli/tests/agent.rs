@@ -10,6 +10,13 @@ mod common;
 use common::{is_root, Ns};
 
 impl Ns {
+    fn lo_up(&self) {
+        assert!(Command::new("ip")
+            .args(["-n", &self.0, "link", "set", "lo", "up"])
+            .status()
+            .unwrap()
+            .success());
+    }
     fn table(&self) -> Option<String> {
         let o = self.nft(&["-s", "list", "table", "inet", "rampart"]);
         o.status
@@ -123,9 +130,26 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn metrics(port: u16) -> String {
+/// GET /metrics on 127.0.0.1:port inside network namespace `ns` (the agent
+/// binds its metrics port in the namespace it manages).
+fn metrics_in(ns: Option<&str>, port: u16) -> String {
     use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+    let connect = || std::net::TcpStream::connect(("127.0.0.1", port));
+    let conn = match ns {
+        None => connect(),
+        Some(ns) => {
+            let f = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+            std::thread::scope(|sc| {
+                sc.spawn(|| {
+                    nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                    connect()
+                })
+                .join()
+                .unwrap()
+            })
+        }
+    };
+    let Ok(mut s) = conn else {
         return String::new();
     };
     let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -212,6 +236,7 @@ fn the_loop_follows_edits_repairs_drift_and_leaves_the_ruleset_on_exit() {
         return;
     }
     let ns = Ns::new("loop");
+    ns.lo_up();
     let state = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let site = dir.path().join("site");
@@ -252,7 +277,7 @@ fn the_loop_follows_edits_repairs_drift_and_leaves_the_ruleset_on_exit() {
     )
     .unwrap();
     wait_until(Duration::from_secs(20), "refusal counted", || {
-        metrics(port).contains("rampart_refusals_total 1")
+        metrics_in(Some(&ns.0), port).contains("rampart_refusals_total 1")
     });
     assert!(ns.table().is_some_and(|t| t.contains("203.0.113.9")));
 
@@ -267,9 +292,9 @@ fn the_loop_follows_edits_repairs_drift_and_leaves_the_ruleset_on_exit() {
     });
     // The kernel runs the repaired table before the apply returns and counts.
     wait_until(Duration::from_secs(10), "repair counted", || {
-        metrics(port).contains("rampart_drift_repairs_total 1")
+        metrics_in(Some(&ns.0), port).contains("rampart_drift_repairs_total 1")
     });
-    let m = metrics(port);
+    let m = metrics_in(Some(&ns.0), port);
     assert!(m.contains("rampart_applies_total 3"), "{m}");
     assert!(m.contains("rampart_plan_info{hash=\""), "{m}");
     assert!(m.contains("rampart_last_apply_duration_seconds"), "{m}");
@@ -452,6 +477,7 @@ fn kill_9_leaves_the_ruleset_and_a_restarted_agent_does_not_reapply() {
         return;
     }
     let ns = Ns::new("k9");
+    ns.lo_up();
     let state = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let site = dir.path().join("site");
@@ -476,7 +502,7 @@ fn kill_9_leaves_the_ruleset_and_a_restarted_agent_does_not_reapply() {
     ];
     let mut agent = spawn_agent(&args);
     wait_until(Duration::from_secs(20), "first apply", || {
-        metrics(port).contains("rampart_applies_total 1")
+        metrics_in(Some(&ns.0), port).contains("rampart_applies_total 1")
     });
     let before = ns.table().unwrap();
     // kill -9: no exit handler runs, not even --remove-on-exit.
@@ -486,10 +512,10 @@ fn kill_9_leaves_the_ruleset_and_a_restarted_agent_does_not_reapply() {
     // A new agent finds the same plan running: nothing re-applied.
     let _agent2 = spawn_agent(&args);
     wait_until(Duration::from_secs(20), "second agent up", || {
-        metrics(port).contains("rampart_plan_info")
+        metrics_in(Some(&ns.0), port).contains("rampart_plan_info")
     });
     std::thread::sleep(Duration::from_millis(1500));
-    let m = metrics(port);
+    let m = metrics_in(Some(&ns.0), port);
     assert!(m.contains("rampart_applies_total 0"), "{m}");
     assert_eq!(ns.table().as_deref(), Some(before.as_str()));
 }
