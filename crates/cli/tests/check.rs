@@ -106,6 +106,28 @@ fn errors_exit_1_with_rustc_style_diagnostics() {
     );
 }
 
+/// Issue 14 item 3: the hint for a misspelt rule option once read
+/// ``did you mean `-did you mean `dport`?`?``.
+#[test]
+fn unknown_rule_option_hint_names_the_option_once() {
+    let d = site(&[
+        ("site.toml", NODE),
+        (
+            "firewall/cluster.fw",
+            "[OPTIONS]\nenable: 1\n[RULES]\nIN ACCEPT -p tcp -dprot 22\n",
+        ),
+    ]);
+    let o = rampart(&["check", d.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("error[E0117]: unknown rule option `-dprot`"),
+        "{err}"
+    );
+    let helps: Vec<&str> = err.lines().filter(|l| l.contains("help:")).collect();
+    assert_eq!(helps, ["  = help: did you mean `-dport`?"], "{err}");
+}
+
 #[test]
 fn warnings_exit_0_unless_denied() {
     let d = site(&[

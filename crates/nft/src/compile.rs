@@ -495,7 +495,11 @@ impl<'a> Cx<'a> {
                     }
                     _ => {
                         let n = p.number();
-                        if !(n == 6 || n == 17) || (r.dport.is_empty() && r.sport.is_empty()) {
+                        // Protocol 0 is "any protocol" (iptables' `-p 0`,
+                        // Proxmox's meaning; resolve already drops it).
+                        if n != 0
+                            && (!(n == 6 || n == 17) || (r.dport.is_empty() && r.sport.is_empty()))
+                        {
                             ms.push(l4(p));
                         }
                         if !r.sport.is_empty() {
