@@ -456,10 +456,20 @@ impl<'a> Cx<'a> {
                     } else {
                         Dir::Src
                     };
-                    ms.push(Match::Ifname {
-                        dir,
-                        name: i.clone(),
-                    });
+                    // iptables' trailing `+` wildcard (`eth+`) is nft's
+                    // `eth*`; a lone `+` (any interface) matches every
+                    // packet, so it needs no match at all.
+                    match i.strip_suffix('+') {
+                        Some("") => {}
+                        Some(prefix) => ms.push(Match::Ifname {
+                            dir,
+                            name: format!("{prefix}*"),
+                        }),
+                        None => ms.push(Match::Ifname {
+                            dir,
+                            name: i.clone(),
+                        }),
+                    }
                 }
             }
             let mut implied = false;
