@@ -194,26 +194,43 @@ fn json_diags<'a>(diags: &'a Diagnostics, map: &'a SourceMap) -> Vec<JsonDiag<'a
         .collect()
 }
 
+/// Every node's plan through [`rampart_plan`] with the options `apply`
+/// uses: the refusals' diagnostics and the plans' warnings.
+fn plan_every_node(files: &rampart_types::SiteFiles) -> Diagnostics {
+    let mut out = Diagnostics::new();
+    let site = match rampart_plan::load(files, &rampart_plan::PlanOpts::default()) {
+        Ok(s) => s,
+        Err(r) => {
+            out.extend(r.diagnostics);
+            return out;
+        }
+    };
+    for n in &site.ir.nodes {
+        match site.build(&n.name) {
+            Ok(p) => out.extend(p.diagnostics),
+            Err(r) => out.extend(r.diagnostics),
+        }
+    }
+    out
+}
+
 pub fn run(a: Args) -> Result<ExitCode> {
     let files = read_site(&a.site)?;
     let (mut site, mut diags) = rampart_resolve::load(&files);
     // WireGuard networks and private keys anywhere in the site (E06xx).
     let wg = crate::wg::site_checks(&files, &mut site.sources, &diags);
     diags.extend(wg);
-    // The profiles ([[lockdown]], [[egress]]), and for every locked-down
-    // node the lock-out check on its compiled plan (E0503).
+    // The profiles ([[lockdown]], [[egress]]), then every node planned the
+    // way `apply` plans it (rampart_plan, guard on): what the node's backend
+    // cannot express (E0413: IPS without nft queue, ...), the profiles' VPN
+    // check (E0503), the lock-out guard (E0502, E0504), and every warning
+    // those steps print. `check` accepts exactly what compile and apply do.
     if !diags.has_errors() {
         let prof = rampart_profile::load(&files, &site);
         let fine = !prof.diags.has_errors();
         diags.extend(prof.diags.clone());
         if fine {
-            for l in &prof.profiles.lockdowns {
-                if let Err(r) =
-                    rampart_plan::build(&files, &l.node, &rampart_plan::PlanOpts::default())
-                {
-                    diags.extend(r.diagnostics.clone());
-                }
-            }
+            diags.extend(plan_every_node(&files));
         }
     }
     diags.sort();

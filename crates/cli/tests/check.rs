@@ -106,6 +106,28 @@ fn errors_exit_1_with_rustc_style_diagnostics() {
     );
 }
 
+/// Issue 14 item 3: the hint for a misspelt rule option once read
+/// ``did you mean `-did you mean `dport`?`?``.
+#[test]
+fn unknown_rule_option_hint_names_the_option_once() {
+    let d = site(&[
+        ("site.toml", NODE),
+        (
+            "firewall/cluster.fw",
+            "[OPTIONS]\nenable: 1\n[RULES]\nIN ACCEPT -p tcp -dprot 22\n",
+        ),
+    ]);
+    let o = rampart(&["check", d.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("error[E0117]: unknown rule option `-dprot`"),
+        "{err}"
+    );
+    let helps: Vec<&str> = err.lines().filter(|l| l.contains("help:")).collect();
+    assert_eq!(helps, ["  = help: did you mean `-dport`?"], "{err}");
+}
+
 #[test]
 fn warnings_exit_0_unless_denied() {
     let d = site(&[
@@ -197,7 +219,12 @@ fn proxmox_tree_symlinks_are_not_followed_twice() {
             "nodes/pve1/qemu-server/100.conf",
             "net0: virtio=BC:24:11:AA:BB:CC,bridge=vmbr0,firewall=1\n",
         ),
-        ("firewall/cluster.fw", "[OPTIONS]\nenable: 1\n"),
+        // A management set: the node has no addresses here, and `check`
+        // runs the lock-out guard as `apply` does.
+        (
+            "firewall/cluster.fw",
+            "[OPTIONS]\nenable: 1\n\n[IPSET management]\n10.0.0.0/24\n",
+        ),
     ]);
     std::os::unix::fs::symlink(
         d.path().join("nodes/pve1/qemu-server"),
@@ -211,4 +238,85 @@ fn proxmox_tree_symlinks_are_not_followed_twice() {
         "{}",
         stdout(&o)
     );
+}
+
+/// Issue 14 item 7: `check` reports everything `compile` / `apply` refuse
+/// (they plan every node through `rampart_plan`: backend limits, the
+/// lock-out guard) and every warning they print, so `--deny-warnings`
+/// fails on it. Each case: what the plan path says, then `check`.
+#[test]
+fn check_reports_every_refusal_of_the_plan_path() {
+    const GUEST: &str = "[[guest]]\nid = 100\nkind = \"vm\"\nnode = \"hv1\"\nnics = [{ name = \"net0\", bridge = \"vmbr0\", addresses = [\"192.0.2.100/24\"], firewall = true }]\n";
+    const HV2: &str = "[[node]]\nname = \"hv2\"\nbridges = { vmbr0 = [\"192.0.2.11/24\"] }\n";
+    const MGMT: &str =
+        "[OPTIONS]\nenable: 1\npolicy_in: DROP\n\n[IPSET management]\n198.51.100.5\n";
+    struct Case {
+        what: &'static str,
+        files: Vec<(&'static str, String)>,
+        /// `error[E....]` or `warning[E....]`.
+        expect: &'static str,
+    }
+    let cases = [
+        Case {
+            what: "IPS on an nftables node without nft queue (backend refusal)",
+            files: vec![
+                ("site.toml", format!("{NODE}\n{GUEST}")),
+                ("firewall/cluster.fw", "[OPTIONS]\nenable: 1\n".into()),
+                ("firewall/100.fw", "[OPTIONS]\nenable: 1\nips: 1\n".into()),
+            ],
+            expect: "error[E0413]",
+        },
+        Case {
+            what: "the admin's management address blacklisted (lock-out guard)",
+            files: vec![
+                ("site.toml", NODE.into()),
+                (
+                    "firewall/cluster.fw",
+                    format!("{MGMT}\n[IPSET blacklist]\n198.51.100.0/24\n"),
+                ),
+            ],
+            expect: "error[E0502]",
+        },
+        Case {
+            what: "another node blacklisted (cluster guard)",
+            files: vec![
+                ("site.toml", format!("{NODE}\n{HV2}")),
+                (
+                    "firewall/cluster.fw",
+                    format!("{MGMT}\n[IPSET blacklist]\n192.0.2.11\n"),
+                ),
+            ],
+            expect: "error[E0504]",
+        },
+        Case {
+            what: "log_nf_conntrack, which the backend warns it does not do",
+            files: vec![
+                ("site.toml", NODE.into()),
+                ("firewall/cluster.fw", "[OPTIONS]\nenable: 1\n".into()),
+                ("nodes/hv1/host.fw", "[OPTIONS]\nlog_nf_conntrack: 1\n".into()),
+            ],
+            expect: "warning[E0413]",
+        },
+    ];
+    for c in &cases {
+        let files: Vec<(&str, &str)> = c.files.iter().map(|(p, t)| (*p, t.as_str())).collect();
+        let d = site(&files);
+        let dir = d.path().to_str().unwrap();
+        // The plan path: compile prints it (the guard's findings as
+        // warnings, as it only shows the plan; apply refuses them).
+        let o = rampart(&["compile", dir, "--all"]);
+        let code = &c.expect[c.expect.find('[').unwrap()..];
+        assert!(stderr(&o).contains(code), "{}: compile\n{}", c.what, stderr(&o));
+        let strict = c.expect.starts_with("warning");
+        let mut args = vec!["check", dir];
+        if strict {
+            let o = rampart(&args);
+            assert!(stderr(&o).contains(c.expect), "{}: check\n{}", c.what, stderr(&o));
+            assert_eq!(o.status.code(), Some(0), "{}: only a warning", c.what);
+            args.push("--deny-warnings");
+        }
+        let o = rampart(&args);
+        assert_eq!(o.status.code(), Some(1), "{}: check {:?}\n{}", c.what, args, stderr(&o));
+        assert!(stderr(&o).contains(c.expect), "{}: check\n{}", c.what, stderr(&o));
+    }
 }

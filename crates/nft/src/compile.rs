@@ -456,10 +456,20 @@ impl<'a> Cx<'a> {
                     } else {
                         Dir::Src
                     };
-                    ms.push(Match::Ifname {
-                        dir,
-                        name: i.clone(),
-                    });
+                    // iptables' trailing `+` wildcard (`eth+`) is nft's
+                    // `eth*`; a lone `+` (any interface) matches every
+                    // packet, so it needs no match at all.
+                    match i.strip_suffix('+') {
+                        Some("") => {}
+                        Some(prefix) => ms.push(Match::Ifname {
+                            dir,
+                            name: format!("{prefix}*"),
+                        }),
+                        None => ms.push(Match::Ifname {
+                            dir,
+                            name: i.clone(),
+                        }),
+                    }
                 }
             }
             let mut implied = false;
@@ -495,7 +505,11 @@ impl<'a> Cx<'a> {
                     }
                     _ => {
                         let n = p.number();
-                        if !(n == 6 || n == 17) || (r.dport.is_empty() && r.sport.is_empty()) {
+                        // Protocol 0 is "any protocol" (iptables' `-p 0`,
+                        // Proxmox's meaning; resolve already drops it).
+                        if n != 0
+                            && (!(n == 6 || n == 17) || (r.dport.is_empty() && r.sport.is_empty()))
+                        {
                             ms.push(l4(p));
                         }
                         if !r.sport.is_empty() {

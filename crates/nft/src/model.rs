@@ -451,7 +451,8 @@ pub enum Match {
     NfProto(Family),
     /// `meta l4proto N` (tcp/udp/icmp/icmpv6 by name)
     L4Proto { number: u8, name: String },
-    /// `iifname "x"` / `oifname "x"` (`neg`: `!=`)
+    /// `iifname "x"` / `oifname "x"`; a trailing `*` is nft's wildcard
+    /// (`"eth*"`: every name starting with `eth`)
     Ifname { dir: Dir, name: String },
     /// `oifname @set`
     IfnameSet { dir: Dir, set: String },

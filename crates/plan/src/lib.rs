@@ -413,10 +413,20 @@ impl Site<'_> {
         // judges it (the iptables text has the same semantics).
         let mut nft_extras = self.wg.extras(node);
         profile::merge_nft(&mut nft_extras, prof.nft);
+        // For an iptables node this model is never loaded (only simulated
+        // and judged): xt NFQUEUE carries its IPS guests, so the model may
+        // queue where this kernel's nftables could not.
+        let caps = match backend {
+            Backend::Nftables => rampart_nft::Caps::default(),
+            Backend::Iptables => rampart_nft::Caps {
+                nft_queue: true,
+                ..rampart_nft::Caps::default()
+            },
+        };
         let mut nft = rampart_nft::compile_with_extras_cached(
             site,
             node,
-            &rampart_nft::Caps::default(),
+            &caps,
             &nft_extras,
             nft_sets,
         )

@@ -1450,7 +1450,13 @@ impl<'a> Resolver<'a> {
             RuleVerb::Plain(a) => (
                 *a,
                 vec![Row {
-                    proto: o.proto.as_ref().map(|p| p.value.clone()),
+                    // Protocol 0 (`ip`, `hopopt`) is "any protocol", as
+                    // in Proxmox (warned in syntax, E0314).
+                    proto: o
+                        .proto
+                        .as_ref()
+                        .map(|p| p.value.clone())
+                        .filter(|p| p.number() != 0),
                     dport: o
                         .dport
                         .as_ref()

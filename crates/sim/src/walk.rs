@@ -347,7 +347,11 @@ impl<'a> Walker<'a> {
                 } else {
                     &self.stage.oif
                 };
-                i.as_deref() == Some(name.as_str())
+                match (i.as_deref(), name.strip_suffix('*')) {
+                    (Some(i), Some(prefix)) => i.starts_with(prefix),
+                    (i, None) => i == Some(name.as_str()),
+                    (None, Some(_)) => false,
+                }
             }
             Match::IfnameSet { dir, set } => {
                 let i = if *dir == Dir::Src {

@@ -140,6 +140,7 @@ pub fn parse_net(line: &Line, tok: &str, diags: &mut Diagnostics) -> Option<IpNe
                     .hint(format!("write `{trunc}`, or `{ip}` for the single host")),
                 );
             }
+            warn_v4_mapped(line, tok, trunc.addr(), diags);
             Some(trunc)
         }
         Err(e) => {
@@ -147,6 +148,30 @@ pub fn parse_net(line: &Line, tok: &str, diags: &mut Diagnostics) -> Option<IpNe
             None
         }
     }
+}
+
+/// `::ffff:1.2.3.4` (or a network inside `::ffff:0:0/96`): no packet the
+/// firewall sees carries one (IPv4 traffic is IPv4 in the kernel, and IPv6
+/// packets do not carry mapped addresses on the wire), so a rule or set
+/// entry with it never matches. Warned at the token (E0210).
+pub fn warn_v4_mapped(line: &Line, tok: &str, ip: IpAddr, diags: &mut Diagnostics) {
+    let IpAddr::V6(v6) = ip else { return };
+    let Some(v4) = v6.to_ipv4_mapped() else {
+        return;
+    };
+    diags.push(
+        Diagnostic::new(
+            codes::V4_MAPPED_V6,
+            format!("`{tok}` is an IPv4-mapped IPv6 address; it never matches"),
+        )
+        .at(line.span(tok))
+        .label("IPv4-mapped")
+        .note(
+            "the kernel filters IPv4 traffic as IPv4, and IPv6 packets on the wire \
+             do not carry IPv4-mapped addresses",
+        )
+        .hint(format!("write the IPv4 address `{v4}`")),
+    );
 }
 
 pub fn push_err(line: &Line, tok: &str, e: AddrErr, diags: &mut Diagnostics) {
@@ -239,6 +264,10 @@ pub fn parse_addr_item(line: &Line, tok: &str, diags: &mut Diagnostics) -> Optio
                     .hint(format!("write `{b}-{a}`")),
                 );
                 return None;
+            }
+            warn_v4_mapped(line, a, ia, diags);
+            if ib != ia {
+                warn_v4_mapped(line, b, ib, diags);
             }
             return Some(AddrItem::Range(IpRange::new(ia, ib)));
         }

@@ -2,7 +2,7 @@
 
 use crate::addr::{parse_addr_spec, parse_net, valid_name};
 use crate::ast::*;
-use crate::suggest::did_you_mean;
+use crate::suggest::{closest, did_you_mean};
 use crate::tables::{self, find_macro, icmp_type, macros, parse_proto, service_port};
 use crate::text::Line;
 use rampart_types::{
@@ -943,7 +943,7 @@ impl<'d> Parser<'d> {
                         format!("unknown rule option `{flag}`"),
                     )
                     .at(line.span(flag));
-                    if let Some(h) = did_you_mean(
+                    if let Some(h) = closest(
                         name,
                         [
                             "i",
@@ -1028,7 +1028,12 @@ impl<'d> Parser<'d> {
                 },
                 "p" => {
                     match parse_proto(val) {
-                        Some(p) => o.proto = Some(Spanned::new(p, vs)),
+                        Some(p) => {
+                            if p.number() == 0 {
+                                self.diags.push(proto_zero_warning(val, vs));
+                            }
+                            o.proto = Some(Spanned::new(p, vs))
+                        }
                         None => {
                             let mut d = Diagnostic::new(codes::UNKNOWN_PROTOCOL, format!("unknown protocol `{val}`"))
                             .at(vs)
@@ -1418,4 +1423,21 @@ fn parse_ratelimit(v: &str) -> Result<RateLimitOpt, String> {
         }
     }
     Ok(r)
+}
+
+/// `-p 0` / `-p ip` / `-p hopopt`: Proxmox's `pve-firewall` hands the name to
+/// iptables, where protocol 0 means "any protocol"; rampart gives it that
+/// meaning on both backends (the rule carries no protocol match at all).
+fn proto_zero_warning(val: &str, at: rampart_types::Span) -> Diagnostic {
+    Diagnostic::new(
+        codes::PROTO_ZERO_MATCHES_ALL,
+        format!("`-p {val}` matches every protocol, as in Proxmox"),
+    )
+    .at(at)
+    .label("protocol 0: any protocol")
+    .note(
+        "pve-firewall passes protocol 0 to iptables, which reads it as \"all protocols\"; \
+         rampart compiles the rule without a protocol match on both backends",
+    )
+    .hint("leave out `-p` to say so plainly, or name the protocol you mean")
 }

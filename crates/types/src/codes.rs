@@ -68,6 +68,7 @@ pub const EMPTY_MATCH: Code = e("E0206", "alias or ipset resolves to nothing");
 pub const ANY_MANAGEMENT_SOURCE: Code = w("E0207", "any-address source for management");
 pub const LEADING_ZERO: Code = e("E0208", "leading zero in an IPv4 octet");
 pub const ZONE_ID: Code = e("E0209", "IPv6 zone id not allowed");
+pub const V4_MAPPED_V6: Code = w("E0210", "IPv4-mapped IPv6 address (never matches)");
 
 // --- Ports, protocols, macros (16-21) ---
 pub const PORT_OUT_OF_RANGE: Code = e("E0301", "port out of range");
@@ -83,6 +84,7 @@ pub const UNKNOWN_MACRO: Code = e("E0310", "unknown macro");
 pub const MACRO_CONFLICT: Code = e("E0311", "macro conflicts with the rule's own options");
 pub const DUPLICATE_SET_ENTRY: Code = w("E0312", "duplicate ipset entry");
 pub const ICMP_TYPE_WITHOUT_ICMP: Code = e("E0313", "ICMP type on a rule that is not icmp/icmpv6");
+pub const PROTO_ZERO_MATCHES_ALL: Code = w("E0314", "protocol 0 (`ip`, `hopopt`) matches every protocol");
 
 // --- References and names (22-26) ---
 pub const UNDEFINED_ALIAS: Code = e("E0401", "undefined alias");
@@ -177,6 +179,7 @@ pub const ALL: &[Code] = &[
     ANY_MANAGEMENT_SOURCE,
     LEADING_ZERO,
     ZONE_ID,
+    V4_MAPPED_V6,
     PORT_OUT_OF_RANGE,
     BACKWARDS_PORT_RANGE,
     PORT_WITHOUT_PROTO,
@@ -190,6 +193,7 @@ pub const ALL: &[Code] = &[
     MACRO_CONFLICT,
     DUPLICATE_SET_ENTRY,
     ICMP_TYPE_WITHOUT_ICMP,
+    PROTO_ZERO_MATCHES_ALL,
     UNDEFINED_ALIAS,
     UNDEFINED_IPSET,
     UNDEFINED_GROUP,
