@@ -1,7 +1,7 @@
 //! The `rampart` binary: argument parsing and rendering only. Each
 //! subcommand lives in its own module.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 
 mod agent;
@@ -61,6 +61,17 @@ enum Command {
     Verify(verify::Args),
     /// An application allow list (nginx allow/deny) generated from the intents.
     Allowlist(verify::AllowArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (rampart.1, rampart-check.1, ...) into DIR.
+    #[command(hide = true)]
+    GenMan {
+        #[arg(value_name = "DIR")]
+        dir: std::path::PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -86,6 +97,16 @@ fn main() -> ExitCode {
         Command::Lab(a) => lab::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Allowlist(a) => verify::allow(a),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "rampart",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::GenMan { dir } => gen_man(&dir),
     };
     match result {
         Ok(code) => code,
@@ -94,4 +115,12 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// One page per command and subcommand, from the clap definitions (hidden
+/// commands have none).
+fn gen_man(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(dir)?;
+    clap_mangen::generate_to(Cli::command(), dir)?;
+    Ok(ExitCode::SUCCESS)
 }
