@@ -17,8 +17,21 @@ fn rampart(args: &[&str]) -> std::process::Output {
 }
 
 const SUBCOMMANDS: &[&str] = &[
-    "check", "compile", "simulate", "test-policy", "apply", "confirm", "rollback", "status",
-    "agent", "push", "wg", "lab", "verify", "allowlist", "completions",
+    "check",
+    "compile",
+    "simulate",
+    "test-policy",
+    "apply",
+    "confirm",
+    "rollback",
+    "status",
+    "agent",
+    "push",
+    "wg",
+    "lab",
+    "verify",
+    "allowlist",
+    "completions",
 ];
 
 #[test]
@@ -36,7 +49,10 @@ fn man_pages_for_the_command_and_each_subcommand() {
     // Hidden helpers have no page.
     assert!(!out.join("rampart-gen-man.1").exists());
     let main = std::fs::read_to_string(out.join("rampart.1")).unwrap();
-    assert!(main.starts_with(".ie") || main.contains(".TH rampart 1"), "{main}");
+    assert!(
+        main.starts_with(".ie") || main.contains(".TH rampart 1"),
+        "{main}"
+    );
     // roff writes a hyphen as \-.
     let check = std::fs::read_to_string(out.join("rampart-check.1"))
         .unwrap()
