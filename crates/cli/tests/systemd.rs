@@ -4,14 +4,13 @@
 //! socket, bind-mounted from the test in a private mount namespace), and
 //! the node name taken from the host name. Real kernel, in namespaces.
 
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{is_root, Ns};
+use common::{is_root, journal_fields, under_journald, Ns};
 
 struct Killed(Child);
 impl Drop for Killed {
@@ -167,51 +166,6 @@ fn logs_have_no_ansi_escapes_when_stderr_is_not_a_terminal() {
     );
 }
 
-/// Runs `rampart ARGS` in a private mount namespace where
-/// /run/systemd/journal is `journal_dir` (holding the test's socket), with
-/// stderr a file that JOURNAL_STREAM names, as systemd sets it up.
-fn under_journald(journal_dir: &Path, stderr: &Path, args: &[&str]) -> std::process::Output {
-    let err = std::fs::File::create(stderr).unwrap();
-    let m = err.metadata().unwrap();
-    Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-        .arg(
-            "mount -t tmpfs rampart-test /run/systemd && mkdir /run/systemd/journal \
-             && mount --bind \"$0\" /run/systemd/journal && exec \"$@\"",
-        )
-        .arg(journal_dir)
-        .arg(env!("CARGO_BIN_EXE_rampart"))
-        .args(args)
-        .env("JOURNAL_STREAM", format!("{}:{}", m.dev(), m.ino()))
-        .env("RAMPART_LOG", "info")
-        .stderr(err)
-        .output()
-        .unwrap()
-}
-
-/// One datagram of the journal's native protocol as `KEY=value` strings:
-/// `KEY=value\n`, or `KEY\n`, a little-endian u64 length, the value, `\n`.
-fn journal_fields(mut d: &[u8]) -> Vec<String> {
-    let mut out = Vec::new();
-    while !d.is_empty() {
-        let nl = d.iter().position(|&b| b == b'\n').expect("field ends");
-        let line = &d[..nl];
-        if line.contains(&b'=') {
-            out.push(String::from_utf8_lossy(line).into_owned());
-            d = &d[nl + 1..];
-        } else {
-            let key = String::from_utf8_lossy(line).into_owned();
-            let rest = &d[nl + 1..];
-            let len = u64::from_le_bytes(rest[..8].try_into().unwrap()) as usize;
-            let value = String::from_utf8_lossy(&rest[8..8 + len]);
-            assert_eq!(rest[8 + len], b'\n');
-            out.push(format!("{key}={value}"));
-            d = &rest[9 + len..];
-        }
-    }
-    out
-}
-
 #[test]
 fn under_journald_logs_carry_node_and_revision_fields() {
     if !is_root() {
@@ -226,22 +180,18 @@ fn under_journald_logs_carry_node_and_revision_fields() {
     std::fs::create_dir(&jdir).unwrap();
     let rx = UnixDatagram::bind(jdir.join("socket")).unwrap();
     let state = tmp.path().join("state");
-    let o = under_journald(
-        &jdir,
-        &tmp.path().join("stderr"),
-        &[
+    let o = under_journald(&jdir, &tmp.path().join("stderr"))
+        .args([
             "agent",
             "--site",
             site.to_str().unwrap(),
             "--node",
             "hv1",
             "--once",
-            "--state-dir",
-            state.to_str().unwrap(),
-            "--netns",
-            &ns.0,
-        ],
-    );
+        ])
+        .args(["--state-dir", state.to_str().unwrap(), "--netns", &ns.0])
+        .output()
+        .unwrap();
     let stderr = std::fs::read_to_string(tmp.path().join("stderr")).unwrap();
     assert!(o.status.success(), "{o:?} {stderr}");
     rx.set_nonblocking(true).unwrap();
