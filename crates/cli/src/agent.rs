@@ -50,6 +50,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
         None => return Err(anyhow!("no --node given and the host name is empty")),
     };
     init_logging(&node);
+    if a.node.is_none() {
+        tracing::info!("node `{node}`: the host name up to the first dot (--node sets another)");
+    }
     // Before any other thread starts, so every thread has them blocked.
     let signals = Signals::install()?;
     let store: Box<dyn SiteStore> = match (&a.site, &a.etcd) {

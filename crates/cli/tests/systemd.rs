@@ -244,6 +244,8 @@ fn without_node_the_agent_is_the_host_named_node() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("node `pve7`: the host name"), "{err}");
     assert!(state.join("status/pve7.json").exists());
     let t = ns.nft(&["list", "table", "inet", "rampart"]);
     assert!(t.status.success(), "no table applied for pve7");
