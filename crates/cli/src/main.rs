@@ -66,12 +66,6 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Write the man pages (rampart.1, rampart-check.1, ...) into DIR.
-    #[command(hide = true)]
-    GenMan {
-        #[arg(value_name = "DIR")]
-        dir: std::path::PathBuf,
-    },
 }
 
 fn main() -> ExitCode {
@@ -79,6 +73,21 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if let Some(code) = rampart_lab::probe::run_if_helper(&args) {
         return ExitCode::from(code as u8);
+    }
+    // `rampart gen-man DIR`: the man pages, for packaging. Not a clap
+    // subcommand, so no page, help line or completion offers it.
+    if args.get(1).map(String::as_str) == Some("gen-man") {
+        let result = match args.get(2..) {
+            Some([dir]) => gen_man(std::path::Path::new(dir)),
+            _ => Err(anyhow::anyhow!("usage: rampart gen-man DIR")),
+        };
+        return match result {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        };
     }
     let cli = Cli::parse();
     let result = match cli.command {
@@ -106,7 +115,6 @@ fn main() -> ExitCode {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::GenMan { dir } => gen_man(&dir),
     };
     match result {
         Ok(code) => code,
@@ -117,8 +125,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// One page per command and subcommand, from the clap definitions (hidden
-/// commands have none).
+/// Writes rampart.1 and one page per subcommand (rampart-check.1,
+/// rampart-wg-enroll.1, ...) into `dir`, from the clap definitions.
 fn gen_man(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(dir)?;
     clap_mangen::generate_to(Cli::command(), dir)?;

@@ -46,7 +46,7 @@ fn man_pages_for_the_command_and_each_subcommand() {
     for nested in ["wg-enroll", "lab-up", "lab-verify"] {
         assert!(out.join(format!("rampart-{nested}.1")).exists(), "{nested}");
     }
-    // Hidden helpers have no page.
+    // The packaging helper has no page.
     assert!(!out.join("rampart-gen-man.1").exists());
     let main = std::fs::read_to_string(out.join("rampart.1")).unwrap();
     assert!(
@@ -80,6 +80,8 @@ fn completion(shell: &str) -> String {
     for sub in SUBCOMMANDS {
         assert!(script.contains(sub), "{shell} completion lacks {sub}");
     }
+    // Packaging's helper is not offered to users.
+    assert!(!script.contains("gen-man"), "{shell} completion offers gen-man");
     script
 }
 
