@@ -19,7 +19,7 @@ mod notify;
 mod signals;
 
 pub use metrics::{serve_metrics, serve_metrics_in, Metrics};
-pub use notify::sd_notify;
+pub use notify::{sd_notify, Watchdog};
 pub use signals::Signals;
 
 use rampart_apply::{ApplyOpts, Drift, HostSystem};
@@ -300,6 +300,18 @@ fn count_pieces(text: &[u8]) -> Option<usize> {
         }
     }
     Some(n + usize::from(content))
+}
+
+/// This node's name when `--node` is not given: the host name up to the
+/// first dot, as Proxmox names a node (`pve1` for `pve1.example.org`).
+pub fn host_node_name() -> Option<String> {
+    let h = nix::unistd::gethostname().ok()?;
+    short_host_name(&h.to_string_lossy())
+}
+
+fn short_host_name(h: &str) -> Option<String> {
+    let short = h.trim().split('.').next().unwrap_or("");
+    (!short.is_empty()).then(|| short.to_owned())
 }
 
 pub fn now() -> u64 {
@@ -683,9 +695,12 @@ impl Agent {
     }
 
     /// The foreground loop, until SIGTERM/SIGINT. SIGHUP reloads the site
-    /// and checks drift now.
+    /// and checks drift now (`RELOADING=1`, then `READY=1` when done).
+    /// Under a systemd watchdog (`WATCHDOG_USEC`), `WATCHDOG=1` every half
+    /// interval (see [`Watchdog`]).
     pub fn run(&mut self, signals: &Signals) {
         let _fwlog = self.start_fwlog(signals);
+        let watchdog = Watchdog::from_env();
         let mut ready = false;
         let mut watch: Option<Box<dyn SiteWatch>> = None;
         let mut backoff = rampart_store::Backoff::new(rampart_store::RetryPolicy::default());
@@ -708,8 +723,12 @@ impl Agent {
             }
         }
         while !signals.should_stop() {
+            if let Some(w) = &watchdog {
+                w.alive();
+            }
             if signals.take_reload() {
                 tracing::info!("SIGHUP: reloading the site");
+                sd_notify(&notify::reloading_message());
                 match self.store.load() {
                     Ok(s) => self.reconcile_retrying(&s, &mut retry, &mut apply_backoff),
                     Err(e) => self.store_error(&e),
@@ -717,6 +736,9 @@ impl Agent {
                 // And compare the kernel with the plan now.
                 self.check_drift();
                 last_drift = Instant::now();
+                if ready {
+                    sd_notify("READY=1");
+                }
             }
             if watch.is_none() {
                 match self.store.watch(self.running_revision.as_deref()) {
@@ -881,6 +903,19 @@ mod tests {
         assert!(r.rendered.contains("E0502"), "{}", r.rendered);
         let forced = plan_for(&lockout, Some("hv1"), "r", true).unwrap();
         assert!(forced.forced);
+    }
+
+    #[test]
+    fn the_default_node_is_the_short_host_name() {
+        assert_eq!(short_host_name("pve1.example.org").as_deref(), Some("pve1"));
+        assert_eq!(short_host_name("pve1\n").as_deref(), Some("pve1"));
+        assert_eq!(short_host_name("hv2").as_deref(), Some("hv2"));
+        assert_eq!(short_host_name(""), None);
+        assert_eq!(short_host_name(".local"), None);
+        // And the real one: uname's nodename up to the first dot.
+        let uts = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        let want = uts.trim().split('.').next().unwrap().to_owned();
+        assert_eq!(host_node_name(), Some(want));
     }
 
     #[test]

@@ -466,7 +466,8 @@ pub fn trace(l: &LogLine, text: &str) {
         vmid = %l.vmid,
         chain = %l.chain,
         verdict = %l.verdict,
-        origin = %l.origin,
+        // RULE_ORIGIN= in the journal (cluster.fw:78).
+        rule_origin = %l.origin,
         src = %l.src.map(|a| a.to_string()).unwrap_or_default(),
         dst = %l.dst.map(|a| a.to_string()).unwrap_or_default(),
         proto = %l.proto.clone().unwrap_or_default(),

@@ -21,9 +21,10 @@ pub struct Args {
     /// The site's etcd key prefix.
     #[arg(long, default_value = rampart_store::DEFAULT_PREFIX)]
     pub prefix: String,
-    /// This node's name in the site.
+    /// This node's name in the site [default: the host name up to the first
+    /// dot, as Proxmox names nodes].
     #[arg(long)]
-    pub node: String,
+    pub node: Option<String>,
     #[command(flatten)]
     pub common: crate::apply::Common,
     /// Seconds between drift checks.
@@ -44,13 +45,14 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RAMPART_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    let node = match a.node.clone().or_else(rampart_agent::host_node_name) {
+        Some(n) => n,
+        None => return Err(anyhow!("no --node given and the host name is empty")),
+    };
+    init_logging(&node);
+    if a.node.is_none() {
+        tracing::info!("node `{node}`: the host name up to the first dot (--node sets another)");
+    }
     // Before any other thread starts, so every thread has them blocked.
     let signals = Signals::install()?;
     let store: Box<dyn SiteStore> = match (&a.site, &a.etcd) {
@@ -79,7 +81,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         tracing::info!("metrics on http://{bound}/metrics");
     }
     let cfg = AgentConfig {
-        node: a.node,
+        node,
         state_dir: a.common.state_dir,
         key_dir: a.keys.to_string_lossy().into_owned(),
         netns: a.common.netns,
@@ -97,4 +99,67 @@ pub fn run(a: Args) -> Result<ExitCode> {
     }
     agent.run(&signals);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Logs to the journal, with NODE=, REVISION=, RULE_ORIGIN= ... fields,
+/// when stderr is the journal (`JOURNAL_STREAM`, as systemd sets it for
+/// `StandardError=journal`); otherwise text to stderr, with colours only on
+/// a terminal.
+fn init_logging(node: &str) {
+    use tracing_subscriber::prelude::*;
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("RAMPART_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
+    if stderr_is_journal() {
+        match tracing_journald::layer() {
+            Ok(layer) => {
+                let layer = layer
+                    .with_field_prefix(None)
+                    .with_syslog_identifier("rampart".into())
+                    .with_custom_fields([("NODE", node)])
+                    // syslog's levels, as journalctl -p reads them (the
+                    // crate's default makes info a notice).
+                    .with_priority_mappings(tracing_journald::PriorityMappings {
+                        info: tracing_journald::Priority::Informational,
+                        debug: tracing_journald::Priority::Debug,
+                        ..tracing_journald::PriorityMappings::new()
+                    });
+                if tracing_subscriber::registry()
+                    .with(filter())
+                    .with(layer)
+                    .try_init()
+                    .is_ok()
+                {
+                    return;
+                }
+            }
+            Err(e) => eprintln!("warning: journal unavailable ({e}); logging to stderr"),
+        }
+    }
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter())
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// `JOURNAL_STREAM` (`DEVICE:INODE`) names the file stderr is: systemd's
+/// rule for "my stderr goes to the journal" (not an inherited variable).
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(v) = std::env::var("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = v.split_once(':') else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    match std::fs::metadata("/proc/self/fd/2") {
+        Ok(m) => m.dev() == dev && m.ino() == ino,
+        Err(_) => false,
+    }
 }

@@ -1,7 +1,7 @@
 //! The `rampart` binary: argument parsing and rendering only. Each
 //! subcommand lives in its own module.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 
 mod agent;
@@ -64,6 +64,11 @@ enum Command {
     Verify(verify::Args),
     /// An application allow list (nginx allow/deny) generated from the intents.
     Allowlist(verify::AllowArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -71,6 +76,21 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if let Some(code) = rampart_lab::probe::run_if_helper(&args) {
         return ExitCode::from(code as u8);
+    }
+    // `rampart gen-man DIR`: the man pages, for packaging. Not a clap
+    // subcommand, so no page, help line or completion offers it.
+    if args.get(1).map(String::as_str) == Some("gen-man") {
+        let result = match args.get(2..) {
+            Some([dir]) => gen_man(std::path::Path::new(dir)),
+            _ => Err(anyhow::anyhow!("usage: rampart gen-man DIR")),
+        };
+        return match result {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        };
     }
     let cli = Cli::parse();
     let result = match cli.command {
@@ -90,6 +110,15 @@ fn main() -> ExitCode {
         Command::Lab(a) => lab::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Allowlist(a) => verify::allow(a),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "rampart",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,
@@ -98,4 +127,12 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Writes rampart.1 and one page per subcommand (rampart-check.1,
+/// rampart-wg-enroll.1, ...) into `dir`, from the clap definitions.
+fn gen_man(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(dir)?;
+    clap_mangen::generate_to(Cli::command(), dir)?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{is_root, Ns};
+use common::{is_root, journal_fields, under_journald, Ns};
 
 struct Killed(Child);
 impl Drop for Killed {
@@ -154,5 +154,87 @@ fn a_logged_drop_becomes_a_line_with_origin_and_addresses() {
         "SYN",
     ] {
         assert!(line.contains(want), "{want:?} missing in: {line}");
+    }
+}
+
+/// The same under journald: the entry carries the rule's origin, node and
+/// the packet as fields (RULE_ORIGIN=cluster.fw:10, NODE=hv1, ...).
+#[test]
+fn under_journald_a_logged_drop_carries_rule_origin_and_node_fields() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let node = Ns::new("fwjournal-node");
+    let peer = Ns::new("fwjournal-peer");
+    let (a, b) = (
+        format!("rfj{}a", std::process::id() % 100_000),
+        format!("rfj{}b", std::process::id() % 100_000),
+    );
+    ip(&[
+        "-n", &node.0, "link", "add", &a, "type", "veth", "peer", "name", &b, "netns", &peer.0,
+    ]);
+    ip(&["-n", &node.0, "addr", "add", "192.0.2.10/24", "dev", &a]);
+    ip(&["-n", &node.0, "link", "set", &a, "up"]);
+    ip(&["-n", &node.0, "link", "set", "lo", "up"]);
+    ip(&["-n", &peer.0, "addr", "add", "192.0.2.99/24", "dev", &b]);
+    ip(&["-n", &peer.0, "link", "set", &b, "up"]);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let site = tmp.path().join("site");
+    write_site(&site);
+    let jdir = tmp.path().join("journal");
+    std::fs::create_dir(&jdir).unwrap();
+    let rx = std::os::unix::net::UnixDatagram::bind(jdir.join("socket")).unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let _agent = Killed(
+        under_journald(&jdir, &tmp.path().join("stderr"))
+            .args(["agent", "--site", site.to_str().unwrap(), "--node", "hv1"])
+            .args(["--state-dir", tmp.path().join("state").to_str().unwrap()])
+            .args(["--netns", &node.0])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut buf = vec![0u8; 65536];
+    let mut seen: Vec<Vec<String>> = Vec::new();
+    let t = Instant::now();
+    let mut applied = false;
+    let entry = loop {
+        assert!(
+            t.elapsed() < Duration::from_secs(40),
+            "no entry with RULE_ORIGIN=cluster.fw:10; journal got {seen:?}"
+        );
+        if let Ok(n) = rx.recv(&mut buf) {
+            let e = journal_fields(&buf[..n]);
+            applied |= e.iter().any(|f| f.starts_with("MESSAGE=applied"));
+            if e.iter().any(|f| f == "RULE_ORIGIN=cluster.fw:10") {
+                break e;
+            }
+            seen.push(e);
+            continue;
+        }
+        if applied {
+            let _ = Command::new("ip")
+                .args(["netns", "exec", &peer.0, "timeout", "0.3", "bash", "-c"])
+                .arg("exec 3<>/dev/tcp/192.0.2.10/111")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    };
+    for want in [
+        "NODE=hv1",
+        "VERDICT=DROP",
+        "SRC=192.0.2.99",
+        "DST=192.0.2.10",
+        "DPT=111",
+        "TARGET=rampart::fwlog",
+    ] {
+        assert!(
+            entry.iter().any(|f| f == want),
+            "{want} missing in {entry:?}"
+        );
     }
 }
