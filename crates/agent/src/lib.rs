@@ -105,6 +105,34 @@ pub fn plan_for_cached(
     plan_for_inner(files, node, opts, Some(cache))
 }
 
+/// A site without `firewall/cluster.fw` does not say whether the firewall
+/// is on: `check` warns (E0706), but apply and the agent refuse it, so a
+/// cluster.fw removed or moved away (an editor's save, `rm`) never removes
+/// a running firewall. (With other firewall files the site is already
+/// invalid, E0705.) docs/fail-closed.md.
+fn refuse_unsaid_firewall(files: &SiteFiles, site: &rampart_plan::Site<'_>) -> Result<(), Refusal> {
+    if files.get("firewall/cluster.fw").is_some() {
+        return Ok(());
+    }
+    let mut diagnostics = rampart_types::Diagnostics::new();
+    diagnostics.push(
+        rampart_types::Diagnostic::new(
+            rampart_types::codes::NO_FIREWALL_FILES,
+            "the site has no firewall/cluster.fw: nothing is applied from a site that does not say whether its firewall is on",
+        )
+        .note("a missing cluster.fw is never read as \"firewall off\": the running ruleset stays")
+        .hint("add firewall/cluster.fw with `[OPTIONS]` `enable: 1` (or `enable: 0` to run without the firewall)"),
+    );
+    Err(Refusal {
+        kind: RefusalKind::Invalid,
+        node: None,
+        rendered: diagnostics.render(&site.ir.sources),
+        message: "the site has no firewall/cluster.fw (E0706): refused, the running ruleset stays"
+            .to_owned(),
+        diagnostics,
+    })
+}
+
 fn plan_for_inner(
     files: &SiteFiles,
     node: Option<&str>,
@@ -115,6 +143,7 @@ fn plan_for_inner(
         Some(c) => rampart_plan::load_cached(files, opts, &mut c.plan)?,
         None => rampart_plan::load(files, opts)?,
     };
+    refuse_unsaid_firewall(files, &site)?;
     let node = site.pick(node)?;
     let built = match cache.as_deref_mut() {
         Some(c) => site.build_cached(&node, &mut c.plan),
@@ -869,6 +898,21 @@ mod tests {
             format!("[OPTIONS]\nenable: 1\npolicy_in: DROP\n\n[IPSET management]\n198.51.100.5\n\n[RULES]\nIN HTTP(ACCEPT)\n{extra}").into_bytes(),
         );
         f
+    }
+
+    #[test]
+    fn a_site_without_cluster_fw_is_never_applied() {
+        // `rm firewall/cluster.fw` on a site that had no other firewall
+        // file: `check` only warns (E0706), apply and the agent refuse.
+        let mut f = site("");
+        f.files.remove("firewall/cluster.fw");
+        let r = plan_for(&f, Some("hv1"), "r", false).unwrap_err();
+        assert_eq!(r.kind, RefusalKind::Invalid);
+        assert!(r.rendered.contains("E0706"), "{}", r.rendered);
+        assert!(r.diagnostics.items.iter().any(|d| d.code == "E0706"));
+        // With `enable: 0` said, the firewall may be turned off.
+        f.insert("firewall/cluster.fw", "[OPTIONS]\nenable: 0\n");
+        assert!(plan_for(&f, Some("hv1"), "r", false).is_ok());
     }
 
     #[test]
