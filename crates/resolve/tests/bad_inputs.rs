@@ -635,3 +635,128 @@ fn case25_firewall_file_for_an_unknown_guest() {
     );
     assert_eq!(d.severity, Severity::Warning);
 }
+
+// ---------- Faults: "never firewall off" by omission (issue 17, docs/fail-closed.md) ----------
+
+fn codes_of(d: &rampart_types::Diagnostics) -> Vec<&'static str> {
+    d.items.iter().map(|x| x.code).collect()
+}
+
+#[test]
+fn case42_empty_cluster_fw_is_an_error_not_firewall_off() {
+    let d = expect_cluster("", "E0707", 1, 1);
+    assert_eq!(d.severity, Severity::Error);
+    assert!(d.hint.as_deref().unwrap().contains("enable: 0"), "{d:?}");
+}
+
+#[test]
+fn case42_cluster_fw_cut_short_after_options_is_an_error() {
+    // What a slow writer has written after 10 bytes.
+    expect_cluster("[OPTIONS]\n", "E0707", 1, 1);
+    // Proxmox writes a blank line after each section header, options sorted.
+    expect_cluster("[OPTIONS]\n\nebtables: 0\n", "E0707", 1, 1);
+}
+
+#[test]
+fn case42_cluster_fw_with_rules_but_no_enable_is_an_error() {
+    // Proxmox would read this as "off"; rampart does not guess.
+    let d = cluster("[RULES]\nIN ACCEPT -p tcp -dport 22\n");
+    assert!(codes_of(&d).contains(&"E0707"), "{:?}", codes_of(&d));
+    assert!(d.has_errors());
+}
+
+#[test]
+fn case42_explicit_enable_0_is_the_only_way_to_turn_the_firewall_off() {
+    let (site, d) = load(&[("firewall/cluster.fw", "[OPTIONS]\n\nenable: 0\n")]);
+    assert!(!d.has_errors(), "{:?}", codes_of(&d));
+    assert!(!site.cluster.enable);
+    let (site, d) = load(&[("firewall/cluster.fw", "[OPTIONS]\n\nenable: 1\n")]);
+    assert!(!d.has_errors(), "{:?}", codes_of(&d));
+    assert!(site.cluster.enable);
+}
+
+#[test]
+fn case42_a_fw_file_cut_mid_line_is_an_error() {
+    // `-source 10.1.2.0/24` cut to `/2` would open a quarter of the address space.
+    let d = expect_cluster(
+        "[OPTIONS]\nenable: 1\n[RULES]\nIN ACCEPT -source 10.1.2.0/2",
+        "E0708",
+        4,
+        1,
+    );
+    assert_eq!(d.severity, Severity::Error);
+    expect(
+        &[(
+            "firewall/100.fw",
+            "[OPTIONS]\nenable: 1\n[RULES]\nIN ACCEPT -p tcp",
+        )],
+        "E0708",
+        "firewall/100.fw",
+        4,
+        1,
+    );
+    expect(
+        &[("nodes/hv1/host.fw", "[OPTIONS]\nenable: 1")],
+        "E0708",
+        "nodes/hv1/host.fw",
+        2,
+        1,
+    );
+}
+
+#[test]
+fn case42_missing_cluster_fw_with_other_firewall_files_is_an_error() {
+    let files = rampart_types::SiteFiles::new()
+        .with("site.toml", SITE_TOML)
+        .with("nodes/hv1/host.fw", "[OPTIONS]\nenable: 1\n")
+        .with("firewall/100.fw", "[OPTIONS]\nenable: 1\n");
+    let (_, d) = rampart_resolve::load(&files);
+    let x = d.items.iter().find(|x| x.code == "E0705").expect("E0705");
+    assert_eq!(x.severity, Severity::Error);
+    // An editor that moved the file away keeps its backup beside it.
+    let files = files.with("firewall/cluster.fw.bak", "[OPTIONS]\nenable: 1\n");
+    let (_, d) = rampart_resolve::load(&files);
+    assert!(codes_of(&d).contains(&"E0705"), "{:?}", codes_of(&d));
+}
+
+#[test]
+fn case42_a_site_with_only_site_toml_warns() {
+    let files = rampart_types::SiteFiles::new().with("site.toml", SITE_TOML);
+    let (site, d) = rampart_resolve::load(&files);
+    let x = d.items.iter().find(|x| x.code == "E0706").expect("E0706");
+    assert_eq!(x.severity, Severity::Warning);
+    assert!(!d.has_errors(), "{:?}", codes_of(&d));
+    assert!(!site.cluster.enable);
+}
+
+#[test]
+fn case42_a_leading_zero_guest_file_is_an_error() {
+    // `0100.fw` is not guest 100's file: guest 100 would run unfiltered.
+    let d = diags(&[("firewall/0100.fw", "[OPTIONS]\nenable: 1\n")]);
+    let x = d.items.iter().find(|x| x.code == "E0709").expect("E0709");
+    assert_eq!(x.severity, Severity::Error);
+    assert!(
+        x.hint.as_deref().unwrap().contains("firewall/100.fw"),
+        "{x:?}"
+    );
+}
+
+#[test]
+fn case42_other_files_in_firewall_dirs_warn() {
+    for p in [
+        "firewall/abc.fw",
+        "firewall/100.fw~",
+        "firewall/notes.txt",
+        "nodes/hv1/hots.fw",
+    ] {
+        let d = diags(&[(p, "[OPTIONS]\nenable: 1\n")]);
+        let x = d
+            .items
+            .iter()
+            .find(|x| x.code == "E0710")
+            .unwrap_or_else(|| panic!("{p}: {:?}", codes_of(&d)));
+        assert_eq!(x.severity, Severity::Warning);
+        assert!(x.message.contains(p), "{}", x.message);
+        assert!(!d.has_errors(), "{p}: {:?}", codes_of(&d));
+    }
+}

@@ -70,7 +70,7 @@ fn group_rules_carry_the_group_line_as_via() {
 #[test]
 fn names_resolve_guest_first_then_cluster() {
     let (site, d) = load(&[
-        ("firewall/cluster.fw", "[ALIASES]\nsrv 10.1.1.1\nonlydc 10.3.3.3\n[IPSET ops]\n10.9.0.0/16\n"),
+        ("firewall/cluster.fw", "[OPTIONS]\nenable: 0\n[ALIASES]\nsrv 10.1.1.1\nonlydc 10.3.3.3\n[IPSET ops]\n10.9.0.0/16\n"),
         (
             "firewall/100.fw",
             "[ALIASES]\nsrv 10.2.2.2\n[IPSET ops]\n10.8.0.0/16\n[RULES]\nIN ACCEPT -source srv\nIN ACCEPT -source dc/srv\nIN ACCEPT -source guest/srv\nIN ACCEPT -source onlydc\nIN ACCEPT -source +ops\nIN ACCEPT -source +dc/ops\n",
@@ -96,7 +96,7 @@ fn aliases_in_ipsets_resolve_by_scope() {
     let (site, d) = load(&[
         (
             "firewall/cluster.fw",
-            "[ALIASES]\nmon 10.1.1.1\n[IPSET watchers]\nmon\n!10.1.1.0/30\n",
+            "[OPTIONS]\nenable: 0\n[ALIASES]\nmon 10.1.1.1\n[IPSET watchers]\nmon\n!10.1.1.0/30\n",
         ),
         (
             "firewall/100.fw",
@@ -156,7 +156,7 @@ fn macros_split_by_family() {
 
 #[test]
 fn family_is_inferred_from_addresses_and_protocol() {
-    let (site, d) = load(&[("firewall/cluster.fw", "[RULES]\nIN ACCEPT -p tcp -dport 22\nIN ACCEPT -source 10.0.0.0/8\nOUT ACCEPT -dest 2001:db8::1\nIN ACCEPT -p icmpv6 -icmp-type nd-neighbor-solicit\n")]);
+    let (site, d) = load(&[("firewall/cluster.fw", "[OPTIONS]\nenable: 0\n[RULES]\nIN ACCEPT -p tcp -dport 22\nIN ACCEPT -source 10.0.0.0/8\nOUT ACCEPT -dest 2001:db8::1\nIN ACCEPT -p icmpv6 -icmp-type nd-neighbor-solicit\n")]);
     assert_clean(&d);
     let r = &site.node("hv1").unwrap().firewall.rules;
     assert_eq!(
@@ -171,7 +171,10 @@ fn family_is_inferred_from_addresses_and_protocol() {
 
 #[test]
 fn management_set_is_cluster_set_plus_derived_local_network() {
-    let (site, d) = load(&[("firewall/cluster.fw", "[IPSET management]\n198.51.100.5\n")]);
+    let (site, d) = load(&[(
+        "firewall/cluster.fw",
+        "[OPTIONS]\nenable: 0\n[IPSET management]\n198.51.100.5\n",
+    )]);
     assert_clean(&d);
     let n = site.node("hv1").unwrap();
     assert_eq!(
@@ -518,9 +521,9 @@ fn node_specific_cluster_rules_are_checked_on_every_node() {
     // hv1 has IPv6, hv2 does not: `-p icmpv6 -source local_network` can never match on hv2.
     let (site, d) = load(&[(
         "firewall/cluster.fw",
-        "[RULES]\nIN ACCEPT -p icmpv6 -source local_network\n",
+        "[OPTIONS]\nenable: 0\n[RULES]\nIN ACCEPT -p icmpv6 -source local_network\n",
     )]);
-    let x = expect_at(&d, &site.sources, "E0204", "firewall/cluster.fw", 2, 29);
+    let x = expect_at(&d, &site.sources, "E0204", "firewall/cluster.fw", 4, 29);
     assert!(x.message.contains("ipv6"), "{}", x.message);
     assert_eq!(site.node("hv1").unwrap().firewall.rules.len(), 1);
     assert_eq!(site.node("hv2").unwrap().firewall.rules.len(), 0);
@@ -530,7 +533,7 @@ fn node_specific_cluster_rules_are_checked_on_every_node() {
 fn derived_local_network_splits_a_rule_per_family() {
     let (site, d) = load(&[(
         "firewall/cluster.fw",
-        "[RULES]\nIN ACCEPT -p tcp -dport 22 -source local_network\n",
+        "[OPTIONS]\nenable: 0\n[RULES]\nIN ACCEPT -p tcp -dport 22 -source local_network\n",
     )]);
     assert_clean(&d);
     let r = &site.node("hv1").unwrap().firewall.rules;
@@ -553,7 +556,10 @@ fn derived_local_network_splits_a_rule_per_family() {
 #[test]
 fn management_in_rules_is_the_nodes_set_unless_the_guest_has_its_own() {
     let (site, d) = load(&[
-        ("firewall/cluster.fw", "[IPSET management]\n198.51.100.5\n"),
+        (
+            "firewall/cluster.fw",
+            "[OPTIONS]\nenable: 0\n[IPSET management]\n198.51.100.5\n",
+        ),
         (
             "firewall/100.fw",
             "[RULES]\nIN SSH(ACCEPT) -source +management\nIN SSH(ACCEPT) -source +dc/management\n",
@@ -566,7 +572,10 @@ fn management_in_rules_is_the_nodes_set_unless_the_guest_has_its_own() {
     assert_eq!(g.rules[0].source, Some(AddrMatch::Set(node_mgmt)));
     assert_eq!(g.rules[1].source, Some(AddrMatch::Set(node_mgmt)));
     let (site, d) = load(&[
-        ("firewall/cluster.fw", "[IPSET management]\n198.51.100.5\n"),
+        (
+            "firewall/cluster.fw",
+            "[OPTIONS]\nenable: 0\n[IPSET management]\n198.51.100.5\n",
+        ),
         (
             "firewall/100.fw",
             "[IPSET management]\n10.9.9.9\n[RULES]\nIN SSH(ACCEPT) -source +management\n",

@@ -152,9 +152,9 @@ fn host_bits_in_the_documents_management_example_are_warned() {
     // The document lists `192.168.2.10/24`: a host address with a prefix.
     let (site, d) = load(&[(
         "firewall/cluster.fw",
-        "[IPSET management] \n192.168.2.10\n192.168.2.10/24\n",
+        "[OPTIONS]\nenable: 0\n[IPSET management] \n192.168.2.10\n192.168.2.10/24\n",
     )]);
-    let w = expect_at(&d, &site.sources, "E0202", "firewall/cluster.fw", 3, 1);
+    let w = expect_at(&d, &site.sources, "E0202", "firewall/cluster.fw", 5, 1);
     assert!(w.message.contains("192.168.2.0/24"));
     assert!(!d.has_errors());
 }

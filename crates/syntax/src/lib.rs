@@ -365,7 +365,10 @@ fn parse_site_with(
             })
             .collect();
     }
+    let mut ids: std::collections::HashMap<String, rampart_types::FileId> =
+        std::collections::HashMap::new();
     for o in outs {
+        ids.insert(o.path.clone(), o.id);
         let fid = map.add(o.path, o.text);
         debug_assert_eq!(fid, o.id);
         diags.extend(o.diags);
@@ -453,6 +456,133 @@ fn parse_site_with(
             codes::MISSING_SITE_FILE,
             "the site holds no files",
         ));
+    } else {
+        completeness(files, &ast, &ids, &mut diags);
     }
     (ast, map, diags)
+}
+
+/// The checks that keep a missing, cut-short or misnamed firewall file from
+/// reading as "firewall off" (docs/fail-closed.md):
+///
+/// - every `.fw` file rampart reads must end with a newline (`E0708`): a
+///   file cut short mid-line, e.g. `-source 10.1.2.0/24` read as
+///   `-source 10.1.2.0/2`, is never compiled;
+/// - `firewall/cluster.fw` must say `enable: 0` or `enable: 1` (`E0707`):
+///   Proxmox reads a missing `enable` as off, and so would a file of which
+///   only `[OPTIONS]` has been written yet;
+/// - `firewall/cluster.fw` missing while host or guest `.fw` files exist is
+///   an error (`E0705`); a site with no firewall file at all a warning
+///   (`E0706`: nothing is filtered), which `apply` and the agent refuse;
+/// - `firewall/0100.fw` is an error (`E0709`, it would leave guest 100
+///   unfiltered), any other file there that is not read a warning (`E0710`).
+fn completeness(
+    files: &SiteFiles,
+    ast: &SiteAst,
+    ids: &std::collections::HashMap<String, rampart_types::FileId>,
+    diags: &mut Diagnostics,
+) {
+    let mut any_fw = false;
+    for (path, bytes) in &files.files {
+        let parts: Vec<&str> = path.split('/').collect();
+        let is_fw = path.ends_with(".fw");
+        match role(path) {
+            Some(Role::Cluster | Role::GuestFw(_) | Role::Host(_)) => {
+                any_fw = true;
+                if !bytes.is_empty() && bytes.last() != Some(&b'\n') {
+                    let line = bytes.iter().filter(|&&b| b == b'\n').count() as u32 + 1;
+                    let mut d = Diagnostic::new(
+                        codes::TRUNCATED_FILE,
+                        format!("`{path}` does not end with a newline: it may have been cut short"),
+                    )
+                    .note("rampart reads a file whose last line is not ended as a write in progress, never as a shorter rule (`/24` cut to `/2`)")
+                    .hint("end the last line with a newline (Proxmox always writes one)");
+                    if let Some(id) = ids.get(path) {
+                        d = d
+                            .at(Span::new(*id, line, 1, 0))
+                            .label("this last line has no newline");
+                    }
+                    diags.push(d);
+                }
+            }
+            Some(_) => {}
+            None => match parts.as_slice() {
+                ["firewall", name] => {
+                    if is_fw {
+                        any_fw = true;
+                    }
+                    let stem = name.strip_suffix(".fw");
+                    if let Some(n) = stem.filter(|n| {
+                        n.len() > 1 && n.starts_with('0') && n.bytes().all(|b| b.is_ascii_digit())
+                    }) {
+                        let id = n.trim_start_matches('0');
+                        diags.push(
+                            Diagnostic::new(
+                                codes::MISNAMED_GUEST_FILE,
+                                format!("`{path}`: a guest id has no leading zero; this file is not guest {id}'s firewall"),
+                            )
+                            .note(format!("Proxmox and rampart read only `firewall/{id}.fw`: with this name its rules apply to nothing and guest {id} runs with its firewall off"))
+                            .hint(format!("rename it to `firewall/{id}.fw`")),
+                        );
+                    } else {
+                        diags.push(
+                            Diagnostic::new(
+                                codes::IGNORED_FILE,
+                                format!("`{path}` is not read: firewall/ holds `cluster.fw` and `<vmid>.fw`"),
+                            )
+                            .hint("rename it to `<vmid>.fw` (a guest id, no leading zero) or move it out of firewall/"),
+                        );
+                    }
+                }
+                ["nodes", _, _] if is_fw => {
+                    any_fw = true;
+                    diags.push(
+                        Diagnostic::new(
+                            codes::IGNORED_FILE,
+                            format!("`{path}` is not read: a node's firewall file is `host.fw`"),
+                        )
+                        .hint("rename it to `host.fw`, or move it out of the node's directory"),
+                    );
+                }
+                _ => {}
+            },
+        }
+    }
+    let has_site = ast.has_site_toml || !ast.nodes.is_empty();
+    match (&ast.cluster, files.get("firewall/cluster.fw")) {
+        (_, None) if any_fw => diags.push(
+            Diagnostic::new(
+                codes::CLUSTER_FW_MISSING,
+                "`firewall/cluster.fw` is missing, but the site has other firewall files",
+            )
+            .note("a missing cluster.fw is never read as \"firewall off\": it is how a file looks while an editor or a copy replaces it")
+            .hint("restore firewall/cluster.fw; to run without the firewall, write one with `[OPTIONS]` `enable: 0`"),
+        ),
+        (_, None) if has_site => diags.push(
+            Diagnostic::new(
+                codes::NO_FIREWALL_FILES,
+                "the site has no firewall files: nothing is filtered",
+            )
+            .note("`rampart apply` and the agent refuse a site that does not say whether its firewall is on")
+            .hint("add firewall/cluster.fw with `[OPTIONS]` `enable: 1` (or `enable: 0` to run without the firewall)"),
+        ),
+        (Some(fw), Some(_))
+            if fw.options.enable.is_none()
+                && !diags.items.iter().any(|d| {
+                    d.severity == rampart_types::Severity::Error
+                        && d.span.is_some_and(|s| s.file == fw.file)
+                }) =>
+        {
+            diags.push(
+            Diagnostic::new(
+                codes::ENABLE_UNSET,
+                "`firewall/cluster.fw` does not say whether the firewall is on",
+            )
+            .at(Span::new(fw.file, 1, 1, 0))
+            .note("Proxmox reads a missing `enable` as off; rampart never turns a firewall off by omission (a cluster.fw cut short after `[OPTIONS]` reads the same way)")
+            .hint("add `enable: 1` to [OPTIONS] (or `enable: 0` to run without the firewall)"),
+            )
+        }
+        _ => {}
+    }
 }

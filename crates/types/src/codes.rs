@@ -141,6 +141,19 @@ pub const SITE_UNREADABLE: Code = e("E0701", "site missing or unreadable");
 pub const APPLY_FAILED: Code = e("E0702", "apply failed; previous ruleset kept");
 pub const STORE_UNREACHABLE: Code = e("E0703", "cluster store unreachable");
 pub const DISK_FULL: Code = e("E0704", "no space left to write state");
+pub const CLUSTER_FW_MISSING: Code = e(
+    "E0705",
+    "firewall/cluster.fw is missing while other firewall files exist",
+);
+pub const NO_FIREWALL_FILES: Code = w("E0706", "the site has no firewall files");
+pub const ENABLE_UNSET: Code = e(
+    "E0707",
+    "cluster.fw does not say `enable: 0` or `enable: 1`",
+);
+pub const TRUNCATED_FILE: Code = e("E0708", "file does not end with a newline (truncated?)");
+pub const MISNAMED_GUEST_FILE: Code = e("E0709", "guest firewall file name with a leading zero");
+pub const IGNORED_FILE: Code = w("E0710", "file in a firewall directory is not read");
+pub const SITE_TOO_LARGE: Code = e("E0711", "site file or site over the size limit");
 
 /// Every code, for `rampart explain` and for a test that codes are unique.
 pub const ALL: &[Code] = &[
@@ -236,6 +249,13 @@ pub const ALL: &[Code] = &[
     APPLY_FAILED,
     STORE_UNREACHABLE,
     DISK_FULL,
+    CLUSTER_FW_MISSING,
+    NO_FIREWALL_FILES,
+    ENABLE_UNSET,
+    TRUNCATED_FILE,
+    MISNAMED_GUEST_FILE,
+    IGNORED_FILE,
+    SITE_TOO_LARGE,
 ];
 
 #[cfg(test)]

@@ -19,11 +19,16 @@ node = "hv1"
 nics = [{ name = "net0", bridge = "vmbr0", mac = "0e:00:00:00:64:00", addresses = ["192.0.2.100/24"], firewall = true }]
 "#;
 
-/// The base site plus the given files (which may replace site.toml).
+/// The base site plus the given files (which may replace site.toml). A
+/// site given no `firewall/cluster.fw` gets one that says `enable: 0` (a
+/// missing one is an error, docs/fail-closed.md).
 pub fn site(files: &[(&str, &[u8])]) -> SiteFiles {
     let mut s = SiteFiles::new().with("site.toml", SITE_TOML);
     for (p, b) in files {
         s.insert(*p, b.to_vec());
+    }
+    if s.get("firewall/cluster.fw").is_none() {
+        s.insert("firewall/cluster.fw", "[OPTIONS]\nenable: 0\n");
     }
     s
 }
