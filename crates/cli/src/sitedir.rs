@@ -1,45 +1,23 @@
 //! Reading a site directory into [`SiteFiles`]: the only I/O `check` does.
+//! The reader is the agent's ([`rampart_store::read_site_dir`]): one rule
+//! for what is read, skipped and refused (crates/store/README.md).
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use rampart_types::SiteFiles;
 use std::path::Path;
 
-/// Read every regular file under `root` (symlinks are not followed: in a
-/// real /etc/pve, `qemu-server` and `lxc` are links into `nodes/<this>/`).
+/// Read the site under `root` with the default limits. Names skipped on
+/// purpose (editor backups, swap files) are reported as warnings on
+/// stderr; anything the reader refuses (a dangling or escaping symlink, a
+/// FIFO, a symlinked `firewall/`, a file over the size limit) is an error
+/// naming the path.
 pub fn read_site(root: &Path) -> Result<SiteFiles> {
-    let meta = std::fs::metadata(root)
-        .with_context(|| format!("cannot read site directory `{}`", root.display()))?;
-    if !meta.is_dir() {
-        bail!("`{}` is not a directory", root.display());
+    let read = rampart_store::read_site_dir(root, &rampart_store::DirOptions::default())?;
+    for p in &read.skipped {
+        eprintln!(
+            "warning[{}]: `{p}` is not read (editor backup or swap file)",
+            rampart_types::codes::IGNORED_FILE.code
+        );
     }
-    let mut files = SiteFiles::new();
-    let mut stack = vec![(root.to_path_buf(), String::new())];
-    while let Some((dir, rel)) = stack.pop() {
-        let rd =
-            std::fs::read_dir(&dir).with_context(|| format!("cannot list `{}`", dir.display()))?;
-        for entry in rd {
-            let entry = entry.with_context(|| format!("cannot list `{}`", dir.display()))?;
-            let ft = entry.file_type()?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let path = if rel.is_empty() {
-                name.clone()
-            } else {
-                format!("{rel}/{name}")
-            };
-            if ft.is_symlink() {
-                continue;
-            }
-            if ft.is_dir() {
-                if name.starts_with('.') {
-                    continue;
-                }
-                stack.push((entry.path(), path));
-            } else if ft.is_file() {
-                let bytes = std::fs::read(entry.path())
-                    .with_context(|| format!("cannot read `{}`", entry.path().display()))?;
-                files.insert(path, bytes);
-            }
-        }
-    }
-    Ok(files)
+    Ok(read.files)
 }

@@ -132,7 +132,10 @@ fn unknown_rule_option_hint_names_the_option_once() {
 fn warnings_exit_0_unless_denied() {
     let d = site(&[
         ("site.toml", NODE),
-        ("firewall/cluster.fw", "[IPSET web]\n10.0.0.1\n10.0.0.1\n"),
+        (
+            "firewall/cluster.fw",
+            "[OPTIONS]\nenable: 0\n[IPSET web]\n10.0.0.1\n10.0.0.1\n",
+        ),
     ]);
     let o = rampart(&["check", d.path().to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
@@ -146,7 +149,8 @@ fn missing_site_is_a_usage_error() {
     let o = rampart(&["check", "/nonexistent/rampart-site"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        stderr(&o).contains("cannot read site directory `/nonexistent/rampart-site`"),
+        stderr(&o).contains("E0701")
+            && stderr(&o).contains("site directory /nonexistent/rampart-site"),
         "{}",
         stderr(&o)
     );
@@ -319,4 +323,166 @@ fn check_reports_every_refusal_of_the_plan_path() {
         assert_eq!(o.status.code(), Some(1), "{}: check {:?}\n{}", c.what, args, stderr(&o));
         assert!(stderr(&o).contains(c.expect), "{}: check\n{}", c.what, stderr(&o));
     }
+// ---------- one reader for the CLI and the agent (issue 17, item 2) ----------
+
+fn pve_site() -> tempfile::TempDir {
+    site(&[
+        ("site.toml", NODE),
+        ("firewall/cluster.fw", "[OPTIONS]\nenable: 1\n"),
+        ("nodes/hv1/host.fw", "[OPTIONS]\nenable: 1\n"),
+    ])
+}
+
+fn refused(d: &Path, what: &str) {
+    let o = rampart(&["check", d.to_str().unwrap()]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{what}: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("E0701"), "{what}: {}", stderr(&o));
+}
+
+#[test]
+fn a_symlinked_cluster_fw_leaving_the_tree_is_refused_naming_it() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("cluster.fw"), "[OPTIONS]\nenable: 1\n").unwrap();
+    let d = pve_site();
+    std::fs::remove_file(d.path().join("firewall/cluster.fw")).unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("cluster.fw"),
+        d.path().join("firewall/cluster.fw"),
+    )
+    .unwrap();
+    refused(d.path(), "escaping symlink");
+    let o = rampart(&["check", d.path().to_str().unwrap()]);
+    assert!(stderr(&o).contains("firewall/cluster.fw"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_fifo_a_directory_or_a_symlinked_firewall_dir_is_refused() {
+    let d = pve_site();
+    let fifo = d.path().join("firewall/100.fw");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    refused(d.path(), "fifo");
+    let o = rampart(&["check", d.path().to_str().unwrap()]);
+    assert!(stderr(&o).contains("firewall/100.fw"), "{}", stderr(&o));
+
+    let d = pve_site();
+    std::fs::remove_file(d.path().join("firewall/cluster.fw")).unwrap();
+    std::fs::create_dir(d.path().join("firewall/cluster.fw")).unwrap();
+    std::fs::write(
+        d.path().join("firewall/cluster.fw/x"),
+        "[OPTIONS]\nenable: 1\n",
+    )
+    .unwrap();
+    refused(d.path(), "directory as cluster.fw");
+
+    let d = pve_site();
+    std::fs::rename(d.path().join("firewall"), d.path().join("fw-real")).unwrap();
+    std::os::unix::fs::symlink(d.path().join("fw-real"), d.path().join("firewall")).unwrap();
+    refused(d.path(), "symlinked firewall/");
+    let o = rampart(&["check", d.path().to_str().unwrap()]);
+    assert!(
+        stderr(&o).contains("`firewall` is a symlink to a directory"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn pve_local_qemu_server_and_lxc_links_are_aliases_and_not_read_twice() {
+    // What pmxcfs shows for the local node.
+    let d = site(&[
+        (
+            "corosync.conf",
+            "nodelist {\n  node {\n    name: pve1\n    ring0_addr: 192.0.2.11\n  }\n}\n",
+        ),
+        ("firewall/cluster.fw", "[OPTIONS]\nenable: 1\n"),
+        ("firewall/100.fw", "[OPTIONS]\nenable: 1\n"),
+        ("nodes/pve1/host.fw", "[OPTIONS]\nenable: 1\n"),
+        (
+            "nodes/pve1/qemu-server/100.conf",
+            "net0: virtio=BC:24:11:AA:BB:CC,bridge=vmbr0,firewall=1\n",
+        ),
+        ("nodes/pve1/lxc/.keep", ""),
+    ]);
+    let plain = rampart(&["check", d.path().to_str().unwrap()]);
+    for (link, to) in [
+        ("local", "nodes/pve1"),
+        ("qemu-server", "nodes/pve1/qemu-server"),
+        ("lxc", "nodes/pve1/lxc"),
+    ] {
+        std::os::unix::fs::symlink(to, d.path().join(link)).unwrap();
+    }
+    let linked = rampart(&["check", d.path().to_str().unwrap()]);
+    assert_eq!(
+        linked.status.code(),
+        plain.status.code(),
+        "{}",
+        stderr(&linked)
+    );
+    assert_eq!(stdout(&linked), stdout(&plain));
+    assert!(
+        !stderr(&linked).contains("E0412"),
+        "guest seen twice: {}",
+        stderr(&linked)
+    );
+}
+
+#[test]
+fn editor_backups_in_the_site_are_named_in_a_warning() {
+    let d = pve_site();
+    std::fs::write(d.path().join("firewall/100.fw~"), "[OPTIONS]\nenable: 1\n").unwrap();
+    let o = rampart(&["check", d.path().to_str().unwrap()]);
+    assert!(
+        stderr(&o).contains("E0710") && stderr(&o).contains("firewall/100.fw~"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_file_over_the_size_limit_is_refused_naming_file_and_limit() {
+    let d = pve_site();
+    let big = format!(
+        "[OPTIONS]\nenable: 1\n[IPSET big]\n{}",
+        "10.0.0.1\n".repeat(1_000_000)
+    );
+    std::fs::write(d.path().join("firewall/cluster.fw"), big).unwrap();
+    let o = rampart(&["check", d.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("E0711") && e.contains("firewall/cluster.fw") && e.contains("8388608"),
+        "{e}"
+    );
+}
+
+#[test]
+fn missing_empty_or_cut_short_cluster_fw_fails_check() {
+    for (what, text) in [
+        ("empty", ""),
+        ("options only", "[OPTIONS]\n"),
+        (
+            "cut mid-line",
+            "[OPTIONS]\nenable: 1\n[RULES]\nIN ACCEPT -source 10.1.2.0/2",
+        ),
+    ] {
+        let d = pve_site();
+        std::fs::write(d.path().join("firewall/cluster.fw"), text).unwrap();
+        let o = rampart(&["check", d.path().to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(1), "{what}: {}", stderr(&o));
+    }
+    let d = pve_site();
+    std::fs::remove_file(d.path().join("firewall/cluster.fw")).unwrap();
+    let o = rampart(&["check", d.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("E0705"), "{}", stderr(&o));
 }

@@ -14,11 +14,41 @@ use crate::{
     check_node_name, content_hash, NodeStatus, SiteStore, SiteWatch, Snapshot, StoreError,
 };
 
+/// Default per-file limit: 8 MiB (a 100,000-entry blacklist is ~2 MB).
+pub const MAX_FILE_SIZE: u64 = 8 << 20;
+/// Default limit for the whole site: 32 MiB (the generated 1,000-node,
+/// 20,000-guest benchmark site is ~15 MB).
+pub const MAX_TOTAL_SIZE: u64 = 32 << 20;
+
+/// What [`read_site_dir`] read: the files, and the names it skipped on
+/// purpose (editor backups and swap files; hidden names are not listed).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SiteRead {
+    pub files: SiteFiles,
+    pub skipped: Vec<String>,
+}
+
+/// Read a site directory: the one reader of the CLI and the agent (crate
+/// README, "Directory store", for the rule). Fails closed, naming the path:
+/// a symlink that dangles or leaves the tree, a symlinked `firewall/`,
+/// `nodes/` or `nodes/<node>/`, a FIFO, socket or device, a file over the
+/// size limit, a file that changed while it was read.
+pub fn read_site_dir(root: &Path, opts: &DirOptions) -> Result<SiteRead, StoreError> {
+    let store = DirStore::with_options(root, opts.clone());
+    let mut skipped = Vec::new();
+    let files = store.read_files_noting(&mut skipped)?;
+    Ok(SiteRead { files, skipped })
+}
+
 /// Limits and timings of a [`DirStore`].
 #[derive(Clone, Debug)]
 pub struct DirOptions {
-    /// A file larger than this makes the site unreadable (fail closed).
+    /// A file larger than this makes the site unreadable (fail closed,
+    /// `E0711`). Parsing costs about 30 times a file's size in memory.
     pub max_file_size: u64,
+    /// All files together larger than this make the site unreadable
+    /// (`E0711`).
+    pub max_total_size: u64,
     /// More files than this makes the site unreadable.
     pub max_files: usize,
     /// Deepest directory nesting read.
@@ -36,6 +66,10 @@ pub struct DirOptions {
     /// poll stays as a safety net). Default true; off or unavailable, the
     /// watch polls.
     pub inotify: bool,
+    /// With inotify: while a file has been written to and not closed yet
+    /// (a slow writer, `cat > file` still running), the change is not read
+    /// until it is closed, or for at most this long after its first write.
+    pub open_write_wait: Duration,
     /// Where `put_status` writes `<node>.json`. `None`: statuses are kept in
     /// memory for the life of the store only.
     pub status_dir: Option<PathBuf>,
@@ -44,13 +78,15 @@ pub struct DirOptions {
 impl Default for DirOptions {
     fn default() -> Self {
         Self {
-            max_file_size: 16 << 20,
+            max_file_size: MAX_FILE_SIZE,
+            max_total_size: MAX_TOTAL_SIZE,
             max_files: 100_000,
             max_depth: 16,
             poll_interval: Duration::from_millis(100),
             debounce: Duration::from_millis(100),
             settle: Duration::from_millis(5),
             inotify: true,
+            open_write_wait: Duration::from_secs(2),
             status_dir: None,
         }
     }
@@ -73,6 +109,28 @@ fn skipped(name: &str) -> bool {
         || name.ends_with(".swo")
         || name.ends_with(".swx")
         || (name.starts_with('#') && name.ends_with('#'))
+}
+
+/// `firewall`, `nodes` and `nodes/<node>`: read only as real directories.
+fn is_site_dir(rel: &str) -> bool {
+    let parts: Vec<&str> = rel.split('/').collect();
+    matches!(parts.as_slice(), ["firewall"] | ["nodes"] | ["nodes", _])
+}
+
+fn too_large(message: String) -> StoreError {
+    StoreError::new(rampart_types::codes::SITE_TOO_LARGE, message)
+}
+
+/// What must not change while a file is read.
+fn stamp_of(m: &fs::Metadata) -> (u64, i64, i64, i64, i64, u64) {
+    (
+        m.len(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+        m.ino(),
+    )
 }
 
 /// One file of the tree as the fingerprint sees it.
@@ -108,6 +166,7 @@ impl DirStore {
     /// the target)` for every regular file that is read.
     fn walk(
         &self,
+        skipped: &mut Vec<String>,
         visit: &mut dyn FnMut(&str, &Path, &fs::Metadata) -> Result<(), StoreError>,
     ) -> Result<usize, StoreError> {
         let shown = self.root.display();
@@ -121,7 +180,15 @@ impl DirStore {
         let canon = fs::canonicalize(&self.root)
             .map_err(|e| StoreError::unreadable(format!("site directory {shown}: {e}")))?;
         let mut count = 0;
-        self.walk_dir(&canon, &canon, "", 0, &mut count, visit)?;
+        let mut total = 0;
+        self.walk_dir(
+            &canon,
+            &canon,
+            "",
+            0,
+            &mut (&mut count, &mut total, skipped),
+            visit,
+        )?;
         if count == 0 {
             return Err(StoreError::unreadable(format!(
                 "site directory {shown} has no files (an empty site is never read as \"no firewall\")"
@@ -136,7 +203,7 @@ impl DirStore {
         dir: &Path,
         rel: &str,
         depth: usize,
-        count: &mut usize,
+        acc: &mut (&mut usize, &mut u64, &mut Vec<String>),
         visit: &mut dyn FnMut(&str, &Path, &fs::Metadata) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         if depth > self.opts.max_depth {
@@ -163,14 +230,17 @@ impl DirStore {
                     path.display()
                 )));
             };
-            if skipped(name) {
-                continue;
-            }
             let relpath = if rel.is_empty() {
                 name.to_string()
             } else {
                 format!("{rel}/{name}")
             };
+            if skipped(name) {
+                if !name.starts_with('.') {
+                    acc.2.push(relpath);
+                }
+                continue;
+            }
             let lmeta = fs::symlink_metadata(&path)
                 .map_err(|e| StoreError::unreadable(format!("{}: {e}", path.display())))?;
             let (target, meta) = if lmeta.file_type().is_symlink() {
@@ -187,7 +257,15 @@ impl DirStore {
                 let meta = fs::metadata(&target)
                     .map_err(|e| StoreError::unreadable(format!("{}: {e}", path.display())))?;
                 if meta.is_dir() {
-                    // An alias of a directory already read (like /etc/pve/local).
+                    if is_site_dir(&relpath) {
+                        return Err(StoreError::unreadable(format!(
+                            "{}: `{relpath}` is a symlink to a directory (to {}); rampart reads `{relpath}` only as a real directory (directory links are aliases, like /etc/pve/local, and are not followed)",
+                            path.display(),
+                            target.display()
+                        )));
+                    }
+                    // An alias of a directory read under its own path
+                    // (/etc/pve/local, qemu-server, lxc).
                     continue;
                 }
                 (target, meta)
@@ -195,21 +273,35 @@ impl DirStore {
                 (path.clone(), lmeta)
             };
             if meta.is_dir() {
-                self.walk_dir(canon_root, &target, &relpath, depth + 1, count, visit)?;
+                if name.ends_with(".fw") || name.ends_with(".conf") || name.ends_with(".toml") {
+                    return Err(StoreError::unreadable(format!(
+                        "{}: a directory where a site file is expected",
+                        path.display()
+                    )));
+                }
+                self.walk_dir(canon_root, &target, &relpath, depth + 1, acc, visit)?;
             } else if meta.is_file() {
-                *count += 1;
-                if *count > self.opts.max_files {
+                *acc.0 += 1;
+                if *acc.0 > self.opts.max_files {
                     return Err(StoreError::unreadable(format!(
                         "site has more than {} files",
                         self.opts.max_files
                     )));
                 }
                 if meta.len() > self.opts.max_file_size {
-                    return Err(StoreError::unreadable(format!(
-                        "{}: {} bytes, more than the limit of {}",
+                    return Err(too_large(format!(
+                        "{}: {} bytes, more than the limit of {} bytes for one site file",
                         path.display(),
                         meta.len(),
                         self.opts.max_file_size
+                    )));
+                }
+                *acc.1 += meta.len();
+                if *acc.1 > self.opts.max_total_size {
+                    return Err(too_large(format!(
+                        "{}: the site's files add up to more than the limit of {} bytes for a whole site",
+                        path.display(),
+                        self.opts.max_total_size
                     )));
                 }
                 visit(&relpath, &target, &meta)?;
@@ -225,19 +317,47 @@ impl DirStore {
 
     /// Read the whole tree into [`SiteFiles`].
     pub fn read_files(&self) -> Result<SiteFiles, StoreError> {
+        self.read_files_noting(&mut Vec::new())
+    }
+
+    /// [`DirStore::read_files`], noting the names skipped. Each file is
+    /// checked unchanged (size, mtime, ctime, inode) between before and
+    /// after its read; a file being written is read again, a few times,
+    /// then refused.
+    fn read_files_noting(&self, skipped: &mut Vec<String>) -> Result<SiteFiles, StoreError> {
         let mut files = SiteFiles::new();
         let cap = self.opts.max_file_size;
-        self.walk(&mut |rel, target, _meta| {
-            let mut buf = Vec::new();
-            fs::File::open(target)
-                .and_then(|f| f.take(cap + 1).read_to_end(&mut buf))
-                .map_err(|e| StoreError::unreadable(format!("{}: {e}", target.display())))?;
-            if buf.len() as u64 > cap {
-                return Err(StoreError::unreadable(format!(
-                    "{}: grew past the limit of {cap} bytes while read",
-                    target.display()
-                )));
-            }
+        self.walk(skipped, &mut |rel, target, _meta| {
+            let mut tries = 0;
+            let buf = loop {
+                let read = || -> std::io::Result<(Vec<u8>, bool)> {
+                    let f = fs::File::open(target)?;
+                    let before = stamp_of(&f.metadata()?);
+                    let mut buf = Vec::new();
+                    (&f).take(cap + 1).read_to_end(&mut buf)?;
+                    let after = stamp_of(&f.metadata()?);
+                    Ok((buf, before == after))
+                };
+                let (buf, stable) = read()
+                    .map_err(|e| StoreError::unreadable(format!("{}: {e}", target.display())))?;
+                if buf.len() as u64 > cap {
+                    return Err(too_large(format!(
+                        "{}: grew past the limit of {cap} bytes for one site file while read",
+                        target.display()
+                    )));
+                }
+                if stable {
+                    break buf;
+                }
+                tries += 1;
+                if tries >= 5 {
+                    return Err(StoreError::unreadable(format!(
+                        "{}: changed while it was read (5 times); read again once it is written",
+                        target.display()
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            };
             files.insert(rel, buf);
             Ok(())
         })?;
@@ -246,7 +366,7 @@ impl DirStore {
 
     fn fingerprint(&self) -> Fingerprint {
         let mut out = Vec::new();
-        self.walk(&mut |rel, _target, m| {
+        self.walk(&mut Vec::new(), &mut |rel, _target, m| {
             out.push(Stamp {
                 path: rel.to_string(),
                 len: m.len(),
@@ -290,6 +410,8 @@ impl SiteStore for DirStore {
             pending: None,
             notify,
             complete: false,
+            open: std::collections::HashSet::new(),
+            open_since: None,
         }))
     }
 
@@ -370,6 +492,9 @@ pub struct DirWatch {
     notify: Option<Notify>,
     /// Every write inotify reported since the last change was completed.
     complete: bool,
+    /// Files written to and not closed yet (inotify), and since when.
+    open: std::collections::HashSet<(nix::sys::inotify::WatchDescriptor, std::ffi::OsString)>,
+    open_since: Option<Instant>,
 }
 
 /// inotify watches on every directory of the tree.
@@ -416,8 +541,16 @@ impl Notify {
     }
 
     /// Wait up to `d` for events. Returns (any event, every write completed,
-    /// the directory layout changed).
-    fn wait(&self, d: Duration) -> (bool, bool, bool) {
+    /// the directory layout changed); `open` gains the files written to and
+    /// loses those closed, removed or moved away.
+    fn wait(
+        &self,
+        d: Duration,
+        open: &mut std::collections::HashSet<(
+            nix::sys::inotify::WatchDescriptor,
+            std::ffi::OsString,
+        )>,
+    ) -> (bool, bool, bool) {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         use nix::sys::inotify::AddWatchFlags as F;
         use std::os::fd::AsFd;
@@ -434,6 +567,17 @@ impl Notify {
             }
             for e in evs {
                 any = true;
+                if let Some(name) = &e.name {
+                    let key = (e.wd, name.clone());
+                    if e.mask.contains(F::IN_MODIFY) {
+                        open.insert(key);
+                    } else if e
+                        .mask
+                        .intersects(F::IN_CLOSE_WRITE | F::IN_DELETE | F::IN_MOVED_FROM)
+                    {
+                        open.remove(&key);
+                    }
+                }
                 if e.mask.contains(F::IN_MODIFY) {
                     complete = false;
                 }
@@ -452,6 +596,15 @@ impl Notify {
 }
 
 impl DirWatch {
+    /// No file is half written: every file written to was closed, or the
+    /// first unclosed write is older than `open_write_wait`.
+    fn writes_closed(&self, now: Instant) -> bool {
+        match self.open_since {
+            None => true,
+            Some(t) => now.duration_since(t) >= self.store.opts.open_write_wait,
+        }
+    }
+
     /// How long a changed tree must stay unchanged before it is read.
     fn quiet(&self) -> Duration {
         if self.notify.is_some() && self.complete {
@@ -480,12 +633,21 @@ impl SiteWatch for DirWatch {
                 Some((pfp, since)) => {
                     if pfp != fp {
                         self.pending = Some((fp, now));
-                    } else if now.duration_since(since) >= self.quiet() {
-                        self.seen = Some(fp);
-                        let snap = self.store.load()?;
-                        if self.last_revision.as_deref() != Some(snap.revision.as_str()) {
-                            self.last_revision = Some(snap.revision.clone());
-                            return Ok(Some(snap));
+                    } else if now.duration_since(since) >= self.quiet() && self.writes_closed(now) {
+                        let snap = self.store.load();
+                        // Read only what stayed put during the read: a
+                        // tree that changed meanwhile is read again once
+                        // it is quiet.
+                        let after = self.store.fingerprint();
+                        if after != fp {
+                            self.pending = Some((after, Instant::now()));
+                        } else {
+                            self.seen = Some(fp);
+                            let snap = snap?;
+                            if self.last_revision.as_deref() != Some(snap.revision.as_str()) {
+                                self.last_revision = Some(snap.revision.clone());
+                                return Ok(Some(snap));
+                            }
                         }
                     } else {
                         self.pending = Some((pfp, since));
@@ -505,13 +667,20 @@ impl SiteWatch for DirWatch {
             let nap = nap.min(deadline - now);
             match &self.notify {
                 Some(n) => {
-                    let (any, complete, dirs) = n.wait(nap);
+                    let (any, complete, dirs) = n.wait(nap, &mut self.open);
                     if any {
                         self.complete = complete;
+                    }
+                    if self.open.is_empty() {
+                        self.open_since = None;
+                    } else if self.open_since.is_none() {
+                        self.open_since = Some(Instant::now());
                     }
                     if dirs {
                         // New or removed directories: watch the tree anew.
                         self.notify = Notify::new(&self.store);
+                        self.open.clear();
+                        self.open_since = None;
                     }
                 }
                 None => std::thread::sleep(nap),

@@ -30,7 +30,9 @@ mod retry;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use dir::{DirOptions, DirStore, DirWatch};
+pub use dir::{
+    read_site_dir, DirOptions, DirStore, DirWatch, SiteRead, MAX_FILE_SIZE, MAX_TOTAL_SIZE,
+};
 pub use etcd::{parse_endpoints, EtcdOptions, EtcdStore, EtcdWatch, Manifest, DEFAULT_PREFIX};
 pub use retry::{Backoff, RetryPolicy, Sleeper, ThreadSleeper};
 

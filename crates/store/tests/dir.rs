@@ -151,8 +151,66 @@ fn oversized_file_is_an_error() {
         ..DirOptions::default()
     };
     let err = DirStore::with_options(d.path(), opts).load().unwrap_err();
-    assert_eq!(err.code, codes::SITE_UNREADABLE);
-    assert!(err.message.contains("big.fw"), "{err}");
+    assert_eq!(err.code, codes::SITE_TOO_LARGE);
+    assert!(
+        err.message.contains("big.fw") && err.message.contains("1000"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_site_over_the_total_size_limit_is_an_error() {
+    let d = tempfile::tempdir().unwrap();
+    site(d.path());
+    for i in 100..110 {
+        write(d.path(), &format!("firewall/{i}.fw"), &"#".repeat(900));
+    }
+    let opts = DirOptions {
+        max_file_size: 1000,
+        max_total_size: 5000,
+        ..DirOptions::default()
+    };
+    let err = DirStore::with_options(d.path(), opts).load().unwrap_err();
+    assert_eq!(err.code, codes::SITE_TOO_LARGE);
+    assert!(err.message.contains("5000"), "{err}");
+}
+
+#[test]
+fn a_half_written_file_is_not_read_until_closed() {
+    // A slow writer: 10 bytes, a pause, the rest. With inotify the watch
+    // waits for the close (up to `open_write_wait`) instead of reading
+    // `[OPTIONS]\n` alone after the debounce.
+    use std::io::Write;
+    let d = tempfile::tempdir().unwrap();
+    site(d.path());
+    let store = DirStore::with_options(d.path(), fast());
+    let first = store.load().unwrap();
+    let mut w = store.watch(Some(&first.revision)).unwrap();
+    assert_eq!(w.next(Duration::from_millis(200)).unwrap(), None);
+    let path = d.path().join("firewall/cluster.fw");
+    let writer = std::thread::spawn(move || {
+        let mut f = fs::File::create(&path).unwrap();
+        f.write_all(b"[OPTIONS]\n").unwrap();
+        std::thread::sleep(Duration::from_millis(800));
+        f.write_all(b"enable: 1\n# slow\n").unwrap();
+    });
+    let snap = w.next(Duration::from_secs(5)).unwrap().expect("a change");
+    writer.join().unwrap();
+    assert_eq!(
+        snap.files.get("firewall/cluster.fw").unwrap(),
+        b"[OPTIONS]\nenable: 1\n# slow\n"
+    );
+}
+
+#[test]
+fn read_site_dir_names_what_it_skipped() {
+    let d = tempfile::tempdir().unwrap();
+    site(d.path());
+    write(d.path(), "firewall/100.fw~", "x");
+    write(d.path(), "firewall/.100.fw.swp", "x");
+    let r = rampart_store::read_site_dir(d.path(), &DirOptions::default()).unwrap();
+    assert_eq!(r.skipped, ["firewall/100.fw~"]);
+    assert!(r.files.get("firewall/100.fw~").is_none());
 }
 
 #[test]
