@@ -105,6 +105,33 @@ pub fn plan_for_cached(
     plan_for_inner(files, node, opts, Some(cache))
 }
 
+/// A site without `firewall/cluster.fw` does not say whether the firewall
+/// is on: `check` warns (E0706), but apply and the agent refuse it, so a
+/// cluster.fw removed or moved away (an editor's save, `rm`) never removes
+/// a running firewall. (With other firewall files the site is already
+/// invalid, E0705.) docs/fail-closed.md.
+fn refuse_unsaid_firewall(files: &SiteFiles, site: &rampart_plan::Site<'_>) -> Result<(), Refusal> {
+    if files.get("firewall/cluster.fw").is_some() {
+        return Ok(());
+    }
+    let mut diagnostics = rampart_types::Diagnostics::new();
+    diagnostics.push(
+        rampart_types::Diagnostic::new(
+            rampart_types::codes::NO_FIREWALL_FILES,
+            "the site has no firewall/cluster.fw: nothing is applied from a site that does not say whether its firewall is on",
+        )
+        .note("a missing cluster.fw is never read as \"firewall off\": the running ruleset stays")
+        .hint("add firewall/cluster.fw with `[OPTIONS]` `enable: 1` (or `enable: 0` to run without the firewall)"),
+    );
+    Err(Refusal {
+        kind: RefusalKind::Invalid,
+        node: None,
+        rendered: diagnostics.render(&site.ir.sources),
+        message: "the site has no firewall/cluster.fw (E0706): refused, the running ruleset stays".to_owned(),
+        diagnostics,
+    })
+}
+
 fn plan_for_inner(
     files: &SiteFiles,
     node: Option<&str>,
@@ -115,6 +142,7 @@ fn plan_for_inner(
         Some(c) => rampart_plan::load_cached(files, opts, &mut c.plan)?,
         None => rampart_plan::load(files, opts)?,
     };
+    refuse_unsaid_firewall(files, &site)?;
     let node = site.pick(node)?;
     let built = match cache.as_deref_mut() {
         Some(c) => site.build_cached(&node, &mut c.plan),
