@@ -127,7 +127,8 @@ fn refuse_unsaid_firewall(files: &SiteFiles, site: &rampart_plan::Site<'_>) -> R
         kind: RefusalKind::Invalid,
         node: None,
         rendered: diagnostics.render(&site.ir.sources),
-        message: "the site has no firewall/cluster.fw (E0706): refused, the running ruleset stays".to_owned(),
+        message: "the site has no firewall/cluster.fw (E0706): refused, the running ruleset stays"
+            .to_owned(),
         diagnostics,
     })
 }
@@ -875,6 +876,21 @@ mod tests {
             format!("[OPTIONS]\nenable: 1\npolicy_in: DROP\n\n[IPSET management]\n198.51.100.5\n\n[RULES]\nIN HTTP(ACCEPT)\n{extra}").into_bytes(),
         );
         f
+    }
+
+    #[test]
+    fn a_site_without_cluster_fw_is_never_applied() {
+        // `rm firewall/cluster.fw` on a site that had no other firewall
+        // file: `check` only warns (E0706), apply and the agent refuse.
+        let mut f = site("");
+        f.files.remove("firewall/cluster.fw");
+        let r = plan_for(&f, Some("hv1"), "r", false).unwrap_err();
+        assert_eq!(r.kind, RefusalKind::Invalid);
+        assert!(r.rendered.contains("E0706"), "{}", r.rendered);
+        assert!(r.diagnostics.items.iter().any(|d| d.code == "E0706"));
+        // With `enable: 0` said, the firewall may be turned off.
+        f.insert("firewall/cluster.fw", "[OPTIONS]\nenable: 0\n");
+        assert!(plan_for(&f, Some("hv1"), "r", false).is_ok());
     }
 
     #[test]

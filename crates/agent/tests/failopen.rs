@@ -117,9 +117,25 @@ impl Rig {
             "-n", &node.0, "link", "add", &va, "type", "veth", "peer", "name", &vb, "netns",
             &client.0,
         ]);
-        ip(&["-n", &node.0, "addr", "add", &format!("{NODE}/24"), "dev", &va]);
+        ip(&[
+            "-n",
+            &node.0,
+            "addr",
+            "add",
+            &format!("{NODE}/24"),
+            "dev",
+            &va,
+        ]);
         ip(&["-n", &node.0, "link", "set", &va, "up"]);
-        ip(&["-n", &client.0, "addr", "add", &format!("{CLIENT}/24"), "dev", &vb]);
+        ip(&[
+            "-n",
+            &client.0,
+            "addr",
+            "add",
+            &format!("{CLIENT}/24"),
+            "dev",
+            &vb,
+        ]);
         ip(&["-n", &client.0, "link", "set", &vb, "up"]);
         let tmp = tempfile::tempdir().unwrap();
         let site = tmp.path().join("site");
@@ -163,7 +179,10 @@ impl Rig {
         rig.monitor = Some(std::thread::spawn(move || {
             Netns::enter(&ns);
             while !stop.load(Ordering::Relaxed) {
-                let o = Command::new("nft").args(["list", "tables"]).output().unwrap();
+                let o = Command::new("nft")
+                    .args(["list", "tables"])
+                    .output()
+                    .unwrap();
                 polls.fetch_add(1, Ordering::Relaxed);
                 if !String::from_utf8_lossy(&o.stdout).contains("table inet rampart") {
                     missing.fetch_add(1, Ordering::Relaxed);
@@ -182,7 +201,10 @@ impl Rig {
         let want = format!("udp dport {}", 30000 + r);
         let t = Instant::now();
         while !nft_in(&self.node.0, &["list", "table", "inet", "rampart"]).contains(&want) {
-            assert!(t.elapsed() < Duration::from_secs(20), "revision {r} never applied");
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "revision {r} never applied"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -194,7 +216,10 @@ impl Rig {
             self.missing.swap(0, Ordering::Relaxed),
         );
         assert!(p > 0, "{what}: the monitor ran");
-        assert_eq!(m, 0, "{what}: rampart's tables missing in {m} of {p} listings");
+        assert_eq!(
+            m, 0,
+            "{what}: rampart's tables missing in {m} of {p} listings"
+        );
         eprintln!("{what}: tables present in all {p} listings");
     }
 
@@ -289,7 +314,10 @@ fn emptied_cut_short_removed_slowly_written_or_editor_saved_cluster_fw_keeps_the
     std::fs::write(&path, "[OPTIONS]\n\nenable: 0\n").unwrap();
     let t = Instant::now();
     while rig.missing.load(Ordering::Relaxed) == 0 {
-        assert!(t.elapsed() < Duration::from_secs(20), "enable: 0 never applied");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "enable: 0 never applied"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -456,6 +484,10 @@ fn soak_a_writer_mangling_site_files_never_leaves_the_node_open() {
     rig.assert_tables_kept("soak");
     assert!(get(&counts.open_ok) > 100, "the probes ran");
     assert!(get(&counts.closed_refused) > 100, "the probes ran");
-    assert_eq!(get(&counts.closed_passed), 0, "a forbidden connection succeeded");
+    assert_eq!(
+        get(&counts.closed_passed),
+        0,
+        "a forbidden connection succeeded"
+    );
     assert_eq!(get(&counts.open_failed), 0, "an allowed connection failed");
 }

@@ -699,6 +699,12 @@ fn check_of_a_site_without_wireguard_is_unchanged() {
     )
     .unwrap();
     fs::write(dir.path().join("README"), "psk: see the wiki\n").unwrap();
+    fs::create_dir(dir.path().join("firewall")).unwrap();
+    fs::write(
+        dir.path().join("firewall/cluster.fw"),
+        "[OPTIONS]\nenable: 1\n",
+    )
+    .unwrap();
     let o = rampart(&["check", dir.path().to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     assert!(err(&o).is_empty(), "{}", err(&o));
