@@ -323,6 +323,8 @@ fn check_reports_every_refusal_of_the_plan_path() {
         assert_eq!(o.status.code(), Some(1), "{}: check {:?}\n{}", c.what, args, stderr(&o));
         assert!(stderr(&o).contains(c.expect), "{}: check\n{}", c.what, stderr(&o));
     }
+}
+
 // ---------- one reader for the CLI and the agent (issue 17, item 2) ----------
 
 fn pve_site() -> tempfile::TempDir {
