@@ -488,3 +488,34 @@ fn missing_empty_or_cut_short_cluster_fw_fails_check() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("E0705"), "{}", stderr(&o));
 }
+
+/// Issue 17 items 3 and 8: `-p ip` (protocol 0) warns that it matches
+/// every protocol, as in Proxmox; an IPv4-mapped IPv6 address (rule,
+/// alias, ipset entry) warns at its token that it never matches.
+#[test]
+fn protocol_zero_and_v4_mapped_addresses_warn_at_their_span() {
+    let d = site(&[
+        ("site.toml", NODE),
+        (
+            "firewall/cluster.fw",
+            "[OPTIONS]\nenable: 1\n\n[ALIASES]\nmapped ::ffff:10.1.2.3\n\n[IPSET web]\n::ffff:0:0/96\n\n[RULES]\nIN ACCEPT -p hopopt -dest 192.0.2.10\nIN ACCEPT -source ::ffff:198.51.100.7 -p tcp -dport 80\n",
+        ),
+    ]);
+    let o = rampart(&["check", d.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("warning[E0314]: `-p hopopt` matches every protocol, as in Proxmox\n  --> firewall/cluster.fw:11:14"),
+        "{err}"
+    );
+    assert!(
+        err.contains("warning[E0210]: `::ffff:198.51.100.7` is an IPv4-mapped IPv6 address; it never matches\n  --> firewall/cluster.fw:12:19"),
+        "{err}"
+    );
+    assert!(err.contains("= help: write the IPv4 address `198.51.100.7`"), "{err}");
+    assert!(err.contains("--> firewall/cluster.fw:5:8"), "alias: {err}");
+    assert!(err.contains("--> firewall/cluster.fw:8:1"), "ipset entry: {err}");
+    assert!(err.contains("= help: write the IPv4 network `0.0.0.0/0`"), "{err}");
+    let o = rampart(&["check", d.path().to_str().unwrap(), "--deny-warnings"]);
+    assert_eq!(o.status.code(), Some(1));
+}

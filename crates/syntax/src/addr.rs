@@ -140,7 +140,7 @@ pub fn parse_net(line: &Line, tok: &str, diags: &mut Diagnostics) -> Option<IpNe
                     .hint(format!("write `{trunc}`, or `{ip}` for the single host")),
                 );
             }
-            warn_v4_mapped(line, tok, trunc.addr(), diags);
+            warn_v4_mapped(line, tok, trunc.addr(), trunc.prefix_len(), diags);
             Some(trunc)
         }
         Err(e) => {
@@ -154,7 +154,7 @@ pub fn parse_net(line: &Line, tok: &str, diags: &mut Diagnostics) -> Option<IpNe
 /// firewall sees carries one (IPv4 traffic is IPv4 in the kernel, and IPv6
 /// packets do not carry mapped addresses on the wire), so a rule or set
 /// entry with it never matches. Warned at the token (E0210).
-pub fn warn_v4_mapped(line: &Line, tok: &str, ip: IpAddr, diags: &mut Diagnostics) {
+pub fn warn_v4_mapped(line: &Line, tok: &str, ip: IpAddr, len: u8, diags: &mut Diagnostics) {
     let IpAddr::V6(v6) = ip else { return };
     let Some(v4) = v6.to_ipv4_mapped() else {
         return;
@@ -170,7 +170,11 @@ pub fn warn_v4_mapped(line: &Line, tok: &str, ip: IpAddr, diags: &mut Diagnostic
             "the kernel filters IPv4 traffic as IPv4, and IPv6 packets on the wire \
              do not carry IPv4-mapped addresses",
         )
-        .hint(format!("write the IPv4 address `{v4}`")),
+        .hint(if len >= 128 {
+            format!("write the IPv4 address `{v4}`")
+        } else {
+            format!("write the IPv4 network `{v4}/{}`", len.saturating_sub(96))
+        }),
     );
 }
 
@@ -265,9 +269,9 @@ pub fn parse_addr_item(line: &Line, tok: &str, diags: &mut Diagnostics) -> Optio
                 );
                 return None;
             }
-            warn_v4_mapped(line, a, ia, diags);
+            warn_v4_mapped(line, a, ia, 128, diags);
             if ib != ia {
-                warn_v4_mapped(line, b, ib, diags);
+                warn_v4_mapped(line, b, ib, 128, diags);
             }
             return Some(AddrItem::Range(IpRange::new(ia, ib)));
         }
