@@ -104,7 +104,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 // Names were validated by the parser; the paths still go
                 // through the one gate (a single component each, inside --out).
                 let component = |s: &str| -> Result<std::path::PathBuf> {
-                    Ok(std::path::PathBuf::from(rampart_types::names::path_component(s)?))
+                    Ok(std::path::PathBuf::from(
+                        rampart_types::names::path_component(s)?,
+                    ))
                 };
                 let d = dir.join(component(&out.node)?);
                 std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;

@@ -297,7 +297,10 @@ fn check_reports_every_refusal_of_the_plan_path() {
             files: vec![
                 ("site.toml", NODE.into()),
                 ("firewall/cluster.fw", "[OPTIONS]\nenable: 1\n".into()),
-                ("nodes/hv1/host.fw", "[OPTIONS]\nlog_nf_conntrack: 1\n".into()),
+                (
+                    "nodes/hv1/host.fw",
+                    "[OPTIONS]\nlog_nf_conntrack: 1\n".into(),
+                ),
             ],
             expect: "warning[E0413]",
         },
@@ -310,18 +313,40 @@ fn check_reports_every_refusal_of_the_plan_path() {
         // warnings, as it only shows the plan; apply refuses them).
         let o = rampart(&["compile", dir, "--all"]);
         let code = &c.expect[c.expect.find('[').unwrap()..];
-        assert!(stderr(&o).contains(code), "{}: compile\n{}", c.what, stderr(&o));
+        assert!(
+            stderr(&o).contains(code),
+            "{}: compile\n{}",
+            c.what,
+            stderr(&o)
+        );
         let strict = c.expect.starts_with("warning");
         let mut args = vec!["check", dir];
         if strict {
             let o = rampart(&args);
-            assert!(stderr(&o).contains(c.expect), "{}: check\n{}", c.what, stderr(&o));
+            assert!(
+                stderr(&o).contains(c.expect),
+                "{}: check\n{}",
+                c.what,
+                stderr(&o)
+            );
             assert_eq!(o.status.code(), Some(0), "{}: only a warning", c.what);
             args.push("--deny-warnings");
         }
         let o = rampart(&args);
-        assert_eq!(o.status.code(), Some(1), "{}: check {:?}\n{}", c.what, args, stderr(&o));
-        assert!(stderr(&o).contains(c.expect), "{}: check\n{}", c.what, stderr(&o));
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "{}: check {:?}\n{}",
+            c.what,
+            args,
+            stderr(&o)
+        );
+        assert!(
+            stderr(&o).contains(c.expect),
+            "{}: check\n{}",
+            c.what,
+            stderr(&o)
+        );
     }
 }
 
@@ -512,10 +537,19 @@ fn protocol_zero_and_v4_mapped_addresses_warn_at_their_span() {
         err.contains("warning[E0210]: `::ffff:198.51.100.7` is an IPv4-mapped IPv6 address; it never matches\n  --> firewall/cluster.fw:12:19"),
         "{err}"
     );
-    assert!(err.contains("= help: write the IPv4 address `198.51.100.7`"), "{err}");
+    assert!(
+        err.contains("= help: write the IPv4 address `198.51.100.7`"),
+        "{err}"
+    );
     assert!(err.contains("--> firewall/cluster.fw:5:8"), "alias: {err}");
-    assert!(err.contains("--> firewall/cluster.fw:8:1"), "ipset entry: {err}");
-    assert!(err.contains("= help: write the IPv4 network `0.0.0.0/0`"), "{err}");
+    assert!(
+        err.contains("--> firewall/cluster.fw:8:1"),
+        "ipset entry: {err}"
+    );
+    assert!(
+        err.contains("= help: write the IPv4 network `0.0.0.0/0`"),
+        "{err}"
+    );
     let o = rampart(&["check", d.path().to_str().unwrap(), "--deny-warnings"]);
     assert_eq!(o.status.code(), Some(1));
 }

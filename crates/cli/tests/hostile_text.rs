@@ -82,22 +82,34 @@ struct Texts {
 
 fn texts() -> impl Strategy<Value = Texts> {
     (
-        (line_text(), line_text(), line_text(), line_text(), line_text(), line_text()),
+        (
+            line_text(),
+            line_text(),
+            line_text(),
+            line_text(),
+            line_text(),
+            line_text(),
+        ),
         (line_text(), line_text(), any_text(), any_text(), any_text()),
     )
-        .prop_map(|((rule, disabled, group, group_rule, ipset, entry), (alias, guest_rule, guest_name, intent, reason))| Texts {
-            rule,
-            disabled,
-            group,
-            group_rule,
-            ipset,
-            entry,
-            alias,
-            guest_rule,
-            guest_name,
-            intent,
-            reason,
-        })
+        .prop_map(
+            |(
+                (rule, disabled, group, group_rule, ipset, entry),
+                (alias, guest_rule, guest_name, intent, reason),
+            )| Texts {
+                rule,
+                disabled,
+                group,
+                group_rule,
+                ipset,
+                entry,
+                alias,
+                guest_rule,
+                guest_name,
+                intent,
+                reason,
+            },
+        )
 }
 
 fn site_files(t: &Texts) -> Vec<(String, String)> {
@@ -147,14 +159,23 @@ fn all_files(root: &Path) -> BTreeSet<PathBuf> {
 
 /// (family, table) pairs, (family, table, chain) triples and the rule count
 /// of `nft -j list ruleset` output.
-fn kernel_shape(json: &[u8]) -> (BTreeSet<(String, String)>, BTreeSet<(String, String, String)>, usize) {
+fn kernel_shape(
+    json: &[u8],
+) -> (
+    BTreeSet<(String, String)>,
+    BTreeSet<(String, String, String)>,
+    usize,
+) {
     let v: serde_json::Value = serde_json::from_slice(json).expect("nft -j output");
     let mut tables = BTreeSet::new();
     let mut chains = BTreeSet::new();
     let mut rules = 0;
     for o in v["nftables"].as_array().unwrap() {
         if let Some(t) = o.get("table") {
-            tables.insert((t["family"].as_str().unwrap().into(), t["name"].as_str().unwrap().into()));
+            tables.insert((
+                t["family"].as_str().unwrap().into(),
+                t["name"].as_str().unwrap().into(),
+            ));
         }
         if let Some(c) = o.get("chain") {
             chains.insert((
@@ -181,8 +202,17 @@ fn one_case(t: &Texts) -> Result<(), TestCaseError> {
     }
     let o = rampart(&["check", site.to_str().unwrap()]);
     let out = text(&o);
-    prop_assert_eq!(o.status.code(), Some(0), "check refused free text:\n{}", out);
-    prop_assert!(!out.contains('\x1b') && !out.contains('\u{202e}'), "raw escape echoed:\n{}", out);
+    prop_assert_eq!(
+        o.status.code(),
+        Some(0),
+        "check refused free text:\n{}",
+        out
+    );
+    prop_assert!(
+        !out.contains('\x1b') && !out.contains('\u{202e}'),
+        "raw escape echoed:\n{}",
+        out
+    );
 
     // The plan, through the library: what the kernel must end up with.
     let mut sf = rampart_types::SiteFiles::new();
@@ -193,7 +223,8 @@ fn one_case(t: &Texts) -> Result<(), TestCaseError> {
         force: true,
         ..Default::default()
     };
-    let plan = rampart_plan::build(&sf, "hv1", &opts).map_err(|r| TestCaseError::fail(r.rendered))?;
+    let plan =
+        rampart_plan::build(&sf, "hv1", &opts).map_err(|r| TestCaseError::fail(r.rendered))?;
     let want_tables: BTreeSet<(String, String)> = plan
         .model
         .ruleset
@@ -233,7 +264,11 @@ fn one_case(t: &Texts) -> Result<(), TestCaseError> {
     prop_assert_eq!(o.status.code(), Some(0), "compile:\n{}", text(&o));
     let after = all_files(work.path());
     for p in after.difference(&before) {
-        prop_assert!(p.starts_with(&out_dir), "written outside --out: {}", p.display());
+        prop_assert!(
+            p.starts_with(&out_dir),
+            "written outside --out: {}",
+            p.display()
+        );
     }
     let script = out_dir.join("hv1/ruleset.nft");
     prop_assert!(script.exists());
@@ -244,7 +279,11 @@ fn one_case(t: &Texts) -> Result<(), TestCaseError> {
         .arg(&script)
         .output()
         .unwrap();
-    prop_assert!(load.status.success(), "nft -f refused the script: {}", text(&load));
+    prop_assert!(
+        load.status.success(),
+        "nft -f refused the script: {}",
+        text(&load)
+    );
     let list = ns.nft(&["-j", "list", "ruleset"]);
     prop_assert!(list.status.success(), "{}", text(&list));
     let (tables, chains, rules) = kernel_shape(&list.stdout);

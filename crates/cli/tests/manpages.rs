@@ -81,7 +81,10 @@ fn completion(shell: &str) -> String {
         assert!(script.contains(sub), "{shell} completion lacks {sub}");
     }
     // Packaging's helper is not offered to users.
-    assert!(!script.contains("gen-man"), "{shell} completion offers gen-man");
+    assert!(
+        !script.contains("gen-man"),
+        "{shell} completion offers gen-man"
+    );
     script
 }
 

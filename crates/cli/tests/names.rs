@@ -142,13 +142,21 @@ fn place(t: &str) -> (u64, u64) {
 
 fn check_json(dir: &Path) -> (Option<i32>, serde_json::Value, String) {
     let o = rampart(&["check", "--format", "json", dir.to_str().unwrap()]);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("json: {e}: {}", text(&o)));
+    let v: serde_json::Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("json: {e}: {}", text(&o)));
     (o.status.code(), v, text(&o))
 }
 
 /// An error at `line` (and, when it is a name error, at `col`).
-fn assert_refused_at(case: &str, code: Option<i32>, v: &serde_json::Value, out: &str, file: &str, line: u64, col: Option<u64>) {
+fn assert_refused_at(
+    case: &str,
+    code: Option<i32>,
+    v: &serde_json::Value,
+    out: &str,
+    file: &str,
+    line: u64,
+    col: Option<u64>,
+) {
     assert_eq!(code, Some(1), "{case}: check must refuse\n{out}");
     let diags = v["diagnostics"].as_array().unwrap();
     let here: Vec<&serde_json::Value> = diags
@@ -169,7 +177,10 @@ fn assert_refused_at(case: &str, code: Option<i32>, v: &serde_json::Value, out: 
         );
     }
     // The text rendering never echoes a control character either.
-    assert!(!out.contains('\x1b') && !out.contains('\0'), "{case}: raw escape in output");
+    assert!(
+        !out.contains('\x1b') && !out.contains('\0'),
+        "{case}: raw escape in output"
+    );
 }
 
 #[test]
@@ -177,10 +188,7 @@ fn every_name_kind_refuses_hostile_values_at_their_line_and_column() {
     let mut n = 0;
     for k in kinds() {
         for (label, value) in hostile() {
-            let toml = k
-                .toml
-                .replace("KEYA", KEY_A)
-                .replace("KEYB", KEY_B);
+            let toml = k.toml.replace("KEYA", KEY_A).replace("KEYB", KEY_B);
             let (line, col) = place(&toml);
             let body = toml.replace("@@", &toml_str(&value));
             let d = site(&[("site.toml", &body), ("firewall/cluster.fw", CLUSTER)]);
@@ -197,13 +205,27 @@ fn every_name_kind_refuses_hostile_values_at_their_line_and_column() {
 fn every_fw_name_kind_refuses_hostile_tokens_at_their_line() {
     // Tokens of a .fw line: no whitespace or line breaks can be in them.
     let values = [
-        "a\"b", "a{b", "a;b", "a/b", "..", "../../trav", "pvé", &"a".repeat(300), "a\x1bb",
+        "a\"b",
+        "a{b",
+        "a;b",
+        "a/b",
+        "..",
+        "../../trav",
+        "pvé",
+        &"a".repeat(300),
+        "a\x1bb",
     ];
     let cases: Vec<(&str, &str)> = vec![
         ("ipset", "[OPTIONS]\nenable: 1\n\n[IPSET @@]\n192.0.2.1\n"),
         ("alias", "[OPTIONS]\nenable: 1\n\n[ALIASES]\n@@ 192.0.2.1\n"),
-        ("group", "[OPTIONS]\nenable: 1\n\n[group @@]\nIN ACCEPT -p tcp -dport 22\n"),
-        ("interface", "[OPTIONS]\nenable: 1\n\n[RULES]\nIN ACCEPT -i @@ -p tcp -dport 22\n"),
+        (
+            "group",
+            "[OPTIONS]\nenable: 1\n\n[group @@]\nIN ACCEPT -p tcp -dport 22\n",
+        ),
+        (
+            "interface",
+            "[OPTIONS]\nenable: 1\n\n[RULES]\nIN ACCEPT -i @@ -p tcp -dport 22\n",
+        ),
     ];
     for (what, fw) in cases {
         for v in values {
@@ -264,19 +286,28 @@ fn traversal_site() -> tempfile::TempDir {
 
 #[test]
 fn check_refuses_the_injection_and_the_traversal_naming_the_line() {
-    for (d, what) in [(injection_site(), "injection"), (traversal_site(), "traversal")] {
+    for (d, what) in [
+        (injection_site(), "injection"),
+        (traversal_site(), "traversal"),
+    ] {
         let o = rampart(&["check", d.path().to_str().unwrap()]);
         let out = text(&o);
         assert_eq!(o.status.code(), Some(1), "{what}: {out}");
         assert!(out.contains("error[E0408]"), "{what}: {out}");
         assert!(out.contains("--> site.toml:6:8"), "{what}: {out}");
-        assert!(!out.contains("\ntable inet rampart_x"), "{what}: the name is echoed raw: {out}");
+        assert!(
+            !out.contains("\ntable inet rampart_x"),
+            "{what}: the name is echoed raw: {out}"
+        );
     }
 }
 
 #[test]
 fn compile_refuses_and_writes_nothing_anywhere() {
-    for (d, what) in [(injection_site(), "injection"), (traversal_site(), "traversal")] {
+    for (d, what) in [
+        (injection_site(), "injection"),
+        (traversal_site(), "traversal"),
+    ] {
         let work = tempfile::tempdir().unwrap();
         let out_dir = work.path().join("a/b/OUT");
         std::fs::create_dir_all(&out_dir).unwrap();
@@ -290,13 +321,23 @@ fn compile_refuses_and_writes_nothing_anywhere() {
         let t = text(&o);
         assert_eq!(o.status.code(), Some(1), "{what}: {t}");
         assert!(t.contains("site.toml:6:8"), "{what}: {t}");
-        assert!(!t.lines().any(|l| l.starts_with("table inet rampart_x")), "{what}: {t}");
+        assert!(
+            !t.lines().any(|l| l.starts_with("table inet rampart_x")),
+            "{what}: {t}"
+        );
         assert!(!work.path().join("trav").exists() && !work.path().join("a/trav").exists());
-        assert_eq!(std::fs::read_dir(&out_dir).unwrap().count(), 0, "{what}: wrote into OUT");
+        assert_eq!(
+            std::fs::read_dir(&out_dir).unwrap().count(),
+            0,
+            "{what}: wrote into OUT"
+        );
         // And printing to stdout prints no ruleset at all.
         let o = rampart(&["compile", d.path().to_str().unwrap(), "--all"]);
         assert_eq!(o.status.code(), Some(1));
-        assert!(!String::from_utf8_lossy(&o.stdout).contains("table inet"), "{what}");
+        assert!(
+            !String::from_utf8_lossy(&o.stdout).contains("table inet"),
+            "{what}"
+        );
     }
 }
 
@@ -304,8 +345,16 @@ fn compile_refuses_and_writes_nothing_anywhere() {
 fn push_refuses_before_connecting() {
     // Port 1 on loopback: a push that got as far as etcd would fail to
     // connect; the refusal comes first and says nothing was pushed.
-    for (d, what) in [(injection_site(), "injection"), (traversal_site(), "traversal")] {
-        let o = rampart(&["push", d.path().to_str().unwrap(), "--etcd", "http://127.0.0.1:1"]);
+    for (d, what) in [
+        (injection_site(), "injection"),
+        (traversal_site(), "traversal"),
+    ] {
+        let o = rampart(&[
+            "push",
+            d.path().to_str().unwrap(),
+            "--etcd",
+            "http://127.0.0.1:1",
+        ]);
         let t = text(&o);
         assert_eq!(o.status.code(), Some(1), "{what}: {t}");
         assert!(t.contains("nothing was pushed"), "{what}: {t}");
@@ -316,10 +365,18 @@ fn push_refuses_before_connecting() {
         "{NODE_OK}\n[[wireguard]]\nname = \"mgmt\"\ninterface = \"wg0\"\npool = [\"10.8.0.0/24\"]\nlisten_port = 51820\ntopology = \"hub\"\ngateways = [\"hv1\"]\n\n[[wireguard.member]]\nname = \"hv1\"\npublic_key = \"{KEY_A}\"\n\n[[client]]\nnetwork = \"mgmt\"\nname = \"../../x\"\npublic_key = \"{KEY_B}\"\n"
     );
     let d = site(&[("site.toml", &body), ("firewall/cluster.fw", CLUSTER)]);
-    let o = rampart(&["push", d.path().to_str().unwrap(), "--etcd", "http://127.0.0.1:1"]);
+    let o = rampart(&[
+        "push",
+        d.path().to_str().unwrap(),
+        "--etcd",
+        "http://127.0.0.1:1",
+    ]);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
-    assert!(t.contains("nothing was pushed") && t.contains("E0408"), "{t}");
+    assert!(
+        t.contains("nothing was pushed") && t.contains("E0408"),
+        "{t}"
+    );
 }
 
 #[test]
@@ -328,7 +385,10 @@ fn apply_and_agent_refuse_in_a_namespace_leaving_it_untouched() {
         eprintln!("skipped: needs root");
         return;
     }
-    for (d, what) in [(injection_site(), "injection"), (traversal_site(), "traversal")] {
+    for (d, what) in [
+        (injection_site(), "injection"),
+        (traversal_site(), "traversal"),
+    ] {
         let ns = common::Ns::new("names");
         let state = tempfile::tempdir().unwrap();
         let o = rampart(&[
@@ -364,7 +424,10 @@ fn apply_and_agent_refuse_in_a_namespace_leaving_it_untouched() {
             "{what}: the namespace got rules: {}",
             String::from_utf8_lossy(&l.stdout)
         );
-        assert!(!state.path().join("current.plan").exists(), "{what}: a plan was recorded");
+        assert!(
+            !state.path().join("current.plan").exists(),
+            "{what}: a plan was recorded"
+        );
     }
 }
 

@@ -313,10 +313,16 @@ mod tests {
                 matches!(ks.enroll(bad), Err(KeyStoreError::BadName(_))),
                 "{bad:?}"
             );
-            assert!(matches!(ks.preshared("mgmt", bad, "b"), Err(KeyStoreError::BadName(_))));
+            assert!(matches!(
+                ks.preshared("mgmt", bad, "b"),
+                Err(KeyStoreError::BadName(_))
+            ));
         }
         // Nothing was created next to the store.
-        let left: Vec<_> = std::fs::read_dir(t.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let left: Vec<_> = std::fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(left, vec![std::ffi::OsString::from("wg")]);
         assert!(ks.enroll("mgmt").is_ok());
     }

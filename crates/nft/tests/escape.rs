@@ -6,7 +6,9 @@
 
 mod common;
 
-use rampart_nft::model::{Chain, Dir, Hook, Match, Rule, Ruleset, Stmt, Table, TableFamily, Verdict};
+use rampart_nft::model::{
+    Chain, Dir, Hook, Match, Rule, Ruleset, Stmt, Table, TableFamily, Verdict,
+};
 
 const EVIL: &str = "x\" ; }\ntable inet evil { chain c { type filter hook input priority -1000; policy accept; } }\n# \\ é \x1b[31m";
 
@@ -16,19 +18,30 @@ fn ruleset() -> Ruleset {
     c.comment = Some(EVIL.into());
     c.rules.push(
         Rule::new(EVIL)
-            .m(Match::Ifname { dir: Dir::Src, name: EVIL.into() })
-            .s(Stmt::Log { prefix: EVIL.into(), group: 0 })
+            .m(Match::Ifname {
+                dir: Dir::Src,
+                name: EVIL.into(),
+            })
+            .s(Stmt::Log {
+                prefix: EVIL.into(),
+                group: 0,
+            })
             .v(Verdict::Accept),
     );
     t.chains.push(c);
-    Ruleset { tables: vec![t], absent: vec![] }
+    Ruleset {
+        tables: vec![t],
+        absent: vec![],
+    }
 }
 
 #[test]
 fn hostile_strings_stay_inside_their_quotes() {
     let script = rampart_nft::print::script(&ruleset(), EVIL);
     assert!(
-        !script.lines().any(|l| l.trim_start().starts_with("table inet evil")),
+        !script
+            .lines()
+            .any(|l| l.trim_start().starts_with("table inet evil")),
         "{script}"
     );
     assert!(!script.contains('\x1b'), "{script}");
@@ -51,7 +64,8 @@ fn the_kernel_gets_exactly_the_model() {
     }
     let ns = common::NetNs::new("escape");
     let script = rampart_nft::print::script(&ruleset(), EVIL);
-    ns.nft_load(&script).unwrap_or_else(|e| panic!("{e}\n{script}"));
+    ns.nft_load(&script)
+        .unwrap_or_else(|e| panic!("{e}\n{script}"));
     let out = ns.ok(&["nft", "-j", "list", "ruleset"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let objs = v["nftables"].as_array().unwrap();

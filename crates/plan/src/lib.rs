@@ -423,20 +423,15 @@ impl Site<'_> {
                 ..rampart_nft::Caps::default()
             },
         };
-        let mut nft = rampart_nft::compile_with_extras_cached(
-            site,
-            node,
-            &caps,
-            &nft_extras,
-            nft_sets,
-        )
-        .map_err(|d| {
-            refuse(
-                RefusalKind::Compile,
-                d,
-                format!("node `{node}` does not compile; nothing was applied"),
-            )
-        })?;
+        let mut nft =
+            rampart_nft::compile_with_extras_cached(site, node, &caps, &nft_extras, nft_sets)
+                .map_err(|d| {
+                    refuse(
+                        RefusalKind::Compile,
+                        d,
+                        format!("node `{node}` does not compile; nothing was applied"),
+                    )
+                })?;
         diags.extend(nft.warnings.clone());
         rampart_nft::add_profile(&mut nft, &prof.firewall);
         let vpn = profile::check_compiled_of(&input, profiles, &nft);

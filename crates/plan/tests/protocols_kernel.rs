@@ -342,7 +342,11 @@ fn crc32c(data: &[u8]) -> u32 {
     for b in data {
         c ^= *b as u32;
         for _ in 0..8 {
-            c = if c & 1 != 0 { (c >> 1) ^ 0x82F6_3B78 } else { c >> 1 };
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0x82F6_3B78
+            } else {
+                c >> 1
+            };
         }
     }
     !c
@@ -500,7 +504,12 @@ fn probes() -> Vec<Probe> {
 
 /// Apply `plan` in a fresh node namespace, send every probe from the
 /// peer, and say which arrived.
-fn kernel(tag: &str, np: &rampart_plan::NodePlan, site_addrs: &[String], ps: &[Probe]) -> Vec<bool> {
+fn kernel(
+    tag: &str,
+    np: &rampart_plan::NodePlan,
+    site_addrs: &[String],
+    ps: &[Probe],
+) -> Vec<bool> {
     let (node, peer) = pair(tag, site_addrs);
     let state = tempfile::tempdir().unwrap();
     apply(&node.sys(), &np.plan, &ApplyOpts::new(state.path()))
@@ -584,8 +593,15 @@ fn every_table_protocol_gets_the_same_verdict_from_simulator_nftables_and_iptabl
         )
         .expect("plan");
         let site = rampart_plan::load(&files, &PlanOpts::default()).unwrap();
-        let sim: Vec<bool> = ps.iter().map(|p| simulated(&np.model, &site.ir, p)).collect();
-        let tag = if backend == Backend::Nftables { "n" } else { "i" };
+        let sim: Vec<bool> = ps
+            .iter()
+            .map(|p| simulated(&np.model, &site.ir, p))
+            .collect();
+        let tag = if backend == Backend::Nftables {
+            "n"
+        } else {
+            "i"
+        };
         let got = kernel(tag, &np, &site_addrs, &ps);
         table.push((backend, sim, got));
     }
@@ -613,5 +629,10 @@ fn every_table_protocol_gets_the_same_verdict_from_simulator_nftables_and_iptabl
     // the rule's own protocol, and everything for `ip` / `hopopt`.
     let accepted = table[0].1.iter().filter(|x| **x).count();
     assert!(accepted > PROTOCOLS.len(), "only {accepted} accepted");
-    assert!(bad.is_empty(), "{} disagreements:\n{}", bad.len(), bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "{} disagreements:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
 }

@@ -252,7 +252,11 @@ fn parse_site_with(
                         diags.push(
                             Diagnostic::new(
                                 e.code,
-                                format!("directory `nodes/{}`: {}", rampart_types::escape::printable(n), e.message),
+                                format!(
+                                    "directory `nodes/{}`: {}",
+                                    rampart_types::escape::printable(n),
+                                    e.message
+                                ),
                             )
                             .note(e.allowed)
                             .hint("rename the directory; its files are not read"),

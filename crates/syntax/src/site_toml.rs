@@ -265,7 +265,11 @@ pub fn parse_site_toml(file: FileId, text: &str, ast: &mut SiteAst, diags: &mut 
                 };
                 for (k2, v2) in t {
                     match k2.get_ref().as_str() {
-                        "name" => ast.name = cx.name::<SiteName>(v2, "site.name").map(|n| Spanned::new(n.value.into_string(), n.span)),
+                        "name" => {
+                            ast.name = cx
+                                .name::<SiteName>(v2, "site.name")
+                                .map(|n| Spanned::new(n.value.into_string(), n.span))
+                        }
                         "backend" => ast.backend = backend(&mut cx, v2),
                         _ => cx.unknown_key(k2, SITE_KEYS, "[site]"),
                     }

@@ -84,7 +84,10 @@ pub const UNKNOWN_MACRO: Code = e("E0310", "unknown macro");
 pub const MACRO_CONFLICT: Code = e("E0311", "macro conflicts with the rule's own options");
 pub const DUPLICATE_SET_ENTRY: Code = w("E0312", "duplicate ipset entry");
 pub const ICMP_TYPE_WITHOUT_ICMP: Code = e("E0313", "ICMP type on a rule that is not icmp/icmpv6");
-pub const PROTO_ZERO_MATCHES_ALL: Code = w("E0314", "protocol 0 (`ip`, `hopopt`) matches every protocol");
+pub const PROTO_ZERO_MATCHES_ALL: Code = w(
+    "E0314",
+    "protocol 0 (`ip`, `hopopt`) matches every protocol",
+);
 
 // --- References and names (22-26) ---
 pub const UNDEFINED_ALIAS: Code = e("E0401", "undefined alias");

@@ -124,9 +124,7 @@ impl Diagnostic {
                     .collect();
                 let carets = "^".repeat(span.len.max(1) as usize);
                 match &self.label {
-                    Some(l) => {
-                        out.push_str(&format!("{pad}| {lead}{carets} {}\n", printable(l)))
-                    }
+                    Some(l) => out.push_str(&format!("{pad}| {lead}{carets} {}\n", printable(l))),
                     None => out.push_str(&format!("{pad}| {lead}{carets}\n")),
                 }
             }

@@ -178,9 +178,15 @@ mod tests {
     #[test]
     fn ipt_and_env() {
         assert_eq!(ipt_quoted("a\"\nb", 10), "\"a'?b\"");
-        assert_eq!(sysctl_key_component("eth0.100").as_deref(), Some("eth0/100"));
+        assert_eq!(
+            sysctl_key_component("eth0.100").as_deref(),
+            Some("eth0/100")
+        );
         assert_eq!(sysctl_key_component("../x"), None);
-        assert_eq!(shell_word("/var/lib/rampart/keys/mgmt.key"), "/var/lib/rampart/keys/mgmt.key");
+        assert_eq!(
+            shell_word("/var/lib/rampart/keys/mgmt.key"),
+            "/var/lib/rampart/keys/mgmt.key"
+        );
         assert_eq!(shell_word("a b;$(x)'\n"), "'a b;$(x)'\\''?'");
     }
 }

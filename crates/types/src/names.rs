@@ -106,9 +106,11 @@ impl NameKind {
             NameKind::Alias => Some(MAX_ALIAS_NAME),
             // The resolver reports the 18-byte chain-name limit with its own hint.
             NameKind::Group => None,
-            NameKind::WgNetwork | NameKind::WgPeer | NameKind::WgClient | NameKind::Lab | NameKind::Site => {
-                Some(MAX_LABEL_NAME)
-            }
+            NameKind::WgNetwork
+            | NameKind::WgPeer
+            | NameKind::WgClient
+            | NameKind::Lab
+            | NameKind::Site => Some(MAX_LABEL_NAME),
         }
     }
 
@@ -127,23 +129,31 @@ impl NameKind {
                 !b.is_empty()
                     && s != "."
                     && s != ".."
-                    && b.iter().all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(c))
+                    && b.iter()
+                        .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(c))
             }
             NameKind::WgIface => {
                 !b.is_empty()
                     && s != "."
                     && s != ".."
-                    && b.iter().all(|c| c.is_ascii_alphanumeric() || b"_=+.-".contains(c))
+                    && b.iter()
+                        .all(|c| c.is_ascii_alphanumeric() || b"_=+.-".contains(c))
             }
             NameKind::IpSet | NameKind::Alias | NameKind::Group => {
                 b.len() >= 2
                     && b[0].is_ascii_alphabetic()
-                    && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_')
+                    && b.iter()
+                        .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_')
             }
-            NameKind::WgNetwork | NameKind::WgPeer | NameKind::WgClient | NameKind::Lab | NameKind::Site => {
+            NameKind::WgNetwork
+            | NameKind::WgPeer
+            | NameKind::WgClient
+            | NameKind::Lab
+            | NameKind::Site => {
                 !b.is_empty()
                     && b[0].is_ascii_alphanumeric()
-                    && b.iter().all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(c))
+                    && b.iter()
+                        .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(c))
             }
         }
     }
@@ -446,24 +456,53 @@ mod tests {
             assert!(NodeName::parse(ok).is_ok(), "{ok}");
         }
         for bad in [
-            "", "-a", "a-", "a..b", ".a", "a.", "../../trav", "a/b", "a b", "a\nb", "a\"b",
-            "a{b", "a;b", "a#b", "a\0b", "pvé", "a_b", "..",
+            "",
+            "-a",
+            "a-",
+            "a..b",
+            ".a",
+            "a.",
+            "../../trav",
+            "a/b",
+            "a b",
+            "a\nb",
+            "a\"b",
+            "a{b",
+            "a;b",
+            "a#b",
+            "a\0b",
+            "pvé",
+            "a_b",
+            "..",
         ] {
             let e = NodeName::parse(bad).unwrap_err();
             assert_eq!(e.code, codes::ILLEGAL_NAME, "{bad:?}");
-            assert!(!e.message.contains('\n') && !e.message.contains('\0'), "{}", e.message);
+            assert!(
+                !e.message.contains('\n') && !e.message.contains('\0'),
+                "{}",
+                e.message
+            );
         }
         let long = "a".repeat(254);
-        assert_eq!(NodeName::parse(&long).unwrap_err().code, codes::ILLEGAL_NAME);
+        assert_eq!(
+            NodeName::parse(&long).unwrap_err().code,
+            codes::ILLEGAL_NAME
+        );
         let long = vec!["a".repeat(60); 5].join(".");
-        assert_eq!(NodeName::parse(&long).unwrap_err().code, codes::NAME_TOO_LONG);
+        assert_eq!(
+            NodeName::parse(&long).unwrap_err().code,
+            codes::NAME_TOO_LONG
+        );
     }
 
     #[test]
     fn interface_names() {
         assert!(IfaceName::parse("vmbr0").is_ok());
         assert!(IfaceName::parse("eth0.100").is_ok());
-        assert_eq!(IfaceName::parse("abcdefghijklmnop").unwrap_err().code, codes::NAME_TOO_LONG);
+        assert_eq!(
+            IfaceName::parse("abcdefghijklmnop").unwrap_err().code,
+            codes::NAME_TOO_LONG
+        );
         for bad in ["", ".", "..", "a/b", "a+b", "a b", "a\n"] {
             assert!(IfaceName::parse(bad).is_err(), "{bad:?}");
         }
@@ -476,7 +515,9 @@ mod tests {
         assert!(IpSetName::parse("management").is_ok());
         assert!(IpSetName::parse(&format!("a{}", "b".repeat(63))).is_ok());
         assert_eq!(
-            IpSetName::parse(&format!("a{}", "b".repeat(64))).unwrap_err().code,
+            IpSetName::parse(&format!("a{}", "b".repeat(64)))
+                .unwrap_err()
+                .code,
             codes::NAME_TOO_LONG
         );
         for bad in ["a", "1ab", "a.b", "a/b", "-ab"] {

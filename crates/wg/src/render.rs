@@ -8,8 +8,8 @@
 
 use crate::keys::PrivateKey;
 use crate::plan::{InterfacePlan, PeerPlan, Plan, Role};
-use std::collections::HashMap;
 use rampart_types::escape::{ini_comment, shell_word};
+use std::collections::HashMap;
 use std::fmt::Write;
 
 fn allowed_ips(out: &mut String, ips: &[ipnet::IpNet]) {
@@ -34,7 +34,12 @@ fn peers(out: &mut String, i: &InterfacePlan, psk_inline: bool) {
 
 fn peer(out: &mut String, p: &PeerPlan, psk_inline: bool) {
     {
-        let _ = writeln!(out, "\n[Peer]\n# {}\nPublicKey = {}", ini_comment(&p.name), p.public_key);
+        let _ = writeln!(
+            out,
+            "\n[Peer]\n# {}\nPublicKey = {}",
+            ini_comment(&p.name),
+            p.public_key
+        );
         if let (Some(f), false) = (&p.preshared_key_file, psk_inline) {
             // wg-quick has no PresharedKeyFile: set it after the interface is up.
             let _ = writeln!(out, "# PresharedKey: {} (set by PostUp)", ini_comment(f));
