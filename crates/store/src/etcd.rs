@@ -350,7 +350,14 @@ impl EtcdStore {
             files: files.files.len(),
         })
         .expect("manifest serialises");
-        for _ in 0..10 {
+        const ATTEMPTS: u32 = 40;
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                // Lost the compare-and-swap to another writer: wait a
+                // jittered, growing while so that two pushers in lockstep
+                // do not keep colliding (seen with two tight loops).
+                std::thread::sleep(push_backoff(attempt));
+            }
             // Everything now under site/ (not only what a valid manifest
             // covers: stray keys are deleted too).
             let site_prefix = self.site_prefix();
@@ -423,9 +430,10 @@ impl EtcdStore {
             }
             // Someone else pushed in between: read again and redo.
         }
-        Err(StoreError::unreachable(
-            "pushing the site to etcd: lost the race against other pushes 10 times",
-        ))
+        Err(StoreError::unreachable(format!(
+            "pushing the site to etcd: another writer changed the site first {ATTEMPTS} times \
+             in a row; nothing of this push was written"
+        )))
     }
 
     /// The site as it was at etcd revision `revision` (a revision string of
@@ -679,4 +687,16 @@ impl SiteWatch for EtcdWatch {
             }
         }
     }
+}
+
+/// How long to wait before retry `attempt` (1-based) of a push that lost
+/// its compare-and-swap: exponential from 2 ms, capped at 100 ms, with full
+/// jitter (a random fraction), so competing writers spread out.
+fn push_backoff(attempt: u32) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let cap_ms = (2u64 << attempt.min(6)).min(100);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(attempt);
+    let r = h.finish();
+    Duration::from_micros(500 + r % (cap_ms * 1000))
 }
