@@ -557,7 +557,7 @@ fn apply_locked(
         (Backend::Nftables, Some(d)) => {
             let r = if d.is_empty() {
                 Ok(())
-            } else if !d.in_place.is_empty() {
+            } else if !d.in_place.is_empty() || !d.in_place_sets.is_empty() {
                 // The generation the commands were computed against: the
                 // kernel refuses the batch if anything committed since.
                 let genid = current
@@ -565,11 +565,12 @@ fn apply_locked(
                     .and_then(|c| c.nft_genid.as_deref())
                     .and_then(|g| g.rsplit('/').next())
                     .and_then(|g| g.parse().ok());
-                sys.nft_apply_in_place(&d.in_place, genid).map(|batch| {
-                    if batch {
-                        kernel_step = "kernel (own netlink batch)";
-                    }
-                })
+                sys.nft_apply_in_place(&d.in_place, &d.in_place_sets, genid)
+                    .map(|batch| {
+                        if batch {
+                            kernel_step = "kernel (own netlink batch)";
+                        }
+                    })
             } else {
                 sys.nft_apply(&d.script)
             };
@@ -775,15 +776,17 @@ fn incremental_delta(
             sys.nft_rule_handles(t, chain).map_err(|e| e.to_string())
         })
         .map_err(|e| format!("the running plan is staged, restaging what changed: {e}"))?;
-        let script = crate::inplace::render(&cmds);
+        let mut script = crate::inplace::render(&cmds);
+        script.push_str(&crate::inplace::render_sets(&ip.sets));
         // Changed chains keep their names: the new plan's names are these.
         names_cache::put(plan_hash, salt, &ip.pins, names);
         let delta = crate::incremental::Delta {
             script,
             chains: ip.chains,
-            elements_added: 0,
-            elements_deleted: 0,
+            elements_added: ip.sets.iter().map(|s| s.added.len()).sum(),
+            elements_deleted: ip.sets.iter().map(|s| s.deleted.len()).sum(),
             in_place: cmds,
+            in_place_sets: ip.sets,
         };
         return Ok((delta, Some(ip.pins)));
     }

@@ -27,6 +27,9 @@ pub struct Delta {
     /// For a change made in place ([`crate::inplace`]): the commands of
     /// `script`, which apply may send as its own netlink batch.
     pub in_place: Vec<crate::inplace::Cmd>,
+    /// Set element changes made in place (sent with `in_place`, in the
+    /// same transaction).
+    pub in_place_sets: Vec<crate::inplace::SetChange>,
 }
 
 impl Delta {
@@ -349,6 +352,7 @@ pub fn diff(old: &str, new: &str) -> Result<Delta, NeedsFull> {
         elements_added: 0,
         elements_deleted: 0,
         in_place: Vec::new(),
+        in_place_sets: Vec::new(),
     };
     for (tref, new_objs) in &new {
         let old_objs = &old[tref];

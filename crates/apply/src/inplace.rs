@@ -31,6 +31,8 @@ use std::collections::BTreeMap;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InPlace {
     pub changes: Vec<ChainChange>,
+    /// Element changes of sets whose declaration stayed the same.
+    pub sets: Vec<SetChange>,
     /// The record's pins after this change.
     pub pins: Pins,
     /// Chains changed (`family table chain`, plan names).
@@ -75,6 +77,188 @@ impl ChainChange {
         let (p, q) = self.common();
         &self.new[p..self.new.len() - q]
     }
+}
+
+/// The elements of one set that change, under the set's kernel name
+/// (set names do not depend on elements, so they stay).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetChange {
+    pub table: TableRef,
+    pub kname: String,
+    pub shape: crate::setelem::SetShape,
+    /// Element texts deleted and added, as the plans print them.
+    pub deleted: Vec<String>,
+    pub added: Vec<String>,
+    /// The set held no element before.
+    pub was_empty: bool,
+}
+
+impl SetChange {
+    /// The change as `nft -f` reads it (deletes first).
+    pub fn nft(&self) -> String {
+        let mut s = String::new();
+        for (verb, elems) in [("delete", &self.deleted), ("add", &self.added)] {
+            if !elems.is_empty() {
+                s.push_str(&format!(
+                    "{verb} element {} {} {{ {} }}\n",
+                    self.table,
+                    self.kname,
+                    elems.join(", ")
+                ));
+            }
+        }
+        s
+    }
+
+    /// The kernel elements deleted and added (boundaries of intervals).
+    pub fn kernel(
+        &self,
+    ) -> Result<
+        (
+            Vec<crate::setelem::KernelElem>,
+            Vec<crate::setelem::KernelElem>,
+        ),
+        String,
+    > {
+        let d: Vec<&str> = self.deleted.iter().map(String::as_str).collect();
+        let a: Vec<&str> = self.added.iter().map(String::as_str).collect();
+        crate::setelem::changes(&self.shape, &d, &a, self.was_empty)
+    }
+}
+
+/// The set element changes of `sets` as one script (after any rule commands).
+pub fn render_sets(sets: &[SetChange]) -> String {
+    sets.iter().map(SetChange::nft).collect()
+}
+
+/// A set's body split into its declaration (statement lines other than the
+/// elements) and the text of its element lines, as rampart's printer
+/// writes them: one statement per line, `elements = {` on a line of its
+/// own, one element per line, `}` alone.
+fn split_set_body(body: &str) -> Result<(Vec<&str>, &str), String> {
+    let mut header = Vec::new();
+    let mut elements = "";
+    let mut rest = body;
+    while !rest.is_empty() {
+        let (line, next) = match memchr::memchr(b'\n', rest.as_bytes()) {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, ""),
+        };
+        let t = line.trim();
+        if t.starts_with("elements") {
+            if t.split_whitespace().collect::<Vec<_>>() != ["elements", "=", "{"] {
+                return Err(format!("set element block `{t}`"));
+            }
+            // Up to the line holding only `}`.
+            let b = next.as_bytes();
+            let mut i = 0;
+            let end = loop {
+                let j = memchr::memchr(b'\n', &b[i..]).map_or(b.len(), |k| i + k);
+                if next[i..j].trim() == "}" {
+                    break Some((i, j));
+                }
+                if j >= b.len() {
+                    break None;
+                }
+                i = j + 1;
+            };
+            let (close, after) = end.ok_or("unterminated set element block")?;
+            elements = &next[..close];
+            rest = next.get(after + 1..).unwrap_or("");
+            continue;
+        }
+        if !t.is_empty() {
+            header.push(t);
+        }
+        rest = next;
+    }
+    Ok((header, elements))
+}
+
+/// Element lines of `text` (`ELEM,` each), trimmed, without commas.
+fn element_lines(text: &str) -> Result<Vec<&str>, String> {
+    let mut out = Vec::new();
+    for l in text.split('\n') {
+        let t = l.trim();
+        if t.is_empty() {
+            continue;
+        }
+        let e = t.strip_suffix(',').unwrap_or(t).trim();
+        if e.contains([',', '{', '}', '#', ';']) {
+            return Err(format!("set element line `{t}`"));
+        }
+        out.push(e);
+    }
+    Ok(out)
+}
+
+/// The element lines that differ between two element blocks: the common
+/// lines at the start and the end are skipped by comparing bytes, so a
+/// one-element change in a 100,000-element set reads a few lines.
+fn differing_lines<'a>(old: &'a str, new: &'a str) -> (&'a str, &'a str) {
+    let (o, n) = (old.as_bytes(), new.as_bytes());
+    let mut p = o.iter().zip(n).take_while(|(a, b)| a == b).count();
+    // Back to the start of the line.
+    while p > 0 && o[p - 1] != b'\n' {
+        p -= 1;
+    }
+    let max_s = o.len().min(n.len()) - p;
+    let mut s = o
+        .iter()
+        .rev()
+        .zip(n.iter().rev())
+        .take(max_s)
+        .take_while(|(a, b)| a == b)
+        .count();
+    // Forward to a line end: the suffix starts a line in both texts.
+    let line_start = |t: &[u8], s: usize| s == t.len() || t[t.len() - s - 1] == b'\n';
+    while s > 0 && !(line_start(o, s) && line_start(n, s)) {
+        s -= 1;
+    }
+    (&old[p..o.len() - s], &new[p..n.len() - s])
+}
+
+/// The element change of set `name`, or an error when more than its
+/// elements changed or its kind is not one changed in place.
+fn set_change(
+    t: &TableRef,
+    name: &str,
+    kname: &str,
+    old_body: &str,
+    new_body: &str,
+) -> Result<SetChange, String> {
+    let (oh, oe) = split_set_body(old_body)?;
+    let (nh, ne) = split_set_body(new_body)?;
+    if oh != nh {
+        return Err(format!(
+            "the declaration of set {name} of table {t} changed"
+        ));
+    }
+    let shape = crate::setelem::SetShape::from_header(nh.iter().copied())
+        .ok_or_else(|| format!("set {name} of table {t} is not one changed in place"))?;
+    let (od, nd) = differing_lines(oe, ne);
+    let (ol, nl) = (element_lines(od)?, element_lines(nd)?);
+    let old: std::collections::HashSet<&str> = ol.iter().copied().collect();
+    let new: std::collections::HashSet<&str> = nl.iter().copied().collect();
+    let change = SetChange {
+        table: t.clone(),
+        kname: kname.to_string(),
+        shape,
+        deleted: ol
+            .iter()
+            .filter(|e| !new.contains(*e))
+            .map(|e| e.to_string())
+            .collect(),
+        added: nl
+            .iter()
+            .filter(|e| !old.contains(*e))
+            .map(|e| e.to_string())
+            .collect(),
+        was_empty: oe.trim().is_empty(),
+    };
+    // Every element must be one the encoder makes.
+    change.kernel()?;
+    Ok(change)
 }
 
 /// One command of an in-place transaction.
@@ -453,6 +637,7 @@ pub fn in_place(old: &str, new: &str, names: &KernelNames, pins: &Pins) -> Resul
     }
     let mut out = InPlace {
         changes: Vec::new(),
+        sets: Vec::new(),
         pins: pins.clone(),
         chains: Vec::new(),
     };
@@ -467,6 +652,17 @@ pub fn in_place(old: &str, new: &str, names: &KernelNames, pins: &Pins) -> Resul
         for (head, nbody) in nobjs {
             let obody = oobjs[head];
             if obody == *nbody {
+                continue;
+            }
+            if let Some(name) = head.strip_prefix("set ") {
+                let kname = tn
+                    .sets
+                    .get(name)
+                    .ok_or_else(|| format!("no kernel name for set {name} of table {t}"))?;
+                let c = set_change(t, name, kname, obody, nbody)?;
+                if !c.deleted.is_empty() || !c.added.is_empty() {
+                    out.sets.push(c);
+                }
                 continue;
             }
             let Some(name) = head.strip_prefix("chain ") else {
@@ -596,10 +792,73 @@ mod tests {
     }
 
     #[test]
+    fn differing_lines_are_whole_lines() {
+        for (o, n, want) in [
+            ("A\nB\n", "A\nB\nC\n", ("", "C\n")),
+            ("B\nC\n", "A\nB\nC\n", ("", "A\n")),
+            ("A\nB\n", "AB\n", ("A\nB\n", "AB\n")),
+            ("A\nX\nC\n", "A\nY\nC\n", ("X\n", "Y\n")),
+            ("", "A\n", ("", "A\n")),
+            ("A\n", "", ("A\n", "")),
+            ("AB\n", "B\n", ("AB\n", "B\n")),
+        ] {
+            assert_eq!(differing_lines(o, n), want, "{o:?} -> {n:?}");
+        }
+    }
+
+    #[test]
+    fn set_elements_change_in_place_under_the_kernel_name() {
+        let n = names(PLAN, &Pins::new());
+        let kname = n[&tables().into_iter().next().unwrap()].sets["bl"].clone();
+        let new = PLAN.replace("\t\t\t10.0.0.1,\n", "\t\t\t10.0.0.2,\n\t\t\t10.0.0.7,\n");
+        let ip = in_place(PLAN, &new, &n, &Pins::new()).unwrap();
+        assert!(ip.changes.is_empty());
+        assert_eq!(ip.sets.len(), 1);
+        let c = &ip.sets[0];
+        assert_eq!(c.kname, kname);
+        assert_eq!(c.deleted, ["10.0.0.1"]);
+        assert_eq!(c.added, ["10.0.0.2", "10.0.0.7"]);
+        assert_eq!(
+            c.nft(),
+            format!("delete element inet rampart {kname} {{ 10.0.0.1 }}\nadd element inet rampart {kname} {{ 10.0.0.2, 10.0.0.7 }}\n")
+        );
+        // A comment that looks like an element block is still the header.
+        let tricky = PLAN.replace(
+            "flags interval",
+            "flags interval\n\t\tcomment \"elements = { 1.2.3.4, }\"",
+        );
+        let tricky2 = tricky.replace("\t\t\t10.0.0.1,\n", "");
+        let ip = in_place(
+            &tricky,
+            &tricky2,
+            &names(&tricky, &Pins::new()),
+            &Pins::new(),
+        )
+        .unwrap();
+        assert_eq!(ip.sets[0].deleted, ["10.0.0.1"]);
+        assert!(ip.sets[0].added.is_empty());
+        // The last element gone: the block goes, the set stays.
+        let emptied = PLAN.replace(
+            "\t\telements = {\n\t\t\t10.0.0.1,\n\t\t\t10.0.1.0/24,\n\t\t}\n",
+            "",
+        );
+        assert_ne!(emptied, PLAN);
+        let ip = in_place(PLAN, &emptied, &n, &Pins::new()).unwrap();
+        assert_eq!(ip.sets[0].deleted, ["10.0.0.1", "10.0.1.0/24"]);
+        let ip = in_place(&emptied, PLAN, &names(&emptied, &Pins::new()), &Pins::new()).unwrap();
+        assert!(ip.sets[0].was_empty);
+    }
+
+    #[test]
     fn what_the_staged_path_must_do_is_refused() {
         let n = names(PLAN, &Pins::new());
         for (from, to, why) in [
-            ("10.0.0.1,", "10.0.0.2,", "set bl"),
+            ("flags interval", "flags interval,timeout", "set bl"),
+            (
+                "\"tap100i0\" : jump g100",
+                "\"tap101i0\" : jump g100",
+                "map disp",
+            ),
             ("policy drop;", "policy accept;", "hook"),
             ("\tchain common {", "\tchain other {", "added or removed"),
             ("comment \"guest 100\"", "comment \"guest 101\"", "comment"),

@@ -18,6 +18,7 @@ pub mod netlink;
 pub mod nftscript;
 mod plan;
 pub mod revert;
+pub mod setelem;
 pub mod state;
 pub mod sysctl;
 mod system;

@@ -45,11 +45,13 @@ pub trait System {
     fn nft_apply_in_place(
         &self,
         cmds: &[crate::inplace::Cmd],
+        sets: &[crate::inplace::SetChange],
         genid: Option<u32>,
     ) -> Result<bool, Error> {
         let _ = genid;
-        self.nft_apply(&crate::inplace::render(cmds))
-            .map(|()| false)
+        let mut script = crate::inplace::render(cmds);
+        script.push_str(&crate::inplace::render_sets(sets));
+        self.nft_apply(&script).map(|()| false)
     }
     /// The nftables ruleset generation (bumped by every committed
     /// transaction), when it can be read.
@@ -550,10 +552,42 @@ impl System for HostSystem {
     fn nft_apply_in_place(
         &self,
         cmds: &[crate::inplace::Cmd],
+        sets: &[crate::inplace::SetChange],
         genid: Option<u32>,
     ) -> Result<bool, Error> {
-        use crate::inplace::{render, Cmd};
-        if !cmds.iter().any(|c| matches!(c, Cmd::InsertBefore { .. })) {
+        use crate::inplace::{render, render_sets, Cmd};
+        let script = || {
+            let mut s = render(cmds);
+            s.push_str(&render_sets(sets));
+            s
+        };
+        let netlink_err = |e: std::io::Error| Error::Command {
+            command: "nftables transaction (netlink batch)".into(),
+            status: None,
+            stderr: e.to_string(),
+        };
+        // Set elements go in rampart's own messages: nft would fetch
+        // every element of the table first (seconds at 100,000).
+        let mut set_msgs = Vec::new();
+        for s in sets {
+            let fam = crate::netlink::nfproto(&s.table.family);
+            match (fam, s.kernel()) {
+                (Some(f), Ok((del, add))) => set_msgs.extend(crate::setelem::messages(
+                    f,
+                    &s.table.name,
+                    &s.kname,
+                    &del,
+                    &add,
+                )),
+                _ => return self.nft_apply(&script()).map(|()| false),
+            }
+        }
+        if cmds.is_empty() {
+            return crate::netlink::nft_batch(self.netns.as_deref(), &set_msgs, genid)
+                .map(|()| true)
+                .map_err(netlink_err);
+        }
+        if sets.is_empty() && !cmds.iter().any(|c| matches!(c, Cmd::InsertBefore { .. })) {
             return self.nft_apply(&render(cmds)).map(|()| false);
         }
         // nft positions by handle only after fetching every rule: let it
@@ -563,15 +597,14 @@ impl System for HostSystem {
         let f = ScriptFile::new(&crate::mnldump::check_script(cmds))?;
         let dump = self.nft_batch_dump(f.path())?;
         match crate::mnldump::in_place_batch(cmds, &dump) {
-            Ok(msgs) => crate::netlink::nft_batch(self.netns.as_deref(), &msgs, genid)
-                .map(|()| true)
-                .map_err(|e| Error::Command {
-                    command: "nftables transaction (netlink batch)".into(),
-                    status: None,
-                    stderr: e.to_string(),
-                }),
+            Ok(mut msgs) => {
+                msgs.extend(set_msgs);
+                crate::netlink::nft_batch(self.netns.as_deref(), &msgs, genid)
+                    .map(|()| true)
+                    .map_err(netlink_err)
+            }
             // A dump this code cannot read: the slow, sure way.
-            Err(_) => self.nft_apply(&render(cmds)).map(|()| false),
+            Err(_) => self.nft_apply(&script()).map(|()| false),
         }
     }
     fn nft_genid(&self) -> Option<String> {

@@ -537,13 +537,16 @@ fn a_rule_between_interval_sets_is_positioned_by_rampart_s_own_batch() {
     let stale = genid(&ns);
     ns.exec(&["nft", "add", "table", "ip", "other"]);
     let before = ns.listing();
-    let err = ns.sys().nft_apply_in_place(&cmds, Some(stale)).unwrap_err();
+    let err = ns
+        .sys()
+        .nft_apply_in_place(&cmds, &[], Some(stale))
+        .unwrap_err();
     assert!(err.to_string().contains("netlink batch"), "{err}");
     assert_eq!(ns.listing(), before);
     // With the current generation it goes in, before that rule.
     assert!(ns
         .sys()
-        .nft_apply_in_place(&cmds, Some(genid(&ns)))
+        .nft_apply_in_place(&cmds, &[], Some(genid(&ns)))
         .unwrap());
     let after = ns.exec(&["nft", "list", "chain", "inet", "rampart", &nic_a]);
     let at = |s: &str| {
@@ -553,4 +556,142 @@ fn a_rule_between_interval_sets_is_positioned_by_rampart_s_own_batch() {
     };
     assert!(at("dport 7 drop") < at("fd00::/8"), "{after}");
     assert!(at("dport 99 jump") < at("dport 7 drop"), "{after}");
+}
+
+/// Set elements added and removed on a running staged plan: one
+/// transaction of rampart's own element messages under the sets' kernel
+/// names (no chain restaged, nothing renamed), leaving exactly the ruleset
+/// a full apply of the new plan gives: hash set entries, interval ranges
+/// that grow, merge, split and shrink, a range to the end of the address
+/// space, an empty set's first elements and a set emptied.
+#[test]
+fn set_element_changes_are_one_transaction_in_place() {
+    let ns = Netns::new("elems");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut opts = ApplyOpts::new(tmp.path());
+    opts.record_kernel_hash = false;
+    let base = plan(1);
+    apply(&ns.sys(), &base, &opts).unwrap();
+    let bl = ns.kname("sets", "bl_v4");
+    let host_in = ns.kname("chains", "host-in");
+    let steps: Vec<(&str, Box<dyn Fn(&str) -> String>)> = vec![
+        (
+            "a management address added",
+            Box::new(|s: &str| {
+                s.replace(
+                    "\t\t\t192.168.0.1,\n",
+                    "\t\t\t192.168.0.1,\n\t\t\t192.168.7.7,\n",
+                )
+            }),
+        ),
+        (
+            "an address after the last one",
+            Box::new(|s: &str| {
+                s.replace(
+                    "\t\t\t10.9.1.0-10.9.1.44,\n",
+                    "\t\t\t10.9.1.0-10.9.1.44,\n\t\t\t10.99.0.1,\n",
+                )
+            }),
+        ),
+        (
+            "a blacklist range grows by one address",
+            Box::new(|s: &str| s.replace("10.9.1.0-10.9.1.44", "10.9.1.0-10.9.1.45")),
+        ),
+        (
+            "a range split in two",
+            Box::new(|s: &str| {
+                s.replace(
+                    "\t\t\t10.9.1.0-10.9.1.44,\n",
+                    "\t\t\t10.9.1.0-10.9.1.9,\n\t\t\t10.9.1.11-10.9.1.44,\n",
+                )
+            }),
+        ),
+        (
+            "a range to the last address and a management address gone",
+            Box::new(|s: &str| {
+                s.replace(
+                    "\t\t\t10.9.1.0-10.9.1.44,\n",
+                    "\t\t\t10.9.1.0-10.9.1.44,\n\t\t\t255.255.255.0/24,\n",
+                )
+                .replace("\t\t\t192.168.0.5,\n", "")
+            }),
+        ),
+        (
+            "an empty set gets its first elements",
+            Box::new(|s: &str| {
+                s.replace(
+                    "\t\tcomment \"ipset ipfilter-net1 (100.fw:18)\"\n\t}",
+                    "\t\tcomment \"ipset ipfilter-net1 (100.fw:18)\"\n\t\telements = {\n\t\t\t2001:db8::7,\n\t\t}\n\t}",
+                )
+            }),
+        ),
+        (
+            "the blacklist emptied",
+            Box::new(|s: &str| {
+                s.replace(
+                    "\t\telements = {\n\t\t\t77.240.159.182,\n\t\t\t10.9.1.0-10.9.1.44,\n\t\t}\n",
+                    "",
+                )
+            }),
+        ),
+    ];
+    let mut current = base.clone();
+    for (what, edit) in &steps {
+        for target in [edit(&base.ruleset), base.ruleset.clone()] {
+            let mut p = base.clone();
+            p.ruleset = target;
+            assert_ne!(p.ruleset, current.ruleset, "{what}: the edit applies");
+            let before = genid(&ns);
+            let out = apply(&ns.sys(), &p, &opts).unwrap();
+            assert_eq!(genid(&ns), before + 1, "{what}: one transaction");
+            assert!(
+                out.timings
+                    .steps
+                    .iter()
+                    .any(|(n, _)| *n == "kernel (own netlink batch)"),
+                "{what}: sent by rampart, not nft: {} {:?}",
+                out.timings,
+                out.not_incremental
+            );
+            match &out.mode {
+                ApplyMode::Incremental { chains, .. } => {
+                    assert!(chains.is_empty(), "{what}: {chains:?}")
+                }
+                other => panic!("{what}: {other:?} {:?}", out.not_incremental),
+            }
+            assert_eq!(ns.kname("sets", "bl_v4"), bl, "{what}");
+            assert_eq!(ns.kname("chains", "host-in"), host_in, "{what}");
+            assert_eq!(ns.listing(), full_listing(&p), "{what}");
+            current = p;
+        }
+    }
+    // A stale generation refuses the element batch whole.
+    let stale = genid(&ns) - 1;
+    let change = rampart_apply::inplace::SetChange {
+        table: TableRef {
+            family: "inet".into(),
+            name: "rampart".into(),
+        },
+        kname: bl.clone(),
+        shape: rampart_apply::setelem::SetShape {
+            key: rampart_apply::setelem::KeyKind::Ipv4,
+            interval: true,
+        },
+        deleted: vec![],
+        added: vec!["10.200.0.1".into()],
+        was_empty: false,
+    };
+    assert!(ns
+        .sys()
+        .nft_apply_in_place(&[], std::slice::from_ref(&change), Some(stale))
+        .is_err());
+    assert!(!ns
+        .exec(&["nft", "list", "set", "inet", "rampart", &bl])
+        .contains("10.200.0.1"));
+    ns.sys()
+        .nft_apply_in_place(&[], &[change], Some(genid(&ns)))
+        .unwrap();
+    assert!(ns
+        .exec(&["nft", "list", "set", "inet", "rampart", &bl])
+        .contains("10.200.0.1"));
 }
