@@ -23,7 +23,8 @@ pub struct ApplyOpts {
     /// a confirm from the same session is refused.
     pub session: Option<String>,
     /// iptables backend only: also write the ruleset to this
-    /// `/etc/sysconfig/iptables`-style file, keeping a timestamped backup.
+    /// `/etc/sysconfig/iptables`-style file, keeping a timestamped backup
+    /// (when the plan's `saved_files` names none; the site sets it there).
     pub legacy_file: Option<PathBuf>,
     /// Record the kernel hash after apply (needed for drift; costs one
     /// `nft -s list table` per rampart table).
@@ -69,8 +70,9 @@ pub struct ApplyOutcome {
     pub applied: Applied,
     /// Set with `--confirm`: the scheduled revert.
     pub pending: Option<Pending>,
-    /// Set when a legacy file was replaced: backup and recovery command.
-    pub legacy: Option<LegacyWrite>,
+    /// The boot files replaced (ipset, iptables, ip6tables, in that
+    /// order): each with its backup and recovery commands.
+    pub legacy: Vec<LegacyWrite>,
     /// Sysctls written before the ruleset (tightening) and after it.
     pub sysctls_before: Vec<(String, String)>,
     pub sysctls_after: Vec<(String, String)>,
@@ -445,15 +447,8 @@ fn apply_locked(
     let (sc_before, sc_after) = sysctl::order(&now_values, &target);
     tm.mark("sysctls read");
 
-    let legacy_prep = match (&opts.legacy_file, plan.backend) {
-        (Some(p), Backend::Iptables) => Some(legacy::prepare(p, now)?),
-        (Some(_), Backend::Nftables) => {
-            return Err(Error::InvalidPlan(
-                "a legacy iptables file needs an iptables plan".into(),
-            ))
-        }
-        _ => None,
-    };
+    let legacy_preps =
+        legacy::prepare_all(plan, opts.legacy_file.as_deref(), &sys.programs(), now)?;
 
     // 2b. Everything that can fail after the switch, checked before it:
     // the network side's key files, that every sysctl can be written, and
@@ -519,7 +514,7 @@ fn apply_locked(
             current.as_ref(),
             &target,
             &now_values,
-            legacy_prep.as_ref(),
+            &legacy_preps,
         )?),
         None => None,
     };
@@ -657,16 +652,18 @@ fn apply_locked(
         }
     };
     tm.mark("network");
-    let legacy = match &legacy_prep {
-        Some(prep) => match legacy::commit(prep, &plan.ruleset, &sys.programs().iptables_restore) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                failed.push(format!("legacy file: {e}"));
-                None
+    // The boot files, in the order the boot loads them (sets first): each
+    // replaced only now that the kernel runs what it holds.
+    let mut legacy = Vec::new();
+    for (prep, content, restore_cmd) in &legacy_preps {
+        match legacy::commit(prep, content, restore_cmd) {
+            Ok(l) => {
+                done.push(format!("saved: {}", l.path.display()));
+                legacy.push(l);
             }
-        },
-        None => None,
-    };
+            Err(e) => failed.push(format!("saved file {}: {e}", prep.path.display())),
+        }
+    }
 
     // 5. Record.
     applied.kernel_hash = if opts.record_kernel_hash {
@@ -1026,7 +1023,7 @@ fn schedule_revert(
     current: Option<&Applied>,
     target: &BTreeMap<String, String>,
     now_values: &BTreeMap<String, String>,
-    legacy_prep: Option<&legacy::LegacyPrep>,
+    legacy_preps: &[(legacy::LegacyPrep, String, String)],
 ) -> Result<Pending, Error> {
     let id = format!("{now}-{}", &plan_hash[..12]);
     let programs = sys.programs();
@@ -1094,7 +1091,10 @@ fn schedule_revert(
         sysctls_before: rb,
         sysctls_after: ra,
         has_previous_record: current.is_some(),
-        legacy: legacy_prep.map(legacy::revert_lines).unwrap_or_default(),
+        legacy: legacy_preps
+            .iter()
+            .map(|(p, _, _)| legacy::revert_lines(p))
+            .collect(),
         network: revert_network(sys, current.map(|c| &c.plan), plan),
     }
     .render();

@@ -31,7 +31,7 @@ pub use apply::{
 pub use error::Error;
 pub use legacy::LegacyWrite;
 pub use nftscript::TableRef;
-pub use plan::{Applied, Backend, Plan, PlanMeta, PolicyRule, Route, WgIface, WgPeer};
+pub use plan::{Applied, Backend, Plan, PlanMeta, PolicyRule, Route, SavedFiles, WgIface, WgPeer};
 pub use state::{Pending, StateDir, DEFAULT_STATE_DIR};
 pub use system::{
     clean_stale_scripts, HostSystem, IpFamily, Programs, Scheduler, System, NETNS_WG_ROOT,

@@ -118,6 +118,25 @@ pub fn preflight(new: &Plan) -> Result<(), Error> {
         for p in &w.peers {
             if let Some(f) = &p.preshared_key_file {
                 read_key(f).map_err(|e| {
+                    let e = match e {
+                        Error::Io { source, .. }
+                            if source.kind() == std::io::ErrorKind::NotFound =>
+                        {
+                            // The store is three levels up: DIR/psk/NET/a--b.psk.
+                            let store = std::path::Path::new(f)
+                                .ancestors()
+                                .nth(3)
+                                .map(|d| d.display().to_string())
+                                .unwrap_or_else(|| "DIR".into());
+                            Error::InvalidPlan(format!(
+                                "{f} is missing: the site gives the pair ({}, {}) of network `{}` a preshared key; \
+                                 put it into both members' key stores with \
+                                 `rampart wg psk SITE --store {}={store} --store {}=DIR`",
+                                new.node, p.name, w.network, new.node, p.name
+                            ))
+                        }
+                        e => e,
+                    };
                     step_err(&w.name, &format!("preshared key of peer {}", p.name), e)
                 })?;
             }

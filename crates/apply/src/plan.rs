@@ -52,8 +52,32 @@ pub struct Plan {
     /// Policy-routing rules rampart owns (`ip rule add from SUBNET lookup TABLE`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<PolicyRule>,
+    /// iptables backend: files the boot loads the rules from, written after
+    /// the switch with a backup of each (see [`crate::legacy`]).
+    #[serde(default, skip_serializing_if = "SavedFiles::is_empty")]
+    pub saved_files: SavedFiles,
     #[serde(default)]
     pub meta: PlanMeta,
+}
+
+/// Where an iptables-backend node keeps its rules for the boot: what
+/// `ipset restore` (first), `iptables-restore` and `ip6tables-restore` load
+/// (XCP-ng: `/etc/sysconfig/ipset`, `/etc/sysconfig/iptables`,
+/// `/etc/sysconfig/ip6tables`). Absolute paths; none unless the site sets them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedFiles {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iptables: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6tables: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipset: Option<String>,
+}
+
+impl SavedFiles {
+    pub fn is_empty(&self) -> bool {
+        self.iptables.is_none() && self.ip6tables.is_none() && self.ipset.is_none()
+    }
 }
 
 /// One WireGuard interface of a node plan. Addresses and prefixes are
@@ -142,6 +166,7 @@ impl Plan {
             wireguard: Vec::new(),
             routes: Vec::new(),
             rules: Vec::new(),
+            saved_files: SavedFiles::default(),
             meta: PlanMeta::default(),
         }
     }
@@ -188,6 +213,10 @@ impl Plan {
         for r in &self.rules {
             let json = serde_json::to_string(r).expect("PolicyRule serializes");
             field(&mut h, "rule", json.as_bytes());
+        }
+        if !self.saved_files.is_empty() {
+            let json = serde_json::to_string(&self.saved_files).expect("SavedFiles serializes");
+            field(&mut h, "saved-files", json.as_bytes());
         }
         to_hex(&h.finalize())
     }

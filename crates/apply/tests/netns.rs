@@ -646,7 +646,7 @@ fn iptables_plan_with_legacy_file_backup_and_recovery_command() {
         saved.contains("192.0.2.10/32") && saved.contains(":INPUT DROP"),
         "{saved}"
     );
-    let lw = out.legacy.unwrap();
+    let lw = out.legacy.into_iter().next().unwrap();
     let backup = lw.backup.unwrap();
     assert_eq!(std::fs::read_to_string(&backup).unwrap(), old);
     assert_eq!(std::fs::read_to_string(&file).unwrap(), new);

@@ -120,8 +120,35 @@ pub fn apply(a: ApplyArgs) -> Result<ExitCode> {
             p.deadline.saturating_sub(now())
         );
     }
-    if let Some(l) = &outcome.legacy {
-        println!("recovery: {}", l.recovery);
+    if !outcome.legacy.is_empty() {
+        for l in &outcome.legacy {
+            if l.unchanged {
+                println!(
+                    "saved: {} (unchanged: it already held these rules)",
+                    l.path.display()
+                );
+                continue;
+            }
+            match &l.backup {
+                Some(b) => println!(
+                    "saved: {} (mode 0600; the previous file is kept as {})",
+                    l.path.display(),
+                    b.display()
+                ),
+                None => println!(
+                    "saved: {} (mode 0600; there was none before)",
+                    l.path.display()
+                ),
+            }
+        }
+        if outcome.legacy.iter().any(|l| !l.unchanged) {
+            println!("recovery (from a console, if this plan locks you out), in this order:");
+        }
+        for l in outcome.legacy.iter().filter(|l| !l.unchanged) {
+            for line in l.recovery.lines() {
+                println!("  {line}");
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

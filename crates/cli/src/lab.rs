@@ -113,7 +113,11 @@ fn wg_ifaces(wg: &Wg, owner: &str, key_dir: &Path) -> (Vec<WgIface>, Vec<Route>)
                 .map(|p| WgPeer {
                     name: p.name.clone(),
                     public_key: p.public_key.to_string(),
-                    preshared_key_file: None,
+                    // The lab's store of this member (both members of a
+                    // pair hold the key: rampart_lab::site writes it).
+                    preshared_key_file: p.preshared_key_file.as_ref().map(|_| {
+                        rampart_wg::plan::preshared_key_file(&kd, &i.network, owner, &p.name)
+                    }),
                     endpoint: p.endpoint.clone(),
                     allowed_ips: p.allowed_ips.iter().map(|a| a.to_string()).collect(),
                     persistent_keepalive: p.persistent_keepalive,

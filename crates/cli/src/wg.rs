@@ -35,6 +35,9 @@ enum WgCommand {
     Rotate(RotateArgs),
     /// The computed plan: addresses, ports, peers, AllowedIPs, routes.
     Show(ShowArgs),
+    /// Create the preshared keys of the site's pairs and put each pair's
+    /// key into both members' key stores (never printed).
+    Psk(PskArgs),
 }
 
 #[derive(clap::Args)]
@@ -86,6 +89,21 @@ struct RotateArgs {
 }
 
 #[derive(clap::Args)]
+struct PskArgs {
+    /// The site directory (with site.toml), or site.toml itself.
+    site: PathBuf,
+    /// A member's key store, as `NAME=DIR` (repeat it: a pair's key goes
+    /// into the stores of both its members). A store may be a staging
+    /// directory copied to its node afterwards (`cp -a` / `rsync -a`).
+    #[arg(long = "store", value_name = "NAME=DIR", required = true)]
+    stores: Vec<String>,
+    /// Make a new key for every pair whose two stores are given, replacing
+    /// the old one in both (a PSK rotation; apply both nodes afterwards).
+    #[arg(long)]
+    replace: bool,
+}
+
+#[derive(clap::Args)]
 struct ShowArgs {
     /// The site directory (with site.toml), or site.toml itself.
     site: PathBuf,
@@ -100,6 +118,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         WgCommand::Client(a) => client(a),
         WgCommand::Rotate(a) => rotate(a),
         WgCommand::Show(a) => show(a),
+        WgCommand::Psk(a) => psk(a),
     }
 }
 
@@ -628,6 +647,141 @@ fn rotate(a: RotateArgs) -> Result<ExitCode> {
     }
     let (_, diags, map) = site.check();
     render_diags(&diags, &map);
+    Ok(status(&diags))
+}
+
+// ------------------------------------------------------------ psk
+
+fn psk(a: PskArgs) -> Result<ExitCode> {
+    let site = SiteToml::read(&a.site)?;
+    let (plan, diags, map) = site.check();
+    render_diags(&diags, &map);
+    let Some(plan) = plan.filter(|_| !diags.has_errors()) else {
+        eprintln!("error: no preshared key written: fix the errors above first");
+        return Ok(ExitCode::from(1));
+    };
+    let mut stores: Vec<(String, PathBuf, KeyStore)> = Vec::new();
+    for s in &a.stores {
+        let Some((name, dir)) = s
+            .split_once('=')
+            .filter(|(n, d)| !n.is_empty() && !d.is_empty())
+        else {
+            bail!("`--store {s}`: write it as NAME=DIR (the member's name, its key store)");
+        };
+        if stores.iter().any(|(n, _, _)| n == name) {
+            bail!("`--store`: `{name}` is given twice");
+        }
+        if !plan.interfaces.iter().any(|i| i.owner == name) {
+            bail!(
+                "`--store {s}`: `{name}` is a member of no WireGuard network in {}",
+                site.path.display()
+            );
+        }
+        let dir = PathBuf::from(dir);
+        let ks = open_store(&dir)?;
+        stores.push((name.to_string(), dir, ks));
+    }
+    let pairs = plan.preshared_pairs();
+    if pairs.is_empty() {
+        eprintln!(
+            "no pair has a preshared key in {} (`preshared_keys = true` or `preshared_pairs` on a `[[wireguard]]`)",
+            site.path.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let store_of = |n: &str| stores.iter().find(|(m, _, _)| m == n).map(|(_, _, k)| k);
+    let mut pending = 0;
+    let mut touched = 0;
+    for (net, x, y) in &pairs {
+        let (sx, sy) = (store_of(x), store_of(y));
+        if sx.is_none() && sy.is_none() {
+            continue;
+        }
+        touched += 1;
+        let have = |ks: Option<&KeyStore>| -> Result<Option<rampart_wg::PresharedKey>> {
+            match ks {
+                Some(k) => k.preshared_if_any(net, x, y).map_err(keystore_err),
+                None => Ok(None),
+            }
+        };
+        let (kx, ky) = (have(sx)?, have(sy)?);
+        let pair = format!("network `{net}`: pair ({x}, {y})");
+        let put = |ks: &KeyStore, k: &rampart_wg::PresharedKey, replace: bool| {
+            ks.put_preshared(net, x, y, k, replace)
+                .map_err(keystore_err)
+        };
+        match (sx, sy) {
+            (Some(a_), Some(b_)) => {
+                let (key, how) = match (&kx, &ky) {
+                    _ if a.replace => (rampart_wg::PresharedKey::generate(), "replaced"),
+                    (Some(p), Some(q)) if p == q => {
+                        println!(
+                            "{pair}: already in both stores ({}, {})",
+                            a_.psk_path(net, x, y).display(),
+                            b_.psk_path(net, x, y).display()
+                        );
+                        continue;
+                    }
+                    (Some(_), Some(_)) => {
+                        bail!(
+                            "{pair}: the stores of `{x}` and `{y}` hold different keys ({} and {}); \
+                             the tunnel cannot handshake. Run again with --replace to give both a new one",
+                            a_.psk_path(net, x, y).display(),
+                            b_.psk_path(net, x, y).display()
+                        );
+                    }
+                    (Some(p), None) => (p.clone(), "copied from `{x}`'s store"),
+                    (None, Some(q)) => (q.clone(), "copied from `{y}`'s store"),
+                    (None, None) => (rampart_wg::PresharedKey::generate(), "created"),
+                };
+                let how = how.replace("{x}", x).replace("{y}", y);
+                // A crash between the two writes leaves one store with the
+                // key; the next run copies it (or --replace renews both).
+                let pa = put(a_, &key, true)?;
+                let pb = put(b_, &key, true)?;
+                println!(
+                    "{pair}: {how}: {} and {} (0600)",
+                    pa.display(),
+                    pb.display()
+                );
+            }
+            (Some(only), None) | (None, Some(only)) => {
+                let (me, other) = if sx.is_some() { (x, y) } else { (y, x) };
+                let mine = if sx.is_some() { &kx } else { &ky };
+                let path = only.psk_path(net, x, y);
+                if mine.is_none() {
+                    put(only, &rampart_wg::PresharedKey::generate(), false)?;
+                    println!(
+                        "{pair}: created in `{me}`'s store: {} (0600)",
+                        path.display()
+                    );
+                } else {
+                    println!("{pair}: in `{me}`'s store: {}", path.display());
+                }
+                eprintln!(
+                    "  `{other}` needs the same key: run again with `--store {me}=DIR --store {other}=DIR` \
+                     (its store, or a staging directory copied to it)"
+                );
+                pending += 1;
+            }
+            (None, None) => unreachable!(),
+        }
+    }
+    if touched == 0 {
+        bail!(
+            "none of the stores given belongs to a member of a preshared pair (pairs: {})",
+            pairs
+                .iter()
+                .map(|(n, x, y)| format!("{n}: {x}--{y}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    if pending > 0 {
+        eprintln!(
+            "{pending} pair(s) in one store only: `rampart apply` on the other member refuses until its store has the key"
+        );
+    }
     Ok(status(&diags))
 }
 

@@ -374,3 +374,69 @@ fn a_kernel_that_differs_from_the_plan_is_a_bug_row() {
     assert!(row.starts_with("BUG"), "{row}");
     assert!(row.contains("reachable (sent alone)"), "{row}");
 }
+
+#[test]
+fn a_lab_with_preshared_keys_puts_each_pair_key_in_both_stores() {
+    if !can_run() {
+        return;
+    }
+    let name = format!("t{}-psk", std::process::id());
+    let _guard = Down(name.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("lab-psk");
+    std::fs::create_dir_all(site.join("firewall")).unwrap();
+    for f in ["firewall/cluster.fw", "firewall/100.fw"] {
+        std::fs::copy(fixture().join(f), site.join(f)).unwrap();
+    }
+    let toml = std::fs::read_to_string(fixture().join("site.toml")).unwrap();
+    let with_psk = toml.replacen(
+        "topology = \"mesh\"\n",
+        "topology = \"mesh\"\npreshared_keys = true\n",
+        1,
+    );
+    assert_ne!(with_psk, toml);
+    std::fs::write(site.join("site.toml"), with_psk).unwrap();
+    let up = rampart(&["lab", "up", site.to_str().unwrap(), "--name", &name]);
+    assert!(up.status.success(), "{}", text(&up));
+    // One key for the pair, in both members' stores, 0600; the road
+    // warrior's pair has none.
+    let keys = Path::new("/run/rampart/lab").join(&name).join("keys");
+    let f1 = keys.join("hv1/psk/cluster/hv1--hv2.psk");
+    let f2 = keys.join("hv2/psk/cluster/hv1--hv2.psk");
+    let k1 = std::fs::read_to_string(&f1).unwrap();
+    assert_eq!(k1, std::fs::read_to_string(&f2).unwrap());
+    for f in [&f1, &f2] {
+        let mode = std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", f.display());
+    }
+    assert!(!keys.join("hv1/psk/cluster/hv1--laptop.psk").exists());
+    assert!(!text(&up).contains(k1.trim()), "the key was printed");
+    // hv1's interface runs with it (wireguard-go's socket is private to the namespace).
+    let ns = state(&name)["zones"]["hv1"]["ns"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sock = Path::new("/run/rampart/netns").join(&ns).join("wireguard");
+    let o = Command::new("ip")
+        .args(["netns", "exec", &ns, "sh", "-c"])
+        .arg(r#"mount --bind "$0" /var/run/wireguard && exec wg show wg0 preshared-keys"#)
+        .arg(&sock)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let shown = String::from_utf8_lossy(&o.stdout);
+    assert!(shown.contains(k1.trim()), "hv1 runs without the pair's key");
+    assert!(
+        shown.contains("(none)"),
+        "the road warrior's peer has no key"
+    );
+    // The mesh handshakes with it: hv2 reaches hv1 over the tunnel.
+    let v = rampart(&["lab", "verify", site.to_str().unwrap(), "--name", &name]);
+    let out = text(&v);
+    assert!(v.status.success(), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("ok") && l.contains("hv2 over the mesh -> hv1 ssh")),
+        "{out}"
+    );
+}

@@ -290,6 +290,47 @@ impl KeyStore {
             why: e.to_string(),
         })
     }
+
+    /// The preshared key of the pair (a, b) on `network` if the store has
+    /// one (checked: mode, owner, format); never generates.
+    pub fn preshared_if_any(
+        &self,
+        network: &str,
+        a: &str,
+        b: &str,
+    ) -> Result<Option<PresharedKey>, KeyStoreError> {
+        names(&[network, a, b])?;
+        let path = self.psk_path(network, a, b);
+        match self.read_secret(&path) {
+            Ok(text) => {
+                PresharedKey::parse(&text)
+                    .map(Some)
+                    .map_err(|e| KeyStoreError::Malformed {
+                        path,
+                        why: e.to_string(),
+                    })
+            }
+            Err(KeyStoreError::Missing { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Store `key` as the preshared key of the pair (a, b) on `network`
+    /// (the other member's store holds the same key). Replaces an existing
+    /// one only with `replace`.
+    pub fn put_preshared(
+        &self,
+        network: &str,
+        a: &str,
+        b: &str,
+        key: &PresharedKey,
+        replace: bool,
+    ) -> Result<PathBuf, KeyStoreError> {
+        names(&[network, a, b])?;
+        let path = self.psk_path(network, a, b);
+        self.write_secret(&path, &key.expose_base64(), replace)?;
+        Ok(path)
+    }
 }
 
 #[cfg(test)]
@@ -348,6 +389,24 @@ mod tests {
         let psk = ks.preshared("mgmt", "b", "a").unwrap();
         assert_eq!(mode(&ks.psk_path("mgmt", "a", "b")), 0o600);
         assert_eq!(ks.preshared("mgmt", "a", "b").unwrap(), psk);
+        // The other member's store gets the same key; replaced only when asked.
+        let other = tempfile::tempdir().unwrap();
+        let ks2 = KeyStore::open_owned_by(other.path().join("wg"), uid()).unwrap();
+        assert_eq!(ks2.preshared_if_any("mgmt", "a", "b").unwrap(), None);
+        ks2.put_preshared("mgmt", "b", "a", &psk, false).unwrap();
+        assert_eq!(
+            ks2.preshared_if_any("mgmt", "a", "b").unwrap(),
+            Some(psk.clone())
+        );
+        assert_eq!(mode(&ks2.psk_path("mgmt", "a", "b")), 0o600);
+        let fresh = PresharedKey::generate();
+        assert!(ks2.put_preshared("mgmt", "a", "b", &fresh, false).is_err());
+        ks2.put_preshared("mgmt", "a", "b", &fresh, true).unwrap();
+        assert_eq!(
+            ks2.preshared_if_any("mgmt", "a", "b").unwrap(),
+            Some(fresh.clone())
+        );
+        assert!(ks2.put_preshared("mgmt", "../x", "b", &psk, true).is_err());
     }
 
     #[test]

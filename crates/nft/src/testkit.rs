@@ -203,6 +203,7 @@ impl SiteBuilder {
                 cluster_peers: p,
             },
             origin: Origin::auto("site.toml"),
+            saved_files: Default::default(),
         });
         self.site.nodes.len() - 1
     }

@@ -505,6 +505,12 @@ impl Site<'_> {
                 plan.backend = Backend::Iptables;
                 plan.ruleset6 = Some(ipt.v6.clone());
                 plan.ipsets = Some(ipt.ipsets.clone());
+                // The boot files the site names (XCP-ng's /etc/sysconfig/...).
+                plan.saved_files = rampart_apply::SavedFiles {
+                    iptables: n.saved_files.iptables.clone(),
+                    ip6tables: n.saved_files.ip6tables.clone(),
+                    ipset: n.saved_files.ipset.clone(),
+                };
                 sysctls.extend(
                     ipt.sysctls
                         .iter()

@@ -156,6 +156,30 @@ pub struct Node {
     pub local_network: Vec<IpNet>,
     pub firewall: HostFirewall,
     pub origin: Origin,
+    /// Where an iptables-backend node keeps its rules for the boot
+    /// (`iptables_file` and friends in site.toml); empty unless set.
+    #[serde(default, skip_serializing_if = "SavedFiles::is_empty")]
+    pub saved_files: SavedFiles,
+}
+
+/// Files `apply` writes after the switch, each with a backup of the one it
+/// replaces, so the host boots into what runs (an XCP-ng host loads
+/// `/etc/sysconfig/ipset` with `ipset restore`, then
+/// `/etc/sysconfig/iptables` with `iptables-restore`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedFiles {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iptables: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6tables: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipset: Option<String>,
+}
+
+impl SavedFiles {
+    pub fn is_empty(&self) -> bool {
+        self.iptables.is_none() && self.ip6tables.is_none() && self.ipset.is_none()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

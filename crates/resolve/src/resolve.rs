@@ -657,6 +657,29 @@ impl<'a> Resolver<'a> {
                 .map(|h| host_options(&h.options))
                 .unwrap_or_else(|| host_options(&Default::default()));
             let enabled = self.cluster_opts.enable && host_opts.enable;
+            let sf = &n.saved_files;
+            if let (Some(f), ir::Backend::Nftables) = (sf.first(), backend) {
+                self.push(
+                    Diagnostic::new(
+                        codes::SITE_TOML,
+                        format!(
+                            "node `{}` uses the nftables backend: its rules are not kept in an iptables-restore file",
+                            n.name.value
+                        ),
+                    )
+                    .at(f.span)
+                    .label("only for an iptables-backend node")
+                    .hint("add `backend = \"iptables\"` to the node (XCP-ng nodes are iptables by default), or remove the file option"),
+                );
+            }
+            let saved_files = match backend {
+                ir::Backend::Iptables => ir::SavedFiles {
+                    iptables: sf.iptables.as_ref().map(|s| s.value.clone()),
+                    ip6tables: sf.ip6tables.as_ref().map(|s| s.value.clone()),
+                    ipset: sf.ipset.as_ref().map(|s| s.value.clone()),
+                },
+                ir::Backend::Nftables => Default::default(),
+            };
             self.node_index
                 .insert(n.name.value.to_string(), self.nodes.len());
             self.implicit_bridges.push(n.implicit_bridges);
@@ -686,6 +709,7 @@ impl<'a> Resolver<'a> {
                     cluster_peers,
                 },
                 origin: Origin::line(n.span),
+                saved_files,
             });
         }
     }

@@ -61,6 +61,28 @@ pub enum GuestKindName {
     Ct,
 }
 
+/// `iptables_file`, `ip6tables_file`, `ipset_file` of a `[[node]]`:
+/// absolute paths, checked at parse time.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SavedFileDecls {
+    pub iptables: Option<Spanned<String>>,
+    pub ip6tables: Option<Spanned<String>>,
+    pub ipset: Option<Spanned<String>>,
+}
+
+impl SavedFileDecls {
+    pub fn is_empty(&self) -> bool {
+        self.first().is_none()
+    }
+    /// The first one given (for a diagnostic about all of them).
+    pub fn first(&self) -> Option<&Spanned<String>> {
+        self.iptables
+            .as_ref()
+            .or(self.ip6tables.as_ref())
+            .or(self.ipset.as_ref())
+    }
+}
+
 /// Where a node or guest was declared.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct NodeDecl {
@@ -73,6 +95,10 @@ pub struct NodeDecl {
     /// `local_network = [...]`: overrides the derived local network.
     pub local_network: Option<Vec<Spanned<IpNet>>>,
     pub endpoint: Option<Spanned<String>>,
+    /// Files an iptables-backend node keeps its rules in for the boot
+    /// (`/etc/sysconfig/iptables` and friends on XCP-ng); none unless set.
+    #[serde(skip_serializing_if = "SavedFileDecls::is_empty")]
+    pub saved_files: SavedFileDecls,
     /// The node's bridges are not declared (a site without site.toml): the
     /// bridges guests name are taken as they are.
     pub implicit_bridges: bool,

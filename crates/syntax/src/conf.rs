@@ -262,6 +262,7 @@ pub fn parse_corosync(file: FileId, text: &str, diags: &mut Diagnostics) -> Vec<
                                 addresses: n.addresses,
                                 local_network: None,
                                 endpoint: None,
+                                saved_files: Default::default(),
                                 implicit_bridges: true,
                                 span: n.span,
                             }),

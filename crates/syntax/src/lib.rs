@@ -417,6 +417,7 @@ fn parse_site_with(
                     addresses: Vec::new(),
                     local_network: None,
                     endpoint: None,
+                    saved_files: Default::default(),
                     implicit_bridges: true,
                     span,
                 });

@@ -220,6 +220,9 @@ const NODE_KEYS: &[&str] = &[
     "local_network",
     "endpoint",
     "addresses",
+    "iptables_file",
+    "ip6tables_file",
+    "ipset_file",
 ];
 const GUEST_KEYS: &[&str] = &["id", "kind", "node", "name", "nics"];
 const NIC_KEYS: &[&str] = &[
@@ -327,6 +330,7 @@ fn node(cx: &mut Ctx, v: &TSpanned<SValue>) -> Option<NodeDecl> {
         addresses: Vec<Spanned<ipnet::IpNet>>,
         local_network: Option<Vec<Spanned<ipnet::IpNet>>>,
         endpoint: Option<Spanned<String>>,
+        saved: SavedFileDecls,
     }
     let mut nd = Fields {
         backend: None,
@@ -335,6 +339,7 @@ fn node(cx: &mut Ctx, v: &TSpanned<SValue>) -> Option<NodeDecl> {
         addresses: Vec::new(),
         local_network: None,
         endpoint: None,
+        saved: SavedFileDecls::default(),
     };
     for (k, val) in t {
         match k.get_ref().as_str() {
@@ -396,6 +401,9 @@ fn node(cx: &mut Ctx, v: &TSpanned<SValue>) -> Option<NodeDecl> {
                 );
             }
             "endpoint" => nd.endpoint = cx.string(val, "endpoint"),
+            "iptables_file" => nd.saved.iptables = saved_path(cx, val, "iptables_file"),
+            "ip6tables_file" => nd.saved.ip6tables = saved_path(cx, val, "ip6tables_file"),
+            "ipset_file" => nd.saved.ipset = saved_path(cx, val, "ipset_file"),
             _ => cx.unknown_key(k, NODE_KEYS, "[[node]]"),
         }
     }
@@ -416,9 +424,51 @@ fn node(cx: &mut Ctx, v: &TSpanned<SValue>) -> Option<NodeDecl> {
         addresses: nd.addresses,
         local_network: nd.local_network,
         endpoint: nd.endpoint,
+        saved_files: nd.saved,
         implicit_bridges: false,
         span,
     })
+}
+
+/// A file rampart writes as root: an absolute, plain path (no `.` or `..`
+/// components, no control characters), so it names one file whatever the
+/// working directory.
+fn saved_path(cx: &mut Ctx, v: &TSpanned<SValue>, what: &str) -> Option<Spanned<String>> {
+    let s = cx.string(v, what)?;
+    let p = std::path::Path::new(&s.value);
+    let plain = p.components().all(|c| {
+        matches!(
+            c,
+            std::path::Component::RootDir | std::path::Component::Normal(_)
+        )
+    });
+    let why = if s.value.chars().any(|c| c.is_control()) {
+        Some("control characters in the path")
+    } else if !p.is_absolute() {
+        Some("not an absolute path")
+    } else if !plain || s.value.ends_with('/') || p.file_name().is_none() {
+        Some("not a plain file path (`.`, `..` or a trailing `/`)")
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        cx.diags.push(
+            Diagnostic::new(
+                codes::SITE_TOML,
+                format!(
+                    "`{what}` = `{}`: {why}",
+                    rampart_types::escape::printable(&s.value)
+                ),
+            )
+            .at(s.span)
+            .hint(format!(
+                "write the full path of the file, e.g. `{what} = \"/etc/sysconfig/{}\"`",
+                what.trim_end_matches("_file")
+            )),
+        );
+        return None;
+    }
+    Some(s)
 }
 
 fn guest(cx: &mut Ctx, v: &TSpanned<SValue>) -> Option<GuestDecl> {

@@ -138,6 +138,10 @@ pub const NO_ENDPOINT: Code = e("E0613", "neither side of a pair has an endpoint
 pub const KEEPALIVE_RANGE: Code = e("E0614", "PersistentKeepalive out of range");
 pub const MTU_TOO_SMALL: Code = e("E0615", "MTU below 1280 with IPv6");
 pub const KEY_FILE_PERMISSIONS: Code = e("E0616", "key file permissions or owner unsafe");
+pub const BAD_PRESHARED_PAIR: Code = e(
+    "E0617",
+    "a preshared pair that is not two members that peer",
+);
 
 // --- Faults (42-43) ---
 pub const SITE_UNREADABLE: Code = e("E0701", "site missing or unreadable");
@@ -248,6 +252,7 @@ pub const ALL: &[Code] = &[
     KEEPALIVE_RANGE,
     MTU_TOO_SMALL,
     KEY_FILE_PERMISSIONS,
+    BAD_PRESHARED_PAIR,
     SITE_UNREADABLE,
     APPLY_FAILED,
     STORE_UNREACHABLE,

@@ -129,6 +129,38 @@ impl Plan {
     }
 }
 
+/// Whether the pair (me, p) of a network has a preshared key: every pair
+/// of members with `preshared_keys = true`, else the listed pairs. Road
+/// warriors never do (their config would have to carry the key).
+fn psk(net: &Network, me: &Part, p: &Part) -> bool {
+    if me.client || p.client {
+        return false;
+    }
+    net.preshared_keys
+        || net
+            .preshared_pairs
+            .iter()
+            .any(|(a, b, _)| (a == me.name && b == p.name) || (a == p.name && b == me.name))
+}
+
+/// The preshared pairs of a plan: per network, every pair (a <= b) of
+/// members that peer and share a key.
+impl Plan {
+    pub fn preshared_pairs(&self) -> Vec<(String, String, String)> {
+        let mut out = Vec::new();
+        for i in &self.interfaces {
+            for p in &i.peers {
+                if p.preshared_key_file.is_some() && i.owner < p.name {
+                    out.push((i.network.clone(), i.owner.clone(), p.name.clone()));
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
 /// File names inside the key store, shared with `rampart-keystore`.
 pub fn private_key_file(key_dir: &str, network: &str) -> String {
     format!("{key_dir}/{network}.key")
@@ -536,6 +568,27 @@ pub fn compile_with(site: &WgSite, key_dir: &str) -> (Plan, Diagnostics) {
             None
         };
 
+        // A listed preshared pair must be a pair that peers.
+        for (a, b, span) in &net.preshared_pairs {
+            let i = parts[..member_count].iter().position(|p| p.name == a);
+            let j = parts[..member_count].iter().position(|p| p.name == b);
+            if let (Some(i), Some(j)) = (i, j) {
+                if !direct(i, j) {
+                    d.push(
+                        Diagnostic::new(
+                            codes::BAD_PRESHARED_PAIR,
+                            format!(
+                                "`{a}` and `{b}` are not peers in network `{}` (topology), so they share no key",
+                                net.name
+                            ),
+                        )
+                        .at(*span)
+                        .hint("list only pairs that peer directly (in a hub: a gateway and a member)"),
+                    );
+                }
+            }
+        }
+
         let has_dup_keys = {
             let mut seen = HashSet::new();
             parts.iter().any(|p| !seen.insert(p.key))
@@ -692,8 +745,7 @@ pub fn compile_with(site: &WgSite, key_dir: &str) -> (Plan, Diagnostics) {
                 peers.push(PeerPlan {
                     name: p.name.to_string(),
                     public_key: p.key,
-                    preshared_key_file: net
-                        .preshared_keys
+                    preshared_key_file: psk(net, me, p)
                         .then(|| preshared_key_file(key_dir, &net.name, me.name, p.name)),
                     endpoint: p.endpoint.clone(),
                     allowed_ips: allowed,

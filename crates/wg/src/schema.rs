@@ -182,8 +182,12 @@ pub struct Network {
     pub members: Vec<Member>,
     /// Keepalive every member sends to its peers (default none).
     pub persistent_keepalive: Option<u16>,
-    /// Generate a preshared key per pair (files in the key store).
+    /// A preshared key for every pair of members that peer (files in the
+    /// key store; road warriors' pairs excepted).
     pub preshared_keys: bool,
+    /// `preshared_pairs = [["a", "b"], ...]`: preshared keys for these
+    /// pairs of members only (checked: both members, and they peer).
+    pub preshared_pairs: Vec<(String, String, Span)>,
     /// Routing table for a `/0` in AllowedIPs (none: no default route at all).
     pub table: Option<u32>,
     pub span: Span,
@@ -276,6 +280,8 @@ struct RawNetwork {
     persistent_keepalive: Option<Spanned<i64>>,
     #[serde(default)]
     preshared_keys: bool,
+    #[serde(default)]
+    preshared_pairs: Vec<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     table: Option<Spanned<i64>>,
     #[serde(default, rename = "member")]
@@ -392,6 +398,85 @@ pub fn scan_private_keys(file: FileId, text: &str) -> Diagnostics {
         }
     }
     d
+}
+
+/// `preshared_pairs`: each entry two different members of the network
+/// (road warriors carry no preshared key: their config would have to hold
+/// it). Whether they peer is checked with the topology (plan).
+fn preshared_pairs(
+    rn: &RawNetwork,
+    members: &[Member],
+    l: &Lines,
+    d: &mut Diagnostics,
+) -> Vec<(String, String, Span)> {
+    let mut out: Vec<(String, String, Span)> = Vec::new();
+    for pair in &rn.preshared_pairs {
+        let span = l.of(pair);
+        let names = pair.get_ref();
+        if names.len() != 2 {
+            d.push(
+                Diagnostic::new(
+                    codes::BAD_PRESHARED_PAIR,
+                    format!(
+                        "a preshared pair names two members, this one {}",
+                        names.len()
+                    ),
+                )
+                .at(span)
+                .hint("write each pair as `[\"a\", \"b\"]`"),
+            );
+            continue;
+        }
+        let (a, b) = (&names[0], &names[1]);
+        let mut ok = true;
+        for n in [a, b] {
+            if !members.iter().any(|m| &m.name == n.get_ref()) {
+                ok = false;
+                d.push(
+                    Diagnostic::new(
+                        codes::BAD_PRESHARED_PAIR,
+                        format!(
+                            "`{}` is not a member of network `{}`",
+                            n.get_ref(),
+                            rn.name.get_ref()
+                        ),
+                    )
+                    .at(l.of(n))
+                    .note("preshared keys are for pairs of members; road warriors (`[[client]]`) get none"),
+                );
+            }
+        }
+        if ok && a.get_ref() == b.get_ref() {
+            ok = false;
+            d.push(
+                Diagnostic::new(
+                    codes::BAD_PRESHARED_PAIR,
+                    format!("`{}` paired with itself", a.get_ref()),
+                )
+                .at(span),
+            );
+        }
+        if !ok {
+            continue;
+        }
+        let (x, y) = if a.get_ref() <= b.get_ref() {
+            (a.get_ref(), b.get_ref())
+        } else {
+            (b.get_ref(), a.get_ref())
+        };
+        if out.iter().any(|(p, q, _)| p == x && q == y) {
+            d.push(
+                Diagnostic::new(
+                    codes::BAD_PRESHARED_PAIR,
+                    format!("the pair ({x}, {y}) is listed twice"),
+                )
+                .at(span),
+            );
+            continue;
+        }
+        out.push((x.clone(), y.clone(), span));
+    }
+    out
 }
 
 fn valid_interface_name(s: &str) -> bool {
@@ -797,6 +882,7 @@ pub fn parse_site_toml(file: FileId, text: &str) -> (Option<WgSite>, Diagnostics
                 );
             }
         }
+        let psk_pairs = preshared_pairs(&rn, &members, &l, &mut d);
         networks.push(Network {
             name: rn.name.get_ref().clone(),
             interface: iface.clone(),
@@ -811,6 +897,7 @@ pub fn parse_site_toml(file: FileId, text: &str) -> (Option<WgSite>, Diagnostics
                 .as_ref()
                 .and_then(|k| keepalive(k, &l, &mut d)),
             preshared_keys: rn.preshared_keys,
+            preshared_pairs: psk_pairs,
             table: rn.table.as_ref().and_then(|t| {
                 let v = *t.get_ref();
                 if (1..=0xFFFF_FFFF).contains(&v) && !(253..=255).contains(&v) {

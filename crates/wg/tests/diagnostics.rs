@@ -281,6 +281,29 @@ fn e0615_mtu_below_1280_with_ipv6() {
 }
 
 #[test]
+fn e0617_preshared_pairs_that_are_not_two_peering_members() {
+    // A hub: b and c peer only with the gateway a.
+    let line = r#"preshared_pairs = [["a", "b"], ["b", "c"], ["a", "x"], ["a", "a"], ["a"], ["b", "a"], ["a", "laptop"]]"#;
+    let t = format!(
+        "{THREE}topology = \"hub\"\ngateways = [\"a\"]\n{line}\n[[wireguard.member]]\nname = \"a\"\npublic_key = \"K(a)\"\n[[wireguard.member]]\nname = \"b\"\npublic_key = \"K(b)\"\n[[wireguard.member]]\nname = \"c\"\npublic_key = \"K(c)\"\n[[client]]\nnetwork = \"m\"\nname = \"laptop\"\npublic_key = \"K(laptop)\"\n"
+    );
+    let col = |needle: &str| line.find(needle).unwrap() as u32 + 1;
+    has(&t, "E0617", 17, col(r#"["b", "c"]"#)); // not peers in a hub
+    has(&t, "E0617", 17, col(r#""x""#)); // not a member
+    has(&t, "E0617", 17, col(r#"["a", "a"]"#)); // with itself
+    has(&t, "E0617", 17, col(r#"["a"]"#)); // one name
+    has(&t, "E0617", 17, col(r#"["b", "a"]"#)); // (a, b) again
+    has(&t, "E0617", 17, col(r#""laptop""#)); // a road warrior
+    let got: Vec<_> = codes(&t).into_iter().filter(|c| c.0 == "E0617").collect();
+    assert_eq!(got.len(), 6, "{got:?}\n{}", render(&t));
+    assert!(
+        render(&t).contains("are not peers in network `m`"),
+        "{}",
+        render(&t)
+    );
+}
+
+#[test]
 fn unknown_key_in_wireguard_table_is_an_error_with_position() {
     let t = "[[wireguard]]\nname = \"m\"\ninterface = \"wg0\"\npool = [\"10.8.0.0/24\"]\nlisten_port = 51820\nlisten_prot = 1\n";
     let got = codes(t);

@@ -399,6 +399,59 @@ fn preshared_keys_are_files_per_pair() {
 }
 
 #[test]
+fn preshared_pairs_give_only_the_listed_pairs_a_key() {
+    let t = mesh(&["a", "b", "c"]).replace(
+        "listen_port = 51820",
+        "listen_port = 51820\npreshared_pairs = [[\"c\", \"a\"]]",
+    );
+    let p = plan(&t);
+    let file = |on: &str, peer: &str| {
+        p.get("core", on)
+            .unwrap()
+            .peers
+            .iter()
+            .find(|x| x.name == peer)
+            .unwrap()
+            .preshared_key_file
+            .clone()
+    };
+    assert_eq!(
+        file("a", "c").as_deref(),
+        Some("/etc/rampart/wg/psk/core/a--c.psk")
+    );
+    assert_eq!(file("c", "a"), file("a", "c"));
+    assert_eq!(file("a", "b"), None);
+    assert_eq!(file("b", "c"), None);
+    assert_eq!(
+        p.preshared_pairs(),
+        [("core".into(), "a".into(), "c".into())]
+    );
+}
+
+#[test]
+fn preshared_keys_leave_road_warriors_out() {
+    // A road warrior's config would have to carry the key: its pair has none.
+    let t = SEED_000.replace(
+        "gateways = [\"opnsense\"]",
+        "gateways = [\"opnsense\"]\npreshared_keys = true",
+    );
+    let p = plan(&t);
+    let lap = p.get("mgmt", "laptop").unwrap();
+    assert!(lap.peers.iter().all(|x| x.preshared_key_file.is_none()));
+    let gw = p.get("mgmt", "opnsense").unwrap();
+    for x in &gw.peers {
+        assert_eq!(
+            x.preshared_key_file.is_some(),
+            x.name != "laptop",
+            "{}",
+            x.name
+        );
+    }
+    let conf = rampart_wg::client_config(&p, "laptop", None).unwrap();
+    assert!(!conf.contains("PresharedKey"), "{conf}");
+}
+
+#[test]
 fn qr_codes_render_for_terminal_and_png() {
     let p = plan(SEED_000);
     let conf =

@@ -316,9 +316,39 @@ fn enroll(name: &str, files: &SiteFiles, keyed: &[(String, String)]) -> Result<S
             }
         }
     }
+    let text = doc.to_string();
+    preshared(name, &text)?;
     let mut out = files.clone();
-    out.insert("site.toml", doc.to_string().into_bytes());
+    out.insert("site.toml", text.into_bytes());
     Ok(out)
+}
+
+/// Every preshared pair of the site: one key, written into the lab key
+/// stores of both members (0600), as `rampart wg psk` does on real nodes.
+fn preshared(name: &str, site_toml: &str) -> Result<()> {
+    let mut map = rampart_types::SourceMap::new();
+    let id = map.add("site.toml", site_toml);
+    let (Some(plan), _) = rampart_wg::check(id, site_toml) else {
+        return Ok(()); // the planner reports the site's errors
+    };
+    for (net, a, b) in plan.preshared_pairs() {
+        let open = |owner: &str| {
+            rampart_keystore::KeyStore::open(key_dir(name, owner)?)
+                .map_err(|e| Error::new(format!("key store of {owner}: {e}")))
+        };
+        let (ka, kb) = (open(&a)?, open(&b)?);
+        let err = |e: rampart_keystore::KeyStoreError| {
+            Error::new(format!("preshared key of ({a}, {b}) in {net}: {e}"))
+        };
+        let key = match ka.preshared_if_any(&net, &a, &b).map_err(err)? {
+            Some(k) => k,
+            None => ka.preshared(&net, &a, &b).map_err(err)?,
+        };
+        if kb.preshared_if_any(&net, &a, &b).map_err(err)?.as_ref() != Some(&key) {
+            kb.put_preshared(&net, &a, &b, &key, true).map_err(err)?;
+        }
+    }
+    Ok(())
 }
 
 /// Build the lab. `progress` gets one line per step. On failure everything

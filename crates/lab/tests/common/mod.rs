@@ -65,6 +65,7 @@ pub fn node(name: &str, bridges: &[(&str, &[&str])]) -> Node {
             cluster_peers: SetId(0),
         },
         origin: Origin::auto("test"),
+        saved_files: Default::default(),
     }
 }
 
