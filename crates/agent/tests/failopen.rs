@@ -196,11 +196,28 @@ impl Rig {
         self.site.join("firewall/cluster.fw")
     }
 
-    /// Wait until the kernel runs revision `r` of cluster.fw.
+    /// Wait until the kernel runs revision `r` of cluster.fw: the agent
+    /// has recorded the apply (so its last transaction is committed) and
+    /// the kernel lists the revision's rule. The listing alone is not
+    /// enough: a staged apply loads the new chains one transaction before
+    /// the switch makes them live, so the rule is listed while the hooks
+    /// still run the previous ruleset (or none, before the first apply).
     fn wait_for_revision(&self, r: usize) {
         let want = format!("udp dport {}", 30000 + r);
+        let recorded = || {
+            rampart_apply::StateDir::open(self._tmp.path().join("state"))
+                .ok()
+                .and_then(|st| {
+                    st.read_applied(rampart_apply::state::CURRENT)
+                        .ok()
+                        .flatten()
+                })
+                .is_some_and(|a| a.plan.ruleset.contains(&want))
+        };
         let t = Instant::now();
-        while !nft_in(&self.node.0, &["list", "table", "inet", "rampart"]).contains(&want) {
+        while !(recorded()
+            && nft_in(&self.node.0, &["list", "table", "inet", "rampart"]).contains(&want))
+        {
             assert!(
                 t.elapsed() < Duration::from_secs(20),
                 "revision {r} never applied"
@@ -333,14 +350,12 @@ struct Counts {
 /// The soak: a writer mangles the site in a loop for `RAMPART_SOAK_SECS`
 /// (default 20 s) while probes run and the tables are listed.
 ///
-/// Ignored until fixed (issue 17 stays open): on the merged main of
-/// 2026-12-07 it failed once in CI-like conditions with one forbidden
-/// probe connected (tables present in all 3,786 listings, so not "no
-/// tables": a window where a mangled revision's ruleset let the closed
-/// port through, or a probe counting error). Run it with
-/// `cargo test -p rampart-agent --test failopen -- --ignored soak`.
+/// (It once failed with a forbidden probe connected at the very start:
+/// the rig took the listing of the first, staged apply's chains for the
+/// applied revision, one transaction before the switch made them live, and
+/// the first probe reached a node that had no firewall yet. The rig now
+/// also waits for the agent's record of the apply.)
 #[test]
-#[ignore = "one forbidden probe connected on 2026-12-07; under investigation (issue 17)"]
 fn soak_a_writer_mangling_site_files_never_leaves_the_node_open() {
     if !is_root() {
         eprintln!("skipped: needs root");
