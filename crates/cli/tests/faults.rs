@@ -22,6 +22,11 @@ fn in_force(ns: &Ns) -> Option<String> {
 
 /// A site whose management set carries `marker` (so revisions differ).
 fn write_site(p: &Path, marker: &str) {
+    write_site_rules(p, marker, "");
+}
+
+/// The site with `extra` rule lines after the HTTP rule.
+fn write_site_rules(p: &Path, marker: &str, extra: &str) {
     std::fs::create_dir_all(p.join("firewall")).unwrap();
     std::fs::create_dir_all(p.join("nodes/hv1")).unwrap();
     std::fs::write(p.join("nodes/hv1/host.fw"), "[OPTIONS]\nenable: 1\n").unwrap();
@@ -32,7 +37,7 @@ fn write_site(p: &Path, marker: &str) {
     .unwrap();
     std::fs::write(
         p.join("firewall/cluster.fw"),
-        format!("[OPTIONS]\nenable: 1\npolicy_in: DROP\n\n[IPSET management]\n198.51.100.5\n{marker}\n\n[RULES]\nIN HTTP(ACCEPT)\n"),
+        format!("[OPTIONS]\nenable: 1\npolicy_in: DROP\n\n[IPSET management]\n198.51.100.5\n{marker}\n\n[RULES]\nIN HTTP(ACCEPT)\n{extra}"),
     )
     .unwrap();
 }
@@ -80,12 +85,17 @@ fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
 
 /// The policies of the two revisions, as the agent applies them.
 fn reference(tag: &str, a: &str, b: &str) -> (String, String) {
+    reference_rules(tag, (a, ""), (b, ""))
+}
+
+/// [`reference`] with extra rule lines per revision.
+fn reference_rules(tag: &str, a: (&str, &str), b: (&str, &str)) -> (String, String) {
     let ns = Ns::new(tag);
     let tmp = tempfile::tempdir().unwrap();
     let site = tmp.path().join("site");
     let mut out = Vec::new();
-    for m in [a, b] {
-        write_site(&site, m);
+    for (m, extra) in [a, b] {
+        write_site_rules(&site, m, extra);
         let o = Command::new(BIN)
             .args(["agent", "--once", "--site"])
             .arg(&site)
@@ -176,7 +186,11 @@ fn nft_failing_mid_apply_keeps_the_old_policy_and_the_agent_retries_until_it_wor
         eprintln!("skipped: needs root");
         return;
     }
-    let (old, new) = reference("nftref", "203.0.113.7", "203.0.113.9");
+    // The new revision adds a rule with an interval set (so it is staged:
+    // stage, then the switch through nft). A change of set elements alone
+    // would not run nft at all (rampart sends element messages itself).
+    const EXTRA: &str = "IN ACCEPT -source 10.66.0.0/16,10.77.0.0/16 -p tcp -dport 81\n";
+    let (old, new) = reference_rules("nftref", ("203.0.113.7", ""), ("203.0.113.9", EXTRA));
     for (tag, flag) in [("sw", "fail-switch"), ("all", "fail-all")] {
         let ns = Ns::new(&format!("nftf-{tag}"));
         let tmp = tempfile::tempdir().unwrap();
@@ -193,7 +207,7 @@ fn nft_failing_mid_apply_keeps_the_old_policy_and_the_agent_retries_until_it_wor
             in_force(&ns).as_deref() == Some(old.as_str())
         });
         std::fs::write(bin.join(flag), "").unwrap();
-        write_site(&site, "203.0.113.9");
+        write_site_rules(&site, "203.0.113.9", EXTRA);
         // Several attempts fail (backoff 200 ms, 400 ms, ...): the old
         // policy stays in force the whole time.
         let t = Instant::now();
