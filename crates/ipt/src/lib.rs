@@ -1066,6 +1066,15 @@ impl<'a> Compiler<'a> {
         {
             self.user_rule(chain, r, Some("-o"), &Accept::Return);
         }
+        // pve-firewall's PVEFW-HOST-OUT: the node may reach the local
+        // network's API, SSH, VNC consoles and SPICE proxy.
+        if node.platform == Platform::Proxmox {
+            let nets: Vec<IpRange> = node.local_network.iter().map(IpRange::from_net).collect();
+            if let Ok(dst) = self.addr(&AddrMatch::List(nets), "dst") {
+                let m = format!("-p tcp {dst} -m multiport --dports 22,3128,5900:5999,8006");
+                self.auto(chain, &m, "auto:local_network", "RETURN");
+            }
+        }
         let (p, l) = (node.firewall.policy_out, opts.log_level_out);
         self.policy(chain, p, l, "auto:policy-out", &Accept::Return);
     }

@@ -1030,6 +1030,34 @@ impl<'a> Cx<'a> {
                 &mut v,
             );
             host_in.rules.extend(v);
+            // pve-firewall's PVEFW-HOST-OUT: after the rules, before the
+            // policy, the node may reach the local network's API, SSH, VNC
+            // consoles and SPICE proxy (tcp 8006, 22, 5900-5999, 3128).
+            if node.platform == Platform::Proxmox {
+                for net in &node.local_network {
+                    let f = if net.addr().is_ipv4() {
+                        Family::V4
+                    } else {
+                        Family::V6
+                    };
+                    host_out.rules.push(
+                        Rule::new("auto:local_network")
+                            .m(Match::Addr {
+                                family: f,
+                                dir: Dir::Dst,
+                                neg: false,
+                                target: AddrTarget::Literal(vec![IpRange::from_net(net)]),
+                            })
+                            .m(Match::Port {
+                                proto: 6,
+                                dir: Dir::Dst,
+                                ports: localnet_out_ports(),
+                            })
+                            .v(Verdict::Return)
+                            .decides(Action::Accept),
+                    );
+                }
+            }
             let mut v = Vec::new();
             self.policy(
                 node.firewall.policy_out,
@@ -1655,6 +1683,17 @@ fn norm_ports(p: &[PortRange]) -> Vec<PortRange> {
         out.push(r);
     }
     out
+}
+
+/// What pve-firewall's PVEFW-HOST-OUT lets the node reach on its local
+/// network (tcp): 22, 3128, 5900-5999, 8006.
+pub fn localnet_out_ports() -> Vec<PortRange> {
+    vec![
+        PortRange::single(22),
+        PortRange::single(3128),
+        PortRange::new(5900, 5999),
+        PortRange::single(8006),
+    ]
 }
 
 /// Management TCP ports, cluster UDP ports, cluster TCP ports.
