@@ -1034,6 +1034,7 @@ impl<'a> Compiler<'a> {
         {
             self.user_rule(chain, r, Some("-i"), &accept);
         }
+        self.corosync_links(chain, true);
         self.wg_listen(chain, &accept);
         let (p, l) = (node.firewall.policy_in, opts.log_level_in);
         self.policy(chain, p, l, "auto:policy-in", &accept);
@@ -1041,9 +1042,34 @@ impl<'a> Compiler<'a> {
 
     fn corosync(&self) -> Vec<(&'static str, &'static str)> {
         match self.node.platform {
-            Platform::Proxmox => vec![("udp", "5405:5412")],
+            // Corosync is opened link by link (`corosync_links`).
+            Platform::Proxmox => vec![],
             Platform::Xcpng => vec![("udp", "5404:5405"), ("tcp", "5404:5405,21064")],
             Platform::Linux => vec![],
+        }
+    }
+
+    /// Corosync, ring by ring as pve-firewall opens it: udp 5404-5405 between
+    /// this node's ring address and the peers' addresses on the same ring.
+    fn corosync_links(&mut self, chain: &str, inbound: bool) {
+        let node = self.node;
+        if node.platform != Platform::Proxmox {
+            return;
+        }
+        for link in &node.firewall.corosync {
+            if link.local.is_ipv4() != (self.fam == Family::V4) {
+                continue;
+            }
+            let (peer_dir, me) = if inbound {
+                ("src", format!("-d {}", link.local))
+            } else {
+                ("dst", format!("-s {}", link.local))
+            };
+            if let Ok(peers) = self.addr(&AddrMatch::Set(link.peers), peer_dir) {
+                let m = format!("-p udp {me} {peers} -m udp --dport 5404:5405");
+                let target = if inbound { "ACCEPT" } else { "RETURN" };
+                self.auto(chain, &m, "auto:corosync", target);
+            }
         }
     }
 
@@ -1066,6 +1092,7 @@ impl<'a> Compiler<'a> {
         {
             self.user_rule(chain, r, Some("-o"), &Accept::Return);
         }
+        self.corosync_links(chain, false);
         // pve-firewall's PVEFW-HOST-OUT: the node may reach the local
         // network's API, SSH, VNC consoles and SPICE proxy.
         if node.platform == Platform::Proxmox {

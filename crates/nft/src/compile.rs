@@ -1021,6 +1021,49 @@ impl<'a> Cx<'a> {
                     }
                 }
             }
+            // Corosync, ring by ring (pve-firewall: after the rules and the
+            // management rules, before the policies).
+            if node.platform == Platform::Proxmox {
+                for link in &node.firewall.corosync {
+                    let f = if link.local.is_ipv4() {
+                        Family::V4
+                    } else {
+                        Family::V6
+                    };
+                    if site_set_empty(self.site, link.peers, f) {
+                        continue;
+                    }
+                    let s = self.set_ref(link.peers, f);
+                    let me = AddrTarget::Literal(vec![IpRange::host(link.local)]);
+                    let ports = Match::Port {
+                        proto: 17,
+                        dir: Dir::Dst,
+                        ports: vec![PortRange::new(5404, 5405)],
+                    };
+                    let addr = |dir, target| Match::Addr {
+                        family: f,
+                        dir,
+                        neg: false,
+                        target,
+                    };
+                    host_in.rules.push(
+                        Rule::new("auto:corosync")
+                            .m(addr(Dir::Src, AddrTarget::Set(s.clone())))
+                            .m(addr(Dir::Dst, me.clone()))
+                            .m(ports.clone())
+                            .v(Verdict::Return)
+                            .decides(Action::Accept),
+                    );
+                    host_out.rules.push(
+                        Rule::new("auto:corosync")
+                            .m(addr(Dir::Src, me))
+                            .m(addr(Dir::Dst, AddrTarget::Set(s)))
+                            .m(ports)
+                            .v(Verdict::Return)
+                            .decides(Action::Accept),
+                    );
+                }
+            }
             let mut v = Vec::new();
             self.policy(
                 node.firewall.policy_in,
@@ -1703,7 +1746,8 @@ pub fn platform_ports(p: Platform) -> (Vec<PortRange>, Vec<PortRange>, Vec<PortR
     match p {
         Platform::Proxmox => (
             vec![s(22), s(3128), r(5900, 5999), s(8006), r(60000, 60050)],
-            vec![r(5405, 5412)],
+            // Corosync is opened link by link (`HostFirewall::corosync`).
+            vec![],
             vec![],
         ),
         Platform::Xcpng => (
@@ -1730,4 +1774,9 @@ fn helper_defs(name: &str) -> Option<Vec<(&'static str, &'static str, u16)>> {
         "h323" => vec![("RAS", "udp", 1719), ("Q.931", "tcp", 1720)],
         _ => return None,
     })
+}
+
+/// Does set `id` hold no entry of family `f`?
+fn site_set_empty(site: &ir::Site, id: SetId, f: Family) -> bool {
+    site.set(id).entries_of(f).next().is_none()
 }

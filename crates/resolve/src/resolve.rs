@@ -651,6 +651,7 @@ impl<'a> Resolver<'a> {
                 },
                 None,
             );
+            let corosync = self.corosync_links(i, n, &tag, &all_addrs, cluster_peers);
             let host_opts = ast
                 .hosts
                 .get(n.name.value.as_str())
@@ -684,10 +685,92 @@ impl<'a> Resolver<'a> {
                     management,
                     blacklist,
                     cluster_peers,
+                    corosync,
                 },
                 origin: Origin::line(n.span),
             });
         }
+    }
+
+    /// The corosync links of node `i` (`n`), ring by ring as pve-firewall
+    /// opens them: from corosync.conf when the site has one (this node's
+    /// `ringN_addr` and the other nodes' `ringN_addr` of the same family);
+    /// otherwise each of the node's addresses with every other node's
+    /// addresses (`cluster_peers`).
+    fn corosync_links(
+        &mut self,
+        i: usize,
+        n: &ast::NodeDecl,
+        tag: &str,
+        all_addrs: &[Vec<IpNet>],
+        cluster_peers: SetId,
+    ) -> Vec<ir::CorosyncLink> {
+        let ast = self.ast;
+        let Some(c) = &ast.corosync else {
+            return all_addrs[i]
+                .iter()
+                .enumerate()
+                .map(|(k, a)| ir::CorosyncLink {
+                    ring: k as u32,
+                    local: a.addr(),
+                    peers: cluster_peers,
+                    origin: Origin::line(n.span),
+                })
+                .collect();
+        };
+        let ip_of = |a: &ast::Spanned<ast::RingAddr>| match a.value {
+            ast::RingAddr::Ip(ip) => Some(ip),
+            ast::RingAddr::Host(_) => None,
+        };
+        let Some(me) = c
+            .nodes
+            .iter()
+            .find(|x| x.name.value == n.name.value.as_str())
+        else {
+            return Vec::new();
+        };
+        let mut links = Vec::new();
+        let mut done: HashSet<u32> = HashSet::new();
+        for (ring, a) in &me.rings {
+            let Some(local) = ip_of(a) else { continue };
+            if !done.insert(*ring) {
+                continue;
+            }
+            let mut entries: Vec<SetEntry> = c
+                .nodes
+                .iter()
+                .filter(|x| x.name.value != me.name.value)
+                .flat_map(|x| x.rings.iter().filter(|(r, _)| r == ring))
+                .filter_map(|(_, pa)| {
+                    ip_of(pa)
+                        .filter(|ip| ip.is_ipv4() == local.is_ipv4())
+                        .map(|ip| SetEntry {
+                            range: host_range(ip),
+                            nomatch: false,
+                            origin: Origin::line(pa.span),
+                        })
+                })
+                .collect();
+            entries.sort_by(|a, b| a.range.cmp(&b.range));
+            entries.dedup_by(|a, b| a.range == b.range);
+            let peers = self.add_set(
+                IpSet {
+                    name: format!("corosync_ring{ring}"),
+                    scope: SetScope::Node(n.name.value.to_string()),
+                    kernel_name: format!("n-{tag}-ring{ring}"),
+                    entries,
+                    origin: Origin::line(a.span),
+                },
+                None,
+            );
+            links.push(ir::CorosyncLink {
+                ring: *ring,
+                local,
+                peers,
+                origin: Origin::line(a.span),
+            });
+        }
+        links
     }
 
     fn build_guests(&mut self) -> Vec<ir::Guest> {

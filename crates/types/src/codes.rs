@@ -109,6 +109,7 @@ pub const UNKNOWN_GUEST: Code = w(
     "firewall file for a guest the site does not declare",
 );
 pub const UNKNOWN_ENDPOINT: Code = e("E0416", "unknown intent endpoint");
+pub const UNRESOLVED_HOST: Code = e("E0417", "host name the site does not resolve");
 
 // --- Policy semantics (27-31) ---
 pub const SHADOWED_RULE: Code = w("E0501", "rule can never match (shadowed)");
@@ -226,6 +227,7 @@ pub const ALL: &[Code] = &[
     DUPLICATE_NAME,
     UNKNOWN_GUEST,
     UNKNOWN_ENDPOINT,
+    UNRESOLVED_HOST,
     SHADOWED_RULE,
     LOCKOUT,
     VPN_PORT_UNREACHABLE,
