@@ -915,6 +915,20 @@ impl<'d> Parser<'d> {
         let mut o = RuleOpts::default();
         let mut ok = true;
         let mut seen: HashMap<&'static str, ()> = HashMap::new();
+        // pve-firewall keeps the ICMP type of legacy rules in `-dport` when
+        // the protocol is written `icmp` or `icmpv6` (and no `-icmp-type`).
+        let legacy_icmp: Option<(Family, &str)> = if toks
+            .iter()
+            .any(|t| matches!(*t, "-icmp-type" | "--icmp-type"))
+        {
+            None
+        } else {
+            toks.windows(2).find_map(|w| match (w[0], w[1]) {
+                ("-p" | "-proto" | "--proto", "icmp") => Some((Family::V4, "icmp")),
+                ("-p" | "-proto" | "--proto", "icmpv6") => Some((Family::V6, "icmpv6")),
+                _ => None,
+            })
+        };
         let mut i = 0;
         while i < toks.len() {
             let flag = toks[i];
@@ -1046,6 +1060,37 @@ impl<'d> Parser<'d> {
                             self.diags.push(d);
                             ok = false;
                         }
+                    }
+                }
+                "dport" if legacy_icmp.is_some() => {
+                    let (fam, pname) = legacy_icmp.unwrap_or((Family::V4, "icmp"));
+                    let lower = val.to_ascii_lowercase();
+                    // Proxmox takes a type number (0-255) or a type name here, no code.
+                    if lower.contains('/') || icmp_type(&lower, fam).is_none() {
+                        let mut d = Diagnostic::new(
+                            codes::UNKNOWN_ICMP_TYPE,
+                            format!("`-dport {val}` on a `-p {pname}` rule is not an ICMP type"),
+                        )
+                        .at(vs)
+                        .note(format!(
+                            "with `-p {pname}`, Proxmox reads `-dport` as the ICMP type (a number 0-255 or a type name)"
+                        ));
+                        if let Some(h) = did_you_mean(val, tables::icmp_names()) {
+                            d = d.hint(h);
+                        }
+                        self.diags.push(d);
+                        ok = false;
+                    } else {
+                        self.diags.push(
+                            Diagnostic::new(
+                                codes::LEGACY_ICMP_DPORT,
+                                format!("`-dport {val}` on a `-p {pname}` rule is read as the ICMP type `{lower}`"),
+                            )
+                            .at(flag_span)
+                            .note("Proxmox keeps the ICMP type of rules written by older releases in `-dport`, and matches it")
+                            .hint(format!("write `-icmp-type {val}` instead")),
+                        );
+                        o.icmp_type = Some(Spanned::new(lower, vs));
                     }
                 }
                 "dport" | "sport" => match self.ports(line, val) {

@@ -89,6 +89,11 @@ pub const PROTO_ZERO_MATCHES_ALL: Code = w(
     "protocol 0 (`ip`, `hopopt`) matches every protocol",
 );
 
+pub const LEGACY_ICMP_DPORT: Code = w(
+    "E0315",
+    "ICMP type written in `-dport` (legacy Proxmox rule)",
+);
+
 // --- References and names (22-26) ---
 pub const UNDEFINED_ALIAS: Code = e("E0401", "undefined alias");
 pub const UNDEFINED_IPSET: Code = e("E0402", "undefined ipset");
@@ -211,6 +216,7 @@ pub const ALL: &[Code] = &[
     DUPLICATE_SET_ENTRY,
     ICMP_TYPE_WITHOUT_ICMP,
     PROTO_ZERO_MATCHES_ALL,
+    LEGACY_ICMP_DPORT,
     UNDEFINED_ALIAS,
     UNDEFINED_IPSET,
     UNDEFINED_GROUP,
