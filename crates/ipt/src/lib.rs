@@ -206,6 +206,9 @@ struct SetTable {
     sets: BTreeMap<String, (Family, Vec<(IpRange, bool)>)>,
     by_id: BTreeMap<(u32, Family), Option<String>>,
     lists: BTreeMap<(Family, Vec<IpRange>), String>,
+    /// The Proxmox name of a set whose kernel name does not show it (long
+    /// names are hashed), by kernel name: written as a comment line.
+    proxmox_names: BTreeMap<String, String>,
 }
 
 fn fnv(s: &str) -> u32 {
@@ -241,6 +244,9 @@ impl SetTable {
                 format!("{}-{:06x}", &kn[..MAX_SET - 9], fnv(kn) & 0xffffff)
             };
             let name = format!("{base}-{}", fam_suffix(f));
+            if !name.contains(set.name.as_str()) && !matches!(set.scope, ir::SetScope::Node(_)) {
+                self.proxmox_names.insert(name.clone(), set.name.clone());
+            }
             self.sets.insert(name.clone(), (f, entries));
             Some(name)
         } else {
@@ -273,6 +279,9 @@ impl SetTable {
                 Family::V4 => "inet",
                 Family::V6 => "inet6",
             };
+            if let Some(p) = self.proxmox_names.get(name) {
+                let _ = writeln!(s, "# {name}: ipset {p}");
+            }
             let maxelem = (entries.len() * 2).max(65536);
             let tmp = format!("{name}-T");
             for n in [name, &tmp] {

@@ -249,6 +249,16 @@ pub fn guest_options(o: &ast::FwOptions) -> ir::GuestOptions {
     }
 }
 
+/// FNV-1a over the bytes, the top bit cleared (Proxmox's `fnv31a`).
+pub fn fnv31a(s: &str) -> u32 {
+    let mut h: u32 = 0x811c9dc5;
+    for b in s.bytes() {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x01000193);
+    }
+    h & 0x7fff_ffff
+}
+
 fn host_range(a: IpAddr) -> IpRange {
     IpRange::host(a)
 }
@@ -382,6 +392,20 @@ impl<'a> Resolver<'a> {
         let (scope, kernel_name) = match owner {
             Owner::Cluster => (SetScope::Cluster, format!("dc-{}", s.name.value)),
             Owner::Guest(id) => (SetScope::Guest(id), format!("g{id}-{}", s.name.value)),
+        };
+        // Proxmox accepts ipset names up to 64 bytes and hashes the ones too
+        // long for the kernel (compute_ipset_chain_name: FNV-31a of
+        // `<vmid>-<name>`); so does rampart. The Proxmox name stays in the
+        // set's comment and in the simulator's output.
+        let kernel_name = if kernel_name.len() <= MAX_SET_NAME {
+            kernel_name
+        } else {
+            match owner {
+                Owner::Cluster => format!("dc-{:X}", fnv31a(&format!("0-{}", s.name.value))),
+                Owner::Guest(id) => {
+                    format!("g{id}-{:X}", fnv31a(&format!("{id}-{}", s.name.value)))
+                }
+            }
         };
         let key = (owner, s.name.value.clone());
         // The previous result, unless the IR that held its entries was not

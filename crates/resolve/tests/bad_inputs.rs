@@ -364,7 +364,11 @@ fn case17_port_without_proto() {
 
 #[test]
 fn case17_port_with_portless_proto() {
-    expect_cluster("[RULES]\nIN ACCEPT -p icmp -dport 22\n", "E0304", 2, 19);
+    expect_cluster("[RULES]\nIN ACCEPT -p gre -dport 22\n", "E0304", 2, 18);
+    // With icmp/icmpv6, Proxmox reads -dport as the ICMP type (legacy rules).
+    let d = expect_cluster("[RULES]\nIN ACCEPT -p icmp -dport 22\n", "E0315", 2, 19);
+    assert_eq!(d.severity, Severity::Warning);
+    assert_eq!(d.hint.as_deref(), Some("write `-icmp-type 22` instead"));
 }
 
 #[test]
@@ -521,11 +525,42 @@ fn case23_group_nesting() {
     );
 }
 
+/// Issue 12: Proxmox accepts ipset names up to 64 bytes and hashes the
+/// kernel name of long ones; so does rampart. Past 64 it is E0407.
 #[test]
-fn case24_set_name_too_long_for_kernel() {
-    let name = "a".repeat(40);
-    let d = expect_cluster(&format!("[IPSET {name}]\n10.0.0.1\n"), "E0407", 1, 8);
-    assert!(d.message.contains("31"), "{}", d.message);
+fn case24_set_name_too_long_for_kernel_is_hashed() {
+    let name = format!("a{}", "b".repeat(63));
+    let text = format!(
+        "[OPTIONS]\nenable: 1\n\n[IPSET {name}]\n10.0.0.1\n\n[RULES]\nIN ACCEPT -source +{name} -p tcp -dport 22\n"
+    );
+    let (site, d) = load(&[("site.toml", SITE_TOML), ("firewall/cluster.fw", &text)]);
+    assert!(!d.has_errors(), "{d:?}");
+    let set = site.sets.iter().find(|s| s.name == name).expect("the set");
+    // FNV-31a of `0-<name>`, as pve-firewall's compute_ipset_chain_name.
+    let want = format!("dc-{:X}", rampart_resolve::fnv31a(&format!("0-{name}")));
+    assert_eq!(set.kernel_name, want);
+    assert!(set.kernel_name.len() <= 31);
+    // Deterministic: the same name again gives the same kernel name.
+    let (again, _) = load(&[("site.toml", SITE_TOML), ("firewall/cluster.fw", &text)]);
+    assert_eq!(
+        again
+            .sets
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap()
+            .kernel_name,
+        want
+    );
+    let d = expect_cluster(
+        &format!("[IPSET a{}]\n10.0.0.1\n", "b".repeat(64)),
+        "E0407",
+        1,
+        8,
+    );
+    assert!(
+        d.message.contains("64") || d.notes.iter().any(|n| n.contains("64")),
+        "{d:?}"
+    );
 }
 
 #[test]
