@@ -795,3 +795,45 @@ fn case42_other_files_in_firewall_dirs_warn() {
         assert!(!d.has_errors(), "{p}: {:?}", codes_of(&d));
     }
 }
+
+/// Issue 12: a corosync.conf ring address that is a host name nobody
+/// resolves is an error at its line, never a link without peers.
+#[test]
+fn corosync_host_name_unresolved_is_reported_at_its_line() {
+    let coro = "nodelist {\n  node {\n    name: hv1\n    ring0_addr: hv1.example.org\n  }\n  node {\n    name: hv2\n    ring0_addr: nowhere.example.org\n  }\n}\n";
+    let d = expect(&[("corosync.conf", coro)], "E0417", "corosync.conf", 8, 17);
+    assert!(d.message.contains("nowhere.example.org"), "{}", d.message);
+    // hv1 is the site.toml node of that name (its first label): resolved.
+    let all = diags(&[("corosync.conf", coro)]);
+    assert_eq!(
+        all.items.iter().filter(|x| x.code == "E0417").count(),
+        1,
+        "{all:?}"
+    );
+}
+
+/// A bare /etc/pve tree: host names from the tree's `hosts` file give the
+/// nodes their addresses and the corosync links their peers.
+#[test]
+fn corosync_host_names_from_the_hosts_file_in_a_bare_tree() {
+    let coro = "nodelist {\n  node {\n    name: pve1\n    ring0_addr: pve1\n  }\n  node {\n    name: pve2\n    ring0_addr: pve2.lan\n  }\n}\n";
+    let hosts =
+        "127.0.0.1 localhost\n10.1.1.11 pve1.lan pve1\n10.1.1.12 pve2.lan pve2 # the second node\n";
+    let files = rampart_types::SiteFiles::new()
+        .with("corosync.conf", coro)
+        .with("hosts", hosts)
+        .with("firewall/cluster.fw", "[OPTIONS]\nenable: 1\n");
+    let (site, d) = rampart_resolve::load(&files);
+    assert!(!d.has_errors(), "{d:?}");
+    let n1 = site.node("pve1").unwrap();
+    assert_eq!(n1.addresses, vec!["10.1.1.11/32".parse().unwrap()]);
+    let link = &n1.firewall.corosync[0];
+    assert_eq!(link.local, "10.1.1.11".parse::<std::net::IpAddr>().unwrap());
+    let peers: Vec<String> = site
+        .set(link.peers)
+        .entries
+        .iter()
+        .map(|e| e.range.start.to_string())
+        .collect();
+    assert_eq!(peers, vec!["10.1.1.12"]);
+}
