@@ -606,6 +606,18 @@ impl<'a> Resolver<'a> {
                 let mut v: Vec<IpNet> = addresses.iter().map(|a| a.trunc()).collect();
                 v.sort();
                 v.dedup();
+                if !v.is_empty() && v.iter().all(|x| x.prefix_len() == x.max_prefix_len()) {
+                    let name = n.name.value.as_str();
+                    self.push(
+                        Diagnostic::new(
+                            codes::LOCAL_NETWORK_HOST_ONLY,
+                            format!("the local network of `{name}` is only its own address"),
+                        )
+                        .at(n.span)
+                        .note("Proxmox takes the network of the node's address from its routes; the site gives the address no prefix, so the management set and the local-network rules hold this address alone")
+                        .hint(format!("add `nodes/{name}/interfaces` (a copy of the node's /etc/network/interfaces), a `local_network` alias in cluster.fw, or the node's prefix in site.toml")),
+                    );
+                }
                 v
             };
             let platform = match n.platform.as_ref().map(|p| p.value) {

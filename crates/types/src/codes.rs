@@ -126,6 +126,8 @@ pub const VPN_PORT_UNREACHABLE: Code = e(
 pub const CLUSTER_BLOCKED: Code = e("E0504", "cluster traffic between nodes is blocked");
 pub const REPEATED_RULE: Code = w("E0505", "identical rule repeated");
 pub const INTENT_MISSED: Code = e("E0506", "an [[expect]] intent is not met");
+pub const LOCAL_NETWORK_HOST_ONLY: Code =
+    w("E0507", "local network is only the node's own address");
 
 // --- WireGuard (32-41) ---
 pub const MALFORMED_KEY: Code = e("E0601", "malformed WireGuard key");
@@ -240,6 +242,7 @@ pub const ALL: &[Code] = &[
     CLUSTER_BLOCKED,
     REPEATED_RULE,
     INTENT_MISSED,
+    LOCAL_NETWORK_HOST_ONLY,
     MALFORMED_KEY,
     PRIVATE_KEY_IN_SITE,
     DUPLICATE_PUBLIC_KEY,
