@@ -756,14 +756,7 @@ impl<'a> Cx<'a> {
                 );
             }
         }
-        if opts.log_nf_conntrack {
-            let mut d = Diagnostic::new(
-                codes::NOT_EXPRESSIBLE,
-                "log_nf_conntrack is a logger feature (conntrack events), not part of the ruleset; rampart does not log conntrack events",
-            );
-            d.severity = rampart_types::Severity::Warning;
-            self.warnings.push(d);
-        }
+        // log_nf_conntrack: warned about at its line by the parser (no effect).
 
         // --- shared chains
         let mut reject = Chain::regular("reject-packet");

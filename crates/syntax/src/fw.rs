@@ -413,6 +413,29 @@ impl<'d> Parser<'d> {
                     .hint(hint.to_string()),
             );
         };
+        // pve-firewall's cluster.fw takes `enable: <number>`: a number above 1
+        // is a timestamp (Proxmox's pending enable), on for 60 seconds after
+        // that time and off from then on.
+        if self.kind == FwKind::Cluster
+            && key == "enable"
+            && v.len() > 1
+            && v.len() <= 20
+            && v.bytes().all(|b| b.is_ascii_digit())
+            && v.trim_start_matches('0').len() > 1
+        {
+            o.enable = Some(false);
+            o.enable_span = Some(line.span(k));
+            self.diags.push(
+                Diagnostic::new(
+                    codes::ENABLE_TIMESTAMP,
+                    format!("`enable: {v}` is a timestamp: the firewall is off"),
+                )
+                .at(vspan)
+                .note("pve-firewall reads a number above 1 as the time of a pending enable: on for 60 seconds after it, off from then on; rampart has no clock in its compiler and takes it as off, as Proxmox does once the minute is over")
+                .hint("write `enable: 1` to turn the firewall on"),
+            );
+            return;
+        }
         match ty {
             OptType::Bool => match v {
                 "1" | "0" => {
@@ -422,14 +445,29 @@ impl<'d> Parser<'d> {
                             o.enable = Some(b);
                             o.enable_span = Some(line.span(k));
                         }
-                        "ebtables" => o.ebtables = Some(b),
+                        "ebtables" => {
+                            o.ebtables = Some(b);
+                            self.no_effect(line, k, v, if b {
+                                "rampart writes no ebtables (layer-2) rules: `macfilter` and `ipfilter` act on IP packets, as pve-firewall's iptables rules do, but ARP and other non-IP frames are not filtered as pve-firewall's ebtables rules would"
+                            } else {
+                                "rampart writes no ebtables (layer-2) rules either way; IP packets get the same verdicts"
+                            });
+                        }
                         "nosmurfs" => o.nosmurfs = Some(b),
                         "tcpflags" => o.tcpflags = Some(b),
                         "ndp" => o.ndp = Some(b),
                         "nf_conntrack_allow_invalid" => o.nf_conntrack_allow_invalid = Some(b),
                         "protection_synflood" => o.protection_synflood = Some(b),
-                        "log_nf_conntrack" => o.log_nf_conntrack = Some(b),
-                        "nftables" => o.nftables = Some(b),
+                        "log_nf_conntrack" => {
+                            o.log_nf_conntrack = Some(b);
+                            if b {
+                                self.no_effect(line, k, v, "pve-firewall's logger then logs conntrack events; rampart's agent does not log them (the ruleset is the same)");
+                            }
+                        }
+                        "nftables" => {
+                            o.nftables = Some(b);
+                            self.no_effect(line, k, v, "Proxmox picks its nftables-based firewall with it; rampart's backend is `backend` in site.toml (or `--backend`), and both backends give the same verdicts");
+                        }
                         "macfilter" => o.macfilter = Some(b),
                         "dhcp" => o.dhcp = Some(b),
                         "radv" => o.radv = Some(b),
@@ -579,6 +617,18 @@ impl<'d> Parser<'d> {
                 }
             }
         }
+    }
+
+    /// An option rampart reads but that changes nothing it does: said at its line.
+    fn no_effect(&mut self, line: &Line, k: &str, v: &str, why: &str) {
+        self.diags.push(
+            Diagnostic::new(
+                codes::OPTION_WITHOUT_EFFECT,
+                format!("`{k}: {v}` has no effect in rampart"),
+            )
+            .at(line.span(k))
+            .note(why.to_string()),
+        );
     }
 
     fn alias(&mut self, line: &Line, t: &str) -> Option<AliasDef> {

@@ -57,6 +57,8 @@ pub const SITE_TOML: Code = e("E0123", "site.toml is invalid");
 pub const GUEST_CONF: Code = e("E0124", "malformed guest configuration line");
 pub const MISSING_SITE_FILE: Code = e("E0125", "required site file is missing");
 pub const MALFORMED_ENTRY: Code = e("E0126", "malformed alias or ipset entry");
+pub const OPTION_WITHOUT_EFFECT: Code = w("E0127", "option has no effect in rampart");
+pub const ENABLE_TIMESTAMP: Code = w("E0128", "cluster `enable` holds a timestamp");
 
 // --- Addresses (8-15) ---
 pub const INVALID_ADDRESS: Code = e("E0201", "invalid address or prefix");
@@ -194,6 +196,8 @@ pub const ALL: &[Code] = &[
     GUEST_CONF,
     MISSING_SITE_FILE,
     MALFORMED_ENTRY,
+    OPTION_WITHOUT_EFFECT,
+    ENABLE_TIMESTAMP,
     INVALID_ADDRESS,
     HOST_BITS_SET,
     MIXED_FAMILIES,
