@@ -158,6 +158,7 @@ fn resolve_with(
     let guests = r.build_guests();
     r.add_implicit_bridges(&guests);
     r.build_host_rules();
+    r.check_broken_rules();
     r.check_unused_files(&guests);
     if let (Some(m), Some(new)) = (memo, r.memo_new.take()) {
         m.sets = new;
@@ -1220,6 +1221,47 @@ impl<'a> Resolver<'a> {
                 }
                 RuleBody::Rule { dir, verb, opts } => {
                     self.resolve_rule(r, dir, verb, opts, ctx, out)
+                }
+            }
+        }
+    }
+
+    /// Rules the parser refused for a problem of their line are not
+    /// compiled, but their names are still looked up: a rule with an
+    /// unknown alias, an unknown ipset and a missing `-p` reports all three.
+    fn check_broken_rules(&mut self) {
+        let ast = self.ast;
+        let base = Ctx {
+            guest: None,
+            guest_nics: None,
+            node: (!self.nodes.is_empty()).then_some(0),
+            via: None,
+            group_iface: None,
+            report: true,
+        };
+        let mut files: Vec<(&FwFile, Ctx)> = Vec::new();
+        if let Some(c) = &ast.cluster {
+            files.push((c, base));
+        }
+        for (name, h) in &ast.hosts {
+            let node = self.node_index.get(name).copied().or(base.node);
+            files.push((h, Ctx { node, ..base }));
+        }
+        for (id, g) in &ast.guest_fw {
+            files.push((
+                g,
+                Ctx {
+                    guest: Some(*id),
+                    ..base
+                },
+            ));
+        }
+        for (f, ctx) in files {
+            for r in &f.broken_rules {
+                if let RuleBody::Rule { opts, .. } = &r.body {
+                    for a in [&opts.source, &opts.dest].into_iter().flatten() {
+                        let _ = self.resolve_addr(a, ctx);
+                    }
                 }
             }
         }

@@ -837,3 +837,54 @@ fn corosync_host_names_from_the_hosts_file_in_a_bare_tree() {
         .collect();
     assert_eq!(peers, vec!["10.1.1.12"]);
 }
+
+/// Issue 12 item 10: every problem of a rule at once — an unknown alias, an
+/// unknown ipset and a missing `-p` on one line are three errors, in
+/// cluster rules, security groups and guest rules alike.
+#[test]
+fn every_problem_of_a_rule_is_reported() {
+    let line = "IN ACCEPT -source nosuchalias -dest +nosuchset -dport 22";
+    let want = |d: &rampart_types::Diagnostics, path_line: u32| {
+        let mut got: Vec<(String, u32, u32)> = d
+            .items
+            .iter()
+            .filter(|x| x.span.is_some_and(|s| s.line == path_line))
+            .map(|x| {
+                let s = x.span.unwrap();
+                (x.code.to_string(), s.line, s.col)
+            })
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("E0303".to_string(), path_line, 48),
+                ("E0401".to_string(), path_line, 19),
+                ("E0402".to_string(), path_line, 38),
+            ],
+            "{d:?}"
+        );
+    };
+    want(
+        &cluster(&format!("[OPTIONS]\nenable: 1\n\n[RULES]\n{line}\n")),
+        5,
+    );
+    want(
+        &cluster(&format!(
+            "[OPTIONS]\nenable: 1\n\n[group web]\n{line}\n\n[RULES]\nGROUP web\n"
+        )),
+        5,
+    );
+    let toml = format!("{SITE_TOML}\n[[guest]]\nid = 100\nkind = \"vm\"\nnode = \"hv1\"\nnics = [{{ name = \"net0\", bridge = \"vmbr0\" }}]\n");
+    want(
+        &diags(&[
+            ("site.toml", &toml),
+            ("firewall/cluster.fw", "[OPTIONS]\nenable: 1\n"),
+            (
+                "firewall/100.fw",
+                &format!("[OPTIONS]\nenable: 1\n\n[RULES]\n{line}\n"),
+            ),
+        ]),
+        5,
+    );
+}

@@ -165,6 +165,10 @@ pub struct FwFile {
     pub ipsets: Vec<IpSetDef>,
     pub rules: Vec<RuleLine>,
     pub groups: Vec<GroupDef>,
+    /// Rules (of `[RULES]` or a group) with a problem of their own line,
+    /// already reported: never compiled, kept so that the resolver reports
+    /// their undefined aliases and ipsets too (every problem of a rule at once).
+    pub broken_rules: Vec<RuleLine>,
 }
 
 impl FwFile {
@@ -177,6 +181,7 @@ impl FwFile {
             ipsets: Vec::new(),
             rules: Vec::new(),
             groups: Vec::new(),
+            broken_rules: Vec::new(),
         }
     }
 }

@@ -117,6 +117,8 @@ struct Parser<'d> {
     seen_opts: HashMap<&'static str, rampart_types::Span>,
     seen_sections: HashMap<String, rampart_types::Span>,
     alias_names: HashMap<String, rampart_types::Span>,
+    /// Rules with a problem on their line (see [`FwFile::broken_rules`]).
+    broken: Vec<RuleLine>,
 }
 
 /// Strip a `# comment`; returns (body, comment).
@@ -152,6 +154,7 @@ pub fn parse_fw(
         seen_opts: HashMap::new(),
         seen_sections: HashMap::new(),
         alias_names: HashMap::new(),
+        broken: Vec::new(),
     };
     let mut sect = Sect::None;
     for (i, raw) in text.split('\n').enumerate() {
@@ -208,6 +211,7 @@ pub fn parse_fw(
             }
         }
     }
+    out.broken_rules = p.broken;
     out
 }
 
@@ -808,9 +812,9 @@ impl<'d> Parser<'d> {
             );
             return None;
         }
-        let opts = self.rule_opts(line, &toks[2..], ctx, false)?;
-        self.check_rule(&verb, &opts, verb_tok)?;
-        Some(RuleLine {
+        let (opts, ok) = self.rule_opts(line, &toks[2..], ctx, false);
+        let ok = ok && self.check_rule(&verb, &opts, verb_tok).is_some();
+        let r = RuleLine {
             span,
             enabled,
             body: RuleBody::Rule {
@@ -819,7 +823,13 @@ impl<'d> Parser<'d> {
                 opts,
             },
             comment,
-        })
+        };
+        if !ok {
+            // Its other problems (names) are the resolver's to report.
+            self.broken.push(r);
+            return None;
+        }
+        Some(r)
     }
 
     fn group_rule(
@@ -875,7 +885,10 @@ impl<'d> Parser<'d> {
             );
             return None;
         }
-        let opts = self.rule_opts(line, &toks[2..], ctx, true)?;
+        let (opts, ok) = self.rule_opts(line, &toks[2..], ctx, true);
+        if !ok {
+            return None;
+        }
         Some(RuleLine {
             span,
             enabled,
@@ -961,7 +974,7 @@ impl<'d> Parser<'d> {
         toks: &[&str],
         ctx: RuleCtx,
         group_line: bool,
-    ) -> Option<RuleOpts> {
+    ) -> (RuleOpts, bool) {
         let mut o = RuleOpts::default();
         let mut ok = true;
         let mut seen: HashMap<&'static str, ()> = HashMap::new();
@@ -1188,7 +1201,7 @@ impl<'d> Parser<'d> {
                 },
             }
         }
-        ok.then_some(o)
+        (o, ok)
     }
 
     fn check_iface(&mut self, line: &Line, val: &str, ctx: RuleCtx) -> bool {
