@@ -1128,8 +1128,10 @@ impl<'d> Parser<'d> {
                 "dport" if legacy_icmp.is_some() => {
                     let (fam, pname) = legacy_icmp.unwrap_or((Family::V4, "icmp"));
                     let lower = val.to_ascii_lowercase();
-                    // Proxmox takes a type number (0-255) or a type name here, no code.
-                    if lower.contains('/') || icmp_type(&lower, fam).is_none() {
+                    // Proxmox takes a type number (0-255) or a type name here, no
+                    // code; `any` (ICMP only) matches every type.
+                    let any = fam == Family::V4 && lower == "any";
+                    if !any && (lower.contains('/') || icmp_type(&lower, fam).is_none()) {
                         let mut d = Diagnostic::new(
                             codes::UNKNOWN_ICMP_TYPE,
                             format!("`-dport {val}` on a `-p {pname}` rule is not an ICMP type"),
@@ -1151,9 +1153,15 @@ impl<'d> Parser<'d> {
                             )
                             .at(flag_span)
                             .note("Proxmox keeps the ICMP type of rules written by older releases in `-dport`, and matches it")
-                            .hint(format!("write `-icmp-type {val}` instead")),
+                            .hint(if any {
+                                format!("drop `-dport {val}`: `-p {pname}` alone matches every ICMP type")
+                            } else {
+                                format!("write `-icmp-type {val}` instead")
+                            }),
                         );
-                        o.icmp_type = Some(Spanned::new(lower, vs));
+                        if !any {
+                            o.icmp_type = Some(Spanned::new(lower, vs));
+                        }
                     }
                 }
                 "dport" | "sport" => match self.ports(line, val) {
