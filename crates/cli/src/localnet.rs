@@ -52,9 +52,7 @@ pub fn render(site: &rampart_resolve::ir::Site, node: &rampart_resolve::ir::Node
         .map(|a| a.trunc())
         .unwrap_or_else(|| ipnet::IpNet::from(ip));
     out.push_str(&format!("network auto detect: {detected_one}\n"));
-    let mut detected: Vec<ipnet::IpNet> = node.addresses.iter().map(|a| a.trunc()).collect();
-    detected.sort();
-    detected.dedup();
+    let detected = vec![detected_one];
     let list = |v: &[ipnet::IpNet]| {
         v.iter()
             .map(|n| n.to_string())

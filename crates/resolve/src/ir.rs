@@ -151,8 +151,10 @@ pub struct Node {
     pub bridges: Vec<Bridge>,
     /// The node's own addresses with their prefix length (`192.0.2.10/24`).
     pub addresses: Vec<IpNet>,
-    /// The networks holding the node's addresses, or the `local_network`
-    /// alias when cluster.fw overrides it.
+    /// As pve-firewall detects it: the network holding the node's address
+    /// (its lowest corosync ring address, else its first address), or the
+    /// `local_network` alias when cluster.fw overrides it (or site.toml's
+    /// `local_network`).
     pub local_network: Vec<IpNet>,
     pub firewall: HostFirewall,
     pub origin: Origin,

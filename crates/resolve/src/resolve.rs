@@ -604,9 +604,39 @@ impl<'a> Resolver<'a> {
             } else if let Some(net) = cluster_local {
                 vec![net]
             } else {
-                let mut v: Vec<IpNet> = addresses.iter().map(|a| a.trunc()).collect();
-                v.sort();
-                v.dedup();
+                // As pve-firewall's local_network(): the one network holding
+                // the node's address (the address the cluster knows it by:
+                // its lowest corosync ring, else its first address).
+                let ring_ip = ast
+                    .corosync
+                    .as_ref()
+                    .and_then(|c| {
+                        c.nodes
+                            .iter()
+                            .find(|x| x.name.value == n.name.value.as_str())
+                    })
+                    .and_then(|x| {
+                        x.rings
+                            .iter()
+                            .filter_map(|(r, a)| match a.value {
+                                ast::RingAddr::Ip(ip) => Some((*r, ip)),
+                                ast::RingAddr::Host(_) => None,
+                            })
+                            .min_by_key(|(r, _)| *r)
+                            .map(|(_, ip)| ip)
+                    });
+                let primary = ring_ip.or_else(|| addresses.first().map(|a| a.addr()));
+                let v: Vec<IpNet> = primary
+                    .map(|ip| {
+                        addresses
+                            .iter()
+                            .find(|a| a.addr() == ip)
+                            .or_else(|| addresses.iter().find(|a| a.contains(&ip)))
+                            .map(|a| a.trunc())
+                            .unwrap_or_else(|| IpNet::from(ip))
+                    })
+                    .into_iter()
+                    .collect();
                 if !v.is_empty() && v.iter().all(|x| x.prefix_len() == x.max_prefix_len()) {
                     let name = n.name.value.as_str();
                     self.push(

@@ -177,16 +177,15 @@ fn management_set_is_cluster_set_plus_derived_local_network() {
     )]);
     assert_clean(&d);
     let n = site.node("hv1").unwrap();
+    // As pve-firewall's local_network(): the one network holding the node's
+    // address (its first address here), not every network of the node.
     assert_eq!(
         n.local_network,
-        vec![
-            "192.0.2.0/24".parse::<ipnet::IpNet>().unwrap(),
-            "2001:db8:1::/64".parse().unwrap()
-        ]
+        vec!["192.0.2.0/24".parse::<ipnet::IpNet>().unwrap()]
     );
     let m = site.set(n.firewall.management);
     let e: Vec<String> = m.entries.iter().map(|e| e.range.to_string()).collect();
-    assert_eq!(e, vec!["192.0.2.0/24", "198.51.100.5", "2001:db8:1::/64"]);
+    assert_eq!(e, vec!["192.0.2.0/24", "198.51.100.5"]);
     assert!(m.kernel_name.len() <= 31);
     assert_eq!(m.scope, SetScope::Node("hv1".into()));
     // Cluster peers: the other node's address.
@@ -537,11 +536,20 @@ fn site_toml_errors_carry_line_and_column() {
 
 #[test]
 fn node_specific_cluster_rules_are_checked_on_every_node() {
-    // hv1 has IPv6, hv2 does not: `-p icmpv6 -source local_network` can never match on hv2.
-    let (site, d) = load(&[(
-        "firewall/cluster.fw",
-        "[OPTIONS]\nenable: 0\n[RULES]\nIN ACCEPT -p icmpv6 -source local_network\n",
-    )]);
+    // hv1's local network is IPv6 (site.toml says so), hv2's the IPv4 subnet
+    // of its address: `-p icmpv6 -source local_network` can never match on hv2.
+    let toml = SITE_TOML.replacen(
+        "name = \"hv1\"",
+        "name = \"hv1\"\nlocal_network = [\"2001:db8:1::/64\"]",
+        1,
+    );
+    let (site, d) = load(&[
+        ("site.toml", &toml),
+        (
+            "firewall/cluster.fw",
+            "[OPTIONS]\nenable: 0\n[RULES]\nIN ACCEPT -p icmpv6 -source local_network\n",
+        ),
+    ]);
     let x = expect_at(&d, &site.sources, "E0204", "firewall/cluster.fw", 4, 29);
     assert!(x.message.contains("ipv6"), "{}", x.message);
     assert_eq!(site.node("hv1").unwrap().firewall.rules.len(), 1);
@@ -549,27 +557,41 @@ fn node_specific_cluster_rules_are_checked_on_every_node() {
 }
 
 #[test]
-fn derived_local_network_splits_a_rule_per_family() {
+fn derived_local_network_is_the_subnet_of_the_nodes_address() {
     let (site, d) = load(&[(
         "firewall/cluster.fw",
         "[OPTIONS]\nenable: 0\n[RULES]\nIN ACCEPT -p tcp -dport 22 -source local_network\n",
     )]);
     assert_clean(&d);
+    // hv1 also has an IPv6 network; pve-firewall's local_network is the one
+    // network of the node's address (192.0.2.10), so is rampart's.
     let r = &site.node("hv1").unwrap().firewall.rules;
-    assert_eq!(r.len(), 2);
-    assert_eq!(
-        (r[0].family, r[1].family),
-        (Some(Family::V4), Some(Family::V6))
-    );
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].family, Some(Family::V4));
     assert_eq!(
         r[0].source,
         Some(AddrMatch::List(vec![range("192.0.2.0/24")]))
     );
-    assert_eq!(
-        r[1].source,
-        Some(AddrMatch::List(vec![range("2001:db8:1::/64")]))
-    );
     assert_eq!(site.node("hv2").unwrap().firewall.rules.len(), 1);
+    // A site.toml `local_network` may still name several networks.
+    let toml = SITE_TOML.replacen(
+        "name = \"hv1\"",
+        "name = \"hv1\"\nlocal_network = [\"192.0.2.0/24\", \"2001:db8:1::/64\"]",
+        1,
+    );
+    let (site, d) = load(&[
+        ("site.toml", &toml),
+        (
+            "firewall/cluster.fw",
+            "[OPTIONS]\nenable: 0\n[RULES]\nIN ACCEPT -p tcp -dport 22 -source local_network\n",
+        ),
+    ]);
+    assert_clean(&d);
+    let r = &site.node("hv1").unwrap().firewall.rules;
+    assert_eq!(
+        r.iter().map(|x| x.family).collect::<Vec<_>>(),
+        vec![Some(Family::V4), Some(Family::V6)]
+    );
 }
 
 #[test]
