@@ -156,8 +156,15 @@ fn render_summary(s: &Summary, diags: &Diagnostics) -> String {
         .sets
         .iter()
         .map(|x| {
+            // A hashed kernel name (a long Proxmox name) shows the name too.
+            let proxmox = if x.kernel_name.contains(x.name.as_str()) || x.scope.starts_with("node:")
+            {
+                String::new()
+            } else {
+                format!(" = +{}", printable(&x.name))
+            };
             format!(
-                "{} ({}, {})",
+                "{}{proxmox} ({}, {})",
                 printable(&x.kernel_name),
                 printable(&x.scope),
                 plural(x.entries, "entry", "entries")

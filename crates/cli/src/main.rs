@@ -11,6 +11,7 @@ mod compile;
 mod gensite;
 mod lab;
 mod load;
+mod localnet;
 mod push;
 mod simulate;
 mod sitedir;
@@ -37,6 +38,8 @@ enum Command {
     Compile(compile::Args),
     /// What happens to one packet, and which line decided it.
     Simulate(simulate::Args),
+    /// The node's address and local network, as `pve-firewall localnet` prints them.
+    Localnet(localnet::Args),
     /// Run conformance cases against the simulator or (--kernel) real packets.
     TestPolicy(testpolicy::Args),
     /// Compile, check the lock-out guard, and apply atomically (optionally with --confirm).
@@ -103,6 +106,7 @@ fn main() -> ExitCode {
         Command::Restore(a) => apply::restore(a),
         Command::Status(a) => apply::status(a),
         Command::Simulate(a) => simulate::run(a),
+        Command::Localnet(a) => localnet::run(a),
         Command::TestPolicy(a) => testpolicy::run(a),
         Command::Wg(a) => wg::run(a),
         Command::Agent(a) => agent::run(a),

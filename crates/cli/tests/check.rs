@@ -293,7 +293,7 @@ fn check_reports_every_refusal_of_the_plan_path() {
             expect: "error[E0504]",
         },
         Case {
-            what: "log_nf_conntrack, which the backend warns it does not do",
+            what: "log_nf_conntrack, which rampart says at its line it does not do",
             files: vec![
                 ("site.toml", NODE.into()),
                 ("firewall/cluster.fw", "[OPTIONS]\nenable: 1\n".into()),
@@ -302,7 +302,7 @@ fn check_reports_every_refusal_of_the_plan_path() {
                     "[OPTIONS]\nlog_nf_conntrack: 1\n".into(),
                 ),
             ],
-            expect: "warning[E0413]",
+            expect: "warning[E0127]",
         },
     ];
     for c in &cases {

@@ -603,7 +603,7 @@ impl Cluster {
              IN SPICEproxy(ACCEPT) -source +management\n\
              IN SSH(ACCEPT) -source jumphost6 -log info\n\
              # cluster traffic\n\
-             IN ACCEPT -source +pve_nodes -p udp -dport 5405:5412 # corosync\n\
+             IN ACCEPT -source +pve_nodes -p udp -dport 5404:5405 # corosync\n\
              IN ACCEPT -source +pve_nodes -p tcp -dport 60000:60050 # live migration\n\
              IN Ceph(ACCEPT) -source site_net\n\
              # diagnostics\n\

@@ -206,6 +206,9 @@ struct SetTable {
     sets: BTreeMap<String, (Family, Vec<(IpRange, bool)>)>,
     by_id: BTreeMap<(u32, Family), Option<String>>,
     lists: BTreeMap<(Family, Vec<IpRange>), String>,
+    /// The Proxmox name of a set whose kernel name does not show it (long
+    /// names are hashed), by kernel name: written as a comment line.
+    proxmox_names: BTreeMap<String, String>,
 }
 
 fn fnv(s: &str) -> u32 {
@@ -241,6 +244,9 @@ impl SetTable {
                 format!("{}-{:06x}", &kn[..MAX_SET - 9], fnv(kn) & 0xffffff)
             };
             let name = format!("{base}-{}", fam_suffix(f));
+            if !name.contains(set.name.as_str()) && !matches!(set.scope, ir::SetScope::Node(_)) {
+                self.proxmox_names.insert(name.clone(), set.name.clone());
+            }
             self.sets.insert(name.clone(), (f, entries));
             Some(name)
         } else {
@@ -273,6 +279,9 @@ impl SetTable {
                 Family::V4 => "inet",
                 Family::V6 => "inet6",
             };
+            if let Some(p) = self.proxmox_names.get(name) {
+                let _ = writeln!(s, "# {name}: ipset {p}");
+            }
             let maxelem = (entries.len() * 2).max(65536);
             let tmp = format!("{name}-T");
             for n in [name, &tmp] {
@@ -1034,6 +1043,7 @@ impl<'a> Compiler<'a> {
         {
             self.user_rule(chain, r, Some("-i"), &accept);
         }
+        self.corosync_links(chain, true);
         self.wg_listen(chain, &accept);
         let (p, l) = (node.firewall.policy_in, opts.log_level_in);
         self.policy(chain, p, l, "auto:policy-in", &accept);
@@ -1041,9 +1051,34 @@ impl<'a> Compiler<'a> {
 
     fn corosync(&self) -> Vec<(&'static str, &'static str)> {
         match self.node.platform {
-            Platform::Proxmox => vec![("udp", "5405:5412")],
+            // Corosync is opened link by link (`corosync_links`).
+            Platform::Proxmox => vec![],
             Platform::Xcpng => vec![("udp", "5404:5405"), ("tcp", "5404:5405,21064")],
             Platform::Linux => vec![],
+        }
+    }
+
+    /// Corosync, ring by ring as pve-firewall opens it: udp 5404-5405 between
+    /// this node's ring address and the peers' addresses on the same ring.
+    fn corosync_links(&mut self, chain: &str, inbound: bool) {
+        let node = self.node;
+        if node.platform != Platform::Proxmox {
+            return;
+        }
+        for link in &node.firewall.corosync {
+            if link.local.is_ipv4() != (self.fam == Family::V4) {
+                continue;
+            }
+            let (peer_dir, me) = if inbound {
+                ("src", format!("-d {}", link.local))
+            } else {
+                ("dst", format!("-s {}", link.local))
+            };
+            if let Ok(peers) = self.addr(&AddrMatch::Set(link.peers), peer_dir) {
+                let m = format!("-p udp {me} {peers} -m udp --dport 5404:5405");
+                let target = if inbound { "ACCEPT" } else { "RETURN" };
+                self.auto(chain, &m, "auto:corosync", target);
+            }
         }
     }
 
@@ -1065,6 +1100,16 @@ impl<'a> Compiler<'a> {
             .filter(|r| r.dir == Direction::Out)
         {
             self.user_rule(chain, r, Some("-o"), &Accept::Return);
+        }
+        self.corosync_links(chain, false);
+        // pve-firewall's PVEFW-HOST-OUT: the node may reach the local
+        // network's API, SSH, VNC consoles and SPICE proxy.
+        if node.platform == Platform::Proxmox {
+            let nets: Vec<IpRange> = node.local_network.iter().map(IpRange::from_net).collect();
+            if let Ok(dst) = self.addr(&AddrMatch::List(nets), "dst") {
+                let m = format!("-p tcp {dst} -m multiport --dports 22,3128,5900:5999,8006");
+                self.auto(chain, &m, "auto:local_network", "RETURN");
+            }
         }
         let (p, l) = (node.firewall.policy_out, opts.log_level_out);
         self.policy(chain, p, l, "auto:policy-out", &Accept::Return);

@@ -209,7 +209,8 @@ fn sets_lists_ranges_and_many_ports() {
         .contains("-m iprange --src-range 198.51.100.10-198.51.100.20"));
     assert_eq!(
         plan.v4.matches("-m multiport --dports").count()
-            - plan.v4.matches("auto:management").count(),
+            - plan.v4.matches("auto:management").count()
+            - plan.v4.matches("auto:local_network").count(),
         2,
         "{}",
         plan.v4

@@ -756,14 +756,7 @@ impl<'a> Cx<'a> {
                 );
             }
         }
-        if opts.log_nf_conntrack {
-            let mut d = Diagnostic::new(
-                codes::NOT_EXPRESSIBLE,
-                "log_nf_conntrack is a logger feature (conntrack events), not part of the ruleset; rampart does not log conntrack events",
-            );
-            d.severity = rampart_types::Severity::Warning;
-            self.warnings.push(d);
-        }
+        // log_nf_conntrack: warned about at its line by the parser (no effect).
 
         // --- shared chains
         let mut reject = Chain::regular("reject-packet");
@@ -1021,6 +1014,49 @@ impl<'a> Cx<'a> {
                     }
                 }
             }
+            // Corosync, ring by ring (pve-firewall: after the rules and the
+            // management rules, before the policies).
+            if node.platform == Platform::Proxmox {
+                for link in &node.firewall.corosync {
+                    let f = if link.local.is_ipv4() {
+                        Family::V4
+                    } else {
+                        Family::V6
+                    };
+                    if site_set_empty(self.site, link.peers, f) {
+                        continue;
+                    }
+                    let s = self.set_ref(link.peers, f);
+                    let me = AddrTarget::Literal(vec![IpRange::host(link.local)]);
+                    let ports = Match::Port {
+                        proto: 17,
+                        dir: Dir::Dst,
+                        ports: vec![PortRange::new(5404, 5405)],
+                    };
+                    let addr = |dir, target| Match::Addr {
+                        family: f,
+                        dir,
+                        neg: false,
+                        target,
+                    };
+                    host_in.rules.push(
+                        Rule::new("auto:corosync")
+                            .m(addr(Dir::Src, AddrTarget::Set(s.clone())))
+                            .m(addr(Dir::Dst, me.clone()))
+                            .m(ports.clone())
+                            .v(Verdict::Return)
+                            .decides(Action::Accept),
+                    );
+                    host_out.rules.push(
+                        Rule::new("auto:corosync")
+                            .m(addr(Dir::Src, me))
+                            .m(addr(Dir::Dst, AddrTarget::Set(s)))
+                            .m(ports)
+                            .v(Verdict::Return)
+                            .decides(Action::Accept),
+                    );
+                }
+            }
             let mut v = Vec::new();
             self.policy(
                 node.firewall.policy_in,
@@ -1030,6 +1066,34 @@ impl<'a> Cx<'a> {
                 &mut v,
             );
             host_in.rules.extend(v);
+            // pve-firewall's PVEFW-HOST-OUT: after the rules, before the
+            // policy, the node may reach the local network's API, SSH, VNC
+            // consoles and SPICE proxy (tcp 8006, 22, 5900-5999, 3128).
+            if node.platform == Platform::Proxmox {
+                for net in &node.local_network {
+                    let f = if net.addr().is_ipv4() {
+                        Family::V4
+                    } else {
+                        Family::V6
+                    };
+                    host_out.rules.push(
+                        Rule::new("auto:local_network")
+                            .m(Match::Addr {
+                                family: f,
+                                dir: Dir::Dst,
+                                neg: false,
+                                target: AddrTarget::Literal(vec![IpRange::from_net(net)]),
+                            })
+                            .m(Match::Port {
+                                proto: 6,
+                                dir: Dir::Dst,
+                                ports: localnet_out_ports(),
+                            })
+                            .v(Verdict::Return)
+                            .decides(Action::Accept),
+                    );
+                }
+            }
             let mut v = Vec::new();
             self.policy(
                 node.firewall.policy_out,
@@ -1657,6 +1721,17 @@ fn norm_ports(p: &[PortRange]) -> Vec<PortRange> {
     out
 }
 
+/// What pve-firewall's PVEFW-HOST-OUT lets the node reach on its local
+/// network (tcp): 22, 3128, 5900-5999, 8006.
+pub fn localnet_out_ports() -> Vec<PortRange> {
+    vec![
+        PortRange::single(22),
+        PortRange::single(3128),
+        PortRange::new(5900, 5999),
+        PortRange::single(8006),
+    ]
+}
+
 /// Management TCP ports, cluster UDP ports, cluster TCP ports.
 pub fn platform_ports(p: Platform) -> (Vec<PortRange>, Vec<PortRange>, Vec<PortRange>) {
     let s = PortRange::single;
@@ -1664,7 +1739,8 @@ pub fn platform_ports(p: Platform) -> (Vec<PortRange>, Vec<PortRange>, Vec<PortR
     match p {
         Platform::Proxmox => (
             vec![s(22), s(3128), r(5900, 5999), s(8006), r(60000, 60050)],
-            vec![r(5405, 5412)],
+            // Corosync is opened link by link (`HostFirewall::corosync`).
+            vec![],
             vec![],
         ),
         Platform::Xcpng => (
@@ -1691,4 +1767,9 @@ fn helper_defs(name: &str) -> Option<Vec<(&'static str, &'static str, u16)>> {
         "h323" => vec![("RAS", "udp", 1719), ("Q.931", "tcp", 1720)],
         _ => return None,
     })
+}
+
+/// Does set `id` hold no entry of family `f`?
+fn site_set_empty(site: &ir::Site, id: SetId, f: Family) -> bool {
+    site.set(id).entries_of(f).next().is_none()
 }

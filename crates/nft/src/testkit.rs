@@ -201,6 +201,7 @@ impl SiteBuilder {
                 management: m,
                 blacklist: None,
                 cluster_peers: p,
+                corosync: vec![],
             },
             origin: Origin::auto("site.toml"),
             saved_files: Default::default(),
@@ -240,6 +241,19 @@ impl SiteBuilder {
             }
             es.sort_by_key(|a| a.range);
             self.site.sets[id.0 as usize].entries = es;
+            // Each address of the node is a corosync link to the peers.
+            let node = self.node_mut(&n.name);
+            node.firewall.corosync = n
+                .addresses
+                .iter()
+                .enumerate()
+                .map(|(k, a)| CorosyncLink {
+                    ring: k as u32,
+                    local: a.addr(),
+                    peers: id,
+                    origin: Origin::auto("auto:corosync"),
+                })
+                .collect();
         }
     }
 

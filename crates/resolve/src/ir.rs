@@ -59,7 +59,7 @@ pub enum Backend {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Platform {
-    /// Proxmox VE: management ports 22, 8006, 5900-5999, 3128, 60000-60050; corosync 5405-5412/udp.
+    /// Proxmox VE: management ports 22, 8006, 5900-5999, 3128, 60000-60050; corosync 5404-5405/udp ring by ring.
     Proxmox,
     /// XCP-ng: 22, 443, 6653, 6640, cluster 5404-5405, 21064.
     Xcpng,
@@ -151,8 +151,10 @@ pub struct Node {
     pub bridges: Vec<Bridge>,
     /// The node's own addresses with their prefix length (`192.0.2.10/24`).
     pub addresses: Vec<IpNet>,
-    /// The networks holding the node's addresses, or the `local_network`
-    /// alias when cluster.fw overrides it.
+    /// As pve-firewall detects it: the network holding the node's address
+    /// (its lowest corosync ring address, else its first address), or the
+    /// `local_network` alias when cluster.fw overrides it (or site.toml's
+    /// `local_network`).
     pub local_network: Vec<IpNet>,
     pub firewall: HostFirewall,
     pub origin: Origin,
@@ -207,6 +209,25 @@ pub struct HostFirewall {
     pub blacklist: Option<SetId>,
     /// Addresses of the other nodes of the cluster (corosync peers).
     pub cluster_peers: SetId,
+    /// Corosync links, ring by ring as pve-firewall opens them (udp
+    /// 5404-5405, in and out, after the node's rules): this node's address
+    /// on a ring and the other nodes' addresses on the same ring. From
+    /// corosync.conf; without one, each of the node's addresses is a link to
+    /// every other node's addresses of its family.
+    #[serde(default)]
+    pub corosync: Vec<CorosyncLink>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CorosyncLink {
+    /// `N` of `ringN_addr` (the address's index without corosync.conf).
+    pub ring: u32,
+    /// This node's address on the ring.
+    pub local: std::net::IpAddr,
+    /// The other nodes' addresses on the ring (entries of `local`'s family
+    /// are the ones used).
+    pub peers: SetId,
+    pub origin: Origin,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -13,8 +13,8 @@ pub mod lint;
 mod resolve;
 
 pub use resolve::{
-    guest_options, host_options, resolve, resolve_cached, SetMemo, MAX_GROUP_NAME, MAX_IFNAME,
-    MAX_SET_NAME,
+    fnv31a, guest_options, host_options, resolve, resolve_cached, SetMemo, MAX_GROUP_NAME,
+    MAX_IFNAME, MAX_SET_NAME,
 };
 
 use rampart_types::{Diagnostics, SiteFiles};

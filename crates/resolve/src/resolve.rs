@@ -158,6 +158,7 @@ fn resolve_with(
     let guests = r.build_guests();
     r.add_implicit_bridges(&guests);
     r.build_host_rules();
+    r.check_broken_rules();
     r.check_unused_files(&guests);
     if let (Some(m), Some(new)) = (memo, r.memo_new.take()) {
         m.sets = new;
@@ -247,6 +248,16 @@ pub fn guest_options(o: &ast::FwOptions) -> ir::GuestOptions {
         ips_queues: o.ips_queues,
         spans: o.spans.clone(),
     }
+}
+
+/// FNV-1a over the bytes, the top bit cleared (Proxmox's `fnv31a`).
+pub fn fnv31a(s: &str) -> u32 {
+    let mut h: u32 = 0x811c9dc5;
+    for b in s.bytes() {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x01000193);
+    }
+    h & 0x7fff_ffff
 }
 
 fn host_range(a: IpAddr) -> IpRange {
@@ -382,6 +393,20 @@ impl<'a> Resolver<'a> {
         let (scope, kernel_name) = match owner {
             Owner::Cluster => (SetScope::Cluster, format!("dc-{}", s.name.value)),
             Owner::Guest(id) => (SetScope::Guest(id), format!("g{id}-{}", s.name.value)),
+        };
+        // Proxmox accepts ipset names up to 64 bytes and hashes the ones too
+        // long for the kernel (compute_ipset_chain_name: FNV-31a of
+        // `<vmid>-<name>`); so does rampart. The Proxmox name stays in the
+        // set's comment and in the simulator's output.
+        let kernel_name = if kernel_name.len() <= MAX_SET_NAME {
+            kernel_name
+        } else {
+            match owner {
+                Owner::Cluster => format!("dc-{:X}", fnv31a(&format!("0-{}", s.name.value))),
+                Owner::Guest(id) => {
+                    format!("g{id}-{:X}", fnv31a(&format!("{id}-{}", s.name.value)))
+                }
+            }
         };
         let key = (owner, s.name.value.clone());
         // The previous result, unless the IR that held its entries was not
@@ -579,9 +604,51 @@ impl<'a> Resolver<'a> {
             } else if let Some(net) = cluster_local {
                 vec![net]
             } else {
-                let mut v: Vec<IpNet> = addresses.iter().map(|a| a.trunc()).collect();
-                v.sort();
-                v.dedup();
+                // As pve-firewall's local_network(): the one network holding
+                // the node's address (the address the cluster knows it by:
+                // its lowest corosync ring, else its first address).
+                let ring_ip = ast
+                    .corosync
+                    .as_ref()
+                    .and_then(|c| {
+                        c.nodes
+                            .iter()
+                            .find(|x| x.name.value == n.name.value.as_str())
+                    })
+                    .and_then(|x| {
+                        x.rings
+                            .iter()
+                            .filter_map(|(r, a)| match a.value {
+                                ast::RingAddr::Ip(ip) => Some((*r, ip)),
+                                ast::RingAddr::Host(_) => None,
+                            })
+                            .min_by_key(|(r, _)| *r)
+                            .map(|(_, ip)| ip)
+                    });
+                let primary = ring_ip.or_else(|| addresses.first().map(|a| a.addr()));
+                let v: Vec<IpNet> = primary
+                    .map(|ip| {
+                        addresses
+                            .iter()
+                            .find(|a| a.addr() == ip)
+                            .or_else(|| addresses.iter().find(|a| a.contains(&ip)))
+                            .map(|a| a.trunc())
+                            .unwrap_or_else(|| IpNet::from(ip))
+                    })
+                    .into_iter()
+                    .collect();
+                if !v.is_empty() && v.iter().all(|x| x.prefix_len() == x.max_prefix_len()) {
+                    let name = n.name.value.as_str();
+                    self.push(
+                        Diagnostic::new(
+                            codes::LOCAL_NETWORK_HOST_ONLY,
+                            format!("the local network of `{name}` is only its own address"),
+                        )
+                        .at(n.span)
+                        .note("Proxmox takes the network of the node's address from its routes; the site gives the address no prefix, so the management set and the local-network rules hold this address alone")
+                        .hint(format!("add `nodes/{name}/interfaces` (a copy of the node's /etc/network/interfaces), a `local_network` alias in cluster.fw, or the node's prefix in site.toml")),
+                    );
+                }
                 v
             };
             let platform = match n.platform.as_ref().map(|p| p.value) {
@@ -651,6 +718,7 @@ impl<'a> Resolver<'a> {
                 },
                 None,
             );
+            let corosync = self.corosync_links(i, n, &tag, &all_addrs, cluster_peers);
             let host_opts = ast
                 .hosts
                 .get(n.name.value.as_str())
@@ -707,11 +775,93 @@ impl<'a> Resolver<'a> {
                     management,
                     blacklist,
                     cluster_peers,
+                    corosync,
                 },
                 origin: Origin::line(n.span),
                 saved_files,
             });
         }
+    }
+
+    /// The corosync links of node `i` (`n`), ring by ring as pve-firewall
+    /// opens them: from corosync.conf when the site has one (this node's
+    /// `ringN_addr` and the other nodes' `ringN_addr` of the same family);
+    /// otherwise each of the node's addresses with every other node's
+    /// addresses (`cluster_peers`).
+    fn corosync_links(
+        &mut self,
+        i: usize,
+        n: &ast::NodeDecl,
+        tag: &str,
+        all_addrs: &[Vec<IpNet>],
+        cluster_peers: SetId,
+    ) -> Vec<ir::CorosyncLink> {
+        let ast = self.ast;
+        let Some(c) = &ast.corosync else {
+            return all_addrs[i]
+                .iter()
+                .enumerate()
+                .map(|(k, a)| ir::CorosyncLink {
+                    ring: k as u32,
+                    local: a.addr(),
+                    peers: cluster_peers,
+                    origin: Origin::line(n.span),
+                })
+                .collect();
+        };
+        let ip_of = |a: &ast::Spanned<ast::RingAddr>| match a.value {
+            ast::RingAddr::Ip(ip) => Some(ip),
+            ast::RingAddr::Host(_) => None,
+        };
+        let Some(me) = c
+            .nodes
+            .iter()
+            .find(|x| x.name.value == n.name.value.as_str())
+        else {
+            return Vec::new();
+        };
+        let mut links = Vec::new();
+        let mut done: HashSet<u32> = HashSet::new();
+        for (ring, a) in &me.rings {
+            let Some(local) = ip_of(a) else { continue };
+            if !done.insert(*ring) {
+                continue;
+            }
+            let mut entries: Vec<SetEntry> = c
+                .nodes
+                .iter()
+                .filter(|x| x.name.value != me.name.value)
+                .flat_map(|x| x.rings.iter().filter(|(r, _)| r == ring))
+                .filter_map(|(_, pa)| {
+                    ip_of(pa)
+                        .filter(|ip| ip.is_ipv4() == local.is_ipv4())
+                        .map(|ip| SetEntry {
+                            range: host_range(ip),
+                            nomatch: false,
+                            origin: Origin::line(pa.span),
+                        })
+                })
+                .collect();
+            entries.sort_by(|a, b| a.range.cmp(&b.range));
+            entries.dedup_by(|a, b| a.range == b.range);
+            let peers = self.add_set(
+                IpSet {
+                    name: format!("corosync_ring{ring}"),
+                    scope: SetScope::Node(n.name.value.to_string()),
+                    kernel_name: format!("n-{tag}-ring{ring}"),
+                    entries,
+                    origin: Origin::line(a.span),
+                },
+                None,
+            );
+            links.push(ir::CorosyncLink {
+                ring: *ring,
+                local,
+                peers,
+                origin: Origin::line(a.span),
+            });
+        }
+        links
     }
 
     fn build_guests(&mut self) -> Vec<ir::Guest> {
@@ -1125,6 +1275,47 @@ impl<'a> Resolver<'a> {
                 }
                 RuleBody::Rule { dir, verb, opts } => {
                     self.resolve_rule(r, dir, verb, opts, ctx, out)
+                }
+            }
+        }
+    }
+
+    /// Rules the parser refused for a problem of their line are not
+    /// compiled, but their names are still looked up: a rule with an
+    /// unknown alias, an unknown ipset and a missing `-p` reports all three.
+    fn check_broken_rules(&mut self) {
+        let ast = self.ast;
+        let base = Ctx {
+            guest: None,
+            guest_nics: None,
+            node: (!self.nodes.is_empty()).then_some(0),
+            via: None,
+            group_iface: None,
+            report: true,
+        };
+        let mut files: Vec<(&FwFile, Ctx)> = Vec::new();
+        if let Some(c) = &ast.cluster {
+            files.push((c, base));
+        }
+        for (name, h) in &ast.hosts {
+            let node = self.node_index.get(name).copied().or(base.node);
+            files.push((h, Ctx { node, ..base }));
+        }
+        for (id, g) in &ast.guest_fw {
+            files.push((
+                g,
+                Ctx {
+                    guest: Some(*id),
+                    ..base
+                },
+            ));
+        }
+        for (f, ctx) in files {
+            for r in &f.broken_rules {
+                if let RuleBody::Rule { opts, .. } = &r.body {
+                    for a in [&opts.source, &opts.dest].into_iter().flatten() {
+                        let _ = self.resolve_addr(a, ctx);
+                    }
                 }
             }
         }

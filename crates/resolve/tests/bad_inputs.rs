@@ -364,7 +364,11 @@ fn case17_port_without_proto() {
 
 #[test]
 fn case17_port_with_portless_proto() {
-    expect_cluster("[RULES]\nIN ACCEPT -p icmp -dport 22\n", "E0304", 2, 19);
+    expect_cluster("[RULES]\nIN ACCEPT -p gre -dport 22\n", "E0304", 2, 18);
+    // With icmp/icmpv6, Proxmox reads -dport as the ICMP type (legacy rules).
+    let d = expect_cluster("[RULES]\nIN ACCEPT -p icmp -dport 22\n", "E0315", 2, 19);
+    assert_eq!(d.severity, Severity::Warning);
+    assert_eq!(d.hint.as_deref(), Some("write `-icmp-type 22` instead"));
 }
 
 #[test]
@@ -521,11 +525,42 @@ fn case23_group_nesting() {
     );
 }
 
+/// Issue 12: Proxmox accepts ipset names up to 64 bytes and hashes the
+/// kernel name of long ones; so does rampart. Past 64 it is E0407.
 #[test]
-fn case24_set_name_too_long_for_kernel() {
-    let name = "a".repeat(40);
-    let d = expect_cluster(&format!("[IPSET {name}]\n10.0.0.1\n"), "E0407", 1, 8);
-    assert!(d.message.contains("31"), "{}", d.message);
+fn case24_set_name_too_long_for_kernel_is_hashed() {
+    let name = format!("a{}", "b".repeat(63));
+    let text = format!(
+        "[OPTIONS]\nenable: 1\n\n[IPSET {name}]\n10.0.0.1\n\n[RULES]\nIN ACCEPT -source +{name} -p tcp -dport 22\n"
+    );
+    let (site, d) = load(&[("site.toml", SITE_TOML), ("firewall/cluster.fw", &text)]);
+    assert!(!d.has_errors(), "{d:?}");
+    let set = site.sets.iter().find(|s| s.name == name).expect("the set");
+    // FNV-31a of `0-<name>`, as pve-firewall's compute_ipset_chain_name.
+    let want = format!("dc-{:X}", rampart_resolve::fnv31a(&format!("0-{name}")));
+    assert_eq!(set.kernel_name, want);
+    assert!(set.kernel_name.len() <= 31);
+    // Deterministic: the same name again gives the same kernel name.
+    let (again, _) = load(&[("site.toml", SITE_TOML), ("firewall/cluster.fw", &text)]);
+    assert_eq!(
+        again
+            .sets
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap()
+            .kernel_name,
+        want
+    );
+    let d = expect_cluster(
+        &format!("[IPSET a{}]\n10.0.0.1\n", "b".repeat(64)),
+        "E0407",
+        1,
+        8,
+    );
+    assert!(
+        d.message.contains("64") || d.notes.iter().any(|n| n.contains("64")),
+        "{d:?}"
+    );
 }
 
 #[test]
@@ -759,4 +794,97 @@ fn case42_other_files_in_firewall_dirs_warn() {
         assert!(x.message.contains(p), "{}", x.message);
         assert!(!d.has_errors(), "{p}: {:?}", codes_of(&d));
     }
+}
+
+/// Issue 12: a corosync.conf ring address that is a host name nobody
+/// resolves is an error at its line, never a link without peers.
+#[test]
+fn corosync_host_name_unresolved_is_reported_at_its_line() {
+    let coro = "nodelist {\n  node {\n    name: hv1\n    ring0_addr: hv1.example.org\n  }\n  node {\n    name: hv2\n    ring0_addr: nowhere.example.org\n  }\n}\n";
+    let d = expect(&[("corosync.conf", coro)], "E0417", "corosync.conf", 8, 17);
+    assert!(d.message.contains("nowhere.example.org"), "{}", d.message);
+    // hv1 is the site.toml node of that name (its first label): resolved.
+    let all = diags(&[("corosync.conf", coro)]);
+    assert_eq!(
+        all.items.iter().filter(|x| x.code == "E0417").count(),
+        1,
+        "{all:?}"
+    );
+}
+
+/// A bare /etc/pve tree: host names from the tree's `hosts` file give the
+/// nodes their addresses and the corosync links their peers.
+#[test]
+fn corosync_host_names_from_the_hosts_file_in_a_bare_tree() {
+    let coro = "nodelist {\n  node {\n    name: pve1\n    ring0_addr: pve1\n  }\n  node {\n    name: pve2\n    ring0_addr: pve2.lan\n  }\n}\n";
+    let hosts =
+        "127.0.0.1 localhost\n10.1.1.11 pve1.lan pve1\n10.1.1.12 pve2.lan pve2 # the second node\n";
+    let files = rampart_types::SiteFiles::new()
+        .with("corosync.conf", coro)
+        .with("hosts", hosts)
+        .with("firewall/cluster.fw", "[OPTIONS]\nenable: 1\n");
+    let (site, d) = rampart_resolve::load(&files);
+    assert!(!d.has_errors(), "{d:?}");
+    let n1 = site.node("pve1").unwrap();
+    assert_eq!(n1.addresses, vec!["10.1.1.11/32".parse().unwrap()]);
+    let link = &n1.firewall.corosync[0];
+    assert_eq!(link.local, "10.1.1.11".parse::<std::net::IpAddr>().unwrap());
+    let peers: Vec<String> = site
+        .set(link.peers)
+        .entries
+        .iter()
+        .map(|e| e.range.start.to_string())
+        .collect();
+    assert_eq!(peers, vec!["10.1.1.12"]);
+}
+
+/// Issue 12 item 10: every problem of a rule at once — an unknown alias, an
+/// unknown ipset and a missing `-p` on one line are three errors, in
+/// cluster rules, security groups and guest rules alike.
+#[test]
+fn every_problem_of_a_rule_is_reported() {
+    let line = "IN ACCEPT -source nosuchalias -dest +nosuchset -dport 22";
+    let want = |d: &rampart_types::Diagnostics, path_line: u32| {
+        let mut got: Vec<(String, u32, u32)> = d
+            .items
+            .iter()
+            .filter(|x| x.span.is_some_and(|s| s.line == path_line))
+            .map(|x| {
+                let s = x.span.unwrap();
+                (x.code.to_string(), s.line, s.col)
+            })
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("E0303".to_string(), path_line, 48),
+                ("E0401".to_string(), path_line, 19),
+                ("E0402".to_string(), path_line, 38),
+            ],
+            "{d:?}"
+        );
+    };
+    want(
+        &cluster(&format!("[OPTIONS]\nenable: 1\n\n[RULES]\n{line}\n")),
+        5,
+    );
+    want(
+        &cluster(&format!(
+            "[OPTIONS]\nenable: 1\n\n[group web]\n{line}\n\n[RULES]\nGROUP web\n"
+        )),
+        5,
+    );
+    let toml = format!("{SITE_TOML}\n[[guest]]\nid = 100\nkind = \"vm\"\nnode = \"hv1\"\nnics = [{{ name = \"net0\", bridge = \"vmbr0\" }}]\n");
+    want(
+        &diags(&[
+            ("site.toml", &toml),
+            ("firewall/cluster.fw", "[OPTIONS]\nenable: 1\n"),
+            (
+                "firewall/100.fw",
+                &format!("[OPTIONS]\nenable: 1\n\n[RULES]\n{line}\n"),
+            ),
+        ]),
+        5,
+    );
 }

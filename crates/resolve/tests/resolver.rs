@@ -177,16 +177,15 @@ fn management_set_is_cluster_set_plus_derived_local_network() {
     )]);
     assert_clean(&d);
     let n = site.node("hv1").unwrap();
+    // As pve-firewall's local_network(): the one network holding the node's
+    // address (its first address here), not every network of the node.
     assert_eq!(
         n.local_network,
-        vec![
-            "192.0.2.0/24".parse::<ipnet::IpNet>().unwrap(),
-            "2001:db8:1::/64".parse().unwrap()
-        ]
+        vec!["192.0.2.0/24".parse::<ipnet::IpNet>().unwrap()]
     );
     let m = site.set(n.firewall.management);
     let e: Vec<String> = m.entries.iter().map(|e| e.range.to_string()).collect();
-    assert_eq!(e, vec!["192.0.2.0/24", "198.51.100.5", "2001:db8:1::/64"]);
+    assert_eq!(e, vec!["192.0.2.0/24", "198.51.100.5"]);
     assert!(m.kernel_name.len() <= 31);
     assert_eq!(m.scope, SetScope::Node("hv1".into()));
     // Cluster peers: the other node's address.
@@ -309,7 +308,21 @@ fn all_options_parse() {
             "[OPTIONS]\nenable: 1\nmacfilter: 0\ndhcp: 1\nndp: 1\nradv: 1\nipfilter: 1\npolicy_in: ACCEPT\npolicy_out: DROP\nlog_level_in: alert\nlog_level_out: crit\nips: 1\nips_queues: 0:3\n",
         ),
     ]);
-    assert_clean(&d);
+    // Read, and said at their lines to have no effect: ebtables, log_nf_conntrack, nftables.
+    let lines: Vec<(String, u32)> = d
+        .items
+        .iter()
+        .map(|x| (x.code.to_string(), x.span.map_or(0, |s| s.line)))
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            ("E0127".into(), 7),
+            ("E0127".into(), 19),
+            ("E0127".into(), 20)
+        ],
+        "{d:?}"
+    );
     assert_eq!(site.cluster.policy_out, Action::Reject);
     assert_eq!(site.cluster.policy_forward, Action::Drop);
     assert_eq!(
@@ -364,7 +377,12 @@ fn proxmox_tree_without_site_toml() {
         .with("nodes/pve1/qemu-server/101.conf", "name: web\nnet0: virtio=BC:24:11:AA:BB:CC,bridge=vmbr0,firewall=1\nnet1: e1000=BC:24:11:AA:BB:CD,bridge=vmbr1,tag=10\n\n[snap1]\nnet2: virtio=BC:24:11:AA:BB:CE,bridge=vmbr2\n")
         .with("nodes/pve2/lxc/200.conf", "hostname: db\nnet0: name=eth0,bridge=vmbr0,firewall=1,hwaddr=BC:24:11:00:00:01,ip=10.0.0.50/24,gw=10.0.0.1,ip6=2001:db8::50/64,type=veth\n");
     let (site, d) = rampart_resolve::load(&files);
-    assert_clean(&d);
+    // Nothing gives the ring addresses a prefix: the local networks are the
+    // addresses alone, which is said (E0507), once per node.
+    assert!(
+        d.items.len() == 2 && d.items.iter().all(|x| x.code == "E0507"),
+        "{d:?}"
+    );
     assert_eq!(
         site.nodes
             .iter()
@@ -518,11 +536,20 @@ fn site_toml_errors_carry_line_and_column() {
 
 #[test]
 fn node_specific_cluster_rules_are_checked_on_every_node() {
-    // hv1 has IPv6, hv2 does not: `-p icmpv6 -source local_network` can never match on hv2.
-    let (site, d) = load(&[(
-        "firewall/cluster.fw",
-        "[OPTIONS]\nenable: 0\n[RULES]\nIN ACCEPT -p icmpv6 -source local_network\n",
-    )]);
+    // hv1's local network is IPv6 (site.toml says so), hv2's the IPv4 subnet
+    // of its address: `-p icmpv6 -source local_network` can never match on hv2.
+    let toml = SITE_TOML.replacen(
+        "name = \"hv1\"",
+        "name = \"hv1\"\nlocal_network = [\"2001:db8:1::/64\"]",
+        1,
+    );
+    let (site, d) = load(&[
+        ("site.toml", &toml),
+        (
+            "firewall/cluster.fw",
+            "[OPTIONS]\nenable: 0\n[RULES]\nIN ACCEPT -p icmpv6 -source local_network\n",
+        ),
+    ]);
     let x = expect_at(&d, &site.sources, "E0204", "firewall/cluster.fw", 4, 29);
     assert!(x.message.contains("ipv6"), "{}", x.message);
     assert_eq!(site.node("hv1").unwrap().firewall.rules.len(), 1);
@@ -530,27 +557,41 @@ fn node_specific_cluster_rules_are_checked_on_every_node() {
 }
 
 #[test]
-fn derived_local_network_splits_a_rule_per_family() {
+fn derived_local_network_is_the_subnet_of_the_nodes_address() {
     let (site, d) = load(&[(
         "firewall/cluster.fw",
         "[OPTIONS]\nenable: 0\n[RULES]\nIN ACCEPT -p tcp -dport 22 -source local_network\n",
     )]);
     assert_clean(&d);
+    // hv1 also has an IPv6 network; pve-firewall's local_network is the one
+    // network of the node's address (192.0.2.10), so is rampart's.
     let r = &site.node("hv1").unwrap().firewall.rules;
-    assert_eq!(r.len(), 2);
-    assert_eq!(
-        (r[0].family, r[1].family),
-        (Some(Family::V4), Some(Family::V6))
-    );
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].family, Some(Family::V4));
     assert_eq!(
         r[0].source,
         Some(AddrMatch::List(vec![range("192.0.2.0/24")]))
     );
-    assert_eq!(
-        r[1].source,
-        Some(AddrMatch::List(vec![range("2001:db8:1::/64")]))
-    );
     assert_eq!(site.node("hv2").unwrap().firewall.rules.len(), 1);
+    // A site.toml `local_network` may still name several networks.
+    let toml = SITE_TOML.replacen(
+        "name = \"hv1\"",
+        "name = \"hv1\"\nlocal_network = [\"192.0.2.0/24\", \"2001:db8:1::/64\"]",
+        1,
+    );
+    let (site, d) = load(&[
+        ("site.toml", &toml),
+        (
+            "firewall/cluster.fw",
+            "[OPTIONS]\nenable: 0\n[RULES]\nIN ACCEPT -p tcp -dport 22 -source local_network\n",
+        ),
+    ]);
+    assert_clean(&d);
+    let r = &site.node("hv1").unwrap().firewall.rules;
+    assert_eq!(
+        r.iter().map(|x| x.family).collect::<Vec<_>>(),
+        vec![Some(Family::V4), Some(Family::V6)]
+    );
 }
 
 #[test]

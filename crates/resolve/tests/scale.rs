@@ -54,7 +54,7 @@ pub fn synthetic(nodes: usize, guests: usize, rules_per_guest: usize) -> SiteFil
         );
     }
     cluster.push_str(
-        "[RULES]\nIN SSH(ACCEPT) -source +management\nIN ACCEPT -p udp -dport 5405:5412 -source local_network\n",
+        "[RULES]\nIN SSH(ACCEPT) -source +management\nIN ACCEPT -p udp -dport 5404:5405 -source local_network\n",
     );
     for r in 0..18 {
         let _ = writeln!(

@@ -92,8 +92,28 @@ pub fn lockout_check(site: &ir::Site, plan: &Plan, node: &str) -> Diagnostics {
             .hint("add your admin addresses to `[IPSET management]` in cluster.fw (local_network is added automatically when the node has addresses)"),
         );
     }
+    // (peer node, its address, this node's address, port): one probe per
+    // peer and family; corosync link by link on Proxmox.
+    let mut probes: Vec<(String, IpAddr, IpAddr, u16)> = Vec::new();
     let (_, cluster_udp, _) = rampart_nft::platform_ports(n.platform);
-    if let Some(range) = cluster_udp.first() {
+    if n.platform == ir::Platform::Proxmox {
+        for link in &n.firewall.corosync {
+            let family = Family::of(&link.local);
+            for e in site.set(link.peers).entries_of(family) {
+                let src = e.range.start;
+                let Some(other) = site
+                    .nodes
+                    .iter()
+                    .find(|o| o.name != n.name && o.addresses.iter().any(|a| a.addr() == src))
+                else {
+                    continue;
+                };
+                if !probes.iter().any(|(o, _, _, _)| *o == other.name) {
+                    probes.push((other.name.clone(), src, link.local, 5405));
+                }
+            }
+        }
+    } else if let Some(range) = cluster_udp.first() {
         for other in site.nodes.iter().filter(|o| o.name != n.name) {
             for family in Family::both() {
                 let Some(src) = other
@@ -107,28 +127,35 @@ pub fn lockout_check(site: &ir::Site, plan: &Plan, node: &str) -> Diagnostics {
                 let Some(dest) = own.iter().find(|a| Family::of(a) == family).copied() else {
                     continue;
                 };
-                let mut p = Packet::new(&other.name, "host", Proto::Udp);
-                p.from = Zone::Node(other.name.clone());
-                p.source = Some(src);
-                p.dest = Some(dest);
-                p.dport = Some(range.lo);
-                p.family = Some(family);
-                match simulate_plan(site, plan, &p) {
-                    Ok(t) if t.verdict == Action::Accept => {}
-                    Ok(t) => {
-                        let mut d = Diagnostic::new(
-                            codes::CLUSTER_BLOCKED,
-                            format!("cluster traffic (udp/{}) from `{}` ({src}) to `{node}` would be {}", range.lo, other.name, verb(t.verdict)),
-                        );
-                        if let Some(hit) = &t.decided_by {
-                            d = d.note(format!("decided by {}: {}", hit.origin, hit.text));
-                        }
-                        out.push(d);
-                    }
-                    Err(_) => {}
-                }
+                probes.push((other.name.clone(), src, dest, range.lo));
                 break;
             }
+        }
+    }
+    for (other, src, dest, port) in probes {
+        let family = Family::of(&src);
+        let mut p = Packet::new(&other, "host", Proto::Udp);
+        p.from = Zone::Node(other.clone());
+        p.source = Some(src);
+        p.dest = Some(dest);
+        p.dport = Some(port);
+        p.family = Some(family);
+        match simulate_plan(site, plan, &p) {
+            Ok(t) if t.verdict == Action::Accept => {}
+            Ok(t) => {
+                let mut d = Diagnostic::new(
+                    codes::CLUSTER_BLOCKED,
+                    format!(
+                        "cluster traffic (udp/{port}) from `{other}` ({src}) to `{node}` would be {}",
+                        verb(t.verdict)
+                    ),
+                );
+                if let Some(hit) = &t.decided_by {
+                    d = d.note(format!("decided by {}: {}", hit.origin, hit.text));
+                }
+                out.push(d);
+            }
+            Err(_) => {}
         }
     }
     out

@@ -168,6 +168,38 @@ pub fn run(plan: &Plan, p: Placed) -> Trace {
     }
 }
 
+/// The Proxmox names of the ipsets a rule names whose kernel name does not
+/// show it (long names are hashed): ` (@dc-1A2B3C_v4 is +the-long-name)`.
+fn proxmox_set_names(t: &Table, matches: &[Match]) -> String {
+    let mut out = String::new();
+    for m in matches {
+        let Match::Addr {
+            target: AddrTarget::Set(n),
+            ..
+        } = m
+        else {
+            continue;
+        };
+        let Some(set) = t.sets.iter().find(|s| &s.name == n) else {
+            continue;
+        };
+        let Some(rest) = set.comment.strip_prefix("ipset ") else {
+            continue;
+        };
+        let name = rest.split(" (").next().unwrap_or(rest);
+        // Only the sets of cluster.fw (`dc-`) and guests (`g<vmid>-`).
+        let user = n.starts_with("dc-")
+            || n.strip_prefix('g').is_some_and(|r| {
+                r.split_once('-')
+                    .is_some_and(|(id, _)| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+            });
+        if user && !n.contains(name) {
+            out.push_str(&format!(" (@{n} is +{name})"));
+        }
+    }
+    out
+}
+
 fn in_ranges(rs: &[IpRange], a: &std::net::IpAddr) -> bool {
     rs.iter().any(|r| r.contains(a))
 }
@@ -207,7 +239,11 @@ impl<'a> Walker<'a> {
             chain: c.name.clone(),
             index: i,
             origin: r.comment.clone(),
-            text: rampart_nft::print::rule(r),
+            text: format!(
+                "{}{}",
+                rampart_nft::print::rule(r),
+                proxmox_set_names(t, &r.matches)
+            ),
         }
     }
 

@@ -271,13 +271,16 @@ fn cluster_traffic_between_nodes() {
     let t = simulate(&site, "hv1", &Packet::udp("hv3", "host", 5405)).unwrap();
     assert_eq!(
         (t.verdict, t.decided_by.unwrap().origin.as_str()),
-        (Action::Accept, "auto:cluster")
+        (Action::Accept, "auto:corosync")
     );
-    let t = simulate(&site, "hv1", &Packet::udp("host", "hv3", 5412)).unwrap();
+    let t = simulate(&site, "hv1", &Packet::udp("host", "hv3", 5404)).unwrap();
     assert_eq!(
         (t.verdict, t.decided_by.unwrap().origin.as_str()),
-        (Action::Accept, "auto:cluster")
+        (Action::Accept, "auto:corosync")
     );
+    // Only 5404-5405, as pve-firewall.
+    let t = simulate(&site, "hv1", &Packet::udp("hv3", "host", 5406)).unwrap();
+    assert_eq!(t.verdict, Action::Drop);
     let t = simulate(
         &site,
         "hv1",

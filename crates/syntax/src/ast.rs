@@ -40,6 +40,35 @@ pub struct SiteAst {
     pub hosts: BTreeMap<String, FwFile>,
     /// `firewall/<vmid>.fw`, by vmid.
     pub guest_fw: BTreeMap<u32, FwFile>,
+    /// `corosync.conf`, when present (read with or without site.toml): the
+    /// cluster's links, ring by ring, host names already resolved.
+    pub corosync: Option<CorosyncConf>,
+}
+
+/// What corosync.conf says about the cluster's links.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CorosyncConf {
+    pub nodes: Vec<CorosyncNode>,
+    /// `totem { transport: udp }` (multicast) when written.
+    pub transport: Option<Spanned<String>>,
+    /// `totem { ip_version: ... }` when written (`ipv6-4` is corosync's default).
+    pub ip_version: Option<Spanned<String>>,
+}
+
+/// One `node { }` of corosync.conf's nodelist.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CorosyncNode {
+    pub name: Spanned<String>,
+    /// `ringN_addr` by N, in file order.
+    pub rings: Vec<(u32, Spanned<RingAddr>)>,
+    pub span: Span,
+}
+
+/// A `ringN_addr` value: an address, or a host name to resolve.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum RingAddr {
+    Ip(std::net::IpAddr),
+    Host(String),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -162,6 +191,10 @@ pub struct FwFile {
     pub ipsets: Vec<IpSetDef>,
     pub rules: Vec<RuleLine>,
     pub groups: Vec<GroupDef>,
+    /// Rules (of `[RULES]` or a group) with a problem of their own line,
+    /// already reported: never compiled, kept so that the resolver reports
+    /// their undefined aliases and ipsets too (every problem of a rule at once).
+    pub broken_rules: Vec<RuleLine>,
 }
 
 impl FwFile {
@@ -174,6 +207,7 @@ impl FwFile {
             ipsets: Vec::new(),
             rules: Vec::new(),
             groups: Vec::new(),
+            broken_rules: Vec::new(),
         }
     }
 }

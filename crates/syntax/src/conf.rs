@@ -211,14 +211,16 @@ fn parse_nic(
     })
 }
 
-/// Nodes of corosync.conf: `nodelist { node { name: x  ring0_addr: a } }`.
-pub fn parse_corosync(file: FileId, text: &str, diags: &mut Diagnostics) -> Vec<NodeDecl> {
-    let mut out = Vec::new();
+/// corosync.conf: the nodelist (`node { name: x  ring0_addr: a }`) and
+/// totem's `transport` / `ip_version`. Ring addresses stay as written (an
+/// address or a host name); [`crate::parse_site`] resolves host names.
+pub fn parse_corosync(file: FileId, text: &str, diags: &mut Diagnostics) -> CorosyncConf {
+    let mut out = CorosyncConf::default();
     let mut depth_stack: Vec<String> = Vec::new();
-    // The node being read: its name as written, its addresses, its span.
+    // The node being read: its name as written, its rings, its span.
     struct Cur {
         name: Option<Spanned<String>>,
-        addresses: Vec<Spanned<ipnet::IpNet>>,
+        rings: Vec<(u32, Spanned<RingAddr>)>,
         span: Span,
     }
     let mut cur: Option<Cur> = None;
@@ -237,7 +239,7 @@ pub fn parse_corosync(file: FileId, text: &str, diags: &mut Diagnostics) -> Vec<
             if name == "node" && depth_stack.last().map(|s| s.as_str()) == Some("nodelist") {
                 cur = Some(Cur {
                     name: None,
-                    addresses: Vec::new(),
+                    rings: Vec::new(),
                     span: line.whole(),
                 });
             }
@@ -254,16 +256,9 @@ pub fn parse_corosync(file: FileId, text: &str, diags: &mut Diagnostics) -> Vec<
                         ),
                         Some(name) => match NodeName::parse(&name.value) {
                             Err(e) => diags.push(e.diagnostic(name.span)),
-                            Ok(v) => out.push(NodeDecl {
-                                name: Spanned::new(v, name.span),
-                                backend: None,
-                                platform: None,
-                                bridges: Vec::new(),
-                                addresses: n.addresses,
-                                local_network: None,
-                                endpoint: None,
-                                saved_files: Default::default(),
-                                implicit_bridges: true,
+                            Ok(_) => out.nodes.push(CorosyncNode {
+                                name,
+                                rings: n.rings,
                                 span: n.span,
                             }),
                         },
@@ -272,21 +267,149 @@ pub fn parse_corosync(file: FileId, text: &str, diags: &mut Diagnostics) -> Vec<
             }
             continue;
         }
-        let Some(n) = cur.as_mut() else { continue };
         let Some((k, v)) = t.split_once(':') else {
             continue;
         };
         let (k, v) = (k.trim(), v.trim());
+        if depth_stack.len() == 1 && depth_stack[0] == "totem" {
+            if k == "transport" {
+                out.transport = Some(Spanned::new(v.to_string(), line.span(v)));
+            } else if k == "ip_version" {
+                out.ip_version = Some(Spanned::new(v.to_string(), line.span(v)));
+            }
+            continue;
+        }
+        let Some(n) = cur.as_mut() else { continue };
         if k == "name" {
             n.name = Some(Spanned::new(v.to_string(), line.span(v)));
-        } else if k.starts_with("ring") && k.ends_with("_addr") {
-            if let Ok(ip) = crate::addr::parse_ip(v) {
-                let len = if ip.is_ipv4() { 32 } else { 128 };
-                if let Ok(net) = ipnet::IpNet::new(ip, len) {
-                    n.addresses.push(Spanned::new(net, line.span(v)));
-                }
-            }
+        } else if let Some(ring) = k
+            .strip_prefix("ring")
+            .and_then(|r| r.strip_suffix("_addr"))
+            .and_then(|r| r.parse::<u32>().ok())
+        {
+            let value = if let Ok(ip) = crate::addr::parse_ip(v) {
+                RingAddr::Ip(ip)
+            } else if is_host_name(v) {
+                RingAddr::Host(v.to_ascii_lowercase())
+            } else {
+                diags.push(
+                    Diagnostic::new(
+                        codes::INVALID_ADDRESS,
+                        format!("`{k}` is neither an address nor a host name",),
+                    )
+                    .at(line.span(v))
+                    .note("corosync cannot use this link; rampart opens nothing for it"),
+                );
+                continue;
+            };
+            n.rings.push((ring, Spanned::new(value, line.span(v))));
         }
     }
+    out
+}
+
+/// A DNS host name: labels of letters, digits and `-`, dot-separated.
+pub fn is_host_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
+/// `/etc/hosts`: `address name [aliases...]`, `#` comments. Every name
+/// (lower-case) with its addresses in file order.
+pub fn parse_hosts(text: &str) -> Vec<(String, std::net::IpAddr)> {
+    let mut out = Vec::new();
+    for raw in text.split('\n') {
+        let t = raw.split('#').next().unwrap_or("").trim();
+        let mut it = t.split_whitespace();
+        let Some(addr) = it.next() else { continue };
+        let Ok(ip) = crate::addr::parse_ip(addr) else {
+            continue;
+        };
+        for name in it {
+            out.push((name.to_ascii_lowercase(), ip));
+        }
+    }
+    out
+}
+
+/// `/etc/network/interfaces` (ifupdown2, as Proxmox writes it): every
+/// `iface NAME inet|inet6 static` stanza's `address` (CIDR, or with a
+/// `netmask` line), by interface name, in file order.
+pub fn parse_interfaces(file: FileId, text: &str) -> Vec<(String, Spanned<ipnet::IpNet>)> {
+    let mut out: Vec<(String, Spanned<ipnet::IpNet>)> = Vec::new();
+    // The stanza being read; its address without a prefix waits for `netmask`.
+    let mut iface: Option<String> = None;
+    let mut pending: Option<(std::net::IpAddr, Span)> = None;
+    let flush = |iface: &Option<String>,
+                 pending: &mut Option<(std::net::IpAddr, Span)>,
+                 out: &mut Vec<(String, Spanned<ipnet::IpNet>)>| {
+        if let (Some(i), Some((ip, sp))) = (iface, pending.take()) {
+            let len = if ip.is_ipv4() { 32 } else { 128 };
+            if let Ok(n) = ipnet::IpNet::new(ip, len) {
+                out.push((i.clone(), Spanned::new(n, sp)));
+            }
+        }
+    };
+    for (i, raw) in text.split('\n').enumerate() {
+        let line = Line {
+            file,
+            no: i as u32 + 1,
+            text: raw,
+        };
+        let t = raw.split('#').next().unwrap_or("").trim();
+        let mut w = t.split_whitespace();
+        let Some(k) = w.next() else { continue };
+        match k {
+            "iface" => {
+                flush(&iface, &mut pending, &mut out);
+                iface = w.next().map(|s| s.to_string());
+            }
+            "auto" | "allow-hotplug" | "source" | "source-directory" | "mapping" => {
+                flush(&iface, &mut pending, &mut out);
+                iface = None;
+            }
+            "address" => {
+                flush(&iface, &mut pending, &mut out);
+                let Some(v) = w.next() else { continue };
+                let sp = line.span(v);
+                if let Some((a, l)) = v.split_once('/') {
+                    if let (Ok(ip), Ok(l)) = (crate::addr::parse_ip(a), l.parse::<u8>()) {
+                        if let (Some(i), Ok(n)) = (&iface, ipnet::IpNet::new(ip, l)) {
+                            out.push((i.clone(), Spanned::new(n, sp)));
+                        }
+                    }
+                } else if let Ok(ip) = crate::addr::parse_ip(v) {
+                    pending = Some((ip, sp));
+                }
+            }
+            "netmask" => {
+                let Some(v) = w.next() else { continue };
+                if let (Some(i), Some((ip, sp))) = (&iface, pending) {
+                    let len = match v.parse::<std::net::Ipv4Addr>() {
+                        Ok(m)
+                            if u32::from(m).leading_ones() + u32::from(m).trailing_zeros()
+                                == 32 =>
+                        {
+                            Some(u32::from(m).leading_ones() as u8)
+                        }
+                        _ => v.parse::<u8>().ok(),
+                    };
+                    if let Some(n) = len.and_then(|l| ipnet::IpNet::new(ip, l).ok()) {
+                        out.push((i.clone(), Spanned::new(n, sp)));
+                        pending = None;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    flush(&iface, &mut pending, &mut out);
     out
 }

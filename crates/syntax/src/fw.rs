@@ -117,6 +117,8 @@ struct Parser<'d> {
     seen_opts: HashMap<&'static str, rampart_types::Span>,
     seen_sections: HashMap<String, rampart_types::Span>,
     alias_names: HashMap<String, rampart_types::Span>,
+    /// Rules with a problem on their line (see [`FwFile::broken_rules`]).
+    broken: Vec<RuleLine>,
 }
 
 /// Strip a `# comment`; returns (body, comment).
@@ -152,6 +154,7 @@ pub fn parse_fw(
         seen_opts: HashMap::new(),
         seen_sections: HashMap::new(),
         alias_names: HashMap::new(),
+        broken: Vec::new(),
     };
     let mut sect = Sect::None;
     for (i, raw) in text.split('\n').enumerate() {
@@ -208,6 +211,7 @@ pub fn parse_fw(
             }
         }
     }
+    out.broken_rules = p.broken;
     out
 }
 
@@ -413,6 +417,29 @@ impl<'d> Parser<'d> {
                     .hint(hint.to_string()),
             );
         };
+        // pve-firewall's cluster.fw takes `enable: <number>`: a number above 1
+        // is a timestamp (Proxmox's pending enable), on for 60 seconds after
+        // that time and off from then on.
+        if self.kind == FwKind::Cluster
+            && key == "enable"
+            && v.len() > 1
+            && v.len() <= 20
+            && v.bytes().all(|b| b.is_ascii_digit())
+            && v.trim_start_matches('0').len() > 1
+        {
+            o.enable = Some(false);
+            o.enable_span = Some(line.span(k));
+            self.diags.push(
+                Diagnostic::new(
+                    codes::ENABLE_TIMESTAMP,
+                    format!("`enable: {v}` is a timestamp: the firewall is off"),
+                )
+                .at(vspan)
+                .note("pve-firewall reads a number above 1 as the time of a pending enable: on for 60 seconds after it, off from then on; rampart has no clock in its compiler and takes it as off, as Proxmox does once the minute is over")
+                .hint("write `enable: 1` to turn the firewall on"),
+            );
+            return;
+        }
         match ty {
             OptType::Bool => match v {
                 "1" | "0" => {
@@ -422,14 +449,29 @@ impl<'d> Parser<'d> {
                             o.enable = Some(b);
                             o.enable_span = Some(line.span(k));
                         }
-                        "ebtables" => o.ebtables = Some(b),
+                        "ebtables" => {
+                            o.ebtables = Some(b);
+                            self.no_effect(line, k, v, if b {
+                                "rampart writes no ebtables (layer-2) rules: `macfilter` and `ipfilter` act on IP packets, as pve-firewall's iptables rules do, but ARP and other non-IP frames are not filtered as pve-firewall's ebtables rules would"
+                            } else {
+                                "rampart writes no ebtables (layer-2) rules either way; IP packets get the same verdicts"
+                            });
+                        }
                         "nosmurfs" => o.nosmurfs = Some(b),
                         "tcpflags" => o.tcpflags = Some(b),
                         "ndp" => o.ndp = Some(b),
                         "nf_conntrack_allow_invalid" => o.nf_conntrack_allow_invalid = Some(b),
                         "protection_synflood" => o.protection_synflood = Some(b),
-                        "log_nf_conntrack" => o.log_nf_conntrack = Some(b),
-                        "nftables" => o.nftables = Some(b),
+                        "log_nf_conntrack" => {
+                            o.log_nf_conntrack = Some(b);
+                            if b {
+                                self.no_effect(line, k, v, "pve-firewall's logger then logs conntrack events; rampart's agent does not log them (the ruleset is the same)");
+                            }
+                        }
+                        "nftables" => {
+                            o.nftables = Some(b);
+                            self.no_effect(line, k, v, "Proxmox picks its nftables-based firewall with it; rampart's backend is `backend` in site.toml (or `--backend`), and both backends give the same verdicts");
+                        }
                         "macfilter" => o.macfilter = Some(b),
                         "dhcp" => o.dhcp = Some(b),
                         "radv" => o.radv = Some(b),
@@ -579,6 +621,18 @@ impl<'d> Parser<'d> {
                 }
             }
         }
+    }
+
+    /// An option rampart reads but that changes nothing it does: said at its line.
+    fn no_effect(&mut self, line: &Line, k: &str, v: &str, why: &str) {
+        self.diags.push(
+            Diagnostic::new(
+                codes::OPTION_WITHOUT_EFFECT,
+                format!("`{k}: {v}` has no effect in rampart"),
+            )
+            .at(line.span(k))
+            .note(why.to_string()),
+        );
     }
 
     fn alias(&mut self, line: &Line, t: &str) -> Option<AliasDef> {
@@ -758,9 +812,9 @@ impl<'d> Parser<'d> {
             );
             return None;
         }
-        let opts = self.rule_opts(line, &toks[2..], ctx, false)?;
-        self.check_rule(&verb, &opts, verb_tok)?;
-        Some(RuleLine {
+        let (opts, ok) = self.rule_opts(line, &toks[2..], ctx, false);
+        let ok = ok && self.check_rule(&verb, &opts, verb_tok).is_some();
+        let r = RuleLine {
             span,
             enabled,
             body: RuleBody::Rule {
@@ -769,7 +823,13 @@ impl<'d> Parser<'d> {
                 opts,
             },
             comment,
-        })
+        };
+        if !ok {
+            // Its other problems (names) are the resolver's to report.
+            self.broken.push(r);
+            return None;
+        }
+        Some(r)
     }
 
     fn group_rule(
@@ -825,7 +885,10 @@ impl<'d> Parser<'d> {
             );
             return None;
         }
-        let opts = self.rule_opts(line, &toks[2..], ctx, true)?;
+        let (opts, ok) = self.rule_opts(line, &toks[2..], ctx, true);
+        if !ok {
+            return None;
+        }
         Some(RuleLine {
             span,
             enabled,
@@ -911,10 +974,24 @@ impl<'d> Parser<'d> {
         toks: &[&str],
         ctx: RuleCtx,
         group_line: bool,
-    ) -> Option<RuleOpts> {
+    ) -> (RuleOpts, bool) {
         let mut o = RuleOpts::default();
         let mut ok = true;
         let mut seen: HashMap<&'static str, ()> = HashMap::new();
+        // pve-firewall keeps the ICMP type of legacy rules in `-dport` when
+        // the protocol is written `icmp` or `icmpv6` (and no `-icmp-type`).
+        let legacy_icmp: Option<(Family, &str)> = if toks
+            .iter()
+            .any(|t| matches!(*t, "-icmp-type" | "--icmp-type"))
+        {
+            None
+        } else {
+            toks.windows(2).find_map(|w| match (w[0], w[1]) {
+                ("-p" | "-proto" | "--proto", "icmp") => Some((Family::V4, "icmp")),
+                ("-p" | "-proto" | "--proto", "icmpv6") => Some((Family::V6, "icmpv6")),
+                _ => None,
+            })
+        };
         let mut i = 0;
         while i < toks.len() {
             let flag = toks[i];
@@ -1048,6 +1125,45 @@ impl<'d> Parser<'d> {
                         }
                     }
                 }
+                "dport" if legacy_icmp.is_some() => {
+                    let (fam, pname) = legacy_icmp.unwrap_or((Family::V4, "icmp"));
+                    let lower = val.to_ascii_lowercase();
+                    // Proxmox takes a type number (0-255) or a type name here, no
+                    // code; `any` (ICMP only) matches every type.
+                    let any = fam == Family::V4 && lower == "any";
+                    if !any && (lower.contains('/') || icmp_type(&lower, fam).is_none()) {
+                        let mut d = Diagnostic::new(
+                            codes::UNKNOWN_ICMP_TYPE,
+                            format!("`-dport {val}` on a `-p {pname}` rule is not an ICMP type"),
+                        )
+                        .at(vs)
+                        .note(format!(
+                            "with `-p {pname}`, Proxmox reads `-dport` as the ICMP type (a number 0-255 or a type name)"
+                        ));
+                        if let Some(h) = did_you_mean(val, tables::icmp_names()) {
+                            d = d.hint(h);
+                        }
+                        self.diags.push(d);
+                        ok = false;
+                    } else {
+                        self.diags.push(
+                            Diagnostic::new(
+                                codes::LEGACY_ICMP_DPORT,
+                                format!("`-dport {val}` on a `-p {pname}` rule is read as the ICMP type `{lower}`"),
+                            )
+                            .at(flag_span)
+                            .note("Proxmox keeps the ICMP type of rules written by older releases in `-dport`, and matches it")
+                            .hint(if any {
+                                format!("drop `-dport {val}`: `-p {pname}` alone matches every ICMP type")
+                            } else {
+                                format!("write `-icmp-type {val}` instead")
+                            }),
+                        );
+                        if !any {
+                            o.icmp_type = Some(Spanned::new(lower, vs));
+                        }
+                    }
+                }
                 "dport" | "sport" => match self.ports(line, val) {
                     Some(p) => {
                         let s = Some(Spanned::new(p, flag_span));
@@ -1093,7 +1209,7 @@ impl<'d> Parser<'d> {
                 },
             }
         }
-        ok.then_some(o)
+        (o, ok)
     }
 
     fn check_iface(&mut self, line: &Line, val: &str, ctx: RuleCtx) -> bool {

@@ -23,6 +23,11 @@ use rampart_types::{codes, Diagnostic, Diagnostics, SiteFiles, SourceMap, Span};
 enum Role {
     SiteToml,
     Corosync,
+    /// `hosts` or `etc/hosts`: names for corosync's ring addresses.
+    Hosts,
+    /// `nodes/<node>/interfaces` or `nodes/<node>/network/interfaces`: a
+    /// copy of the node's `/etc/network/interfaces`.
+    Interfaces(String),
     Cluster,
     GuestFw(u32),
     Host(String),
@@ -46,6 +51,10 @@ fn role(path: &str) -> Option<Role> {
     match parts.as_slice() {
         ["site.toml"] => Some(Role::SiteToml),
         ["corosync.conf"] => Some(Role::Corosync),
+        ["hosts"] | ["etc", "hosts"] => Some(Role::Hosts),
+        ["nodes", n, "interfaces"] | ["nodes", n, "network", "interfaces"] => {
+            Some(Role::Interfaces(n.to_string()))
+        }
         ["firewall", "cluster.fw"] => Some(Role::Cluster),
         ["firewall", f] => vmid(f, ".fw").map(Role::GuestFw),
         ["nodes", n, "host.fw"] => Some(Role::Host(n.to_string())),
@@ -85,7 +94,9 @@ enum Parsed {
     Unusable,
     /// The tree's header, nodes and guests.
     SiteToml(Box<SiteAst>),
-    Corosync(Vec<NodeDecl>),
+    Corosync(CorosyncConf),
+    Hosts(Vec<(String, std::net::IpAddr)>),
+    Interfaces(String, Vec<(String, Spanned<ipnet::IpNet>)>),
     Cluster(FwFile),
     GuestFw(u32, FwFile),
     Host(String, FwFile),
@@ -115,6 +126,8 @@ fn parse_one(j: &Job) -> Out {
                 Parsed::SiteToml(Box::new(part))
             }
             Role::Corosync => Parsed::Corosync(conf::parse_corosync(fid, t, &mut diags)),
+            Role::Hosts => Parsed::Hosts(conf::parse_hosts(t)),
+            Role::Interfaces(n) => Parsed::Interfaces(n.clone(), conf::parse_interfaces(fid, t)),
             Role::Cluster => {
                 Parsed::Cluster(fw::parse_fw(fid, FwKind::Cluster, t, bad, &mut diags))
             }
@@ -229,7 +242,10 @@ fn parse_site_with(
     let mut diags = Diagnostics::new();
     let mut conf_guests: Vec<GuestDecl> = Vec::new();
     let mut node_dirs: Vec<String> = Vec::new();
-    let mut corosync_nodes: Vec<NodeDecl> = Vec::new();
+    let mut corosync: Option<CorosyncConf> = None;
+    let mut hosts: Vec<(String, std::net::IpAddr)> = Vec::new();
+    let mut interfaces: std::collections::BTreeMap<String, Vec<(String, Spanned<ipnet::IpNet>)>> =
+        Default::default();
 
     // site.toml first so its FileId is 0 when present, then the rest in path order.
     let mut order: Vec<(&String, &Vec<u8>)> = files.files.iter().collect();
@@ -385,7 +401,11 @@ fn parse_site_with(
                 ast.nodes = part.nodes;
                 ast.guests = part.guests;
             }
-            Parsed::Corosync(n) => corosync_nodes = n,
+            Parsed::Corosync(c) => corosync = Some(c),
+            Parsed::Hosts(h) => hosts.extend(h),
+            Parsed::Interfaces(n, i) => {
+                interfaces.insert(n, i);
+            }
             Parsed::Cluster(f) => ast.cluster = Some(f),
             Parsed::GuestFw(vmid, f) => {
                 ast.guest_fw.insert(vmid, f);
@@ -397,12 +417,44 @@ fn parse_site_with(
         }
     }
 
+    // corosync.conf's ring addresses: host names resolved from the tree's
+    // hosts file, then from the addresses site.toml gives the node so named.
+    let corosync = corosync.map(|c| resolve_corosync(c, &hosts, &ast.nodes, &mut diags));
     if !ast.has_site_toml {
         // A Proxmox tree: nodes from corosync.conf and the nodes/ directories.
-        for n in corosync_nodes {
-            if !ast.nodes.iter().any(|x| x.name.value == n.name.value) {
-                ast.nodes.push(n);
+        for n in corosync.iter().flat_map(|c| c.nodes.iter()) {
+            let name = match NodeName::parse(&n.name.value) {
+                Err(e) => {
+                    diags.push(e.diagnostic(n.name.span));
+                    continue;
+                }
+                Ok(v) => v,
+            };
+            if ast.nodes.iter().any(|x| x.name.value == name) {
+                continue;
             }
+            let addresses = n
+                .rings
+                .iter()
+                .filter_map(|(_, a)| match a.value {
+                    RingAddr::Ip(ip) => ipnet::IpNet::new(ip, if ip.is_ipv4() { 32 } else { 128 })
+                        .ok()
+                        .map(|net| Spanned::new(net, a.span)),
+                    RingAddr::Host(_) => None,
+                })
+                .collect();
+            ast.nodes.push(NodeDecl {
+                name: Spanned::new(name, n.name.span),
+                backend: None,
+                platform: None,
+                bridges: Vec::new(),
+                addresses,
+                local_network: None,
+                endpoint: None,
+                saved_files: Default::default(),
+                implicit_bridges: true,
+                span: n.span,
+            });
         }
         for d in node_dirs {
             // Checked when the files were listed (bad directories are left out).
@@ -435,6 +487,26 @@ fn parse_site_with(
             );
         }
     }
+
+    // A node's /etc/network/interfaces gives its addresses their prefix
+    // (a bare tree only knows corosync's host addresses).
+    for n in ast.nodes.iter_mut() {
+        let Some(ifs) = interfaces.get(n.name.value.as_str()) else {
+            continue;
+        };
+        let widen = |a: &mut Spanned<ipnet::IpNet>| {
+            if a.value.prefix_len() == a.value.max_prefix_len() {
+                if let Some((_, net)) = ifs.iter().find(|(_, x)| x.value.addr() == a.value.addr()) {
+                    a.value = net.value;
+                }
+            }
+        };
+        n.addresses.iter_mut().for_each(widen);
+        for b in n.bridges.iter_mut() {
+            b.addresses.iter_mut().for_each(widen);
+        }
+    }
+    ast.corosync = corosync;
 
     // Merge guests from .conf files into the declared ones.
     let declared = ast.guests.len();
@@ -590,4 +662,79 @@ fn completeness(
         }
         _ => {}
     }
+}
+
+/// Resolve corosync.conf's host names: the tree's hosts file first, then
+/// the node of that name (or of its first label) in site.toml. corosync's
+/// `ip_version` decides which family wins when a name has both (`ipv6-4`,
+/// its default, prefers IPv6). A name neither knows is an error at its line:
+/// the link would otherwise get no rule and corosync over it would be dropped.
+fn resolve_corosync(
+    mut c: CorosyncConf,
+    hosts: &[(String, std::net::IpAddr)],
+    nodes: &[NodeDecl],
+    diags: &mut Diagnostics,
+) -> CorosyncConf {
+    let pref = c
+        .ip_version
+        .as_ref()
+        .map(|v| v.value.as_str())
+        .unwrap_or("ipv6-4");
+    let pick = |cands: Vec<std::net::IpAddr>| -> Option<std::net::IpAddr> {
+        let v4 = cands.iter().copied().find(|a| a.is_ipv4());
+        let v6 = cands.iter().copied().find(|a| a.is_ipv6());
+        match pref {
+            "ipv4" => v4,
+            "ipv6" => v6,
+            "ipv4-6" => v4.or(v6),
+            _ => v6.or(v4),
+        }
+    };
+    for n in c.nodes.iter_mut() {
+        let mut rings = Vec::with_capacity(n.rings.len());
+        for (ring, a) in std::mem::take(&mut n.rings) {
+            let RingAddr::Host(h) = &a.value else {
+                rings.push((ring, a));
+                continue;
+            };
+            let short = h.split('.').next().unwrap_or(h);
+            let from_hosts: Vec<std::net::IpAddr> = hosts
+                .iter()
+                .filter(|(name, _)| name == h)
+                .map(|(_, ip)| *ip)
+                .collect();
+            let from_site: Vec<std::net::IpAddr> = nodes
+                .iter()
+                .filter(|d| {
+                    d.name.value.eq_ignore_ascii_case(h) || d.name.value.eq_ignore_ascii_case(short)
+                })
+                .flat_map(|d| {
+                    d.bridges
+                        .iter()
+                        .flat_map(|b| b.addresses.iter())
+                        .chain(d.addresses.iter())
+                        .map(|x| x.value.addr())
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            match pick(from_hosts).or_else(|| pick(from_site)) {
+                Some(ip) => rings.push((ring, Spanned::new(RingAddr::Ip(ip), a.span))),
+                None => diags.push(
+                    Diagnostic::new(
+                        codes::UNRESOLVED_HOST,
+                        format!(
+                            "`ring{ring}_addr: {}` is a host name the site does not resolve",
+                            rampart_types::escape::printable(h)
+                        ),
+                    )
+                    .at(a.span)
+                    .label("no address for this name")
+                    .note("without an address, corosync over this link would be dropped")
+                    .hint("add the name to the tree's `hosts` file (a copy of /etc/hosts), give the node its address in site.toml, or write the address here"),
+                ),
+            }
+        }
+        n.rings = rings;
+    }
+    c
 }

@@ -57,6 +57,8 @@ pub const SITE_TOML: Code = e("E0123", "site.toml is invalid");
 pub const GUEST_CONF: Code = e("E0124", "malformed guest configuration line");
 pub const MISSING_SITE_FILE: Code = e("E0125", "required site file is missing");
 pub const MALFORMED_ENTRY: Code = e("E0126", "malformed alias or ipset entry");
+pub const OPTION_WITHOUT_EFFECT: Code = w("E0127", "option has no effect in rampart");
+pub const ENABLE_TIMESTAMP: Code = w("E0128", "cluster `enable` holds a timestamp");
 
 // --- Addresses (8-15) ---
 pub const INVALID_ADDRESS: Code = e("E0201", "invalid address or prefix");
@@ -89,6 +91,11 @@ pub const PROTO_ZERO_MATCHES_ALL: Code = w(
     "protocol 0 (`ip`, `hopopt`) matches every protocol",
 );
 
+pub const LEGACY_ICMP_DPORT: Code = w(
+    "E0315",
+    "ICMP type written in `-dport` (legacy Proxmox rule)",
+);
+
 // --- References and names (22-26) ---
 pub const UNDEFINED_ALIAS: Code = e("E0401", "undefined alias");
 pub const UNDEFINED_IPSET: Code = e("E0402", "undefined ipset");
@@ -109,6 +116,7 @@ pub const UNKNOWN_GUEST: Code = w(
     "firewall file for a guest the site does not declare",
 );
 pub const UNKNOWN_ENDPOINT: Code = e("E0416", "unknown intent endpoint");
+pub const UNRESOLVED_HOST: Code = e("E0417", "host name the site does not resolve");
 
 // --- Policy semantics (27-31) ---
 pub const SHADOWED_RULE: Code = w("E0501", "rule can never match (shadowed)");
@@ -120,6 +128,8 @@ pub const VPN_PORT_UNREACHABLE: Code = e(
 pub const CLUSTER_BLOCKED: Code = e("E0504", "cluster traffic between nodes is blocked");
 pub const REPEATED_RULE: Code = w("E0505", "identical rule repeated");
 pub const INTENT_MISSED: Code = e("E0506", "an [[expect]] intent is not met");
+pub const LOCAL_NETWORK_HOST_ONLY: Code =
+    w("E0507", "local network is only the node's own address");
 
 // --- WireGuard (32-41) ---
 pub const MALFORMED_KEY: Code = e("E0601", "malformed WireGuard key");
@@ -190,6 +200,8 @@ pub const ALL: &[Code] = &[
     GUEST_CONF,
     MISSING_SITE_FILE,
     MALFORMED_ENTRY,
+    OPTION_WITHOUT_EFFECT,
+    ENABLE_TIMESTAMP,
     INVALID_ADDRESS,
     HOST_BITS_SET,
     MIXED_FAMILIES,
@@ -214,6 +226,7 @@ pub const ALL: &[Code] = &[
     DUPLICATE_SET_ENTRY,
     ICMP_TYPE_WITHOUT_ICMP,
     PROTO_ZERO_MATCHES_ALL,
+    LEGACY_ICMP_DPORT,
     UNDEFINED_ALIAS,
     UNDEFINED_IPSET,
     UNDEFINED_GROUP,
@@ -230,12 +243,14 @@ pub const ALL: &[Code] = &[
     DUPLICATE_NAME,
     UNKNOWN_GUEST,
     UNKNOWN_ENDPOINT,
+    UNRESOLVED_HOST,
     SHADOWED_RULE,
     LOCKOUT,
     VPN_PORT_UNREACHABLE,
     CLUSTER_BLOCKED,
     REPEATED_RULE,
     INTENT_MISSED,
+    LOCAL_NETWORK_HOST_ONLY,
     MALFORMED_KEY,
     PRIVATE_KEY_IN_SITE,
     DUPLICATE_PUBLIC_KEY,

@@ -41,8 +41,9 @@ pub enum NameKind {
     Site,
 }
 
-/// The longest ipset name accepted (Proxmox's own limit; the kernel name is
-/// checked separately by the resolver).
+/// The longest ipset name accepted (Proxmox's own limit). A name too long
+/// for the kernel (31 bytes with rampart's prefix) is not refused: the
+/// resolver derives a short kernel name by hashing, as Proxmox does.
 pub const MAX_IPSET_NAME: usize = 64;
 /// The longest alias name accepted (Proxmox: 64).
 pub const MAX_ALIAS_NAME: usize = 64;

@@ -63,6 +63,7 @@ pub fn node(name: &str, bridges: &[(&str, &[&str])]) -> Node {
             management: SetId(0),
             blacklist: None,
             cluster_peers: SetId(0),
+            corosync: vec![],
         },
         origin: Origin::auto("test"),
         saved_files: Default::default(),
