@@ -357,7 +357,8 @@ const HASH_AFTER_QUIET: Duration = Duration::from_millis(500);
 /// How the agent runs.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    pub node: String,
+    /// Validated when the agent starts: it names state, status keys and logs.
+    pub node: rampart_types::names::NodeName,
     pub state_dir: PathBuf,
     pub netns: Option<String>,
     /// Drift check (and, for a directory, nothing else: its watch polls).
@@ -875,7 +876,7 @@ impl Agent {
 
     /// Delete rampart's tables (only with `--remove-on-exit`).
     pub fn remove(&mut self) {
-        let empty = rampart_apply::Plan::nftables(&self.cfg.node, String::new());
+        let empty = rampart_apply::Plan::nftables(self.cfg.node.clone(), String::new());
         match rampart_apply::apply(&self.sys, &empty, &self.opts()) {
             Ok(_) => tracing::warn!("--remove-on-exit: rampart's tables removed"),
             Err(e) => tracing::error!("--remove-on-exit failed: {e}"),

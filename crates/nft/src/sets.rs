@@ -142,7 +142,7 @@ mod tests {
             origin: Origin::auto("t"),
         };
         let set = IpSet {
-            name: "x".into(),
+            name: "xs".parse().unwrap(),
             scope: SetScope::Cluster,
             kernel_name: "dc-x".into(),
             entries: vec![e("10.0.0.0/24", false), e("10.0.0.5/32", true)],
@@ -206,7 +206,7 @@ mod tests {
             entries.sort_by(|a, b| a.range.cmp(&b.range).then(a.nomatch.cmp(&b.nomatch)));
             entries.dedup_by(|a, b| a.range == b.range);
             let set = IpSet {
-                name: "x".into(),
+                name: "xs".parse().unwrap(),
                 scope: SetScope::Cluster,
                 kernel_name: "dc-x".into(),
                 entries,

@@ -388,7 +388,7 @@ fn one_golden_per_feature() {
         ("feature_blacklist", |s| {
             let origin = s.sets[0].origin.clone();
             s.sets.push(rampart_resolve::ir::IpSet {
-                name: "blacklist".into(),
+                name: "blacklist".parse().unwrap(),
                 scope: SetScope::Cluster,
                 kernel_name: "dc-blacklist".into(),
                 entries: vec![rampart_resolve::ir::SetEntry {
@@ -404,7 +404,7 @@ fn one_golden_per_feature() {
         ("feature_ipfilter_macfilter", |s| {
             let origin = s.guests[0].origin.clone();
             s.sets.push(rampart_resolve::ir::IpSet {
-                name: "ipfilter-net0".into(),
+                name: "ipfilter-net0".parse().unwrap(),
                 scope: SetScope::Guest(100),
                 kernel_name: "g100-ipfilter-net0".into(),
                 entries: vec![rampart_resolve::ir::SetEntry {

@@ -474,7 +474,7 @@ impl Site<'_> {
                 // kept: one 2.7 MB copy fewer per revision on a big node).
                 let script = std::mem::take(&mut nft.script);
                 files.push(("ruleset.nft".into(), script.clone()));
-                plan = Plan::nftables(node, script);
+                plan = Plan::nftables(n.name.clone(), script);
                 sysctls.extend(
                     nft.sysctls
                         .iter()
@@ -501,7 +501,7 @@ impl Site<'_> {
                     )
                 })?;
                 rampart_ipt::add_profile(&mut ipt, &prof.firewall);
-                plan = Plan::nftables(node, ipt.v4.clone());
+                plan = Plan::nftables(n.name.clone(), ipt.v4.clone());
                 plan.backend = Backend::Iptables;
                 plan.ruleset6 = Some(ipt.v6.clone());
                 plan.ipsets = Some(ipt.ipsets.clone());
@@ -557,7 +557,7 @@ impl Site<'_> {
             for r in &i.routes {
                 plan.routes.push(Route {
                     dest: r.dest.to_string(),
-                    dev: r.dev.clone(),
+                    dev: r.dev.clone().into(),
                     via: None,
                     table: r.table,
                     origin: format!("auto:wireguard {}", i.interface),

@@ -100,10 +100,10 @@ struct Resolver<'a> {
 #[derive(Clone, Copy)]
 struct Ctx<'c> {
     guest: Option<u32>,
-    guest_nics: Option<&'c [String]>,
+    guest_nics: Option<&'c [ir::NicName]>,
     node: Option<usize>,
     via: Option<Span>,
-    group_iface: Option<&'c Spanned<String>>,
+    group_iface: Option<&'c Spanned<ir::RuleIfaceName>>,
     /// Report problems (false for repeated resolutions of the same lines).
     report: bool,
 }
@@ -171,7 +171,7 @@ fn resolve_with(
             .name
             .as_ref()
             .map(|n| n.value.clone())
-            .unwrap_or_else(|| "site".to_string()),
+            .unwrap_or_else(|| ir::SiteName::from_static("site")),
         cluster: r.cluster_opts.clone(),
         nodes: r.nodes,
         guests,
@@ -383,7 +383,7 @@ impl<'a> Resolver<'a> {
             Owner::Cluster => (SetScope::Cluster, format!("dc-{}", s.name.value)),
             Owner::Guest(id) => (SetScope::Guest(id), format!("g{id}-{}", s.name.value)),
         };
-        let key = (owner, s.name.value.clone());
+        let key = (owner, s.name.value.to_string());
         // The previous result, unless the IR that held its entries was not
         // given back ([`SetMemo::recycle`]).
         let prev = self.memo_old.remove(&key).filter(|m| m.entries.is_some());
@@ -620,8 +620,8 @@ impl<'a> Resolver<'a> {
             entries.dedup_by(|a, b| a.range == b.range && a.nomatch == b.nomatch);
             let management = self.add_set(
                 IpSet {
-                    name: "management".into(),
-                    scope: SetScope::Node(n.name.value.to_string()),
+                    name: ir::IpSetName::from_static("management"),
+                    scope: SetScope::Node(n.name.value.clone()),
                     kernel_name: format!("n-{tag}-mgmt"),
                     entries,
                     origin: Origin::auto("auto:management"),
@@ -643,8 +643,8 @@ impl<'a> Resolver<'a> {
             }
             let cluster_peers = self.add_set(
                 IpSet {
-                    name: "cluster_peers".into(),
-                    scope: SetScope::Node(n.name.value.to_string()),
+                    name: ir::IpSetName::from_static("cluster_peers"),
+                    scope: SetScope::Node(n.name.value.clone()),
                     kernel_name: format!("n-{tag}-peers"),
                     entries: peers,
                     origin: Origin::auto("auto:cluster_peers"),
@@ -661,14 +661,14 @@ impl<'a> Resolver<'a> {
                 .insert(n.name.value.to_string(), self.nodes.len());
             self.implicit_bridges.push(n.implicit_bridges);
             self.nodes.push(ir::Node {
-                name: n.name.value.to_string(),
+                name: n.name.value.clone(),
                 backend,
                 platform,
                 bridges: n
                     .bridges
                     .iter()
                     .map(|b| ir::Bridge {
-                        name: b.name.value.to_string(),
+                        name: b.name.value.clone(),
                         addresses: b.addresses.iter().map(|a| a.value).collect(),
                     })
                     .collect(),
@@ -743,15 +743,15 @@ impl<'a> Resolver<'a> {
                     continue;
                 }
             };
-            let node_name = node_idx
-                .map(|i| self.nodes[i].name.clone())
-                .unwrap_or_default();
+            let Some(node_name) = node_idx.map(|i| self.nodes[i].name.clone()) else {
+                continue; // every arm above gives a node or skips the guest
+            };
             let fw = ast.guest_fw.get(&id);
             let options = fw
                 .map(|f| guest_options(&f.options))
                 .unwrap_or_else(|| guest_options(&Default::default()));
             let mut nics: Vec<ir::Nic> = Vec::new();
-            let mut nic_names: Vec<String> = Vec::new();
+            let mut nic_names: Vec<ir::NicName> = Vec::new();
             for n in &g.nics {
                 if nic_names.contains(&n.name.value) {
                     self.push(
@@ -789,7 +789,8 @@ impl<'a> Resolver<'a> {
                     ast::GuestKindName::Ct => "veth",
                 };
                 let ifname = format!("{prefix}{id}i{}", n.index);
-                if ifname.len() > MAX_IFNAME {
+                // A prefix and two numbers: only the length can break the rule.
+                let Ok(ifname) = ir::IfaceName::parse(&ifname) else {
                     self.push(
                         Diagnostic::new(
                             codes::NAME_TOO_LONG,
@@ -801,11 +802,15 @@ impl<'a> Resolver<'a> {
                         .at(g.id.span)
                         .note("Linux interface names hold at most 15 bytes; use a shorter vmid"),
                     );
-                }
-                let ipfilter_name = format!("ipfilter-{}", n.name.value);
+                    // The NIC is left out; its rules still resolve against its name.
+                    nic_names.push(n.name.value.clone());
+                    continue;
+                };
+                // `ipfilter-` and a NIC name (at most 13 bytes): an ipset name.
+                let ipfilter_name = ir::IpSetName::derived(format!("ipfilter-{}", n.name.value));
                 let explicit = self
                     .set_index
-                    .get(&(Owner::Guest(id), ipfilter_name.clone()))
+                    .get(&(Owner::Guest(id), ipfilter_name.to_string()))
                     .copied();
                 let ipfilter = match explicit {
                     Some(s) => Some(s),
@@ -846,7 +851,7 @@ impl<'a> Resolver<'a> {
                     index: n.index,
                     name: n.name.value.clone(),
                     ifname,
-                    bridge: n.bridge.value.to_string(),
+                    bridge: n.bridge.value.clone(),
                     mac: n.mac,
                     addresses: n.addresses.iter().map(|a| a.value).collect(),
                     firewall: n.firewall,
@@ -888,7 +893,7 @@ impl<'a> Resolver<'a> {
     /// bridges their guests' NICs name (without addresses).
     fn add_implicit_bridges(&mut self, guests: &[ir::Guest]) {
         for g in guests {
-            let Some(&i) = self.node_index.get(&g.node) else {
+            let Some(&i) = self.node_index.get(g.node.as_str()) else {
                 continue;
             };
             if !self.implicit_bridges[i] {
@@ -935,7 +940,7 @@ impl<'a> Resolver<'a> {
         for i in 0..self.nodes.len() {
             let name = self.nodes[i].name.clone();
             let mut rules = Vec::new();
-            if let Some(h) = ast.hosts.get(&name) {
+            if let Some(h) = ast.hosts.get(name.as_str()) {
                 let ctx = Ctx {
                     guest: None,
                     guest_nics: None,
@@ -1106,14 +1111,17 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    fn check_guest_iface(&mut self, i: &Spanned<String>, ctx: Ctx) -> bool {
+    fn check_guest_iface(&mut self, i: &Spanned<ir::RuleIfaceName>, ctx: Ctx) -> bool {
         if let (Some(nics), Some(id)) = (ctx.guest_nics, ctx.guest) {
-            if !nics.contains(&i.value) {
+            if !nics.iter().any(|n| n.as_str() == i.value.as_str()) {
                 if ctx.report {
                     let have = if nics.is_empty() {
                         "no NICs".to_string()
                     } else {
-                        nics.join(", ")
+                        nics.iter()
+                            .map(|n| n.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     };
                     let mut d = Diagnostic::new(
                         codes::UNKNOWN_INTERFACE,

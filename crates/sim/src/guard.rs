@@ -108,7 +108,7 @@ pub fn lockout_check(site: &ir::Site, plan: &Plan, node: &str) -> Diagnostics {
                     continue;
                 };
                 let mut p = Packet::new(&other.name, "host", Proto::Udp);
-                p.from = Zone::Node(other.name.clone());
+                p.from = Zone::Node(other.name.to_string());
                 p.source = Some(src);
                 p.dest = Some(dest);
                 p.dport = Some(range.lo);

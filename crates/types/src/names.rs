@@ -21,8 +21,17 @@ pub enum NameKind {
     Node,
     /// A Linux network interface or bridge.
     Iface,
+    /// The interface of a `.fw` rule (`-i`): a host interface, possibly
+    /// with Proxmox's `+` wildcard, or a guest NIC (`net0`).
+    RuleIface,
+    /// A guest NIC: `net` and its number (`net0`).
+    Nic,
     /// A WireGuard interface (wg-quick's `[a-zA-Z0-9_=+.-]{1,15}`).
     WgIface,
+    /// Any network device a route, `ip rule` or firewall rule names: a
+    /// bridge, a WireGuard interface, a WAN interface. The wider of the two
+    /// rules above, so every [`IfaceName`] and [`WgIfaceName`] is one.
+    Dev,
     /// A Proxmox ipset.
     IpSet,
     /// A Proxmox alias.
@@ -35,6 +44,10 @@ pub enum NameKind {
     WgPeer,
     /// A `[[client]]` (road warrior).
     WgClient,
+    /// A participant of a WireGuard network: a node (by its node name), a
+    /// guest member or a client. Either rule; every [`NodeName`],
+    /// [`WgPeerName`] and [`WgClientName`] is one.
+    Participant,
     /// A lab (namespace prefix).
     Lab,
     /// The `[site] name`.
@@ -59,13 +72,17 @@ impl NameKind {
         match self {
             NameKind::Node => "node name",
             NameKind::Iface => "interface name",
+            NameKind::RuleIface => "interface name",
+            NameKind::Nic => "guest NIC name",
             NameKind::WgIface => "WireGuard interface name",
+            NameKind::Dev => "device name",
             NameKind::IpSet => "ipset name",
             NameKind::Alias => "alias name",
             NameKind::Group => "security group name",
             NameKind::WgNetwork => "WireGuard network name",
             NameKind::WgPeer => "WireGuard member name",
             NameKind::WgClient => "WireGuard client name",
+            NameKind::Participant => "WireGuard participant name",
             NameKind::Lab => "lab name",
             NameKind::Site => "site name",
         }
@@ -80,8 +97,15 @@ impl NameKind {
             NameKind::Iface => {
                 "interface names hold 1 to 15 bytes of letters, digits and `_.-`, and are not `.` or `..`"
             }
+            NameKind::RuleIface => {
+                "rule interfaces hold 1 to 15 bytes of letters, digits and `_.+=@-`, and are not `.` or `..`"
+            }
+            NameKind::Nic => "guest NICs are `net` and a number of 1 to 10 digits: `net0`",
             NameKind::WgIface => {
                 "WireGuard interface names hold 1 to 15 bytes of letters, digits and `_=+.-`, and are not `.` or `..`"
+            }
+            NameKind::Dev => {
+                "device names hold 1 to 15 bytes of letters, digits and `_=+.-`, and are not `.` or `..`"
             }
             NameKind::IpSet => {
                 "ipset names start with a letter and hold 2 to 64 of [A-Za-z0-9_-]"
@@ -92,6 +116,9 @@ impl NameKind {
             NameKind::Group => {
                 "security group names start with a letter and hold at least two of [A-Za-z0-9_-]"
             }
+            NameKind::Participant => {
+                "WireGuard participants are nodes (host names) or members and clients (1 to 63 of [A-Za-z0-9_.-], starting with a letter or digit)"
+            }
             NameKind::WgNetwork | NameKind::WgPeer | NameKind::WgClient | NameKind::Lab | NameKind::Site => {
                 "these names start with a letter or digit and hold 1 to 63 of [A-Za-z0-9_.-]"
             }
@@ -101,11 +128,17 @@ impl NameKind {
     fn max_len(self) -> Option<usize> {
         match self {
             NameKind::Node => Some(MAX_NODE_NAME),
-            NameKind::Iface | NameKind::WgIface => Some(MAX_IFNAME),
+            NameKind::Iface
+            | NameKind::WgIface
+            | NameKind::Dev
+            | NameKind::RuleIface
+            | NameKind::Nic => Some(MAX_IFNAME),
             NameKind::IpSet => Some(MAX_IPSET_NAME),
             NameKind::Alias => Some(MAX_ALIAS_NAME),
             // The resolver reports the 18-byte chain-name limit with its own hint.
             NameKind::Group => None,
+            // Checked by the two rules it is made of.
+            NameKind::Participant => None,
             NameKind::WgNetwork
             | NameKind::WgPeer
             | NameKind::WgClient
@@ -132,12 +165,25 @@ impl NameKind {
                     && b.iter()
                         .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(c))
             }
-            NameKind::WgIface => {
+            NameKind::RuleIface => {
+                !b.is_empty()
+                    && s != "."
+                    && s != ".."
+                    && b.iter()
+                        .all(|c| c.is_ascii_alphanumeric() || b"_.+=@-".contains(c))
+            }
+            NameKind::Nic => s.strip_prefix("net").is_some_and(|n| {
+                (1..=10).contains(&n.len()) && n.bytes().all(|c| c.is_ascii_digit())
+            }),
+            NameKind::WgIface | NameKind::Dev => {
                 !b.is_empty()
                     && s != "."
                     && s != ".."
                     && b.iter()
                         .all(|c| c.is_ascii_alphanumeric() || b"_=+.-".contains(c))
+            }
+            NameKind::Participant => {
+                validate(NameKind::Node, s).is_ok() || validate(NameKind::WgPeer, s).is_ok()
             }
             NameKind::IpSet | NameKind::Alias | NameKind::Group => {
                 b.len() >= 2
@@ -247,6 +293,23 @@ macro_rules! name_type {
                 validate(Self::KIND, s)?;
                 Ok($t(s.to_string()))
             }
+            /// A name written in rampart's own source (`"management"`):
+            /// checked like any other; a literal that breaks the rule is a
+            /// bug in rampart and panics.
+            pub fn from_static(s: &'static str) -> Self {
+                Self::derived(s.to_string())
+            }
+            /// A name rampart composes from names that were already
+            /// validated (`ipfilter-net0` from `net0`, `tap100i0` from a
+            /// vmid and a NIC number). Still checked: a composition that
+            /// can break the rule is a bug in rampart and panics, so a
+            /// value of this type has always passed [`validate`].
+            pub fn derived(s: String) -> Self {
+                match validate(Self::KIND, &s) {
+                    Ok(()) => $t(s),
+                    Err(e) => panic!("rampart derived a bad {}: {e}", Self::KIND.what()),
+                }
+            }
             pub fn as_str(&self) -> &str {
                 &self.0
             }
@@ -271,6 +334,12 @@ macro_rules! name_type {
         impl AsRef<str> for $t {
             fn as_ref(&self) -> &str {
                 &self.0
+            }
+        }
+        /// An argument of a command (`ip link add NAME`): one argv word.
+        impl AsRef<std::ffi::OsStr> for $t {
+            fn as_ref(&self) -> &std::ffi::OsStr {
+                self.0.as_ref()
             }
         }
         impl Borrow<str> for $t {
@@ -357,10 +426,40 @@ name_type!(
     NameKind::Iface
 );
 name_type!(
+    /// The interface of a `.fw` rule ([`NameKind::RuleIface`]).
+    RuleIfaceName,
+    NameKind::RuleIface
+);
+name_type!(
+    /// A guest NIC, `net0` ([`NameKind::Nic`]).
+    NicName,
+    NameKind::Nic
+);
+name_type!(
     /// A WireGuard interface ([`NameKind::WgIface`]).
     WgIfaceName,
     NameKind::WgIface
 );
+name_type!(
+    /// A network device of either kind ([`NameKind::Dev`]).
+    DevName,
+    NameKind::Dev
+);
+
+/// A bridge or interface is a device: its rule is narrower.
+impl From<IfaceName> for DevName {
+    fn from(n: IfaceName) -> DevName {
+        DevName(n.0)
+    }
+}
+
+/// A WireGuard interface is a device: the same rule.
+impl From<WgIfaceName> for DevName {
+    fn from(n: WgIfaceName) -> DevName {
+        DevName(n.0)
+    }
+}
+
 name_type!(
     /// A Proxmox ipset ([`NameKind::IpSet`]).
     IpSetName,
@@ -392,6 +491,30 @@ name_type!(
     NameKind::WgClient
 );
 name_type!(
+    /// A node, guest member or client of a WireGuard network
+    /// ([`NameKind::Participant`]).
+    ParticipantName,
+    NameKind::Participant
+);
+
+impl From<NodeName> for ParticipantName {
+    fn from(n: NodeName) -> ParticipantName {
+        ParticipantName(n.0)
+    }
+}
+impl From<WgPeerName> for ParticipantName {
+    fn from(n: WgPeerName) -> ParticipantName {
+        ParticipantName(n.0)
+    }
+}
+/// A client's rule is a member's rule.
+impl From<WgClientName> for ParticipantName {
+    fn from(n: WgClientName) -> ParticipantName {
+        ParticipantName(n.0)
+    }
+}
+
+name_type!(
     /// A lab ([`NameKind::Lab`]).
     LabName,
     NameKind::Lab
@@ -400,6 +523,34 @@ name_type!(
     /// The site's name ([`NameKind::Site`]).
     SiteName,
     NameKind::Site
+);
+
+/// Names of related kinds compare by their text (a member named like a
+/// node is that node; a bridge named in a rule is that bridge).
+macro_rules! cross_eq {
+    ($($a:ident <=> $b:ident),* $(,)?) => {$(
+        impl PartialEq<$b> for $a {
+            fn eq(&self, o: &$b) -> bool {
+                self.0 == o.0
+            }
+        }
+        impl PartialEq<$a> for $b {
+            fn eq(&self, o: &$a) -> bool {
+                self.0 == o.0
+            }
+        }
+    )*};
+}
+
+cross_eq!(
+    NodeName <=> ParticipantName,
+    WgPeerName <=> ParticipantName,
+    WgClientName <=> ParticipantName,
+    IfaceName <=> DevName,
+    WgIfaceName <=> DevName,
+    IfaceName <=> WgIfaceName,
+    RuleIfaceName <=> NicName,
+    RuleIfaceName <=> IfaceName,
 );
 
 /// A file path component built from a name was refused.

@@ -28,7 +28,7 @@ fn peer_names(p: &Plan, net: &str, on: &str) -> Vec<String> {
         .unwrap()
         .peers
         .iter()
-        .map(|x| x.name.clone())
+        .map(|x| x.name.to_string())
         .collect()
 }
 
