@@ -101,7 +101,7 @@ fn summarize(site: &ir::Site) -> Summary {
             .iter()
             .map(|s| SetSummary {
                 name: s.name.to_string(),
-                kernel_name: s.kernel_name.clone(),
+                kernel_name: s.kernel_name.to_string(),
                 scope: match &s.scope {
                     SetScope::Cluster => "cluster".into(),
                     SetScope::Guest(id) => format!("guest:{id}"),

@@ -236,7 +236,7 @@ impl SetTable {
         let name = if entries.iter().any(|(_, nomatch)| !nomatch) {
             let kn = &set.kernel_name;
             let base = if kn.len() + 2 <= MAX_SET {
-                kn.clone()
+                kn.to_string()
             } else {
                 format!("{}-{:06x}", &kn[..MAX_SET - 9], fnv(kn) & 0xffffff)
             };

@@ -236,7 +236,7 @@ impl SiteCache {
         self.sets[id.0 as usize][fi].get_or_init(|| {
             let s = site.set(id);
             let of_family = || s.entries_of(family).map(|e| (e.range, e.nomatch));
-            let key = (s.kernel_name.clone(), family);
+            let key = (s.kernel_name.to_string(), family);
             let prev = self
                 .memo
                 .as_ref()

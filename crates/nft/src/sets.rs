@@ -144,7 +144,7 @@ mod tests {
         let set = IpSet {
             name: "xs".parse().unwrap(),
             scope: SetScope::Cluster,
-            kernel_name: "dc-x".into(),
+            kernel_name: "dc-x".parse().unwrap(),
             entries: vec![e("10.0.0.0/24", false), e("10.0.0.5/32", true)],
             origin: Origin::auto("t"),
         };
@@ -208,7 +208,7 @@ mod tests {
             let set = IpSet {
                 name: "xs".parse().unwrap(),
                 scope: SetScope::Cluster,
-                kernel_name: "dc-x".into(),
+                kernel_name: "dc-x".parse().unwrap(),
                 entries,
                 origin: Origin::auto("t"),
             };

@@ -153,7 +153,7 @@ impl SiteBuilder {
         self.site.sets.push(IpSet {
             name: n(name),
             scope,
-            kernel_name: kernel_name.into(),
+            kernel_name: n(kernel_name),
             entries: es,
             origin,
         });

@@ -390,7 +390,7 @@ fn one_golden_per_feature() {
             s.sets.push(rampart_resolve::ir::IpSet {
                 name: "blacklist".parse().unwrap(),
                 scope: SetScope::Cluster,
-                kernel_name: "dc-blacklist".into(),
+                kernel_name: "dc-blacklist".parse().unwrap(),
                 entries: vec![rampart_resolve::ir::SetEntry {
                     range: testkit::range("203.0.113.0/24"),
                     nomatch: false,
@@ -406,7 +406,7 @@ fn one_golden_per_feature() {
             s.sets.push(rampart_resolve::ir::IpSet {
                 name: "ipfilter-net0".parse().unwrap(),
                 scope: SetScope::Guest(100),
-                kernel_name: "g100-ipfilter-net0".into(),
+                kernel_name: "g100-ipfilter-net0".parse().unwrap(),
                 entries: vec![rampart_resolve::ir::SetEntry {
                     range: testkit::range("192.0.2.100"),
                     nomatch: false,

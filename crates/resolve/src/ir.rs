@@ -17,11 +17,14 @@
 //!   a value of one passed its kind's rule, at parse time for names the site
 //!   gives and at construction for names rampart derives (`tap100i0`,
 //!   `ipfilter-net0`, `management`). The one free-text field is
-//!   [`Guest::name`]; kernel set names ([`IpSet::kernel_name`]) are
-//!   rampart's own, composed from validated names and checked by the resolver.
+//!   [`Guest::name`]. Kernel set names ([`IpSet::kernel_name`],
+//!   [`KernelSetName`]) are rampart's own, derived by the resolver from
+//!   validated names; no site writes one.
 
 use ipnet::IpNet;
-pub use rampart_types::names::{IfaceName, IpSetName, NicName, NodeName, RuleIfaceName, SiteName};
+pub use rampart_types::names::{
+    IfaceName, IpSetName, KernelSetName, NicName, NodeName, RuleIfaceName, SiteName,
+};
 use rampart_types::{
     Action, Direction, Family, IpRange, LogLevel, Origin, PortRange, Proto, SourceMap,
 };
@@ -289,8 +292,9 @@ pub struct IpSet {
     pub name: IpSetName,
     pub scope: SetScope,
     /// Unique across the site and safe for nft set / ipset names (≤ 31
-    /// bytes, `[A-Za-z0-9_-]`), e.g. `dc-trusted`, `g100-ipfilter-net0`.
-    pub kernel_name: String,
+    /// bytes, `[A-Za-z0-9_-]`), e.g. `dc-trusted`, `g100-ipfilter-net0`:
+    /// rampart's own name, derived by the resolver.
+    pub kernel_name: KernelSetName,
     /// Entries of both families, sorted and deduplicated.
     pub entries: Vec<SetEntry>,
     pub origin: Origin,

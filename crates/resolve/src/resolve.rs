@@ -96,6 +96,15 @@ struct Resolver<'a> {
     cluster_opts: ir::ClusterOptions,
 }
 
+/// A set before [`Resolver::add_set`] checks the kernel name it wants.
+struct NewSet {
+    name: ir::IpSetName,
+    scope: SetScope,
+    kernel_name: String,
+    entries: Vec<SetEntry>,
+    origin: Origin,
+}
+
 /// Where a rule is being resolved.
 #[derive(Clone, Copy)]
 struct Ctx<'c> {
@@ -282,32 +291,42 @@ impl<'a> Resolver<'a> {
         self.diags.push(d);
     }
 
-    /// Register a set; checks the kernel name.
-    fn add_set(&mut self, set: IpSet, name_span: Option<Span>) -> SetId {
+    /// Register a set; checks the kernel name it wants.
+    fn add_set(&mut self, set: NewSet, name_span: Option<Span>) -> SetId {
         let id = SetId(self.sets.len() as u32);
-        let mut set = set;
-        if !short(&set.kernel_name, MAX_SET_NAME) {
+        let mut kernel_name = set.kernel_name;
+        if !short(&kernel_name, MAX_SET_NAME) {
             if let Some(sp) = name_span {
                 self.push(
                     Diagnostic::new(
                         codes::NAME_TOO_LONG,
                         format!(
                             "ipset `{}` becomes the kernel set `{}`, longer than {MAX_SET_NAME} bytes",
-                            set.name, set.kernel_name
+                            set.name, kernel_name
                         ),
                     )
                     .at(sp)
-                    .hint(format!("shorten the name by {} bytes", set.kernel_name.len() - MAX_SET_NAME)),
+                    .hint(format!("shorten the name by {} bytes", kernel_name.len() - MAX_SET_NAME)),
                 );
             }
             // Keep the IR valid all the same: a unique short name.
-            set.kernel_name = format!("s{}", id.0);
+            kernel_name = format!("s{}", id.0);
         }
-        if !self.kernel_names.insert(set.kernel_name.clone()) {
-            set.kernel_name = format!("s{}", id.0);
-            self.kernel_names.insert(set.kernel_name.clone());
+        // Composed of validated names (`dc-` and an ipset name, a node tag of
+        // `[A-Za-z0-9_-]`), so only the length could fail, handled above.
+        let mut kernel_name = ir::KernelSetName::parse(&kernel_name)
+            .unwrap_or_else(|_| ir::KernelSetName::derived(format!("s{}", id.0)));
+        if !self.kernel_names.insert(kernel_name.to_string()) {
+            kernel_name = ir::KernelSetName::derived(format!("s{}", id.0));
+            self.kernel_names.insert(kernel_name.to_string());
         }
-        self.sets.push(set);
+        self.sets.push(IpSet {
+            name: set.name,
+            scope: set.scope,
+            kernel_name,
+            entries: set.entries,
+            origin: set.origin,
+        });
         id
     }
 
@@ -444,7 +463,7 @@ impl<'a> Resolver<'a> {
         kernel_name: String,
         entries: Vec<SetEntry>,
     ) -> SetId {
-        let set = IpSet {
+        let set = NewSet {
             name: s.name.value.clone(),
             scope,
             kernel_name,
@@ -619,7 +638,7 @@ impl<'a> Resolver<'a> {
             entries.sort_by(|a, b| (a.range, a.nomatch).cmp(&(b.range, b.nomatch)));
             entries.dedup_by(|a, b| a.range == b.range && a.nomatch == b.nomatch);
             let management = self.add_set(
-                IpSet {
+                NewSet {
                     name: ir::IpSetName::from_static("management"),
                     scope: SetScope::Node(n.name.value.clone()),
                     kernel_name: format!("n-{tag}-mgmt"),
@@ -642,7 +661,7 @@ impl<'a> Resolver<'a> {
                 }
             }
             let cluster_peers = self.add_set(
-                IpSet {
+                NewSet {
                     name: ir::IpSetName::from_static("cluster_peers"),
                     scope: SetScope::Node(n.name.value.clone()),
                     kernel_name: format!("n-{tag}-peers"),
@@ -834,7 +853,7 @@ impl<'a> Resolver<'a> {
                         entries.sort_by(|a, b| a.range.cmp(&b.range));
                         entries.dedup_by(|a, b| a.range == b.range);
                         Some(self.add_set(
-                            IpSet {
+                            NewSet {
                                 name: ipfilter_name.clone(),
                                 scope: SetScope::Guest(id),
                                 kernel_name: format!("g{id}-{ipfilter_name}"),

@@ -52,6 +52,10 @@ pub enum NameKind {
     Lab,
     /// The `[site] name`.
     Site,
+    /// A kernel set (nft set, ipset) rampart names after a site's ipset:
+    /// `dc-trusted`, `g100-ipfilter-net0`, `n-pve1-mgmt`, or `s7` when that
+    /// would not fit. Never written by a site; derived by the resolver.
+    KernelSet,
 }
 
 /// The longest ipset name accepted (Proxmox's own limit; the kernel name is
@@ -63,6 +67,9 @@ pub const MAX_ALIAS_NAME: usize = 64;
 pub const MAX_IFNAME: usize = 15;
 /// The longest node name: a DNS name.
 pub const MAX_NODE_NAME: usize = 253;
+/// The longest kernel set name rampart uses (ipset's limit, 31 bytes; nft
+/// allows more).
+pub const MAX_KERNEL_SET_NAME: usize = 31;
 /// The longest label-style name (WireGuard networks, peers, clients, labs, the site).
 pub const MAX_LABEL_NAME: usize = 63;
 
@@ -85,6 +92,7 @@ impl NameKind {
             NameKind::Participant => "WireGuard participant name",
             NameKind::Lab => "lab name",
             NameKind::Site => "site name",
+            NameKind::KernelSet => "kernel set name",
         }
     }
 
@@ -116,6 +124,7 @@ impl NameKind {
             NameKind::Group => {
                 "security group names start with a letter and hold at least two of [A-Za-z0-9_-]"
             }
+            NameKind::KernelSet => "kernel set names hold 1 to 31 of [A-Za-z0-9_-]",
             NameKind::Participant => {
                 "WireGuard participants are nodes (host names) or members and clients (1 to 63 of [A-Za-z0-9_.-], starting with a letter or digit)"
             }
@@ -139,6 +148,7 @@ impl NameKind {
             NameKind::Group => None,
             // Checked by the two rules it is made of.
             NameKind::Participant => None,
+            NameKind::KernelSet => Some(MAX_KERNEL_SET_NAME),
             NameKind::WgNetwork
             | NameKind::WgPeer
             | NameKind::WgClient
@@ -181,6 +191,11 @@ impl NameKind {
                     && s != ".."
                     && b.iter()
                         .all(|c| c.is_ascii_alphanumeric() || b"_=+.-".contains(c))
+            }
+            NameKind::KernelSet => {
+                !b.is_empty()
+                    && b.iter()
+                        .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_')
             }
             NameKind::Participant => {
                 validate(NameKind::Node, s).is_ok() || validate(NameKind::WgPeer, s).is_ok()
@@ -551,6 +566,14 @@ cross_eq!(
     IfaceName <=> WgIfaceName,
     RuleIfaceName <=> NicName,
     RuleIfaceName <=> IfaceName,
+);
+
+name_type!(
+    /// A kernel set rampart derives ([`NameKind::KernelSet`]): built by the
+    /// resolver with [`KernelSetName::derived`] or checked with
+    /// [`KernelSetName::parse`]; no site writes one.
+    KernelSetName,
+    NameKind::KernelSet
 );
 
 /// A file path component built from a name was refused.

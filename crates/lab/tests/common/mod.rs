@@ -134,7 +134,7 @@ pub fn site(nodes: Vec<Node>, guests: Vec<Guest>) -> Site {
         sets: vec![IpSet {
             name: "management".parse().unwrap(),
             scope: SetScope::Cluster,
-            kernel_name: "management".into(),
+            kernel_name: "management".parse().unwrap(),
             entries: vec![],
             origin: Origin::auto("test"),
         }],
