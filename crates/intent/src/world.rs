@@ -139,7 +139,7 @@ pub fn wg_extras(wg: Option<&WgPlan>, wg_site: Option<&WgSite>, node: &str) -> r
     let wireguard = plan
         .for_owner(node)
         .map(|i| rampart_nft::WgPort {
-            iface: i.interface.to_string(),
+            iface: i.interface.clone(),
             port: i.listen_port,
             sources: listen_addresses(i),
             forward: wg_forwards(plan, i),

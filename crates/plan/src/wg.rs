@@ -107,7 +107,7 @@ impl Wg {
             .interfaces(node)
             .into_iter()
             .map(|i| rampart_nft::WgPort {
-                iface: i.interface.to_string(),
+                iface: i.interface.clone(),
                 port: i.listen_port,
                 sources: listen_addresses(i),
                 forward: self.forwards(i),

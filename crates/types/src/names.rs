@@ -63,6 +63,9 @@ pub enum NameKind {
 pub const MAX_IPSET_NAME: usize = 64;
 /// The longest alias name accepted (Proxmox: 64).
 pub const MAX_ALIAS_NAME: usize = 64;
+/// The longest security group name the parser accepts (the resolver then
+/// holds them to 18 bytes: they become chain names).
+pub const MAX_GROUP_NAME: usize = 64;
 /// Linux's IFNAMSIZ - 1.
 pub const MAX_IFNAME: usize = 15;
 /// The longest node name: a DNS name.
@@ -122,7 +125,7 @@ impl NameKind {
                 "alias names start with a letter and hold 2 to 64 of [A-Za-z0-9_-]"
             }
             NameKind::Group => {
-                "security group names start with a letter and hold at least two of [A-Za-z0-9_-]"
+                "security group names start with a letter and hold 2 to 64 of [A-Za-z0-9_-] (18 at most to compile)"
             }
             NameKind::KernelSet => "kernel set names hold 1 to 31 of [A-Za-z0-9_-]",
             NameKind::Participant => {
@@ -144,8 +147,9 @@ impl NameKind {
             | NameKind::Nic => Some(MAX_IFNAME),
             NameKind::IpSet => Some(MAX_IPSET_NAME),
             NameKind::Alias => Some(MAX_ALIAS_NAME),
-            // The resolver reports the 18-byte chain-name limit with its own hint.
-            NameKind::Group => None,
+            // Bounded like its siblings; the resolver reports the tighter
+            // 18-byte chain-name limit with its own hint.
+            NameKind::Group => Some(MAX_GROUP_NAME),
             // Checked by the two rules it is made of.
             NameKind::Participant => None,
             NameKind::KernelSet => Some(MAX_KERNEL_SET_NAME),
@@ -698,6 +702,191 @@ mod tests {
             assert!(AliasName::parse(bad).is_err(), "{bad}");
         }
         assert!(GroupName::parse("web-servers").is_ok());
+    }
+
+    /// What an attacker would put in a name: every kind refuses all of it,
+    /// with E0407 or E0408 and a message that shows the text escaped.
+    fn hostile() -> Vec<String> {
+        let mut v: Vec<String> = [
+            "",
+            "a\nb",
+            "a\rb",
+            "a\"b",
+            "a'b",
+            "a{b",
+            "a}b",
+            "a;b",
+            "a#b",
+            "a/b",
+            "..",
+            ".",
+            "../x",
+            "a\0b",
+            "a\u{e9}b",
+            "\u{202e}ab",
+            "a b",
+            "a\tb",
+            "a\\b",
+            "a$b",
+            "a`b",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.push("a".repeat(300));
+        v.push(format!("{}\ntable inet x {{ }}", "a".repeat(10)));
+        v
+    }
+
+    fn refuses_hostile<N: Name>() {
+        for bad in hostile() {
+            let e = match N::parse_name(&bad) {
+                Ok(_) => panic!("{:?} accepted {bad:?}", N::KIND),
+                Err(e) => e,
+            };
+            assert!(
+                e.code == codes::ILLEGAL_NAME || e.code == codes::NAME_TOO_LONG,
+                "{:?} {bad:?}: {:?}",
+                N::KIND,
+                e.code
+            );
+            // Shown escaped (a tab is left as it is by `printable`).
+            assert!(
+                !e.message.chars().any(|c| c.is_control() && c != '\t'),
+                "{:?}: {:?}",
+                N::KIND,
+                e.message
+            );
+            assert_eq!(e.kind, N::KIND);
+        }
+    }
+
+    #[test]
+    fn every_kind_refuses_hostile_text() {
+        refuses_hostile::<NodeName>();
+        refuses_hostile::<IfaceName>();
+        refuses_hostile::<RuleIfaceName>();
+        refuses_hostile::<NicName>();
+        refuses_hostile::<WgIfaceName>();
+        refuses_hostile::<DevName>();
+        refuses_hostile::<IpSetName>();
+        refuses_hostile::<AliasName>();
+        refuses_hostile::<GroupName>();
+        refuses_hostile::<WgNetworkName>();
+        refuses_hostile::<WgPeerName>();
+        refuses_hostile::<WgClientName>();
+        refuses_hostile::<ParticipantName>();
+        refuses_hostile::<LabName>();
+        refuses_hostile::<SiteName>();
+        refuses_hostile::<KernelSetName>();
+    }
+
+    #[test]
+    fn rule_interfaces_and_nics() {
+        for ok in ["vmbr0", "eth+", "+", "eth0.100", "wg=0", "a@b", "net0"] {
+            assert!(RuleIfaceName::parse(ok).is_ok(), "{ok}");
+        }
+        assert_eq!(
+            RuleIfaceName::parse("abcdefghijklmnop").unwrap_err().code,
+            codes::NAME_TOO_LONG
+        );
+        for ok in ["net0", "net31", "net4294967295"] {
+            assert!(NicName::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "net",
+            "net+5",
+            "net-1",
+            "net 1",
+            "eth0",
+            "Net0",
+            "net12345678901",
+        ] {
+            assert!(NicName::parse(bad).is_err(), "{bad}");
+        }
+        // A NIC is always a valid rule interface (guest rules name NICs).
+        assert!(RuleIfaceName::parse(NicName::parse("net4294967295").unwrap().as_str()).is_ok());
+    }
+
+    #[test]
+    fn devices_participants_and_kernel_sets() {
+        assert!(DevName::parse("wg+=0").is_ok());
+        assert_eq!(
+            DevName::parse("abcdefghijklmnop").unwrap_err().code,
+            codes::NAME_TOO_LONG
+        );
+        // Node names (dotted, long) and member names (underscores) are both
+        // participants; a label may start with a digit.
+        for ok in [
+            "hv1",
+            "pve1.example.com",
+            "fw_gw",
+            "9lives",
+            &vec!["a".repeat(60); 4].join("."),
+        ] {
+            assert!(ParticipantName::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["-a", "_a", ".a"] {
+            assert!(ParticipantName::parse(bad).is_err(), "{bad}");
+        }
+        assert!(KernelSetName::parse("g100-ipfilter-net0").is_ok());
+        assert_eq!(
+            KernelSetName::parse(&"a".repeat(32)).unwrap_err().code,
+            codes::NAME_TOO_LONG
+        );
+        assert!(KernelSetName::parse("dc.trusted").is_err());
+    }
+
+    /// The conversions between kinds are sound: the source's rule is
+    /// narrower than the target's, over every short string of a telling
+    /// alphabet.
+    #[test]
+    fn conversions_only_widen() {
+        let alphabet = ['a', 'Z', '0', '-', '_', '.', '+', '=', '@', '/', ' '];
+        let mut words = vec![String::new()];
+        for _ in 0..3 {
+            let next: Vec<String> = words
+                .iter()
+                .flat_map(|w| alphabet.iter().map(move |c| format!("{w}{c}")))
+                .collect();
+            words.extend(next);
+        }
+        for w in &words {
+            let ok = |k: NameKind| validate(k, w).is_ok();
+            if ok(NameKind::Iface) || ok(NameKind::WgIface) {
+                assert!(ok(NameKind::Dev), "{w:?}");
+            }
+            if ok(NameKind::Node) || ok(NameKind::WgPeer) || ok(NameKind::WgClient) {
+                assert!(ok(NameKind::Participant), "{w:?}");
+            }
+            if ok(NameKind::Iface) || ok(NameKind::Nic) {
+                assert!(ok(NameKind::RuleIface), "{w:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn derived_names_are_checked_too() {
+        assert_eq!(IpSetName::from_static("management").as_str(), "management");
+        assert_eq!(
+            IfaceName::derived("tap100i0".to_string()).as_str(),
+            "tap100i0"
+        );
+        let r = std::panic::catch_unwind(|| IfaceName::derived("tap12345678901i0".to_string()));
+        assert!(
+            r.is_err(),
+            "a derived name that breaks its rule is a bug, not a value"
+        );
+    }
+
+    #[test]
+    fn deserializing_validates() {
+        use serde::de::value::{Error, StrDeserializer};
+        let de = |s: &'static str| StrDeserializer::<Error>::new(s);
+        assert_eq!(NodeName::deserialize(de("pve1")).unwrap(), "pve1");
+        assert!(NodeName::deserialize(de("../../trav")).is_err());
+        assert!(DevName::deserialize(de("a b")).is_err());
+        assert!(ParticipantName::deserialize(de("a\nb")).is_err());
     }
 
     #[test]

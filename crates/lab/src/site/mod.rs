@@ -747,7 +747,7 @@ fn network_up(
         c.env("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1")
             .arg(&i.name);
         run_ok(c, &format!("wireguard-go {} in {ns}", i.name))?;
-        let conf = confdir.join(format!("{owner}-{}.conf", i.name));
+        let conf = confdir.join(component(&format!("{owner}-{}.conf", i.name))?);
         std::fs::OpenOptions::new()
             .write(true)
             .create(true)

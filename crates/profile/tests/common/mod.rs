@@ -78,7 +78,7 @@ impl Site {
                         .collect()
                 });
                 rampart_nft::WgPort {
-                    iface: i.interface.to_string(),
+                    iface: i.interface.clone(),
                     port: i.listen_port,
                     sources,
                     forward: i.role == rampart_wg::plan::Role::Gateway,
