@@ -39,7 +39,7 @@ pub const FWLOG_GROUP: u16 = 0;
 #[derive(Debug, Clone)]
 pub struct Planned {
     pub plan: rampart_apply::Plan,
-    pub node: String,
+    pub node: rampart_types::names::NodeName,
     /// Warnings (and, with `force`, the guard's errors).
     pub diagnostics: Diagnostics,
     pub rendered: String,
@@ -199,7 +199,7 @@ fn plan_for_inner(
     Ok(Planned {
         rendered,
         diagnostics,
-        node,
+        node: plan.node.clone(),
         plan,
         forced,
         rules,

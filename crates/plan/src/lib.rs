@@ -88,7 +88,7 @@ impl std::fmt::Display for Refusal {
 /// One node's plan, and what `rampart compile` shows of it.
 #[derive(Debug, Clone)]
 pub struct NodePlan {
-    pub node: String,
+    pub node: rampart_resolve::ir::NodeName,
     pub plan: Plan,
     /// `(file name, contents)`: the ruleset (`ruleset.nft`, or
     /// `iptables.rules` + `ip6tables.rules` + `ipset.conf`), `sysctl.conf`,
@@ -575,7 +575,7 @@ impl Site<'_> {
         plan.meta.origin_revision = self.opts.origin_revision.clone();
 
         Ok(NodePlan {
-            node: node.to_owned(),
+            node: n.name.clone(),
             rendered: diags.render(&site.sources),
             diagnostics: diags,
             plan,

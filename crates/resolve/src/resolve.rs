@@ -90,7 +90,7 @@ struct Resolver<'a> {
     kernel_names: HashSet<String>,
     groups: HashMap<String, &'a ast::GroupDef>,
     nodes: Vec<ir::Node>,
-    node_index: HashMap<String, usize>,
+    node_index: HashMap<ir::NodeName, usize>,
     /// Per node (same index as `nodes`): bridges are not declared.
     implicit_bridges: Vec<bool>,
     cluster_opts: ir::ClusterOptions,
@@ -677,7 +677,7 @@ impl<'a> Resolver<'a> {
                 .unwrap_or_else(|| host_options(&Default::default()));
             let enabled = self.cluster_opts.enable && host_opts.enable;
             self.node_index
-                .insert(n.name.value.to_string(), self.nodes.len());
+                .insert(n.name.value.clone(), self.nodes.len());
             self.implicit_bridges.push(n.implicit_bridges);
             self.nodes.push(ir::Node {
                 name: n.name.value.clone(),

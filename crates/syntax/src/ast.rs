@@ -39,7 +39,7 @@ pub struct SiteAst {
     /// `firewall/cluster.fw`, when present.
     pub cluster: Option<FwFile>,
     /// `nodes/<node>/host.fw`, by node directory name.
-    pub hosts: BTreeMap<String, FwFile>,
+    pub hosts: BTreeMap<NodeName, FwFile>,
     /// `firewall/<vmid>.fw`, by vmid.
     pub guest_fw: BTreeMap<u32, FwFile>,
 }

@@ -88,7 +88,7 @@ enum Parsed {
     Corosync(Vec<NodeDecl>),
     Cluster(FwFile),
     GuestFw(u32, FwFile),
-    Host(String, FwFile),
+    Host(NodeName, FwFile),
     GuestConf(GuestDecl),
 }
 
@@ -121,10 +121,12 @@ fn parse_one(j: &Job) -> Out {
             Role::GuestFw(vmid) => {
                 Parsed::GuestFw(*vmid, fw::parse_fw(fid, FwKind::Guest, t, bad, &mut diags))
             }
-            Role::Host(node) => Parsed::Host(
-                node.clone(),
-                fw::parse_fw(fid, FwKind::Host, t, bad, &mut diags),
-            ),
+            // The directory name was checked when the file was listed (a bad
+            // one is refused there and its files are not read).
+            Role::Host(node) => match NodeName::parse(node) {
+                Ok(node) => Parsed::Host(node, fw::parse_fw(fid, FwKind::Host, t, bad, &mut diags)),
+                Err(_) => Parsed::Unusable,
+            },
             Role::GuestConf { id, kind, node } => {
                 // The directory name was checked when the file was listed.
                 let node = node
