@@ -278,4 +278,34 @@ mod tests {
         let again = serde_json::from_str::<Plan>(&serde_json::to_string(&p).unwrap()).unwrap();
         assert_eq!(again.content_hash(), p.content_hash());
     }
+
+    /// A plan read back (a `--plan` file, the state directory) is input
+    /// again: a name its site could not hold does not deserialize.
+    #[test]
+    fn a_plan_with_a_hostile_name_does_not_deserialize() {
+        let mut p = Plan::nftables("n1".parse().unwrap(), "x");
+        p.routes.push(Route {
+            dest: "10.0.0.0/24".into(),
+            dev: "wg0".parse().unwrap(),
+            via: None,
+            table: None,
+            origin: "t".into(),
+        });
+        let good = serde_json::to_value(&p).unwrap();
+        assert!(serde_json::from_value::<Plan>(good.clone()).is_ok());
+        for (field, bad) in [
+            ("/node", "../../trav"),
+            ("/node", "pwn\ntable inet x {}"),
+            ("/routes/0/dev", "wg0; reboot"),
+            ("/routes/0/dev", ""),
+        ] {
+            let mut v = good.clone();
+            *v.pointer_mut(field).unwrap() = serde_json::Value::String(bad.into());
+            let e = serde_json::from_value::<Plan>(v).unwrap_err();
+            assert!(
+                e.to_string().contains("is not a valid") || e.to_string().contains("empty"),
+                "{field} = {bad:?}: {e}"
+            );
+        }
+    }
 }
