@@ -340,7 +340,7 @@ fn main() {
     let signals = Signals::default();
     let stop = signals.clone();
     let cfg = AgentConfig {
-        node: node.into(),
+        node: node.parse().unwrap(),
         state_dir: state.clone(),
         netns: Some(ns.0.clone()),
         interval: Duration::from_secs(3600),

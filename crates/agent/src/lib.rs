@@ -39,7 +39,7 @@ pub const FWLOG_GROUP: u16 = 0;
 #[derive(Debug, Clone)]
 pub struct Planned {
     pub plan: rampart_apply::Plan,
-    pub node: String,
+    pub node: rampart_types::names::NodeName,
     /// Warnings (and, with `force`, the guard's errors).
     pub diagnostics: Diagnostics,
     pub rendered: String,
@@ -199,7 +199,7 @@ fn plan_for_inner(
     Ok(Planned {
         rendered,
         diagnostics,
-        node,
+        node: plan.node.clone(),
         plan,
         forced,
         rules,
@@ -357,7 +357,8 @@ const HASH_AFTER_QUIET: Duration = Duration::from_millis(500);
 /// How the agent runs.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    pub node: String,
+    /// Validated when the agent starts: it names state, status keys and logs.
+    pub node: rampart_types::names::NodeName,
     pub state_dir: PathBuf,
     pub netns: Option<String>,
     /// Drift check (and, for a directory, nothing else: its watch polls).
@@ -875,7 +876,7 @@ impl Agent {
 
     /// Delete rampart's tables (only with `--remove-on-exit`).
     pub fn remove(&mut self) {
-        let empty = rampart_apply::Plan::nftables(&self.cfg.node, String::new());
+        let empty = rampart_apply::Plan::nftables(self.cfg.node.clone(), String::new());
         match rampart_apply::apply(&self.sys, &empty, &self.opts()) {
             Ok(_) => tracing::warn!("--remove-on-exit: rampart's tables removed"),
             Err(e) => tracing::error!("--remove-on-exit failed: {e}"),

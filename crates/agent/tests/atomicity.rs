@@ -188,7 +188,7 @@ fn probe_while_applying(rounds: usize, rules_only: bool) {
     write_site(&site, 0);
     let mut agent = Agent::new(
         AgentConfig {
-            node: "hv1".into(),
+            node: "hv1".parse().unwrap(),
             state_dir: tmp.path().join("state"),
             netns: Some(node.0.clone()),
             interval: Duration::from_secs(3600),

@@ -142,7 +142,7 @@ impl Rig {
         write_site(&site);
         let mut agent = Agent::new(
             AgentConfig {
-                node: "hv1".into(),
+                node: "hv1".parse().unwrap(),
                 state_dir: tmp.path().join("state"),
                 netns: Some(node.0.clone()),
                 interval: Duration::from_secs(3600),

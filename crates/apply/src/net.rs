@@ -49,7 +49,7 @@ pub fn apply_network(
     new: &Plan,
 ) -> Result<NetChanges, Error> {
     let mut ch = NetChanges::default();
-    let empty = Plan::nftables("", "");
+    let empty = Plan::nftables(new.node.clone(), "");
     let old = old.unwrap_or(&empty);
     if old.wireguard.is_empty()
         && old.routes.is_empty()
@@ -644,7 +644,7 @@ pub(crate) fn revert_lines(sys: &dyn System, old: Option<&Plan>, new: &Plan) -> 
     if !wgp.is_empty() {
         wgp.push(' ');
     }
-    let empty = Plan::nftables("", "");
+    let empty = Plan::nftables(new.node.clone(), "");
     let old = old.unwrap_or(&empty);
     let mut s = Vec::new();
     let ipl = |args: Vec<&str>| {
@@ -756,14 +756,14 @@ mod tests {
 
     fn iface() -> WgIface {
         WgIface {
-            name: "wg0".into(),
-            network: "n".into(),
+            name: "wg0".parse().unwrap(),
+            network: "n".parse().unwrap(),
             private_key_file: "/k/n.key".into(),
             listen_port: Some(51820),
             addresses: vec!["10.0.0.1/24".into()],
             mtu: None,
             peers: vec![WgPeer {
-                name: "b".into(),
+                name: "b".parse().unwrap(),
                 public_key: "B".repeat(43) + "=",
                 preshared_key_file: None,
                 endpoint: Some("192.0.2.2:51820".into()),

@@ -1,5 +1,6 @@
 //! The input of `apply`: a finished plan for one node, and its stable content hash.
 
+pub use rampart_types::names::{DevName, NodeName, ParticipantName, WgIfaceName, WgNetworkName};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -25,9 +26,12 @@ pub struct PlanMeta {
 }
 
 /// Everything `apply` carries out on one node.
+///
+/// Names are validated types: a plan read back from a file passes the same
+/// rules as the site it was compiled from, or does not deserialize.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
-    pub node: String,
+    pub node: NodeName,
     pub backend: Backend,
     /// nft script (tables named `rampart` / `rampart-*` / `rampart_*` only) or
     /// iptables-restore text.
@@ -86,9 +90,9 @@ impl SavedFiles {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WgIface {
     /// Interface name (`wg0`).
-    pub name: String,
+    pub name: WgIfaceName,
     /// The site's network name.
-    pub network: String,
+    pub network: WgNetworkName,
     /// Path of the key store file with the private key (mode 0600; read at
     /// apply time, never copied into the plan, logs or state).
     pub private_key_file: String,
@@ -106,7 +110,7 @@ pub struct WgIface {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WgPeer {
     /// The peer's name in the site (for messages).
-    pub name: String,
+    pub name: ParticipantName,
     /// Base64 public key.
     pub public_key: String,
     /// Key store file of the pair's preshared key, if any.
@@ -127,7 +131,7 @@ pub struct Route {
     /// Destination prefix (`0.0.0.0/0`, `10.0.3.0/24`).
     pub dest: String,
     /// Output device.
-    pub dev: String,
+    pub dev: DevName,
     /// Gateway address, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub via: Option<String>,
@@ -147,7 +151,7 @@ pub struct PolicyRule {
     pub from: String,
     /// Input interface, if the rule is limited to one (`iif vmbr1`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iif: Option<String>,
+    pub iif: Option<DevName>,
     /// Table to look up.
     pub table: u32,
     pub origin: String,
@@ -155,9 +159,9 @@ pub struct PolicyRule {
 
 impl Plan {
     /// A new nftables plan with no sysctls and empty metadata.
-    pub fn nftables(node: impl Into<String>, ruleset: impl Into<String>) -> Plan {
+    pub fn nftables(node: NodeName, ruleset: impl Into<String>) -> Plan {
         Plan {
-            node: node.into(),
+            node,
             backend: Backend::Nftables,
             ruleset: ruleset.into(),
             ruleset6: None,
@@ -281,7 +285,7 @@ mod tests {
 
     #[test]
     fn hash_ignores_meta_but_not_content() {
-        let a = Plan::nftables("n1", "table inet rampart {}\n");
+        let a = Plan::nftables("n1".parse().unwrap(), "table inet rampart {}\n");
         let mut b = a.clone();
         b.meta.origin_revision = "abc".into();
         b.meta.compiled_at = 42;
@@ -290,7 +294,7 @@ mod tests {
         c.sysctls.insert("net.ipv4.ip_forward".into(), "0".into());
         assert_ne!(a.content_hash(), c.content_hash());
         let mut d = a.clone();
-        d.node = "n2".into();
+        d.node = "n2".parse().unwrap();
         assert_ne!(a.content_hash(), d.content_hash());
         assert_eq!(a.content_hash().len(), 64);
     }
@@ -298,9 +302,39 @@ mod tests {
     #[test]
     fn hash_is_pinned() {
         // Guards the encoding: changing it silently would make every node re-apply.
-        let p = Plan::nftables("n1", "x");
+        let p = Plan::nftables("n1".parse().unwrap(), "x");
         assert_eq!(p.content_hash(), p.clone().content_hash());
         let again = serde_json::from_str::<Plan>(&serde_json::to_string(&p).unwrap()).unwrap();
         assert_eq!(again.content_hash(), p.content_hash());
+    }
+
+    /// A plan read back (a `--plan` file, the state directory) is input
+    /// again: a name its site could not hold does not deserialize.
+    #[test]
+    fn a_plan_with_a_hostile_name_does_not_deserialize() {
+        let mut p = Plan::nftables("n1".parse().unwrap(), "x");
+        p.routes.push(Route {
+            dest: "10.0.0.0/24".into(),
+            dev: "wg0".parse().unwrap(),
+            via: None,
+            table: None,
+            origin: "t".into(),
+        });
+        let good = serde_json::to_value(&p).unwrap();
+        assert!(serde_json::from_value::<Plan>(good.clone()).is_ok());
+        for (field, bad) in [
+            ("/node", "../../trav"),
+            ("/node", "pwn\ntable inet x {}"),
+            ("/routes/0/dev", "wg0; reboot"),
+            ("/routes/0/dev", ""),
+        ] {
+            let mut v = good.clone();
+            *v.pointer_mut(field).unwrap() = serde_json::Value::String(bad.into());
+            let e = serde_json::from_value::<Plan>(v).unwrap_err();
+            assert!(
+                e.to_string().contains("is not a valid") || e.to_string().contains("empty"),
+                "{field} = {bad:?}: {e}"
+            );
+        }
     }
 }

@@ -569,7 +569,7 @@ mod tests {
 
     fn rec(plan: &str) -> Applied {
         Applied {
-            plan: Plan::nftables("n1", plan),
+            plan: Plan::nftables("n1".parse().unwrap(), plan),
             plan_hash: "ab".repeat(32),
             applied_at: 7,
             kernel_hash: None,

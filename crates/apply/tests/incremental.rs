@@ -163,7 +163,7 @@ table bridge rampart\ndelete table bridge rampart\ntable bridge rampart {{\n\
 }
 
 fn plan(v: u32) -> Plan {
-    Plan::nftables("node1", script(v))
+    Plan::nftables("node1".parse().unwrap(), script(v))
 }
 
 /// The ruleset the kernel runs after a plain full apply of `p` in a fresh namespace.

@@ -80,7 +80,7 @@ fn rules(port: u16) -> String {
 }
 
 fn plan(port: u16) -> Plan {
-    let mut p = Plan::nftables("node1", rules(port));
+    let mut p = Plan::nftables("node1".parse().unwrap(), rules(port));
     p.meta.origin_revision = format!("rev-{port}");
     p
 }
@@ -141,7 +141,7 @@ fn plan_touching_foreign_tables_is_refused() {
     p.ruleset.push_str("flush ruleset\n");
     let e = apply(&ns.sys(), &p, &ApplyOpts::new(tmp.path())).unwrap_err();
     assert!(matches!(e, Error::InvalidPlan(_)), "{e}");
-    let p = Plan::nftables("n", "table ip filter { }\n");
+    let p = Plan::nftables("n".parse().unwrap(), "table ip filter { }\n");
     assert!(matches!(
         apply(&ns.sys(), &p, &ApplyOpts::new(tmp.path())),
         Err(Error::InvalidPlan(_))
@@ -589,13 +589,13 @@ fn lockout_with_confirm_comes_back_by_itself() {
     let p = pair();
     let tmp = tempfile::tempdir().unwrap();
     let allow = Plan::nftables(
-        "node",
+        "node".parse().unwrap(),
         "table inet rampart {\n chain input {\n  type filter hook input priority 0; policy drop;\n  iif lo accept\n  ct state established,related accept\n  tcp dport 22 accept\n }\n}\n",
     );
     apply(&p.node.sys(), &allow, &ApplyOpts::new(tmp.path())).unwrap();
     assert!(p.ssh_works(), "ssh allowed before the lock-out");
     let lockout = Plan::nftables(
-        "node",
+        "node".parse().unwrap(),
         "table inet rampart {\n chain input {\n  type filter hook input priority 0; policy drop;\n  iif lo accept\n  ct state established,related accept\n  tcp dport 22 drop\n }\n}\n",
     );
     let opts = ApplyOpts {
@@ -634,7 +634,7 @@ fn iptables_plan_with_legacy_file_backup_and_recovery_command() {
     let new = "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n-A INPUT -i lo -j ACCEPT\n-A INPUT -s 192.0.2.10/32 -p tcp -m tcp --dport 22 -j ACCEPT\nCOMMIT\n";
     let p = Plan {
         backend: Backend::Iptables,
-        ..Plan::nftables("node", new)
+        ..Plan::nftables("node".parse().unwrap(), new)
     };
     let opts = ApplyOpts {
         legacy_file: Some(file.clone()),
@@ -684,7 +684,7 @@ fn iptables_confirm_timeout_restores_rules_and_file() {
     let new = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A INPUT -p tcp -m tcp --dport 2222 -j DROP\nCOMMIT\n";
     let p = Plan {
         backend: Backend::Iptables,
-        ..Plan::nftables("node", new)
+        ..Plan::nftables("node".parse().unwrap(), new)
     };
     let opts = ApplyOpts {
         legacy_file: Some(file.clone()),
@@ -804,7 +804,7 @@ fn reapplying_changing_rulesets_never_opens_or_closes_the_host() {
     let tmp = tempfile::tempdir().unwrap();
     let ruleset = |i: usize| {
         Plan::nftables(
-            "node",
+            "node".parse().unwrap(),
             format!(
                 "table inet rampart {{\n set noise {{ type ipv4_addr; elements = {{ 192.0.2.{} }} }}\n\
                  chain input {{\n  type filter hook input priority 0; policy drop;\n  iif lo accept\n\
@@ -866,7 +866,12 @@ fn tables_dropped_from_the_plan_disappear_in_the_same_transaction() {
         "{}table bridge rampart {{\n  chain forward {{\n    type filter hook forward priority 0; policy accept;\n    ether type arp accept\n  }}\n}}\n",
         rules(1111)
     );
-    apply(&ns.sys(), &Plan::nftables("n", both), &opts).unwrap();
+    apply(
+        &ns.sys(),
+        &Plan::nftables("n".parse().unwrap(), both),
+        &opts,
+    )
+    .unwrap();
     let tables = ns.exec(&["nft", "list", "tables"]);
     assert!(tables.contains("table bridge rampart") && tables.contains("table inet rampart"));
     ns.exec(&["nft", "add", "table", "ip", "keepme"]);
@@ -1004,7 +1009,7 @@ fn large_ruleset_apply_timing() {
             ));
         }
         Plan::nftables(
-            "n",
+            "n".parse().unwrap(),
             format!(
                 "table inet rampart {{\n  set big {{ type ipv4_addr; elements = {{ {elems} }} }}\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    ip saddr @big drop\n{r}    tcp dport {port} drop\n  }}\n}}\n"
             ),
@@ -1243,8 +1248,8 @@ fn key_file_0644_is_refused_before_the_switch() {
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let mut p = plan(2222);
     p.wireguard.push(rampart_apply::WgIface {
-        name: "wg0".into(),
-        network: "mesh".into(),
+        name: "wg0".parse().unwrap(),
+        network: "mesh".parse().unwrap(),
         private_key_file: key.to_string_lossy().into_owned(),
         listen_port: Some(51820),
         addresses: vec!["10.99.0.1/24".into()],

@@ -49,6 +49,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
         Some(n) => n,
         None => return Err(anyhow!("no --node given and the host name is empty")),
     };
+    // The node names status keys, state and log fields: the site's rule.
+    let node = rampart_types::names::NodeName::parse(&node).map_err(|e| anyhow!("--node: {e}"))?;
     init_logging(&node);
     if a.node.is_none() {
         tracing::info!("node `{node}`: the host name up to the first dot (--node sets another)");

@@ -90,7 +90,7 @@ fn summarize(site: &ir::Site) -> Summary {
         });
     }
     Summary {
-        site: site.name.clone(),
+        site: site.name.to_string(),
         nodes: site.nodes.len(),
         guests: site.guests.len(),
         nics: site.guests.iter().map(|g| g.nics.len()).sum(),
@@ -100,8 +100,8 @@ fn summarize(site: &ir::Site) -> Summary {
             .sets
             .iter()
             .map(|s| SetSummary {
-                name: s.name.clone(),
-                kernel_name: s.kernel_name.clone(),
+                name: s.name.to_string(),
+                kernel_name: s.kernel_name.to_string(),
                 scope: match &s.scope {
                     SetScope::Cluster => "cluster".into(),
                     SetScope::Guest(id) => format!("guest:{id}"),

@@ -69,7 +69,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     };
     eprint!("{}", site.warnings);
     let nodes: Vec<String> = if a.all {
-        site.ir.nodes.iter().map(|n| n.name.clone()).collect()
+        site.ir.nodes.iter().map(|n| n.name.to_string()).collect()
     } else {
         match site.pick(a.node.as_deref()) {
             Ok(n) => vec![n],

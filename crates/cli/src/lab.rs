@@ -127,7 +127,7 @@ fn wg_ifaces(wg: &Wg, owner: &str, key_dir: &Path) -> (Vec<WgIface>, Vec<Route>)
         for r in &i.routes {
             routes.push(Route {
                 dest: r.dest.to_string(),
-                dev: r.dev.clone(),
+                dev: r.dev.clone().into(),
                 via: None,
                 table: r.table,
                 origin: format!("auto:wireguard {}", i.interface),

@@ -116,7 +116,7 @@ pub fn cluster_status(etcd: &str, prefix: &str) -> Result<ExitCode> {
     if let Some(s) = &site {
         let (resolved, _) = rampart_resolve::load(&s.files);
         for n in &resolved.nodes {
-            if !statuses.contains_key(&n.name) {
+            if !statuses.contains_key(n.name.as_str()) {
                 println!(
                     "{:<20} {:<10} {:<14} {:>8}  no status reported",
                     n.name, "-", "-", "-"

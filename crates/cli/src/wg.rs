@@ -568,7 +568,7 @@ fn rotate(a: RotateArgs) -> Result<ExitCode> {
     let iface_of = |n: &str| -> String {
         plan.as_ref()
             .and_then(|p| p.get(n, &a.node))
-            .map(|i| i.interface.clone())
+            .map(|i| i.interface.to_string())
             .unwrap_or_else(|| "IF".into())
     };
     if !a.promote {

@@ -480,7 +480,7 @@ fn restore_reports_a_step_failing_after_the_switch_with_exit_3() {
     let state = tmp.path().join("state");
     std::fs::create_dir_all(&state).unwrap();
     let mut plan = rampart_apply::Plan::nftables(
-        "hv1",
+        "hv1".parse().unwrap(),
         "table inet rampart {\n chain input {\n  type filter hook input priority 0; policy accept;\n  tcp dport 4444 drop\n }\n}\n",
     );
     plan.sysctls

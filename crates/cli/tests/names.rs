@@ -265,6 +265,56 @@ fn guest_ids_must_be_vmids() {
     }
 }
 
+#[test]
+fn nic_names_are_net_and_a_number() {
+    // site.toml: a NIC's `name` (its number is the mark slot and the
+    // `ipfilter-netN` set name).
+    let mut values: Vec<(String, String)> = hostile()
+        .into_iter()
+        .map(|(l, v)| (l.to_string(), v))
+        .collect();
+    for v in ["net+5", "net-1", "eth0", "net1 ", "net\u{0661}"] {
+        values.push((v.to_string(), v.to_string()));
+    }
+    for (label, value) in values {
+        let body = format!(
+            "{NODE_OK}\n[[guest]]\nid = 100\nnode = \"hv1\"\nnics = [{{ name = {}, bridge = \"vmbr0\" }}]\n",
+            toml_str(&value)
+        );
+        let d = site(&[("site.toml", &body), ("firewall/cluster.fw", CLUSTER)]);
+        let (code, v, out) = check_json(d.path());
+        assert_refused_at(
+            &format!("NIC name = {label}"),
+            code,
+            &v,
+            &out,
+            "site.toml",
+            8,
+            None,
+        );
+    }
+    // A Proxmox guest config: `net+5` reads as a number but names no NIC;
+    // refused at its line, not taken for NIC 5.
+    let d = site(&[
+        ("site.toml", NODE_OK),
+        ("firewall/cluster.fw", CLUSTER),
+        (
+            "nodes/hv1/qemu-server/100.conf",
+            "name: vm\nnet+5: virtio=BC:24:11:00:00:01,bridge=vmbr0,firewall=1\n",
+        ),
+    ]);
+    let (code, v, out) = check_json(d.path());
+    assert_refused_at(
+        "net+5 in a .conf",
+        code,
+        &v,
+        &out,
+        "nodes/hv1/qemu-server/100.conf",
+        2,
+        Some(1),
+    );
+}
+
 // ------------------------------------------------- the two cases of issue 16
 
 const INJECTION: &str = "pwn\ntable inet rampart_x { chain c { type filter hook input priority -1000; policy accept; tcp dport 0-65535 accept; } }\n#";

@@ -49,7 +49,12 @@ fn main() {
     // a guest, the internet -> a node's SSH, node -> node cluster traffic.
     let n_intents = env("RAMPART_BENCH_INTENTS", 5000) as usize;
     let guests: Vec<String> = world.site.guests.iter().map(|g| g.zone()).collect();
-    let nodes: Vec<String> = world.site.nodes.iter().map(|n| n.name.clone()).collect();
+    let nodes: Vec<String> = world
+        .site
+        .nodes
+        .iter()
+        .map(|n| n.name.to_string())
+        .collect();
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut rnd = |m: usize| {
         x ^= x << 13;

@@ -227,7 +227,7 @@ impl<'w> Walk<'w> {
                         .any(|x| Family::of(&x.addr()) == self.fam())
                 })
                 .or(n.bridges.first())
-                .map(|b| b.name.clone())
+                .map(|b| b.name.to_string())
         });
         match b {
             Some(bridge) => Attach::Bridge {
@@ -345,7 +345,7 @@ impl<'w> Walk<'w> {
                         if a.trunc().contains(&d) {
                             consider(
                                 a.prefix_len(),
-                                Egress::Wg(i.interface.clone()),
+                                Egress::Wg(i.interface.to_string()),
                                 format!("auto:wireguard {} pool", i.interface),
                             );
                         }
@@ -357,7 +357,7 @@ impl<'w> Walk<'w> {
                             if a.trunc().contains(&d) {
                                 consider(
                                     a.prefix_len(),
-                                    Egress::Bridge(b.name.clone()),
+                                    Egress::Bridge(b.name.to_string()),
                                     format!("connected {}", b.name),
                                 );
                             }
@@ -414,13 +414,13 @@ impl<'w> Walk<'w> {
         for i in self.w.wg_ifaces(e) {
             for a in &i.addresses {
                 if a.trunc().contains(&d) {
-                    consider(a.prefix_len(), Egress::Wg(i.interface.clone()));
+                    consider(a.prefix_len(), Egress::Wg(i.interface.to_string()));
                 }
             }
             for p in &i.peers {
                 for n in &p.allowed_ips {
                     if n.contains(&d) {
-                        consider(n.prefix_len(), Egress::Wg(i.interface.clone()));
+                        consider(n.prefix_len(), Egress::Wg(i.interface.to_string()));
                     }
                 }
             }
@@ -568,12 +568,12 @@ impl<'w> Walk<'w> {
                 let Some(g) = self.w.site.guest(*id) else {
                     return fail(format!("no guest {id}"));
                 };
-                let node = g.node.clone();
+                let node = g.node.to_string();
                 let bridge = g
                     .nics
                     .iter()
                     .find(|n| n.addresses.iter().any(|a| a.addr() == d))
-                    .map(|n| n.bridge.clone());
+                    .map(|n| n.bridge.to_string());
                 let ing = match bridge {
                     Some(bridge) => Attach::Bridge {
                         bridge,
@@ -581,7 +581,7 @@ impl<'w> Walk<'w> {
                     },
                     None => self.uplink(&node, Some(&d)),
                 };
-                self.hops.push(node.clone());
+                self.hops.push(node.to_string());
                 Step::Next(Entity::Node(node), In::At(ing))
             }
             Entity::Peer(p) => fail(format!("{p} has no public service at {d}")),
@@ -619,13 +619,13 @@ impl<'w> Walk<'w> {
         }
         let node = g.node.clone();
         let ingress = Attach::Bridge {
-            bridge: nic.bridge.clone(),
-            port: nic.ifname.clone(),
+            bridge: nic.bridge.to_string(),
+            port: nic.ifname.to_string(),
         };
         let on_link = nic.addresses.iter().any(|a| a.trunc().contains(&d));
         // The next hop on the bridge: the destination when on-link, else the
         // node when it routes this guest's network, else the upstream.
-        let node_e = Entity::Node(node.clone());
+        let node_e = Entity::Node(node.to_string());
         let node_on_bridge = self.w.addrs_of(&node_e).iter().any(|a| {
             matches!(&a.kind, AddrKind::Bridge(b) if *b == nic.bridge)
                 && nic.addresses.iter().any(|n| n.trunc().contains(&a.addr))
@@ -672,8 +672,8 @@ impl<'w> Walk<'w> {
                     .or_else(|| tg.nics.iter().find(|x| x.bridge == nic.bridge))
                     .expect("nic");
                 let egress = Attach::Bridge {
-                    bridge: tn.bridge.clone(),
-                    port: tn.ifname.clone(),
+                    bridge: tn.bridge.to_string(),
+                    port: tn.ifname.to_string(),
                 };
                 if let Err(s) = self.hop(&node, ingress, egress) {
                     return s;
@@ -683,7 +683,7 @@ impl<'w> Walk<'w> {
             }
             other => {
                 let egress = Attach::Bridge {
-                    bridge: nic.bridge.clone(),
+                    bridge: nic.bridge.to_string(),
                     port: "outside".into(),
                 };
                 if let Err(s) = self.hop(&node, ingress, egress) {
@@ -724,9 +724,9 @@ impl<'w> Walk<'w> {
                     .nics
                     .iter()
                     .find(|x| x.addresses.iter().any(|a| a.addr() == d))
-                    .map(|x| x.bridge.clone())
+                    .map(|x| x.bridge.to_string())
                     .unwrap_or_else(|| bridge.to_string());
-                let m = tg.node.clone();
+                let m = tg.node.to_string();
                 self.hops.push(m.clone());
                 Step::Next(
                     Entity::Node(m),
@@ -788,8 +788,8 @@ impl<'w> Walk<'w> {
                         return fail(format!("{n} does not forward (no ip_forward in its plan)"));
                     }
                     let egress = Attach::Bridge {
-                        bridge: nic.bridge.clone(),
-                        port: nic.ifname.clone(),
+                        bridge: nic.bridge.to_string(),
+                        port: nic.ifname.to_string(),
                     };
                     if let Err(s) = self.hop(n, ingress, egress) {
                         return s;
@@ -932,8 +932,8 @@ impl<'w> Walk<'w> {
                     .find(|n| dial_addr.is_some_and(|a| n.addresses.iter().any(|x| x.addr() == a)))
                     .or(g.nics.first())?;
                 Some((
-                    g.node.clone(),
-                    Some((nic.bridge.clone(), nic.ifname.clone())),
+                    g.node.to_string(),
+                    Some((nic.bridge.to_string(), nic.ifname.to_string())),
                 ))
             }),
             _ => None,
@@ -1029,7 +1029,7 @@ impl<'w> Walk<'w> {
         Step::Next(
             pe,
             In::Tunnel {
-                iface: pi.interface.clone(),
+                iface: pi.interface.to_string(),
             },
         )
     }
@@ -1042,7 +1042,7 @@ impl<'w> Walk<'w> {
             },
             None => match self.w.site.node(node).and_then(|n| n.bridges.first()) {
                 Some(b) if self.w.nodes[node].public.contains(a) => Attach::Bridge {
-                    bridge: b.name.clone(),
+                    bridge: b.name.to_string(),
                     port: "outside".into(),
                 },
                 _ => Attach::Iface("uplink".into()),

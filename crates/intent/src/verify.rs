@@ -124,7 +124,7 @@ pub fn resolve(w: &World, ep: &EndpointSpec) -> Result<Endpoint, Diagnostic> {
     let base = ep.base.as_str();
     let unknown = |msg: String| {
         let mut names: Vec<String> = vec!["internet".into()];
-        names.extend(w.site.nodes.iter().map(|n| n.name.clone()));
+        names.extend(w.site.nodes.iter().map(|n| n.name.to_string()));
         names.extend(w.site.guests.iter().map(|g| g.zone()));
         names.extend(w.site.guests.iter().filter_map(|g| g.name.clone()));
         names.extend(w.addrs.keys().filter_map(|e| match e {
@@ -457,7 +457,7 @@ fn probes_of(w: &World, e: &Expect, to: &Endpoint) -> Vec<ProbeSpec> {
 fn any_probes(w: &World, to: &Endpoint) -> Vec<ProbeSpec> {
     let node = match &to.entity {
         Entity::Node(n) => Some(n.clone()),
-        Entity::Guest(id) => w.site.guest(*id).map(|g| g.node.clone()),
+        Entity::Guest(id) => w.site.guest(*id).map(|g| g.node.to_string()),
         _ => None,
     };
     let mut ports: BTreeSet<(u8, u16)> = [22u16, 80, 443, 3128, 5900, 8006]

@@ -228,7 +228,7 @@ impl World {
             .iter()
             .map(|n| {
                 (
-                    n.name.clone(),
+                    n.name.to_string(),
                     (
                         wg_extras(wg.as_ref(), wg_site.as_ref(), &n.name),
                         NodeExtra::default(),
@@ -260,7 +260,7 @@ impl World {
     ) -> World {
         let mut nodes = BTreeMap::new();
         for n in &site.nodes {
-            let (fx, nx) = extras.remove(&n.name).unwrap_or_default();
+            let (fx, nx) = extras.remove(n.name.as_str()).unwrap_or_default();
             let mut routes = nx.routes;
             let mut forwards = nx.forwards || !nx.rules.is_empty();
             if let Some(plan) = &wg {
@@ -269,7 +269,7 @@ impl World {
                     for r in &i.routes {
                         routes.push(RouteEntry {
                             dest: r.dest,
-                            dev: r.dev.clone(),
+                            dev: r.dev.to_string(),
                             table: r.table,
                             origin: format!("auto:wireguard {}", i.interface),
                         });
@@ -284,9 +284,9 @@ impl World {
                 .into_iter()
                 .collect();
             nodes.insert(
-                n.name.clone(),
+                n.name.to_string(),
                 NodeNet {
-                    name: n.name.clone(),
+                    name: n.name.to_string(),
                     extras: fx,
                     routes,
                     rules: nx.rules,
@@ -319,7 +319,7 @@ impl World {
         let mut addrs: BTreeMap<Entity, Vec<Addr>> = BTreeMap::new();
         let mut push = |e: &Entity, a: Addr| addrs.entry(e.clone()).or_default().push(a);
         for n in &self.site.nodes {
-            let e = Entity::Node(n.name.clone());
+            let e = Entity::Node(n.name.to_string());
             for b in &n.bridges {
                 for a in &b.addresses {
                     push(
@@ -327,7 +327,7 @@ impl World {
                         Addr {
                             addr: a.addr(),
                             net: a.trunc(),
-                            kind: AddrKind::Bridge(b.name.clone()),
+                            kind: AddrKind::Bridge(b.name.to_string()),
                         },
                     );
                 }
@@ -344,7 +344,7 @@ impl World {
                     );
                 }
             }
-            for p in &self.nodes[&n.name].public {
+            for p in &self.nodes[n.name.as_str()].public {
                 push(
                     &e,
                     Addr {
@@ -380,8 +380,8 @@ impl World {
                             addr: a.addr(),
                             net: a.trunc(),
                             kind: AddrKind::Tunnel {
-                                network: i.network.clone(),
-                                iface: i.interface.clone(),
+                                network: i.network.to_string(),
+                                iface: i.interface.to_string(),
                             },
                         },
                     );
@@ -532,7 +532,7 @@ impl World {
                     .iter()
                     .flat_map(|n| n.members.iter())
                     .filter(|m| m.guest == Some(*id))
-                    .map(|m| m.name.clone())
+                    .map(|m| m.name.to_string())
                     .collect(),
                 None => vec![],
             },
@@ -546,7 +546,9 @@ impl World {
         let owners = self.wg_owner(e);
         plan.interfaces
             .iter()
-            .filter(|i| owners.contains(&i.owner) && self.wg_entity(&i.network, &i.owner) == *e)
+            .filter(|i| {
+                owners.iter().any(|o| *o == i.owner) && self.wg_entity(&i.network, &i.owner) == *e
+            })
             .collect()
     }
 
@@ -603,7 +605,7 @@ impl World {
                 .filter_map(|r| {
                     Some(RouteEntry {
                         dest: r.dest.parse().ok()?,
-                        dev: r.dev.clone(),
+                        dev: r.dev.to_string(),
                         table: r.table,
                         origin: r.origin.clone(),
                     })
@@ -616,7 +618,7 @@ impl World {
                     Some(RuleEntry {
                         priority: r.priority,
                         from: r.from.parse().ok()?,
-                        iif: r.iif.clone(),
+                        iif: r.iif.as_ref().map(|i| i.to_string()),
                         table: r.table,
                         origin: r.origin.clone(),
                     })
@@ -683,7 +685,7 @@ impl World {
             n.bridges
                 .iter()
                 .find(|b| b.addresses.iter().any(|x| x.contains(a)))
-                .map(|b| b.name.clone())
+                .map(|b| b.name.to_string())
         })
     }
 
@@ -692,7 +694,7 @@ impl World {
         for n in &self.site.nodes {
             if let Some(b) = self.bridge_holding(&n.name, a) {
                 return Entity::Lan {
-                    node: n.name.clone(),
+                    node: n.name.to_string(),
                     bridge: b,
                 };
             }

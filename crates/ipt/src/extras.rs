@@ -22,7 +22,7 @@ pub struct Extras {
 /// One WireGuard interface of the node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WgPort {
-    pub iface: String,
+    pub iface: rampart_types::names::WgIfaceName,
     /// The UDP listen port; `None` = no port to open (a roaming client).
     pub port: Option<u16>,
     /// The peers' endpoint addresses; `None` = any source (roaming peers).
@@ -94,7 +94,7 @@ mod tests {
     fn extras(sources: Option<Vec<IpAddr>>, forward: bool) -> Extras {
         Extras {
             wireguard: vec![WgPort {
-                iface: "wg0".into(),
+                iface: "wg0".parse().unwrap(),
                 port: Some(51820),
                 sources,
                 forward,

@@ -239,13 +239,14 @@ impl SetTable {
         let name = if entries.iter().any(|(_, nomatch)| !nomatch) {
             let kn = &set.kernel_name;
             let base = if kn.len() + 2 <= MAX_SET {
-                kn.clone()
+                kn.to_string()
             } else {
                 format!("{}-{:06x}", &kn[..MAX_SET - 9], fnv(kn) & 0xffffff)
             };
             let name = format!("{base}-{}", fam_suffix(f));
             if !name.contains(set.name.as_str()) && !matches!(set.scope, ir::SetScope::Node(_)) {
-                self.proxmox_names.insert(name.clone(), set.name.clone());
+                self.proxmox_names
+                    .insert(name.clone(), set.name.to_string());
             }
             self.sets.insert(name.clone(), (f, entries));
             Some(name)

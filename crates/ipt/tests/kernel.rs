@@ -161,7 +161,7 @@ fn debug_case(
     let node = case
         .node
         .clone()
-        .unwrap_or_else(|| site.nodes[0].name.clone());
+        .unwrap_or_else(|| site.nodes[0].name.to_string());
     let lab = rampart_lab::Lab::build(site, &node, LabOptions::new(helper())).unwrap();
     common::load_into_lab(&lab, plan).unwrap();
     let probes: Vec<rampart_lab::Probe> = case

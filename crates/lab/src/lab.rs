@@ -295,7 +295,7 @@ impl Lab {
                 outside.push(a);
             }
             bridges.push(Bridge {
-                name: b.name.clone(),
+                name: b.name.to_string(),
                 nets,
                 outside,
             });
@@ -351,7 +351,7 @@ impl Lab {
                 .iter()
                 .map(|b| {
                     (
-                        b.name.clone(),
+                        b.name.to_string(),
                         b.addresses.iter().map(|a| a.trunc()).collect(),
                     )
                 })
@@ -577,7 +577,7 @@ impl Lab {
                     .iter()
                     .map(|c| {
                         (
-                            c.name.clone(),
+                            c.name.to_string(),
                             c.addresses.iter().map(|a| a.trunc()).collect(),
                         )
                     })

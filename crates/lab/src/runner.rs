@@ -25,7 +25,7 @@ pub fn run_case_kernel(
     let node = match &parsed.node {
         Some(n) => n.clone(),
         None => match site.nodes.as_slice() {
-            [only] => only.name.clone(),
+            [only] => only.name.to_string(),
             _ => {
                 return Err(Error::new(format!(
                 "{case}/packets.toml: the site has several nodes: say which with `node = \"…\"`"

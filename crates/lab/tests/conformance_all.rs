@@ -61,7 +61,7 @@ fn run(dir: &Path) -> Result<(Vec<Outcome>, Vec<Outcome>), String> {
     let node = case
         .node
         .clone()
-        .or_else(|| (site.nodes.len() == 1).then(|| site.nodes[0].name.clone()))
+        .or_else(|| (site.nodes.len() == 1).then(|| site.nodes[0].name.to_string()))
         .ok_or_else(|| format!("{name}: which node?"))?;
     let plan = rampart_nft::compile(&site, &node)
         .map_err(|d| format!("{name}: the node does not compile: {d:?}"))?;

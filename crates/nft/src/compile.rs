@@ -53,7 +53,7 @@ pub const INET_PRIORITY: i32 = 0;
 /// A node's compiled plan: the ruleset (model and text) and the sysctls.
 #[derive(Clone, Debug, Serialize)]
 pub struct Plan {
-    pub node: String,
+    pub node: ir::NodeName,
     pub ruleset: Ruleset,
     /// The `nft -f` script: one atomic transaction.
     pub script: String,
@@ -76,9 +76,9 @@ pub struct Sysctl {
 pub struct NicSlot {
     pub id: u32,
     pub guest: u32,
-    pub nic: String,
-    pub ifname: String,
-    pub bridge: String,
+    pub nic: ir::NicName,
+    pub ifname: ir::IfaceName,
+    pub bridge: ir::IfaceName,
 }
 
 /// Compile `node` of `site` for the kernel rampart assumes by default
@@ -103,7 +103,7 @@ pub struct SiteCache {
     /// Per [`SetId`], the set's v4 and v6 nft set.
     sets: Vec<[OnceLock<Set>; 2]>,
     /// Indices into `site.guests` of each node's guests, in site order.
-    guests: std::collections::HashMap<String, Vec<usize>>,
+    guests: std::collections::HashMap<ir::NodeName, Vec<usize>>,
     /// What the previous revision's compile kept (taken as used), and what
     /// this one keeps; `None`: keep nothing (a one-off compile).
     memo: Option<(Mutex<SetMemo>, Mutex<SetMemo>)>,
@@ -174,7 +174,7 @@ impl SiteCache {
     }
 
     fn build(site: &ir::Site, memo: Option<SetMemo>) -> Self {
-        let mut guests: HashMap<String, Vec<usize>> = Default::default();
+        let mut guests: HashMap<ir::NodeName, Vec<usize>> = Default::default();
         for (i, g) in site.guests.iter().enumerate() {
             guests.entry(g.node.clone()).or_default().push(i);
         }
@@ -236,7 +236,7 @@ impl SiteCache {
         self.sets[id.0 as usize][fi].get_or_init(|| {
             let s = site.set(id);
             let of_family = || s.entries_of(family).map(|e| (e.range, e.nomatch));
-            let key = (s.kernel_name.clone(), family);
+            let key = (s.kernel_name.to_string(), family);
             let prev = self
                 .memo
                 .as_ref()
@@ -280,7 +280,7 @@ impl SiteCache {
 /// Compile every node of `site` (in site order), sharing one [`SiteCache`]
 /// and using the machine's cores. The result is the same as compiling each
 /// node with [`compile_with`].
-pub fn compile_all(site: &ir::Site, caps: &Caps) -> Vec<(String, Result<Plan, Diagnostics>)> {
+pub fn compile_all(site: &ir::Site, caps: &Caps) -> Vec<(ir::NodeName, Result<Plan, Diagnostics>)> {
     let cache = SiteCache::new(site);
     let n = site.nodes.len();
     let threads = std::thread::available_parallelism()
@@ -467,7 +467,7 @@ impl<'a> Cx<'a> {
                         }),
                         None => ms.push(Match::Ifname {
                             dir,
-                            name: i.clone(),
+                            name: i.to_string(),
                         }),
                     }
                 }
@@ -1186,10 +1186,13 @@ impl<'a> Cx<'a> {
             }
             guest_chains.push(cin);
             guest_chains.push(cout);
-            bridge_in_mark.push((Key::Ifname(nic.ifname.clone()), MapValue::Mark(id << 16)));
+            bridge_in_mark.push((
+                Key::Ifname(nic.ifname.to_string()),
+                MapValue::Mark(id << 16),
+            ));
             let mc = format!("mark-out-{}", nic.ifname);
             bridge_out_mark.push((
-                Key::Ifname(nic.ifname.clone()),
+                Key::Ifname(nic.ifname.to_string()),
                 MapValue::Verdict(Verdict::Jump(mc.clone())),
             ));
             let mut c = Chain::regular(mc);
@@ -1226,7 +1229,7 @@ impl<'a> Cx<'a> {
             elements: node
                 .bridges
                 .iter()
-                .map(|b| Key::Ifname(b.name.clone()))
+                .map(|b| Key::Ifname(b.name.to_string()))
                 .collect(),
             comment: "the node's bridges".into(),
         };
@@ -1619,7 +1622,10 @@ impl<'a> Cx<'a> {
             );
         }
         for r in &g.rules {
-            if r.iface.as_ref().is_some_and(|i| *i != nic.name) {
+            if r.iface
+                .as_ref()
+                .is_some_and(|i| i.as_str() != nic.name.as_str())
+            {
                 continue;
             }
             match r.dir {

@@ -29,7 +29,7 @@ pub struct Extras {
 /// One WireGuard interface of the node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WgPort {
-    pub iface: String,
+    pub iface: rampart_types::names::WgIfaceName,
     /// The UDP listen port; `None` = no port to open (a roaming client).
     pub port: Option<u16>,
     /// The peers' endpoint addresses; `None` = any source (roaming peers).
@@ -182,11 +182,11 @@ fn forward_rules(wg: &[WgPort]) -> Vec<Rule> {
             Rule::new(format!("auto:wireguard {} forwarding", w.iface))
                 .m(Match::Ifname {
                     dir: Dir::Src,
-                    name: w.iface.clone(),
+                    name: w.iface.to_string(),
                 })
                 .m(Match::Ifname {
                     dir: Dir::Dst,
-                    name: w.iface.clone(),
+                    name: w.iface.to_string(),
                 })
                 .v(Verdict::Return)
                 .decides(Action::Accept)
@@ -215,7 +215,7 @@ mod tests {
     fn wg(forward: bool) -> Extras {
         Extras {
             wireguard: vec![WgPort {
-                iface: "wg0".into(),
+                iface: "wg0".parse().unwrap(),
                 port: Some(51820),
                 sources: Some(vec!["192.0.2.1".parse().unwrap()]),
                 forward,

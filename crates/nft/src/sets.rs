@@ -142,9 +142,9 @@ mod tests {
             origin: Origin::auto("t"),
         };
         let set = IpSet {
-            name: "x".into(),
+            name: "xs".parse().unwrap(),
             scope: SetScope::Cluster,
-            kernel_name: "dc-x".into(),
+            kernel_name: "dc-x".parse().unwrap(),
             entries: vec![e("10.0.0.0/24", false), e("10.0.0.5/32", true)],
             origin: Origin::auto("t"),
         };
@@ -206,9 +206,9 @@ mod tests {
             entries.sort_by(|a, b| a.range.cmp(&b.range).then(a.nomatch.cmp(&b.nomatch)));
             entries.dedup_by(|a, b| a.range == b.range);
             let set = IpSet {
-                name: "x".into(),
+                name: "xs".parse().unwrap(),
                 scope: SetScope::Cluster,
-                kernel_name: "dc-x".into(),
+                kernel_name: "dc-x".parse().unwrap(),
                 entries,
                 origin: Origin::auto("t"),
             };

@@ -92,6 +92,12 @@ pub struct SiteBuilder {
     pub site: Site,
 }
 
+/// A name of a hand-built test site: validated like any other (a bad
+/// literal in a test panics).
+pub fn n<N: rampart_types::names::Name>(s: &str) -> N {
+    N::parse_name(s).unwrap_or_else(|e| panic!("test name: {e}"))
+}
+
 impl Default for SiteBuilder {
     fn default() -> Self {
         Self::new()
@@ -103,7 +109,7 @@ impl SiteBuilder {
         SiteBuilder {
             site: Site {
                 sources: SourceMap::new(),
-                name: "test".into(),
+                name: n("test"),
                 cluster: cluster_options(),
                 nodes: vec![],
                 guests: vec![],
@@ -145,9 +151,9 @@ impl SiteBuilder {
             .collect();
         es.sort_by_key(|a| a.range);
         self.site.sets.push(IpSet {
-            name: name.into(),
+            name: n(name),
             scope,
-            kernel_name: kernel_name.into(),
+            kernel_name: n(kernel_name),
             entries: es,
             origin,
         });
@@ -161,7 +167,7 @@ impl SiteBuilder {
         let bridges: Vec<Bridge> = bridges
             .iter()
             .map(|(n, a)| Bridge {
-                name: n.to_string(),
+                name: self::n(n),
                 addresses: a.iter().map(|x| net(x)).collect(),
             })
             .collect();
@@ -172,20 +178,20 @@ impl SiteBuilder {
         let mg_ref: Vec<&str> = mg.iter().map(|s| s.as_str()).collect();
         let m = self.set(
             "management",
-            SetScope::Node(name.into()),
+            SetScope::Node(n(name)),
             &format!("{name}-management"),
             &mg_ref,
             Origin::auto("auto:management"),
         );
         let p = self.set(
             "cluster_peers",
-            SetScope::Node(name.into()),
+            SetScope::Node(n(name)),
             &format!("{name}-peers"),
             &[],
             Origin::auto("auto:cluster"),
         );
         self.site.nodes.push(Node {
-            name: name.into(),
+            name: n(name),
             backend: Backend::Nftables,
             platform: Platform::Proxmox,
             bridges,
@@ -219,7 +225,7 @@ impl SiteBuilder {
 
     /// Make every node a cluster peer of every other one.
     pub fn link_peers(&mut self) {
-        let all: Vec<(String, Vec<IpNet>)> = self
+        let all: Vec<(NodeName, Vec<IpNet>)> = self
             .site
             .nodes
             .iter()
@@ -271,12 +277,12 @@ impl SiteBuilder {
             .enumerate()
             .map(|(i, (br, m, addrs))| Nic {
                 index: i as u32,
-                name: format!("net{i}"),
-                ifname: match kind {
+                name: n(&format!("net{i}")),
+                ifname: n(&match kind {
                     GuestKind::Vm => format!("tap{id}i{i}"),
                     GuestKind::Ct => format!("veth{id}i{i}"),
-                },
-                bridge: br.to_string(),
+                }),
+                bridge: n(br),
                 mac: Some(mac(m)),
                 addresses: addrs.iter().map(|a| net(a)).collect(),
                 firewall: true,
@@ -288,7 +294,7 @@ impl SiteBuilder {
             id,
             kind,
             name: None,
-            node: node.into(),
+            node: n(node),
             nics,
             enabled: self.site.cluster.enable,
             options: guest_options(),
@@ -380,7 +386,7 @@ impl RuleExt for Rule {
         self
     }
     fn iface(mut self, i: &str) -> Self {
-        self.iface = Some(i.into());
+        self.iface = Some(n(i));
         self
     }
     fn icmp(mut self, v6: bool, name: &str, ty: u8) -> Self {

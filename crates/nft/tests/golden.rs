@@ -388,9 +388,9 @@ fn one_golden_per_feature() {
         ("feature_blacklist", |s| {
             let origin = s.sets[0].origin.clone();
             s.sets.push(rampart_resolve::ir::IpSet {
-                name: "blacklist".into(),
+                name: "blacklist".parse().unwrap(),
                 scope: SetScope::Cluster,
-                kernel_name: "dc-blacklist".into(),
+                kernel_name: "dc-blacklist".parse().unwrap(),
                 entries: vec![rampart_resolve::ir::SetEntry {
                     range: testkit::range("203.0.113.0/24"),
                     nomatch: false,
@@ -404,9 +404,9 @@ fn one_golden_per_feature() {
         ("feature_ipfilter_macfilter", |s| {
             let origin = s.guests[0].origin.clone();
             s.sets.push(rampart_resolve::ir::IpSet {
-                name: "ipfilter-net0".into(),
+                name: "ipfilter-net0".parse().unwrap(),
                 scope: SetScope::Guest(100),
-                kernel_name: "g100-ipfilter-net0".into(),
+                kernel_name: "g100-ipfilter-net0".parse().unwrap(),
                 entries: vec![rampart_resolve::ir::SetEntry {
                     range: testkit::range("192.0.2.100"),
                     nomatch: false,

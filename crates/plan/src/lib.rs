@@ -88,7 +88,7 @@ impl std::fmt::Display for Refusal {
 /// One node's plan, and what `rampart compile` shows of it.
 #[derive(Debug, Clone)]
 pub struct NodePlan {
-    pub node: String,
+    pub node: rampart_resolve::ir::NodeName,
     pub plan: Plan,
     /// `(file name, contents)`: the ruleset (`ruleset.nft`, or
     /// `iptables.rules` + `ip6tables.rules` + `ipset.conf`), `sysctl.conf`,
@@ -474,7 +474,7 @@ impl Site<'_> {
                 // kept: one 2.7 MB copy fewer per revision on a big node).
                 let script = std::mem::take(&mut nft.script);
                 files.push(("ruleset.nft".into(), script.clone()));
-                plan = Plan::nftables(node, script);
+                plan = Plan::nftables(n.name.clone(), script);
                 sysctls.extend(
                     nft.sysctls
                         .iter()
@@ -501,7 +501,7 @@ impl Site<'_> {
                     )
                 })?;
                 rampart_ipt::add_profile(&mut ipt, &prof.firewall);
-                plan = Plan::nftables(node, ipt.v4.clone());
+                plan = Plan::nftables(n.name.clone(), ipt.v4.clone());
                 plan.backend = Backend::Iptables;
                 plan.ruleset6 = Some(ipt.v6.clone());
                 plan.ipsets = Some(ipt.ipsets.clone());
@@ -563,7 +563,7 @@ impl Site<'_> {
             for r in &i.routes {
                 plan.routes.push(Route {
                     dest: r.dest.to_string(),
-                    dev: r.dev.clone(),
+                    dev: r.dev.clone().into(),
                     via: None,
                     table: r.table,
                     origin: format!("auto:wireguard {}", i.interface),
@@ -581,7 +581,7 @@ impl Site<'_> {
         plan.meta.origin_revision = self.opts.origin_revision.clone();
 
         Ok(NodePlan {
-            node: node.to_owned(),
+            node: n.name.clone(),
             rendered: diags.render(&site.sources),
             diagnostics: diags,
             plan,

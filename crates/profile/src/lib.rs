@@ -26,6 +26,7 @@ use rampart_types::additions::{
     FirewallAdditions, ForwardAccept, HostDrop, Lockdown as LockdownRules, Masquerade, Path,
     Service,
 };
+use rampart_types::names::DevName;
 use rampart_types::{
     codes, Action, Diagnostic, Diagnostics, Family, FileId, IpRange, PortRange, Proto, SiteFiles,
 };
@@ -444,7 +445,7 @@ pub fn management_address(l: &Lockdown, node: &ir::Node) -> Option<IpAddr> {
     all.iter().find(|a| a.is_ipv4()).or(all.first()).copied()
 }
 
-fn egress_bridge(e: &Egress, node: &ir::Node) -> Option<String> {
+fn egress_bridge(e: &Egress, node: &ir::Node) -> Option<ir::IfaceName> {
     if let Some((b, _)) = &e.bridge {
         return Some(b.clone());
     }
@@ -470,10 +471,10 @@ fn lockdown_paths(l: &Lockdown, cx: &Context) -> Vec<Path> {
     if let Some((vpn, vspan)) = &l.vpn {
         let sources = pool_ranges(cx, vpn);
         let o = origin(*vspan);
-        let iifs: Vec<Option<String>> = if let Some((i, _)) = &l.interface {
-            vec![Some(i.clone())]
+        let iifs: Vec<Option<DevName>> = if let Some((i, _)) = &l.interface {
+            vec![Some(i.clone().into())]
         } else if let Some(i) = cx.wg.and_then(|w| w.get(vpn, &l.node)) {
-            vec![Some(i.interface.clone())]
+            vec![Some(i.interface.clone().into())]
         } else {
             // The VPN ends on a guest of this node: its traffic arrives on
             // the bridges of that guest's NICs.
@@ -493,8 +494,9 @@ fn lockdown_paths(l: &Lockdown, cx: &Context) -> Vec<Path> {
                                 .iter()
                                 .any(|b| b.name == n.bridge && !b.addresses.is_empty())
                         });
-                        if addressed && !v.contains(&Some(n.bridge.clone())) {
-                            v.push(Some(n.bridge.clone()));
+                        let b: DevName = n.bridge.clone().into();
+                        if addressed && !v.contains(&Some(b.clone())) {
+                            v.push(Some(b));
                         }
                     }
                 }
@@ -560,7 +562,7 @@ fn vpn_return_routes(l: &Lockdown, cx: &Context, n: &ir::Node) -> Vec<Route> {
                     if !out.iter().any(|r: &Route| r.dest == pool.to_string()) {
                         out.push(Route {
                             dest: pool.to_string(),
-                            dev: b.name.clone(),
+                            dev: b.name.clone().into(),
                             via: Some(via.to_string()),
                             table: None,
                             origin: origin(*vspan),
@@ -630,7 +632,7 @@ pub fn for_node(p: &Profiles, cx: &Context, node: &str) -> NodeProfile {
                         Family::V4 => "0.0.0.0/0".into(),
                         Family::V6 => "::/0".into(),
                     },
-                    dev: tun.clone(),
+                    dev: tun.clone().into(),
                     via: None,
                     table: Some(table),
                     origin: origin(e.span),
@@ -638,7 +640,7 @@ pub fn for_node(p: &Profiles, cx: &Context, node: &str) -> NodeProfile {
             }
             out.sysctls.push(forwarding_sysctl(fam, &why));
             out.firewall.host_drop.push(HostDrop {
-                iif: Some(tun.clone()),
+                iif: Some(tun.clone().into()),
                 sources: vec![],
                 origin: origin(e.span),
             });
@@ -649,15 +651,15 @@ pub fn for_node(p: &Profiles, cx: &Context, node: &str) -> NodeProfile {
             });
             if let Some(br) = egress_bridge(e, n) {
                 out.firewall.forward.push(ForwardAccept {
-                    iif: br.clone(),
-                    oif: tun.clone(),
+                    iif: br.clone().into(),
+                    oif: tun.clone().into(),
                     sources: subnet.clone(),
                     dests: vec![],
                     origin: origin(e.span),
                 });
                 out.firewall.forward.push(ForwardAccept {
-                    iif: tun.clone(),
-                    oif: br,
+                    iif: tun.clone().into(),
+                    oif: br.into(),
                     sources: vec![],
                     dests: subnet.clone(),
                     origin: origin(e.span),
@@ -669,7 +671,7 @@ pub fn for_node(p: &Profiles, cx: &Context, node: &str) -> NodeProfile {
             };
             out.sysctls.push(forwarding_sysctl(fam, &why));
             out.firewall.forward.push(ForwardAccept {
-                iif: gw.interface.clone(),
+                iif: gw.interface.clone().into(),
                 oif: wan.clone(),
                 sources: subnet.clone(),
                 dests: vec![],
@@ -707,9 +709,9 @@ fn gateway_of<'a>(
 
 /// The gateway's internet interface: `gateway_wan`, or its bridge holding
 /// its endpoint address, or its first bridge with an address.
-fn gateway_wan(e: &Egress, cx: &Context, gw: &str) -> Option<String> {
+fn gateway_wan(e: &Egress, cx: &Context, gw: &str) -> Option<DevName> {
     if let Some((w, _)) = &e.gateway_wan {
-        return Some(w.clone());
+        return Some(w.clone().into());
     }
     let n = cx.site.node(gw)?;
     let ep: Option<IpAddr> = cx
@@ -721,7 +723,7 @@ fn gateway_wan(e: &Egress, cx: &Context, gw: &str) -> Option<String> {
         .iter()
         .find(|b| ep.is_some_and(|a| b.addresses.iter().any(|x| x.addr() == a)))
         .or(n.bridges.iter().find(|b| !b.addresses.is_empty()))
-        .map(|b| b.name.clone())
+        .map(|b| b.name.clone().into())
 }
 
 // ---------------------------------------------------------------- compiled
@@ -863,7 +865,7 @@ pub fn check_compiled(
                 .iter()
                 .map(|a| a.addr())
                 .find(|a| Family::of(a) == Family::of(&src));
-            pk.iif = Some(i.interface.clone());
+            pk.iif = Some(i.interface.to_string());
         } else {
             pk.dest = management_address(l, n).filter(|a| Family::of(a) == Family::of(&src));
             match &path.iif {
@@ -884,7 +886,7 @@ pub fn check_compiled(
                         ));
                     }
                 }
-                Some(i) => pk.iif = Some(i.clone()),
+                Some(i) => pk.iif = Some(i.to_string()),
                 None => {}
             }
         }

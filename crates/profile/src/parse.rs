@@ -4,6 +4,7 @@
 
 use ipnet::IpNet;
 use rampart_resolve::ir::Platform;
+use rampart_types::names::{IfaceName, Name, NodeName, WgIfaceName, WgNetworkName};
 use rampart_types::{codes, Diagnostic, Diagnostics, FileId, PortRange, Span};
 use serde::Deserialize;
 use std::net::IpAddr;
@@ -31,10 +32,10 @@ pub enum ServiceSpec {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Lockdown {
-    pub node: String,
+    pub node: NodeName,
     pub node_span: Span,
     /// The management VPN: a `[[wireguard]]` network.
-    pub vpn: Option<(String, Span)>,
+    pub vpn: Option<(WgNetworkName, Span)>,
     /// Overrides the node's platform for the default service list.
     pub platform: Option<Platform>,
     /// Replaces the platform's service list.
@@ -45,7 +46,7 @@ pub struct Lockdown {
     pub address: Option<(IpAddr, Span)>,
     /// The interface VPN traffic arrives on (default: the VPN's interface on
     /// the node, or the bridges of the gateway guest).
-    pub interface: Option<(String, Span)>,
+    pub interface: Option<(WgIfaceName, Span)>,
     /// Refuse every other new connection to the host (default true).
     pub refuse_rest: bool,
     /// The `[[lockdown]]` table.
@@ -55,23 +56,23 @@ pub struct Lockdown {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Egress {
     /// The hypervisor whose guests leave through the tunnel.
-    pub node: String,
+    pub node: NodeName,
     pub node_span: Span,
     pub subnet: IpNet,
     pub subnet_span: Span,
     /// The `[[wireguard]]` network of the tunnel.
-    pub network: String,
+    pub network: WgNetworkName,
     pub network_span: Span,
     /// The bridge the guests sit on (default: the node's bridge with an
     /// address in the subnet).
-    pub bridge: Option<(String, Span)>,
+    pub bridge: Option<(IfaceName, Span)>,
     /// Routing table (default: the network's `table`).
     pub table: Option<u32>,
     /// `ip rule` priority (default 1000).
     pub priority: u32,
     /// The gateway's internet interface (default: its bridge holding its
     /// endpoint address).
-    pub gateway_wan: Option<(String, Span)>,
+    pub gateway_wan: Option<(WgIfaceName, Span)>,
     pub span: Span,
 }
 
@@ -165,23 +166,28 @@ impl<'a> Lines<'a> {
     }
 }
 
-/// Every name a profile table gives must pass its rule (E0407/E0408 at the
-/// value); `false` leaves the table out.
-fn names_ok(
-    items: &[(rampart_types::names::NameKind, Option<&Spanned<String>>)],
-    l: &Lines,
-    d: &mut Diagnostics,
-) -> bool {
-    let mut ok = true;
-    for (kind, v) in items {
-        if let Some(v) = v {
-            if let Err(e) = rampart_types::names::validate(*kind, v.get_ref()) {
-                d.push(e.diagnostic(l.of(v)));
-                ok = false;
-            }
+/// The name `v` holds, as its validated type; E0407/E0408 at the value
+/// (and `ok` cleared: the table is left out) when it breaks its rule.
+fn name<N: Name>(v: &Spanned<String>, l: &Lines, d: &mut Diagnostics, ok: &mut bool) -> Option<N> {
+    match N::parse_name(v.get_ref()) {
+        Ok(n) => Some(n),
+        Err(e) => {
+            d.push(e.diagnostic(l.of(v)));
+            *ok = false;
+            None
         }
     }
-    ok
+}
+
+/// [`name`] of an optional value, with its span.
+fn opt_name<N: Name>(
+    v: Option<&Spanned<String>>,
+    l: &Lines,
+    d: &mut Diagnostics,
+    ok: &mut bool,
+) -> Option<(N, Span)> {
+    let v = v?;
+    name(v, l, d, ok).map(|n| (n, l.of(v)))
 }
 
 fn bad(d: &mut Diagnostics, span: Span, msg: String, hint: &str) {
@@ -290,18 +296,13 @@ pub fn parse(file: FileId, text: &str) -> (Profiles, Diagnostics) {
     for rl in &raw.lockdown {
         let span = l.table(rl, "[[lockdown]]");
         let r = rl.get_ref();
-        use rampart_types::names::NameKind as K;
-        if !names_ok(
-            &[
-                (K::Node, Some(&r.node)),
-                (K::WgNetwork, r.vpn.as_ref()),
-                (K::WgIface, r.interface.as_ref()),
-            ],
-            &l,
-            &mut d,
-        ) {
+        let mut ok = true;
+        let node = name::<NodeName>(&r.node, &l, &mut d, &mut ok);
+        let vpn = opt_name::<WgNetworkName>(r.vpn.as_ref(), &l, &mut d, &mut ok);
+        let interface = opt_name::<WgIfaceName>(r.interface.as_ref(), &l, &mut d, &mut ok);
+        let (true, Some(node)) = (ok, node) else {
             continue;
-        }
+        };
         let platform =
             r.platform
                 .as_ref()
@@ -371,14 +372,14 @@ pub fn parse(file: FileId, text: &str) -> (Profiles, Diagnostics) {
                 }
             });
         out.lockdowns.push(Lockdown {
-            node: r.node.get_ref().clone(),
+            node,
             node_span: l.of(&r.node),
-            vpn: r.vpn.as_ref().map(|v| (v.get_ref().clone(), l.of(v))),
+            vpn,
             platform,
             services,
             allow,
             address,
-            interface: r.interface.as_ref().map(|v| (v.get_ref().clone(), l.of(v))),
+            interface,
             refuse_rest: r.refuse_rest.unwrap_or(true),
             span,
         });
@@ -386,19 +387,14 @@ pub fn parse(file: FileId, text: &str) -> (Profiles, Diagnostics) {
     for re in &raw.egress {
         let span = l.table(re, "[[egress]]");
         let r = re.get_ref();
-        use rampart_types::names::NameKind as K;
-        if !names_ok(
-            &[
-                (K::Node, Some(&r.node)),
-                (K::WgNetwork, Some(&r.network)),
-                (K::Iface, r.bridge.as_ref()),
-                (K::WgIface, r.gateway_wan.as_ref()),
-            ],
-            &l,
-            &mut d,
-        ) {
+        let mut ok = true;
+        let node = name::<NodeName>(&r.node, &l, &mut d, &mut ok);
+        let network = name::<WgNetworkName>(&r.network, &l, &mut d, &mut ok);
+        let bridge = opt_name::<IfaceName>(r.bridge.as_ref(), &l, &mut d, &mut ok);
+        let gateway_wan = opt_name::<WgIfaceName>(r.gateway_wan.as_ref(), &l, &mut d, &mut ok);
+        let (true, Some(node), Some(network)) = (ok, node, network) else {
             continue;
-        }
+        };
         let Some(subnet) = parse_net(&r.subnet, &l, &mut d) else {
             continue;
         };
@@ -436,19 +432,16 @@ pub fn parse(file: FileId, text: &str) -> (Profiles, Diagnostics) {
             }
         };
         out.egress.push(Egress {
-            node: r.node.get_ref().clone(),
+            node,
             node_span: l.of(&r.node),
             subnet,
             subnet_span: l.of(&r.subnet),
-            network: r.network.get_ref().clone(),
+            network,
             network_span: l.of(&r.network),
-            bridge: r.bridge.as_ref().map(|v| (v.get_ref().clone(), l.of(v))),
+            bridge,
             table,
             priority,
-            gateway_wan: r
-                .gateway_wan
-                .as_ref()
-                .map(|v| (v.get_ref().clone(), l.of(v))),
+            gateway_wan,
             span,
         });
     }

@@ -12,8 +12,19 @@
 //! - Ports are only present with a protocol that has ports; ICMP types only
 //!   with icmp/icmpv6.
 //! - Every rule carries its [`Origin`].
+//! - Every name is a validated type of [`rampart_types::names`]
+//!   ([`NodeName`], [`IfaceName`], [`IpSetName`], ...), never a `String`:
+//!   a value of one passed its kind's rule, at parse time for names the site
+//!   gives and at construction for names rampart derives (`tap100i0`,
+//!   `ipfilter-net0`, `management`). The one free-text field is
+//!   [`Guest::name`]. Kernel set names ([`IpSet::kernel_name`],
+//!   [`KernelSetName`]) are rampart's own, derived by the resolver from
+//!   validated names; no site writes one.
 
 use ipnet::IpNet;
+pub use rampart_types::names::{
+    IfaceName, IpSetName, KernelSetName, NicName, NodeName, RuleIfaceName, SiteName,
+};
 use rampart_types::{
     Action, Direction, Family, IpRange, LogLevel, Origin, PortRange, Proto, SourceMap,
 };
@@ -23,7 +34,7 @@ use serde::{Deserialize, Serialize};
 pub struct Site {
     /// Every file read, to render origins and diagnostics.
     pub sources: SourceMap,
-    pub name: String,
+    pub name: SiteName,
     pub cluster: ClusterOptions,
     pub nodes: Vec<Node>,
     pub guests: Vec<Guest>,
@@ -145,7 +156,7 @@ pub struct GuestOptions {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Node {
-    pub name: String,
+    pub name: NodeName,
     pub backend: Backend,
     pub platform: Platform,
     pub bridges: Vec<Bridge>,
@@ -186,7 +197,7 @@ impl SavedFiles {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Bridge {
-    pub name: String,
+    pub name: IfaceName,
     pub addresses: Vec<IpNet>,
 }
 
@@ -234,8 +245,10 @@ pub struct CorosyncLink {
 pub struct Guest {
     pub id: u32,
     pub kind: GuestKind,
+    /// The guest's `name:` (VM) or `hostname:` (container): free text, as
+    /// written; never part of a script, a path or a key.
     pub name: Option<String>,
-    pub node: String,
+    pub node: NodeName,
     pub nics: Vec<Nic>,
     /// cluster `enable` and the guest's own `enable` both on.
     pub enabled: bool,
@@ -261,10 +274,11 @@ pub struct Nic {
     /// `n` of `netN`.
     pub index: u32,
     /// `net0`
-    pub name: String,
-    /// The device on the host: `tap100i0` (VM) or `veth200i0` (container).
-    pub ifname: String,
-    pub bridge: String,
+    pub name: NicName,
+    /// The device on the host: `tap100i0` (VM) or `veth200i0` (container),
+    /// derived by rampart from the vmid and the NIC number.
+    pub ifname: IfaceName,
+    pub bridge: IfaceName,
     pub mac: Option<[u8; 6]>,
     pub addresses: Vec<IpNet>,
     /// `firewall=1` on the NIC: it sits behind the guest firewall.
@@ -283,7 +297,7 @@ pub struct Rule {
     /// `None`: both families.
     pub family: Option<Family>,
     /// Host rules: a host interface (`vmbr0`); guest rules: a NIC (`net0`).
-    pub iface: Option<String>,
+    pub iface: Option<RuleIfaceName>,
     pub source: Option<AddrMatch>,
     pub dest: Option<AddrMatch>,
     pub proto: Option<Proto>,
@@ -314,17 +328,18 @@ pub enum SetScope {
     Cluster,
     Guest(u32),
     /// Sets rampart builds per node (management with local_network, cluster peers).
-    Node(String),
+    Node(NodeName),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct IpSet {
     /// As users know it: `management`, `blacklist`, `trusted`, `ipfilter-net0`.
-    pub name: String,
+    pub name: IpSetName,
     pub scope: SetScope,
     /// Unique across the site and safe for nft set / ipset names (≤ 31
-    /// bytes, `[A-Za-z0-9_-]`), e.g. `dc-trusted`, `g100-ipfilter-net0`.
-    pub kernel_name: String,
+    /// bytes, `[A-Za-z0-9_-]`), e.g. `dc-trusted`, `g100-ipfilter-net0`:
+    /// rampart's own name, derived by the resolver.
+    pub kernel_name: KernelSetName,
     /// Entries of both families, sorted and deduplicated.
     pub entries: Vec<SetEntry>,
     pub origin: Origin,

@@ -90,20 +90,29 @@ struct Resolver<'a> {
     kernel_names: HashSet<String>,
     groups: HashMap<String, &'a ast::GroupDef>,
     nodes: Vec<ir::Node>,
-    node_index: HashMap<String, usize>,
+    node_index: HashMap<ir::NodeName, usize>,
     /// Per node (same index as `nodes`): bridges are not declared.
     implicit_bridges: Vec<bool>,
     cluster_opts: ir::ClusterOptions,
+}
+
+/// A set before [`Resolver::add_set`] checks the kernel name it wants.
+struct NewSet {
+    name: ir::IpSetName,
+    scope: SetScope,
+    kernel_name: String,
+    entries: Vec<SetEntry>,
+    origin: Origin,
 }
 
 /// Where a rule is being resolved.
 #[derive(Clone, Copy)]
 struct Ctx<'c> {
     guest: Option<u32>,
-    guest_nics: Option<&'c [String]>,
+    guest_nics: Option<&'c [ir::NicName]>,
     node: Option<usize>,
     via: Option<Span>,
-    group_iface: Option<&'c Spanned<String>>,
+    group_iface: Option<&'c Spanned<ir::RuleIfaceName>>,
     /// Report problems (false for repeated resolutions of the same lines).
     report: bool,
 }
@@ -172,7 +181,7 @@ fn resolve_with(
             .name
             .as_ref()
             .map(|n| n.value.clone())
-            .unwrap_or_else(|| "site".to_string()),
+            .unwrap_or_else(|| ir::SiteName::from_static("site")),
         cluster: r.cluster_opts.clone(),
         nodes: r.nodes,
         guests,
@@ -293,32 +302,42 @@ impl<'a> Resolver<'a> {
         self.diags.push(d);
     }
 
-    /// Register a set; checks the kernel name.
-    fn add_set(&mut self, set: IpSet, name_span: Option<Span>) -> SetId {
+    /// Register a set; checks the kernel name it wants.
+    fn add_set(&mut self, set: NewSet, name_span: Option<Span>) -> SetId {
         let id = SetId(self.sets.len() as u32);
-        let mut set = set;
-        if !short(&set.kernel_name, MAX_SET_NAME) {
+        let mut kernel_name = set.kernel_name;
+        if !short(&kernel_name, MAX_SET_NAME) {
             if let Some(sp) = name_span {
                 self.push(
                     Diagnostic::new(
                         codes::NAME_TOO_LONG,
                         format!(
                             "ipset `{}` becomes the kernel set `{}`, longer than {MAX_SET_NAME} bytes",
-                            set.name, set.kernel_name
+                            set.name, kernel_name
                         ),
                     )
                     .at(sp)
-                    .hint(format!("shorten the name by {} bytes", set.kernel_name.len() - MAX_SET_NAME)),
+                    .hint(format!("shorten the name by {} bytes", kernel_name.len() - MAX_SET_NAME)),
                 );
             }
             // Keep the IR valid all the same: a unique short name.
-            set.kernel_name = format!("s{}", id.0);
+            kernel_name = format!("s{}", id.0);
         }
-        if !self.kernel_names.insert(set.kernel_name.clone()) {
-            set.kernel_name = format!("s{}", id.0);
-            self.kernel_names.insert(set.kernel_name.clone());
+        // Composed of validated names (`dc-` and an ipset name, a node tag of
+        // `[A-Za-z0-9_-]`), so only the length could fail, handled above.
+        let mut kernel_name = ir::KernelSetName::parse(&kernel_name)
+            .unwrap_or_else(|_| ir::KernelSetName::derived(format!("s{}", id.0)));
+        if !self.kernel_names.insert(kernel_name.to_string()) {
+            kernel_name = ir::KernelSetName::derived(format!("s{}", id.0));
+            self.kernel_names.insert(kernel_name.to_string());
         }
-        self.sets.push(set);
+        self.sets.push(IpSet {
+            name: set.name,
+            scope: set.scope,
+            kernel_name,
+            entries: set.entries,
+            origin: set.origin,
+        });
         id
     }
 
@@ -408,7 +427,7 @@ impl<'a> Resolver<'a> {
                 }
             }
         };
-        let key = (owner, s.name.value.clone());
+        let key = (owner, s.name.value.to_string());
         // The previous result, unless the IR that held its entries was not
         // given back ([`SetMemo::recycle`]).
         let prev = self.memo_old.remove(&key).filter(|m| m.entries.is_some());
@@ -469,7 +488,7 @@ impl<'a> Resolver<'a> {
         kernel_name: String,
         entries: Vec<SetEntry>,
     ) -> SetId {
-        let set = IpSet {
+        let set = NewSet {
             name: s.name.value.clone(),
             scope,
             kernel_name,
@@ -686,9 +705,9 @@ impl<'a> Resolver<'a> {
             entries.sort_by(|a, b| (a.range, a.nomatch).cmp(&(b.range, b.nomatch)));
             entries.dedup_by(|a, b| a.range == b.range && a.nomatch == b.nomatch);
             let management = self.add_set(
-                IpSet {
-                    name: "management".into(),
-                    scope: SetScope::Node(n.name.value.to_string()),
+                NewSet {
+                    name: ir::IpSetName::from_static("management"),
+                    scope: SetScope::Node(n.name.value.clone()),
                     kernel_name: format!("n-{tag}-mgmt"),
                     entries,
                     origin: Origin::auto("auto:management"),
@@ -709,9 +728,9 @@ impl<'a> Resolver<'a> {
                 }
             }
             let cluster_peers = self.add_set(
-                IpSet {
-                    name: "cluster_peers".into(),
-                    scope: SetScope::Node(n.name.value.to_string()),
+                NewSet {
+                    name: ir::IpSetName::from_static("cluster_peers"),
+                    scope: SetScope::Node(n.name.value.clone()),
                     kernel_name: format!("n-{tag}-peers"),
                     entries: peers,
                     origin: Origin::auto("auto:cluster_peers"),
@@ -749,17 +768,17 @@ impl<'a> Resolver<'a> {
                 ir::Backend::Nftables => Default::default(),
             };
             self.node_index
-                .insert(n.name.value.to_string(), self.nodes.len());
+                .insert(n.name.value.clone(), self.nodes.len());
             self.implicit_bridges.push(n.implicit_bridges);
             self.nodes.push(ir::Node {
-                name: n.name.value.to_string(),
+                name: n.name.value.clone(),
                 backend,
                 platform,
                 bridges: n
                     .bridges
                     .iter()
                     .map(|b| ir::Bridge {
-                        name: b.name.value.to_string(),
+                        name: b.name.value.clone(),
                         addresses: b.addresses.iter().map(|a| a.value).collect(),
                     })
                     .collect(),
@@ -845,9 +864,9 @@ impl<'a> Resolver<'a> {
             entries.sort_by(|a, b| a.range.cmp(&b.range));
             entries.dedup_by(|a, b| a.range == b.range);
             let peers = self.add_set(
-                IpSet {
-                    name: format!("corosync_ring{ring}"),
-                    scope: SetScope::Node(n.name.value.to_string()),
+                NewSet {
+                    name: ir::IpSetName::derived(format!("corosync_ring{ring}")),
+                    scope: SetScope::Node(n.name.value.clone()),
                     kernel_name: format!("n-{tag}-ring{ring}"),
                     entries,
                     origin: Origin::line(a.span),
@@ -917,15 +936,15 @@ impl<'a> Resolver<'a> {
                     continue;
                 }
             };
-            let node_name = node_idx
-                .map(|i| self.nodes[i].name.clone())
-                .unwrap_or_default();
+            let Some(node_name) = node_idx.map(|i| self.nodes[i].name.clone()) else {
+                continue; // every arm above gives a node or skips the guest
+            };
             let fw = ast.guest_fw.get(&id);
             let options = fw
                 .map(|f| guest_options(&f.options))
                 .unwrap_or_else(|| guest_options(&Default::default()));
             let mut nics: Vec<ir::Nic> = Vec::new();
-            let mut nic_names: Vec<String> = Vec::new();
+            let mut nic_names: Vec<ir::NicName> = Vec::new();
             for n in &g.nics {
                 if nic_names.contains(&n.name.value) {
                     self.push(
@@ -963,7 +982,8 @@ impl<'a> Resolver<'a> {
                     ast::GuestKindName::Ct => "veth",
                 };
                 let ifname = format!("{prefix}{id}i{}", n.index);
-                if ifname.len() > MAX_IFNAME {
+                // A prefix and two numbers: only the length can break the rule.
+                let Ok(ifname) = ir::IfaceName::parse(&ifname) else {
                     self.push(
                         Diagnostic::new(
                             codes::NAME_TOO_LONG,
@@ -975,11 +995,15 @@ impl<'a> Resolver<'a> {
                         .at(g.id.span)
                         .note("Linux interface names hold at most 15 bytes; use a shorter vmid"),
                     );
-                }
-                let ipfilter_name = format!("ipfilter-{}", n.name.value);
+                    // The NIC is left out; its rules still resolve against its name.
+                    nic_names.push(n.name.value.clone());
+                    continue;
+                };
+                // `ipfilter-` and a NIC name (at most 13 bytes): an ipset name.
+                let ipfilter_name = ir::IpSetName::derived(format!("ipfilter-{}", n.name.value));
                 let explicit = self
                     .set_index
-                    .get(&(Owner::Guest(id), ipfilter_name.clone()))
+                    .get(&(Owner::Guest(id), ipfilter_name.to_string()))
                     .copied();
                 let ipfilter = match explicit {
                     Some(s) => Some(s),
@@ -1003,7 +1027,7 @@ impl<'a> Resolver<'a> {
                         entries.sort_by(|a, b| a.range.cmp(&b.range));
                         entries.dedup_by(|a, b| a.range == b.range);
                         Some(self.add_set(
-                            IpSet {
+                            NewSet {
                                 name: ipfilter_name.clone(),
                                 scope: SetScope::Guest(id),
                                 kernel_name: format!("g{id}-{ipfilter_name}"),
@@ -1020,7 +1044,7 @@ impl<'a> Resolver<'a> {
                     index: n.index,
                     name: n.name.value.clone(),
                     ifname,
-                    bridge: n.bridge.value.to_string(),
+                    bridge: n.bridge.value.clone(),
                     mac: n.mac,
                     addresses: n.addresses.iter().map(|a| a.value).collect(),
                     firewall: n.firewall,
@@ -1062,7 +1086,7 @@ impl<'a> Resolver<'a> {
     /// bridges their guests' NICs name (without addresses).
     fn add_implicit_bridges(&mut self, guests: &[ir::Guest]) {
         for g in guests {
-            let Some(&i) = self.node_index.get(&g.node) else {
+            let Some(&i) = self.node_index.get(g.node.as_str()) else {
                 continue;
             };
             if !self.implicit_bridges[i] {
@@ -1109,7 +1133,7 @@ impl<'a> Resolver<'a> {
         for i in 0..self.nodes.len() {
             let name = self.nodes[i].name.clone();
             let mut rules = Vec::new();
-            if let Some(h) = ast.hosts.get(&name) {
+            if let Some(h) = ast.hosts.get(name.as_str()) {
                 let ctx = Ctx {
                     guest: None,
                     guest_nics: None,
@@ -1321,14 +1345,17 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    fn check_guest_iface(&mut self, i: &Spanned<String>, ctx: Ctx) -> bool {
+    fn check_guest_iface(&mut self, i: &Spanned<ir::RuleIfaceName>, ctx: Ctx) -> bool {
         if let (Some(nics), Some(id)) = (ctx.guest_nics, ctx.guest) {
-            if !nics.contains(&i.value) {
+            if !nics.iter().any(|n| n.as_str() == i.value.as_str()) {
                 if ctx.report {
                     let have = if nics.is_empty() {
                         "no NICs".to_string()
                     } else {
-                        nics.join(", ")
+                        nics.iter()
+                            .map(|n| n.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     };
                     let mut d = Diagnostic::new(
                         codes::UNKNOWN_INTERFACE,

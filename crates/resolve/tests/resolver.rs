@@ -187,7 +187,7 @@ fn management_set_is_cluster_set_plus_derived_local_network() {
     let e: Vec<String> = m.entries.iter().map(|e| e.range.to_string()).collect();
     assert_eq!(e, vec!["192.0.2.0/24", "198.51.100.5"]);
     assert!(m.kernel_name.len() <= 31);
-    assert_eq!(m.scope, SetScope::Node("hv1".into()));
+    assert_eq!(m.scope, SetScope::Node("hv1".parse().unwrap()));
     // Cluster peers: the other node's address.
     let p = site.set(n.firewall.cluster_peers);
     assert_eq!(

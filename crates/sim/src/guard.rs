@@ -108,8 +108,11 @@ pub fn lockout_check(site: &ir::Site, plan: &Plan, node: &str) -> Diagnostics {
                 else {
                     continue;
                 };
-                if !probes.iter().any(|(o, _, _, _)| *o == other.name) {
-                    probes.push((other.name.clone(), src, link.local, 5405));
+                if !probes
+                    .iter()
+                    .any(|(o, _, _, _)| o.as_str() == other.name.as_str())
+                {
+                    probes.push((other.name.to_string(), src, link.local, 5405));
                 }
             }
         }
@@ -127,7 +130,7 @@ pub fn lockout_check(site: &ir::Site, plan: &Plan, node: &str) -> Diagnostics {
                 let Some(dest) = own.iter().find(|a| Family::of(a) == family).copied() else {
                     continue;
                 };
-                probes.push((other.name.clone(), src, dest, range.lo));
+                probes.push((other.name.to_string(), src, dest, range.lo));
                 break;
             }
         }

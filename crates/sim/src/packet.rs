@@ -236,8 +236,8 @@ fn guest_end(
     }
     Ok(End {
         host: false,
-        port: Some(n.ifname.clone()),
-        bridge: Some(n.bridge.clone()),
+        port: Some(n.ifname.to_string()),
+        bridge: Some(n.bridge.to_string()),
         addrs: n.addresses.clone(),
         mac: n.mac,
         guest_filtered_here: true,
@@ -327,7 +327,7 @@ pub fn place(site: &ir::Site, plan: &Plan, p: &Packet) -> Result<Placed, String>
                 .iter()
                 .find(|b| b.addresses.iter().any(|n| n.contains(&a)))
             {
-                return Some(b.name.clone());
+                return Some(b.name.to_string());
             }
         }
         if let Some(b) = peer_bridge(other) {
@@ -337,7 +337,7 @@ pub fn place(site: &ir::Site, plan: &Plan, p: &Packet) -> Result<Placed, String>
             .iter()
             .find(|b| b.addresses.iter().any(|n| Family::of(&n.addr()) == family))
             .or(node.bridges.first())
-            .map(|b| b.name.clone())
+            .map(|b| b.name.to_string())
     };
     let outside_end = |other: &Option<End>, given: Option<IpAddr>| -> End {
         let bridge = pick_bridge(other, given);
@@ -347,7 +347,7 @@ pub fn place(site: &ir::Site, plan: &Plan, p: &Packet) -> Result<Placed, String>
             if let Some(net) = node
                 .bridges
                 .iter()
-                .find(|b| Some(&b.name) == bridge.as_ref())
+                .find(|b| Some(b.name.as_str()) == bridge.as_deref())
                 .and_then(|b| b.addresses.iter().find(|n| Family::of(&n.addr()) == family))
             {
                 let used = used_in(net);

@@ -24,7 +24,7 @@ fn site() -> rampart_resolve::ir::Site {
 fn extras(sources: Option<Vec<&str>>) -> Extras {
     Extras {
         wireguard: vec![WgPort {
-            iface: "wg0".into(),
+            iface: "wg0".parse().unwrap(),
             port: Some(51820),
             sources: sources.map(|v| v.iter().map(|a| a.parse().unwrap()).collect()),
             forward: false,

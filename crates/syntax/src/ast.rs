@@ -4,7 +4,9 @@
 //! whole site (names, scopes, families across aliases) is the resolver's job.
 
 use ipnet::IpNet;
-pub use rampart_types::names::{AliasName, GroupName, IfaceName, IpSetName, NodeName};
+pub use rampart_types::names::{
+    AliasName, GroupName, IfaceName, IpSetName, NicName, NodeName, RuleIfaceName, SiteName,
+};
 use rampart_types::{Action, Direction, FileId, IpRange, LogLevel, PortRange, Proto, Span};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -26,7 +28,7 @@ impl<T> Spanned<T> {
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct SiteAst {
     /// `[site] name`, or the directory-less default `site`.
-    pub name: Option<Spanned<String>>,
+    pub name: Option<Spanned<SiteName>>,
     /// `[site] backend`: the default for nodes that do not name one.
     pub backend: Option<Spanned<BackendName>>,
     /// True when the site has a site.toml (otherwise nodes and guests come
@@ -37,7 +39,7 @@ pub struct SiteAst {
     /// `firewall/cluster.fw`, when present.
     pub cluster: Option<FwFile>,
     /// `nodes/<node>/host.fw`, by node directory name.
-    pub hosts: BTreeMap<String, FwFile>,
+    pub hosts: BTreeMap<NodeName, FwFile>,
     /// `firewall/<vmid>.fw`, by vmid.
     pub guest_fw: BTreeMap<u32, FwFile>,
     /// `corosync.conf`, when present (read with or without site.toml): the
@@ -155,7 +157,7 @@ pub struct GuestDecl {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct NicDecl {
     pub index: u32,
-    pub name: Spanned<String>,
+    pub name: Spanned<NicName>,
     pub bridge: Spanned<IfaceName>,
     pub mac: Option<[u8; 6]>,
     pub addresses: Vec<Spanned<IpNet>>,
@@ -280,7 +282,7 @@ pub struct NameRef {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct AliasDef {
-    pub name: Spanned<String>,
+    pub name: Spanned<AliasName>,
     /// The network (host bits cleared; a warning was given if there were any).
     pub net: Spanned<IpNet>,
     pub comment: Option<String>,
@@ -289,7 +291,7 @@ pub struct AliasDef {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct IpSetDef {
-    pub name: Spanned<String>,
+    pub name: Spanned<IpSetName>,
     pub comment: Option<String>,
     pub entries: Vec<IpSetEntry>,
     /// The `[IPSET name]` header line.
@@ -313,7 +315,7 @@ pub struct IpSetEntry {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct GroupDef {
-    pub name: Spanned<String>,
+    pub name: Spanned<GroupName>,
     pub comment: Option<String>,
     pub rules: Vec<RuleLine>,
     /// The `[group name]` header line.
@@ -347,7 +349,7 @@ pub enum RuleVerb {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct RuleOpts {
-    pub iface: Option<Spanned<String>>,
+    pub iface: Option<Spanned<RuleIfaceName>>,
     pub source: Option<Spanned<AddrSpec>>,
     pub dest: Option<Spanned<AddrSpec>>,
     pub proto: Option<Spanned<Proto>>,
@@ -367,7 +369,7 @@ pub enum RuleBody {
     },
     Group {
         name: Spanned<String>,
-        iface: Option<Spanned<String>>,
+        iface: Option<Spanned<RuleIfaceName>>,
     },
 }
 

@@ -89,7 +89,15 @@ pub fn parse_guest_conf(
         let Some(idx) = k.strip_prefix("net").and_then(|n| n.parse::<u32>().ok()) else {
             continue;
         };
-        if let Some(nic) = parse_nic(&line, k, idx, v, kind, diags) {
+        // `net+5` parses as a number too: the key itself must be a NIC name.
+        let nic_name = match NicName::parse(k) {
+            Ok(n) => n,
+            Err(e) => {
+                diags.push(e.diagnostic(line.span(k)));
+                continue;
+            }
+        };
+        if let Some(nic) = parse_nic(&line, k, nic_name, idx, v, kind, diags) {
             g.nics.push(nic);
         }
     }
@@ -100,6 +108,7 @@ pub fn parse_guest_conf(
 fn parse_nic(
     line: &Line,
     k: &str,
+    nic_name: NicName,
     idx: u32,
     v: &str,
     kind: GuestKindName,
@@ -202,7 +211,7 @@ fn parse_nic(
     }
     Some(NicDecl {
         index: idx,
-        name: Spanned::new(k.to_string(), line.span(k)),
+        name: Spanned::new(nic_name, line.span(k)),
         bridge,
         mac,
         addresses,

@@ -337,18 +337,24 @@ impl<'d> Parser<'d> {
                     self.diags.push(e.diagnostic(line.span(name)));
                     return Sect::Skip;
                 }
-                let name = Spanned::new(name.to_string(), line.span(name));
+                let span = line.span(name);
                 if kwu == "IPSET" {
+                    let Ok(name) = IpSetName::parse(name) else {
+                        return Sect::Skip; // validated just above
+                    };
                     out.ipsets.push(IpSetDef {
-                        name,
+                        name: Spanned::new(name, span),
                         comment,
                         entries: Vec::new(),
                         span: line.whole(),
                     });
                     Sect::IpSet(out.ipsets.len() - 1)
                 } else {
+                    let Ok(name) = GroupName::parse(name) else {
+                        return Sect::Skip; // validated just above
+                    };
                     out.groups.push(GroupDef {
-                        name,
+                        name: Spanned::new(name, span),
                         comment,
                         rules: Vec::new(),
                         span: line.whole(),
@@ -649,10 +655,13 @@ impl<'d> Parser<'d> {
             return None;
         }
         let (name, value) = (words[0], words[1]);
-        if let Err(e) = rampart_types::names::AliasName::parse(name) {
-            self.diags.push(e.diagnostic(line.span(name)));
-            return None;
-        }
+        let alias_name = match AliasName::parse(name) {
+            Ok(n) => n,
+            Err(e) => {
+                self.diags.push(e.diagnostic(line.span(name)));
+                return None;
+            }
+        };
         let lname = name.to_ascii_lowercase();
         if let Some(prev) = self.alias_names.get(&lname) {
             self.diags.push(
@@ -679,7 +688,7 @@ impl<'d> Parser<'d> {
         }
         let net = parse_net(line, value, self.diags)?;
         Some(AliasDef {
-            name: Spanned::new(name.to_string(), line.span(name)),
+            name: Spanned::new(alias_name, line.span(name)),
             net: Spanned::new(net, line.span(value)),
             comment,
             span: line.whole(),
@@ -1086,12 +1095,10 @@ impl<'d> Parser<'d> {
             let flag_span = line.span(flag);
             let vs = line.span(val);
             match key {
-                "i" => {
-                    if !self.check_iface(line, val, ctx) {
-                        ok = false;
-                    }
-                    o.iface = Some(Spanned::new(val.to_string(), vs));
-                }
+                "i" => match self.check_iface(line, val, ctx) {
+                    Some(i) => o.iface = Some(Spanned::new(i, vs)),
+                    None => ok = false,
+                },
                 "source" | "dest" => match parse_addr_spec(line, val, self.diags) {
                     Some(a) => {
                         let s = Some(Spanned::new(a, vs));
@@ -1212,7 +1219,8 @@ impl<'d> Parser<'d> {
         (o, ok)
     }
 
-    fn check_iface(&mut self, line: &Line, val: &str, ctx: RuleCtx) -> bool {
+    /// The rule's interface, or `None` with a diagnostic.
+    fn check_iface(&mut self, line: &Line, val: &str, ctx: RuleCtx) -> Option<RuleIfaceName> {
         let guest = ctx == RuleCtx::File(FwKind::Guest);
         if guest {
             let ok = val.strip_prefix("net").is_some_and(|n| {
@@ -1228,7 +1236,10 @@ impl<'d> Parser<'d> {
                     .hint("guest rules name the guest's NICs: `net0`, `net1`, ..."),
                 );
             }
-            return ok;
+            if !ok {
+                return None;
+            }
+            return self.iface_name(line, val);
         }
         if val.len() > 15 {
             self.diags.push(
@@ -1239,7 +1250,7 @@ impl<'d> Parser<'d> {
                 .at(line.span(val))
                 .note("Linux interface names hold at most 15 bytes"),
             );
-            return false;
+            return None;
         }
         if val.is_empty()
             || val == "."
@@ -1255,9 +1266,21 @@ impl<'d> Parser<'d> {
                 )
                 .at(line.span(val)),
             );
-            return false;
+            return None;
         }
-        true
+        self.iface_name(line, val)
+    }
+
+    /// The checks above are the rule of [`RuleIfaceName`]; the parse is
+    /// what makes the value one.
+    fn iface_name(&mut self, line: &Line, val: &str) -> Option<RuleIfaceName> {
+        match RuleIfaceName::parse(val) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                self.diags.push(e.diagnostic(line.span(val)));
+                None
+            }
+        }
     }
 
     /// `N`, `N:M`, service names, comma lists.

@@ -99,7 +99,7 @@ enum Parsed {
     Interfaces(String, Vec<(String, Spanned<ipnet::IpNet>)>),
     Cluster(FwFile),
     GuestFw(u32, FwFile),
-    Host(String, FwFile),
+    Host(NodeName, FwFile),
     GuestConf(GuestDecl),
 }
 
@@ -134,10 +134,12 @@ fn parse_one(j: &Job) -> Out {
             Role::GuestFw(vmid) => {
                 Parsed::GuestFw(*vmid, fw::parse_fw(fid, FwKind::Guest, t, bad, &mut diags))
             }
-            Role::Host(node) => Parsed::Host(
-                node.clone(),
-                fw::parse_fw(fid, FwKind::Host, t, bad, &mut diags),
-            ),
+            // The directory name was checked when the file was listed (a bad
+            // one is refused there and its files are not read).
+            Role::Host(node) => match NodeName::parse(node) {
+                Ok(node) => Parsed::Host(node, fw::parse_fw(fid, FwKind::Host, t, bad, &mut diags)),
+                Err(_) => Parsed::Unusable,
+            },
             Role::GuestConf { id, kind, node } => {
                 // The directory name was checked when the file was listed.
                 let node = node

@@ -268,11 +268,7 @@ pub fn parse_site_toml(file: FileId, text: &str, ast: &mut SiteAst, diags: &mut 
                 };
                 for (k2, v2) in t {
                     match k2.get_ref().as_str() {
-                        "name" => {
-                            ast.name = cx
-                                .name::<SiteName>(v2, "site.name")
-                                .map(|n| Spanned::new(n.value.into_string(), n.span))
-                        }
+                        "name" => ast.name = cx.name::<SiteName>(v2, "site.name"),
                         "backend" => ast.backend = backend(&mut cx, v2),
                         _ => cx.unknown_key(k2, SITE_KEYS, "[site]"),
                     }
@@ -576,12 +572,13 @@ fn nic(cx: &mut Ctx, v: &TSpanned<SValue>, pos: u32) -> Option<NicDecl> {
         }
     }
     let name = name.unwrap_or_else(|| Spanned::new(format!("net{pos}"), span));
-    let index = match name
-        .value
-        .strip_prefix("net")
-        .and_then(|n| n.parse::<u32>().ok())
-    {
-        Some(i) if name.value.len() <= 6 => i,
+    let index = match (
+        NicName::parse(&name.value),
+        name.value
+            .strip_prefix("net")
+            .and_then(|n| n.parse::<u32>().ok()),
+    ) {
+        (Ok(nic), Some(i)) if name.value.len() <= 6 => (nic, i),
         _ => {
             cx.diags.push(
                 Diagnostic::new(
@@ -598,9 +595,10 @@ fn nic(cx: &mut Ctx, v: &TSpanned<SValue>, pos: u32) -> Option<NicDecl> {
         cx.err(span, format!("NIC `{}` needs a `bridge`", name.value));
         return None;
     };
+    let (nic_name, index) = index;
     Some(NicDecl {
         index,
-        name,
+        name: Spanned::new(nic_name, name.span),
         bridge,
         mac,
         addresses,

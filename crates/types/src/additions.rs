@@ -4,6 +4,7 @@
 //! Every item carries its origin (`site.toml:LINE`), written into the rule
 //! comment.
 
+use crate::names::DevName;
 use crate::net::{IpRange, PortRange};
 
 /// Everything the profiles add to one node's firewall.
@@ -42,7 +43,7 @@ pub enum Service {
 /// input interface (none = any) and source addresses.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Path {
-    pub iif: Option<String>,
+    pub iif: Option<DevName>,
     /// Disjoint source ranges of either family.
     pub sources: Vec<IpRange>,
     pub origin: String,
@@ -62,7 +63,7 @@ pub struct Lockdown {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostDrop {
-    pub iif: Option<String>,
+    pub iif: Option<DevName>,
     /// Empty = any source.
     pub sources: Vec<IpRange>,
     pub origin: String,
@@ -70,8 +71,8 @@ pub struct HostDrop {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ForwardAccept {
-    pub iif: String,
-    pub oif: String,
+    pub iif: DevName,
+    pub oif: DevName,
     /// Empty = any.
     pub sources: Vec<IpRange>,
     /// Empty = any.
@@ -81,7 +82,7 @@ pub struct ForwardAccept {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Masquerade {
-    pub oif: String,
+    pub oif: DevName,
     pub sources: Vec<IpRange>,
     pub origin: String,
 }

@@ -21,8 +21,17 @@ pub enum NameKind {
     Node,
     /// A Linux network interface or bridge.
     Iface,
+    /// The interface of a `.fw` rule (`-i`): a host interface, possibly
+    /// with Proxmox's `+` wildcard, or a guest NIC (`net0`).
+    RuleIface,
+    /// A guest NIC: `net` and its number (`net0`).
+    Nic,
     /// A WireGuard interface (wg-quick's `[a-zA-Z0-9_=+.-]{1,15}`).
     WgIface,
+    /// Any network device a route, `ip rule` or firewall rule names: a
+    /// bridge, a WireGuard interface, a WAN interface. The wider of the two
+    /// rules above, so every [`IfaceName`] and [`WgIfaceName`] is one.
+    Dev,
     /// A Proxmox ipset.
     IpSet,
     /// A Proxmox alias.
@@ -35,10 +44,18 @@ pub enum NameKind {
     WgPeer,
     /// A `[[client]]` (road warrior).
     WgClient,
+    /// A participant of a WireGuard network: a node (by its node name), a
+    /// guest member or a client. Either rule; every [`NodeName`],
+    /// [`WgPeerName`] and [`WgClientName`] is one.
+    Participant,
     /// A lab (namespace prefix).
     Lab,
     /// The `[site] name`.
     Site,
+    /// A kernel set (nft set, ipset) rampart names after a site's ipset:
+    /// `dc-trusted`, `g100-ipfilter-net0`, `n-pve1-mgmt`, or `s7` when that
+    /// would not fit. Never written by a site; derived by the resolver.
+    KernelSet,
 }
 
 /// The longest ipset name accepted (Proxmox's own limit). A name too long
@@ -47,10 +64,16 @@ pub enum NameKind {
 pub const MAX_IPSET_NAME: usize = 64;
 /// The longest alias name accepted (Proxmox: 64).
 pub const MAX_ALIAS_NAME: usize = 64;
+/// The longest security group name the parser accepts (the resolver then
+/// holds them to 18 bytes: they become chain names).
+pub const MAX_GROUP_NAME: usize = 64;
 /// Linux's IFNAMSIZ - 1.
 pub const MAX_IFNAME: usize = 15;
 /// The longest node name: a DNS name.
 pub const MAX_NODE_NAME: usize = 253;
+/// The longest kernel set name rampart uses (ipset's limit, 31 bytes; nft
+/// allows more).
+pub const MAX_KERNEL_SET_NAME: usize = 31;
 /// The longest label-style name (WireGuard networks, peers, clients, labs, the site).
 pub const MAX_LABEL_NAME: usize = 63;
 
@@ -60,15 +83,20 @@ impl NameKind {
         match self {
             NameKind::Node => "node name",
             NameKind::Iface => "interface name",
+            NameKind::RuleIface => "interface name",
+            NameKind::Nic => "guest NIC name",
             NameKind::WgIface => "WireGuard interface name",
+            NameKind::Dev => "device name",
             NameKind::IpSet => "ipset name",
             NameKind::Alias => "alias name",
             NameKind::Group => "security group name",
             NameKind::WgNetwork => "WireGuard network name",
             NameKind::WgPeer => "WireGuard member name",
             NameKind::WgClient => "WireGuard client name",
+            NameKind::Participant => "WireGuard participant name",
             NameKind::Lab => "lab name",
             NameKind::Site => "site name",
+            NameKind::KernelSet => "kernel set name",
         }
     }
 
@@ -81,8 +109,15 @@ impl NameKind {
             NameKind::Iface => {
                 "interface names hold 1 to 15 bytes of letters, digits and `_.-`, and are not `.` or `..`"
             }
+            NameKind::RuleIface => {
+                "rule interfaces hold 1 to 15 bytes of letters, digits and `_.+=@-`, and are not `.` or `..`"
+            }
+            NameKind::Nic => "guest NICs are `net` and a number of 1 to 10 digits: `net0`",
             NameKind::WgIface => {
                 "WireGuard interface names hold 1 to 15 bytes of letters, digits and `_=+.-`, and are not `.` or `..`"
+            }
+            NameKind::Dev => {
+                "device names hold 1 to 15 bytes of letters, digits and `_=+.-`, and are not `.` or `..`"
             }
             NameKind::IpSet => {
                 "ipset names start with a letter and hold 2 to 64 of [A-Za-z0-9_-]"
@@ -91,7 +126,11 @@ impl NameKind {
                 "alias names start with a letter and hold 2 to 64 of [A-Za-z0-9_-]"
             }
             NameKind::Group => {
-                "security group names start with a letter and hold at least two of [A-Za-z0-9_-]"
+                "security group names start with a letter and hold 2 to 64 of [A-Za-z0-9_-] (18 at most to compile)"
+            }
+            NameKind::KernelSet => "kernel set names hold 1 to 31 of [A-Za-z0-9_-]",
+            NameKind::Participant => {
+                "WireGuard participants are nodes (host names) or members and clients (1 to 63 of [A-Za-z0-9_.-], starting with a letter or digit)"
             }
             NameKind::WgNetwork | NameKind::WgPeer | NameKind::WgClient | NameKind::Lab | NameKind::Site => {
                 "these names start with a letter or digit and hold 1 to 63 of [A-Za-z0-9_.-]"
@@ -102,11 +141,19 @@ impl NameKind {
     fn max_len(self) -> Option<usize> {
         match self {
             NameKind::Node => Some(MAX_NODE_NAME),
-            NameKind::Iface | NameKind::WgIface => Some(MAX_IFNAME),
+            NameKind::Iface
+            | NameKind::WgIface
+            | NameKind::Dev
+            | NameKind::RuleIface
+            | NameKind::Nic => Some(MAX_IFNAME),
             NameKind::IpSet => Some(MAX_IPSET_NAME),
             NameKind::Alias => Some(MAX_ALIAS_NAME),
-            // The resolver reports the 18-byte chain-name limit with its own hint.
-            NameKind::Group => None,
+            // Bounded like its siblings; the resolver reports the tighter
+            // 18-byte chain-name limit with its own hint.
+            NameKind::Group => Some(MAX_GROUP_NAME),
+            // Checked by the two rules it is made of.
+            NameKind::Participant => None,
+            NameKind::KernelSet => Some(MAX_KERNEL_SET_NAME),
             NameKind::WgNetwork
             | NameKind::WgPeer
             | NameKind::WgClient
@@ -133,12 +180,30 @@ impl NameKind {
                     && b.iter()
                         .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(c))
             }
-            NameKind::WgIface => {
+            NameKind::RuleIface => {
+                !b.is_empty()
+                    && s != "."
+                    && s != ".."
+                    && b.iter()
+                        .all(|c| c.is_ascii_alphanumeric() || b"_.+=@-".contains(c))
+            }
+            NameKind::Nic => s.strip_prefix("net").is_some_and(|n| {
+                (1..=10).contains(&n.len()) && n.bytes().all(|c| c.is_ascii_digit())
+            }),
+            NameKind::WgIface | NameKind::Dev => {
                 !b.is_empty()
                     && s != "."
                     && s != ".."
                     && b.iter()
                         .all(|c| c.is_ascii_alphanumeric() || b"_=+.-".contains(c))
+            }
+            NameKind::KernelSet => {
+                !b.is_empty()
+                    && b.iter()
+                        .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_')
+            }
+            NameKind::Participant => {
+                validate(NameKind::Node, s).is_ok() || validate(NameKind::WgPeer, s).is_ok()
             }
             NameKind::IpSet | NameKind::Alias | NameKind::Group => {
                 b.len() >= 2
@@ -248,6 +313,23 @@ macro_rules! name_type {
                 validate(Self::KIND, s)?;
                 Ok($t(s.to_string()))
             }
+            /// A name written in rampart's own source (`"management"`):
+            /// checked like any other; a literal that breaks the rule is a
+            /// bug in rampart and panics.
+            pub fn from_static(s: &'static str) -> Self {
+                Self::derived(s.to_string())
+            }
+            /// A name rampart composes from names that were already
+            /// validated (`ipfilter-net0` from `net0`, `tap100i0` from a
+            /// vmid and a NIC number). Still checked: a composition that
+            /// can break the rule is a bug in rampart and panics, so a
+            /// value of this type has always passed [`validate`].
+            pub fn derived(s: String) -> Self {
+                match validate(Self::KIND, &s) {
+                    Ok(()) => $t(s),
+                    Err(e) => panic!("rampart derived a bad {}: {e}", Self::KIND.what()),
+                }
+            }
             pub fn as_str(&self) -> &str {
                 &self.0
             }
@@ -272,6 +354,12 @@ macro_rules! name_type {
         impl AsRef<str> for $t {
             fn as_ref(&self) -> &str {
                 &self.0
+            }
+        }
+        /// An argument of a command (`ip link add NAME`): one argv word.
+        impl AsRef<std::ffi::OsStr> for $t {
+            fn as_ref(&self) -> &std::ffi::OsStr {
+                self.0.as_ref()
             }
         }
         impl Borrow<str> for $t {
@@ -358,10 +446,40 @@ name_type!(
     NameKind::Iface
 );
 name_type!(
+    /// The interface of a `.fw` rule ([`NameKind::RuleIface`]).
+    RuleIfaceName,
+    NameKind::RuleIface
+);
+name_type!(
+    /// A guest NIC, `net0` ([`NameKind::Nic`]).
+    NicName,
+    NameKind::Nic
+);
+name_type!(
     /// A WireGuard interface ([`NameKind::WgIface`]).
     WgIfaceName,
     NameKind::WgIface
 );
+name_type!(
+    /// A network device of either kind ([`NameKind::Dev`]).
+    DevName,
+    NameKind::Dev
+);
+
+/// A bridge or interface is a device: its rule is narrower.
+impl From<IfaceName> for DevName {
+    fn from(n: IfaceName) -> DevName {
+        DevName(n.0)
+    }
+}
+
+/// A WireGuard interface is a device: the same rule.
+impl From<WgIfaceName> for DevName {
+    fn from(n: WgIfaceName) -> DevName {
+        DevName(n.0)
+    }
+}
+
 name_type!(
     /// A Proxmox ipset ([`NameKind::IpSet`]).
     IpSetName,
@@ -393,6 +511,30 @@ name_type!(
     NameKind::WgClient
 );
 name_type!(
+    /// A node, guest member or client of a WireGuard network
+    /// ([`NameKind::Participant`]).
+    ParticipantName,
+    NameKind::Participant
+);
+
+impl From<NodeName> for ParticipantName {
+    fn from(n: NodeName) -> ParticipantName {
+        ParticipantName(n.0)
+    }
+}
+impl From<WgPeerName> for ParticipantName {
+    fn from(n: WgPeerName) -> ParticipantName {
+        ParticipantName(n.0)
+    }
+}
+/// A client's rule is a member's rule.
+impl From<WgClientName> for ParticipantName {
+    fn from(n: WgClientName) -> ParticipantName {
+        ParticipantName(n.0)
+    }
+}
+
+name_type!(
     /// A lab ([`NameKind::Lab`]).
     LabName,
     NameKind::Lab
@@ -401,6 +543,42 @@ name_type!(
     /// The site's name ([`NameKind::Site`]).
     SiteName,
     NameKind::Site
+);
+
+/// Names of related kinds compare by their text (a member named like a
+/// node is that node; a bridge named in a rule is that bridge).
+macro_rules! cross_eq {
+    ($($a:ident <=> $b:ident),* $(,)?) => {$(
+        impl PartialEq<$b> for $a {
+            fn eq(&self, o: &$b) -> bool {
+                self.0 == o.0
+            }
+        }
+        impl PartialEq<$a> for $b {
+            fn eq(&self, o: &$a) -> bool {
+                self.0 == o.0
+            }
+        }
+    )*};
+}
+
+cross_eq!(
+    NodeName <=> ParticipantName,
+    WgPeerName <=> ParticipantName,
+    WgClientName <=> ParticipantName,
+    IfaceName <=> DevName,
+    WgIfaceName <=> DevName,
+    IfaceName <=> WgIfaceName,
+    RuleIfaceName <=> NicName,
+    RuleIfaceName <=> IfaceName,
+);
+
+name_type!(
+    /// A kernel set rampart derives ([`NameKind::KernelSet`]): built by the
+    /// resolver with [`KernelSetName::derived`] or checked with
+    /// [`KernelSetName::parse`]; no site writes one.
+    KernelSetName,
+    NameKind::KernelSet
 );
 
 /// A file path component built from a name was refused.
@@ -525,6 +703,191 @@ mod tests {
             assert!(AliasName::parse(bad).is_err(), "{bad}");
         }
         assert!(GroupName::parse("web-servers").is_ok());
+    }
+
+    /// What an attacker would put in a name: every kind refuses all of it,
+    /// with E0407 or E0408 and a message that shows the text escaped.
+    fn hostile() -> Vec<String> {
+        let mut v: Vec<String> = [
+            "",
+            "a\nb",
+            "a\rb",
+            "a\"b",
+            "a'b",
+            "a{b",
+            "a}b",
+            "a;b",
+            "a#b",
+            "a/b",
+            "..",
+            ".",
+            "../x",
+            "a\0b",
+            "a\u{e9}b",
+            "\u{202e}ab",
+            "a b",
+            "a\tb",
+            "a\\b",
+            "a$b",
+            "a`b",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.push("a".repeat(300));
+        v.push(format!("{}\ntable inet x {{ }}", "a".repeat(10)));
+        v
+    }
+
+    fn refuses_hostile<N: Name>() {
+        for bad in hostile() {
+            let e = match N::parse_name(&bad) {
+                Ok(_) => panic!("{:?} accepted {bad:?}", N::KIND),
+                Err(e) => e,
+            };
+            assert!(
+                e.code == codes::ILLEGAL_NAME || e.code == codes::NAME_TOO_LONG,
+                "{:?} {bad:?}: {:?}",
+                N::KIND,
+                e.code
+            );
+            // Shown escaped (a tab is left as it is by `printable`).
+            assert!(
+                !e.message.chars().any(|c| c.is_control() && c != '\t'),
+                "{:?}: {:?}",
+                N::KIND,
+                e.message
+            );
+            assert_eq!(e.kind, N::KIND);
+        }
+    }
+
+    #[test]
+    fn every_kind_refuses_hostile_text() {
+        refuses_hostile::<NodeName>();
+        refuses_hostile::<IfaceName>();
+        refuses_hostile::<RuleIfaceName>();
+        refuses_hostile::<NicName>();
+        refuses_hostile::<WgIfaceName>();
+        refuses_hostile::<DevName>();
+        refuses_hostile::<IpSetName>();
+        refuses_hostile::<AliasName>();
+        refuses_hostile::<GroupName>();
+        refuses_hostile::<WgNetworkName>();
+        refuses_hostile::<WgPeerName>();
+        refuses_hostile::<WgClientName>();
+        refuses_hostile::<ParticipantName>();
+        refuses_hostile::<LabName>();
+        refuses_hostile::<SiteName>();
+        refuses_hostile::<KernelSetName>();
+    }
+
+    #[test]
+    fn rule_interfaces_and_nics() {
+        for ok in ["vmbr0", "eth+", "+", "eth0.100", "wg=0", "a@b", "net0"] {
+            assert!(RuleIfaceName::parse(ok).is_ok(), "{ok}");
+        }
+        assert_eq!(
+            RuleIfaceName::parse("abcdefghijklmnop").unwrap_err().code,
+            codes::NAME_TOO_LONG
+        );
+        for ok in ["net0", "net31", "net4294967295"] {
+            assert!(NicName::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "net",
+            "net+5",
+            "net-1",
+            "net 1",
+            "eth0",
+            "Net0",
+            "net12345678901",
+        ] {
+            assert!(NicName::parse(bad).is_err(), "{bad}");
+        }
+        // A NIC is always a valid rule interface (guest rules name NICs).
+        assert!(RuleIfaceName::parse(NicName::parse("net4294967295").unwrap().as_str()).is_ok());
+    }
+
+    #[test]
+    fn devices_participants_and_kernel_sets() {
+        assert!(DevName::parse("wg+=0").is_ok());
+        assert_eq!(
+            DevName::parse("abcdefghijklmnop").unwrap_err().code,
+            codes::NAME_TOO_LONG
+        );
+        // Node names (dotted, long) and member names (underscores) are both
+        // participants; a label may start with a digit.
+        for ok in [
+            "hv1",
+            "pve1.example.com",
+            "fw_gw",
+            "9lives",
+            &vec!["a".repeat(60); 4].join("."),
+        ] {
+            assert!(ParticipantName::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["-a", "_a", ".a"] {
+            assert!(ParticipantName::parse(bad).is_err(), "{bad}");
+        }
+        assert!(KernelSetName::parse("g100-ipfilter-net0").is_ok());
+        assert_eq!(
+            KernelSetName::parse(&"a".repeat(32)).unwrap_err().code,
+            codes::NAME_TOO_LONG
+        );
+        assert!(KernelSetName::parse("dc.trusted").is_err());
+    }
+
+    /// The conversions between kinds are sound: the source's rule is
+    /// narrower than the target's, over every short string of a telling
+    /// alphabet.
+    #[test]
+    fn conversions_only_widen() {
+        let alphabet = ['a', 'Z', '0', '-', '_', '.', '+', '=', '@', '/', ' '];
+        let mut words = vec![String::new()];
+        for _ in 0..3 {
+            let next: Vec<String> = words
+                .iter()
+                .flat_map(|w| alphabet.iter().map(move |c| format!("{w}{c}")))
+                .collect();
+            words.extend(next);
+        }
+        for w in &words {
+            let ok = |k: NameKind| validate(k, w).is_ok();
+            if ok(NameKind::Iface) || ok(NameKind::WgIface) {
+                assert!(ok(NameKind::Dev), "{w:?}");
+            }
+            if ok(NameKind::Node) || ok(NameKind::WgPeer) || ok(NameKind::WgClient) {
+                assert!(ok(NameKind::Participant), "{w:?}");
+            }
+            if ok(NameKind::Iface) || ok(NameKind::Nic) {
+                assert!(ok(NameKind::RuleIface), "{w:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn derived_names_are_checked_too() {
+        assert_eq!(IpSetName::from_static("management").as_str(), "management");
+        assert_eq!(
+            IfaceName::derived("tap100i0".to_string()).as_str(),
+            "tap100i0"
+        );
+        let r = std::panic::catch_unwind(|| IfaceName::derived("tap12345678901i0".to_string()));
+        assert!(
+            r.is_err(),
+            "a derived name that breaks its rule is a bug, not a value"
+        );
+    }
+
+    #[test]
+    fn deserializing_validates() {
+        use serde::de::value::{Error, StrDeserializer};
+        let de = |s: &'static str| StrDeserializer::<Error>::new(s);
+        assert_eq!(NodeName::deserialize(de("pve1")).unwrap(), "pve1");
+        assert!(NodeName::deserialize(de("../../trav")).is_err());
+        assert!(DevName::deserialize(de("a b")).is_err());
+        assert!(ParticipantName::deserialize(de("a\nb")).is_err());
     }
 
     #[test]

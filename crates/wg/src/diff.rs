@@ -94,7 +94,7 @@ mod tests {
 
     fn peer(name: &str, ips: &[&str]) -> PeerPlan {
         PeerPlan {
-            name: name.into(),
+            name: name.parse().unwrap(),
             public_key: test_keypair(name).1,
             preshared_key_file: None,
             endpoint: Some("192.0.2.1:51820".into()),
@@ -105,10 +105,10 @@ mod tests {
 
     fn iface(peers: Vec<PeerPlan>) -> InterfacePlan {
         InterfacePlan {
-            network: "n".into(),
-            owner: "me".into(),
+            network: "n".parse().unwrap(),
+            owner: "me".parse().unwrap(),
             role: crate::plan::Role::Member,
-            interface: "wg0".into(),
+            interface: "wg0".parse().unwrap(),
             addresses: vec![],
             listen_port: Some(51820),
             mtu: None,

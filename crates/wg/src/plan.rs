@@ -24,7 +24,7 @@
 //! prefixes of its direct peers win, as WireGuard matches longest prefix.
 
 use crate::keys::PublicKey;
-use crate::schema::{Network, Topology, WgSite};
+use crate::schema::{Network, ParticipantName, Topology, WgIfaceName, WgNetworkName, WgSite};
 use ipnet::IpNet;
 use rampart_types::{codes, Diagnostic, Diagnostics, Span};
 use sha2::{Digest, Sha256};
@@ -50,11 +50,11 @@ pub enum Role {
 /// One WireGuard interface of one participant (a node, a guest, a client).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InterfacePlan {
-    pub network: String,
+    pub network: WgNetworkName,
     /// The participant: node name, guest member name or client name.
-    pub owner: String,
+    pub owner: ParticipantName,
     pub role: Role,
-    pub interface: String,
+    pub interface: WgIfaceName,
     /// Tunnel addresses with the pool's prefix length (`10.8.0.3/24`).
     pub addresses: Vec<IpNet>,
     /// `None` for clients (they roam; the kernel picks a port).
@@ -71,7 +71,7 @@ pub struct InterfacePlan {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerPlan {
-    pub name: String,
+    pub name: ParticipantName,
     pub public_key: PublicKey,
     /// The key store file of the pair's preshared key.
     pub preshared_key_file: Option<String>,
@@ -84,7 +84,7 @@ pub struct PeerPlan {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Route {
     pub dest: IpNet,
-    pub dev: String,
+    pub dev: WgIfaceName,
     /// `None` = main table; a `/0` goes only into the network's `table`.
     pub table: Option<u32>,
 }
@@ -146,7 +146,13 @@ fn psk(net: &Network, me: &Part, p: &Part) -> bool {
 /// The preshared pairs of a plan: per network, every pair (a <= b) of
 /// members that peer and share a key.
 impl Plan {
-    pub fn preshared_pairs(&self) -> Vec<(String, String, String)> {
+    pub fn preshared_pairs(
+        &self,
+    ) -> Vec<(
+        rampart_types::names::WgNetworkName,
+        ParticipantName,
+        ParticipantName,
+    )> {
         let mut out = Vec::new();
         for i in &self.interfaces {
             for p in &i.peers {
@@ -189,6 +195,8 @@ struct Entry {
 
 struct Part<'a> {
     name: &'a str,
+    /// `name`, as the plan names it.
+    owner: ParticipantName,
     key: PublicKey,
     key_span: Span,
     span: Span,
@@ -400,7 +408,7 @@ pub fn compile_with(site: &WgSite, key_dir: &str) -> (Plan, Diagnostics) {
         interfaces: Vec::new(),
     };
     // (machine, port) -> network, for E0611.
-    let mut ports: HashMap<(String, u16), String> = HashMap::new();
+    let mut ports: HashMap<(ParticipantName, u16), WgNetworkName> = HashMap::new();
 
     for net in &site.networks {
         let groups: BTreeMap<&str, &str> = match &net.topology {
@@ -439,6 +447,7 @@ pub fn compile_with(site: &WgSite, key_dir: &str) -> (Plan, Diagnostics) {
             }
             parts.push(Part {
                 name: &m.name,
+                owner: m.name.clone(),
                 key: m.public_key,
                 key_span: m.key_span,
                 span: m.span,
@@ -464,6 +473,7 @@ pub fn compile_with(site: &WgSite, key_dir: &str) -> (Plan, Diagnostics) {
                 .collect();
             parts.push(Part {
                 name: &c.name,
+                owner: c.name.clone().into(),
                 key: c.public_key,
                 key_span: c.key_span,
                 span: c.span,
@@ -743,7 +753,7 @@ pub fn compile_with(site: &WgSite, key_dir: &str) -> (Plan, Diagnostics) {
                     None
                 };
                 peers.push(PeerPlan {
-                    name: p.name.to_string(),
+                    name: p.owner.clone(),
                     public_key: p.key,
                     preshared_key_file: psk(net, me, p)
                         .then(|| preshared_key_file(key_dir, &net.name, me.name, p.name)),
@@ -756,7 +766,7 @@ pub fn compile_with(site: &WgSite, key_dir: &str) -> (Plan, Diagnostics) {
             routes.dedup();
             let ip = InterfacePlan {
                 network: net.name.clone(),
-                owner: me.name.to_string(),
+                owner: me.owner.clone(),
                 role: if me.client {
                     Role::Client
                 } else if me.gateway {

@@ -33,6 +33,9 @@
 
 use crate::keys::{decode_key, PublicKey};
 use ipnet::IpNet;
+pub use rampart_types::names::{
+    NodeName, ParticipantName, WgClientName, WgIfaceName, WgNetworkName, WgPeerName,
+};
 use rampart_types::{codes, Diagnostic, Diagnostics, FileId, Span};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -60,7 +63,7 @@ impl WgSite {
 /// that must never be swallowed by AllowedIPs (its bridges' networks).
 #[derive(Clone, Debug, PartialEq)]
 pub struct NodeInfo {
-    pub name: String,
+    pub name: NodeName,
     pub endpoint: Option<Endpoint>,
     /// Networks of the node's own addresses (management / LAN).
     pub prefixes: Vec<IpNet>,
@@ -166,19 +169,20 @@ pub enum Topology {
     Hub,
     /// Groups mesh internally; each group has one gateway; gateways mesh.
     Partial {
-        groups: BTreeMap<String, Vec<String>>,
+        /// Group labels (only ever compared) to their members.
+        groups: BTreeMap<String, Vec<ParticipantName>>,
     },
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Network {
-    pub name: String,
-    pub interface: String,
+    pub name: WgNetworkName,
+    pub interface: WgIfaceName,
     pub pool: Vec<(IpNet, Span)>,
     pub listen_port: u16,
     pub mtu: Option<u16>,
     pub topology: Topology,
-    pub gateways: Vec<String>,
+    pub gateways: Vec<ParticipantName>,
     pub members: Vec<Member>,
     /// Keepalive every member sends to its peers (default none).
     pub persistent_keepalive: Option<u16>,
@@ -204,7 +208,8 @@ impl Network {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Member {
-    pub name: String,
+    /// A node's name, or a guest member's own.
+    pub name: ParticipantName,
     pub public_key: PublicKey,
     /// Explicit tunnel addresses (one per pool family at most).
     pub addresses: Vec<(IpAddr, Span)>,
@@ -223,8 +228,8 @@ pub struct Member {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Client {
-    pub network: String,
-    pub name: String,
+    pub network: WgNetworkName,
+    pub name: WgClientName,
     pub public_key: PublicKey,
     pub addresses: Vec<(IpAddr, Span)>,
     /// Default 25.
@@ -233,7 +238,7 @@ pub struct Client {
     /// hypervisor's management /32, or `0.0.0.0/0`).
     pub routes: Vec<(IpNet, Span)>,
     /// Members it connects to; default: the network's gateways.
-    pub via: Vec<(String, Span)>,
+    pub via: Vec<(ParticipantName, Span)>,
     pub span: Span,
     pub key_span: Span,
 }
@@ -430,7 +435,7 @@ fn preshared_pairs(
         let (a, b) = (&names[0], &names[1]);
         let mut ok = true;
         for n in [a, b] {
-            if !members.iter().any(|m| &m.name == n.get_ref()) {
+            if !members.iter().any(|m| m.name.as_str() == n.get_ref()) {
                 ok = false;
                 d.push(
                     Diagnostic::new(
@@ -479,8 +484,12 @@ fn preshared_pairs(
     out
 }
 
-fn valid_interface_name(s: &str) -> bool {
-    rampart_types::names::WgIfaceName::parse(s).is_ok()
+/// The names a list gives that are participant names; any other is no
+/// member, and reported as that by the caller.
+fn participants(v: &[Spanned<String>]) -> Vec<ParticipantName> {
+    v.iter()
+        .filter_map(|x| ParticipantName::parse(x.get_ref()).ok())
+        .collect()
 }
 
 fn parse_key(s: &Spanned<String>, l: &Lines, d: &mut Diagnostics) -> Option<PublicKey> {
@@ -636,8 +645,13 @@ pub fn parse_site_toml(file: FileId, text: &str) -> (Option<WgSite>, Diagnostics
         let mut prefixes = Vec::new();
         node_prefixes(&n.bridges, &mut prefixes);
         node_prefixes(&n.addresses, &mut prefixes);
+        // A bad node name is the site parser's error (E0408 at the line);
+        // here the node is only left out.
+        let Ok(name) = NodeName::parse(n.name.get_ref()) else {
+            continue;
+        };
         nodes.push(NodeInfo {
-            name: n.name.get_ref().clone(),
+            name,
             endpoint: n.endpoint.as_ref().and_then(|e| endpoint(e, &l, &mut d)),
             prefixes,
             span: l.of(&n.name),
@@ -645,16 +659,22 @@ pub fn parse_site_toml(file: FileId, text: &str) -> (Option<WgSite>, Diagnostics
     }
 
     let mut networks = Vec::new();
+    // Networks left out for a bad interface name (already reported).
+    let mut refused: Vec<WgNetworkName> = Vec::new();
     for rn in &raw.wireguard {
         let span = l.of(rn);
         let rn = rn.get_ref();
         let iface = rn.interface.get_ref();
-        if let Err(e) = rampart_types::names::WgNetworkName::parse(rn.name.get_ref()) {
-            // The network's name names key store files: refused, the network left out.
-            d.push(e.diagnostic(l.of(&rn.name)));
-            continue;
-        }
-        if !valid_interface_name(iface) {
+        let net_name = match WgNetworkName::parse(rn.name.get_ref()) {
+            Ok(n) => n,
+            Err(e) => {
+                // The network's name names key store files: refused, the network left out.
+                d.push(e.diagnostic(l.of(&rn.name)));
+                continue;
+            }
+        };
+        let interface = WgIfaceName::parse(iface).ok();
+        if interface.is_none() {
             d.push(
                 Diagnostic::new(codes::BAD_INTERFACE_NAME, format!("invalid interface name `{}`", rampart_types::escape::printable(iface)))
                     .at(l.of(&rn.interface))
@@ -704,7 +724,7 @@ pub fn parse_site_toml(file: FileId, text: &str) -> (Option<WgSite>, Diagnostics
                 groups: rn
                     .groups
                     .iter()
-                    .map(|(g, ms)| (g.clone(), ms.iter().map(|m| m.get_ref().clone()).collect()))
+                    .map(|(g, ms)| (g.clone(), participants(ms)))
                     .collect(),
             },
             other => {
@@ -760,14 +780,19 @@ pub fn parse_site_toml(file: FileId, text: &str) -> (Option<WgSite>, Diagnostics
             let Some(public_key) = parse_key(&rm.public_key, &l, &mut d) else {
                 continue;
             };
-            let is_node = nodes.iter().any(|n| n.name == name);
-            if !is_node {
+            let node = nodes.iter().find(|n| n.name == name);
+            let member_name: ParticipantName = match node {
+                Some(n) => n.name.clone().into(),
                 // A guest member's name is its own (it names key files).
-                if let Err(e) = rampart_types::names::WgPeerName::parse(&name) {
-                    d.push(e.diagnostic(mspan));
-                    continue;
-                }
-            }
+                None => match WgPeerName::parse(&name) {
+                    Ok(p) => p.into(),
+                    Err(e) => {
+                        d.push(e.diagnostic(mspan));
+                        continue;
+                    }
+                },
+            };
+            let is_node = node.is_some();
             if !is_node && rm.guest.is_none() {
                 d.push(
                     Diagnostic::new(codes::UNKNOWN_NODE, format!("member `{name}` is not a `[[node]]` of the site"))
@@ -777,7 +802,7 @@ pub fn parse_site_toml(file: FileId, text: &str) -> (Option<WgSite>, Diagnostics
                 continue;
             }
             members.push(Member {
-                name,
+                name: member_name,
                 public_key,
                 addresses: rm
                     .address
@@ -882,15 +907,20 @@ pub fn parse_site_toml(file: FileId, text: &str) -> (Option<WgSite>, Diagnostics
                 );
             }
         }
+        let Some(interface) = interface else {
+            // Reported above; its clients are not reported again.
+            refused.push(net_name);
+            continue;
+        };
         let psk_pairs = preshared_pairs(&rn, &members, &l, &mut d);
         networks.push(Network {
-            name: rn.name.get_ref().clone(),
-            interface: iface.clone(),
+            name: net_name,
+            interface,
             pool,
             listen_port,
             mtu,
             topology,
-            gateways: rn.gateways.iter().map(|g| g.get_ref().clone()).collect(),
+            gateways: participants(&rn.gateways),
             members,
             persistent_keepalive: rn
                 .persistent_keepalive
@@ -922,9 +952,15 @@ pub fn parse_site_toml(file: FileId, text: &str) -> (Option<WgSite>, Diagnostics
     for rc in &raw.client {
         let span = l.of(&rc.get_ref().name);
         let rc = rc.get_ref();
-        if let Err(e) = rampart_types::names::WgClientName::parse(rc.name.get_ref()) {
-            // The client's name names its key and config files.
-            d.push(e.diagnostic(span));
+        let client_name = match WgClientName::parse(rc.name.get_ref()) {
+            Ok(n) => n,
+            Err(e) => {
+                // The client's name names its key and config files.
+                d.push(e.diagnostic(span));
+                continue;
+            }
+        };
+        if refused.iter().any(|n| n == rc.network.get_ref()) {
             continue;
         }
         let Some(net) = networks.iter().find(|n| n.name == *rc.network.get_ref()) else {
@@ -947,15 +983,23 @@ pub fn parse_site_toml(file: FileId, text: &str) -> (Option<WgSite>, Diagnostics
             None => 25,
             Some(k) => keepalive(k, &l, &mut d).unwrap_or(25),
         };
-        let via: Vec<(String, Span)> = if rc.via.is_empty() {
+        // A `via` that is no participant name is no member either: reported
+        // below as that, when it is the only one.
+        let bad_via: Vec<(String, Span)> = rc
+            .via
+            .iter()
+            .filter(|v| ParticipantName::parse(v.get_ref()).is_err())
+            .map(|v| (v.get_ref().clone(), l.of(v)))
+            .collect();
+        let via: Vec<(ParticipantName, Span)> = if rc.via.is_empty() {
             net.gateways.iter().map(|g| (g.clone(), span)).collect()
         } else {
             rc.via
                 .iter()
-                .map(|v| (v.get_ref().clone(), l.of(v)))
+                .filter_map(|v| Some((ParticipantName::parse(v.get_ref()).ok()?, l.of(v))))
                 .collect()
         };
-        if via.is_empty() {
+        if via.is_empty() && bad_via.is_empty() {
             d.push(
                 Diagnostic::new(
                     codes::BAD_OPTION_VALUE,
@@ -966,20 +1010,32 @@ pub fn parse_site_toml(file: FileId, text: &str) -> (Option<WgSite>, Diagnostics
             );
             continue;
         }
-        for (v, vs) in &via {
-            if !net.members.iter().any(|m| &m.name == v) {
+        // In the order written.
+        let shown: Vec<(&str, Span)> = if rc.via.is_empty() {
+            via.iter().map(|(v, s)| (v.as_str(), *s)).collect()
+        } else {
+            rc.via
+                .iter()
+                .map(|v| (v.get_ref().as_str(), l.of(v)))
+                .collect()
+        };
+        for (v, vs) in shown {
+            if !net.members.iter().any(|m| m.name == v) {
                 d.push(
                     Diagnostic::new(
                         codes::UNKNOWN_NODE,
                         format!("`{v}` is not a member of network `{}`", net.name),
                     )
-                    .at(*vs),
+                    .at(vs),
                 );
             }
         }
+        if !bad_via.is_empty() {
+            continue;
+        }
         clients.push(Client {
             network: net.name.clone(),
-            name: rc.name.get_ref().clone(),
+            name: client_name,
             public_key,
             addresses: rc
                 .address

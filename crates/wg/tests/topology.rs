@@ -28,7 +28,7 @@ fn peer_names(p: &Plan, net: &str, on: &str) -> Vec<String> {
         .unwrap()
         .peers
         .iter()
-        .map(|x| x.name.clone())
+        .map(|x| x.name.to_string())
         .collect()
 }
 
@@ -424,7 +424,11 @@ fn preshared_pairs_give_only_the_listed_pairs_a_key() {
     assert_eq!(file("b", "c"), None);
     assert_eq!(
         p.preshared_pairs(),
-        [("core".into(), "a".into(), "c".into())]
+        [(
+            "core".parse().unwrap(),
+            "a".parse().unwrap(),
+            "c".parse().unwrap()
+        )]
     );
 }
 

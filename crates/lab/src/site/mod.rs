@@ -232,12 +232,12 @@ fn wg_facts(files: &SiteFiles, site: &ir::Site) -> WgFacts {
     };
     for n in &ws.nodes {
         if let Some(a) = n.endpoint.as_ref().and_then(|e| e.host.parse().ok()) {
-            f.eps.nodes.insert(n.name.clone(), a);
+            f.eps.nodes.insert(n.name.to_string(), a);
         }
     }
     for net in &ws.networks {
         for m in &net.members {
-            f.keyed.push((net.name.clone(), m.name.clone()));
+            f.keyed.push((net.name.to_string(), m.name.to_string()));
             if let Some(g) = m.guest {
                 f.eps.routers.insert(g);
                 if let Some(a) = m.endpoint.as_ref().and_then(|e| e.host.parse().ok()) {
@@ -245,15 +245,15 @@ fn wg_facts(files: &SiteFiles, site: &ir::Site) -> WgFacts {
                 }
                 if let Some(guest) = site.guests.iter().find(|x| x.id == g) {
                     f.guest_members
-                        .insert(m.name.clone(), guest.zone().to_string());
+                        .insert(m.name.to_string(), guest.zone().to_string());
                 }
             }
         }
     }
     for c in &ws.clients {
-        f.keyed.push((c.network.clone(), c.name.clone()));
-        if !f.eps.clients.contains(&c.name) {
-            f.eps.clients.push(c.name.clone());
+        f.keyed.push((c.network.to_string(), c.name.to_string()));
+        if !f.eps.clients.iter().any(|x| *x == c.name) {
+            f.eps.clients.push(c.name.to_string());
         }
     }
     f
@@ -488,7 +488,7 @@ fn build(
     let files = enroll(&st.name, input.files, &facts.keyed)?;
     let mut warm: Vec<(String, WgIface)> = Vec::new();
     for n in &input.site.nodes {
-        let ns = &st.zones[&n.name].ns.clone();
+        let ns = &st.zones[n.name.as_str()].ns.clone();
         let kd = key_dir(&st.name, &n.name)?;
         let plan = planner
             .node_plan(&files, &n.name, &kd)
@@ -586,7 +586,7 @@ fn warm_up(ifaces: &[(String, WgIface)], step: &mut dyn FnMut(String)) {
                 .persistent_keepalive
                 .map(|k| k.to_string())
                 .unwrap_or_else(|| "off".into());
-            Some((ns.clone(), i.name.clone(), me.to_string(), ka))
+            Some((ns.clone(), i.name.to_string(), me.to_string(), ka))
         })
     };
     for (k, (ns, i)) in ifaces.iter().enumerate() {
@@ -729,7 +729,7 @@ fn record_wg(st: &mut State, zone: &str, owner: &str, i: &WgIface) {
                 nets.push(net.trunc());
             }
         }
-        z.nets.push((i.name.clone(), nets));
+        z.nets.push((i.name.to_string(), nets));
         z.busy_udp.extend(i.listen_port);
     }
 }
@@ -777,7 +777,7 @@ fn network_up(
         c.env("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1")
             .arg(&i.name);
         run_ok(c, &format!("wireguard-go {} in {ns}", i.name))?;
-        let conf = confdir.join(format!("{owner}-{}.conf", i.name));
+        let conf = confdir.join(component(&format!("{owner}-{}.conf", i.name))?);
         std::fs::OpenOptions::new()
             .write(true)
             .create(true)

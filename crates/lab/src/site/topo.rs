@@ -167,7 +167,7 @@ fn node_bridges(n: &ir::Node) -> Vec<ir::Bridge> {
         .collect();
     if !rest.is_empty() {
         out.push(ir::Bridge {
-            name: "lan0".into(),
+            name: ir::IfaceName::from_static("lan0"),
             addresses: rest,
         });
     }
@@ -366,7 +366,7 @@ pub fn plan(site: &ir::Site, eps: &Endpoints, prefix: &str) -> Result<Topology, 
                 addrs.push(a.addr());
             }
             nets.push((
-                b.name.clone(),
+                b.name.to_string(),
                 bridge_nets
                     .get(&(ni, bi))
                     .map(|s| s.iter().copied().collect())
@@ -400,7 +400,11 @@ pub fn plan(site: &ir::Site, eps: &Endpoints, prefix: &str) -> Result<Topology, 
         // A public endpoint on no bridge, or no public address at all: a
         // `wan` link to the internet.
         let on_bridge = |a: &IpAddr| addrs.contains(a);
-        let endpoint = eps.nodes.get(&n.name).copied().filter(|e| !on_bridge(e));
+        let endpoint = eps
+            .nodes
+            .get(n.name.as_str())
+            .copied()
+            .filter(|e| !on_bridge(e));
         let has_public_seg = bridges[ni].iter().enumerate().any(|(bi, _)| {
             seg_of
                 .get(&(ni, bi))
@@ -439,7 +443,7 @@ pub fn plan(site: &ir::Site, eps: &Endpoints, prefix: &str) -> Result<Topology, 
             }
         }
         t.zones.insert(
-            n.name.clone(),
+            n.name.to_string(),
             Zone {
                 ns,
                 kind: ZoneKind::Node,
@@ -589,7 +593,7 @@ pub fn plan(site: &ir::Site, eps: &Endpoints, prefix: &str) -> Result<Topology, 
                     .iter()
                     .map(|c| {
                         (
-                            c.name.clone(),
+                            c.name.to_string(),
                             c.addresses.iter().map(|a| a.trunc()).collect(),
                         )
                     })

@@ -22,13 +22,13 @@ pub fn node(name: &str, bridges: &[(&str, &[&str])]) -> Node {
     let bridges: Vec<Bridge> = bridges
         .iter()
         .map(|(n, a)| Bridge {
-            name: n.to_string(),
+            name: n.parse().unwrap(),
             addresses: nets(a),
         })
         .collect();
     let addresses: Vec<IpNet> = bridges.iter().flat_map(|b| b.addresses.clone()).collect();
     Node {
-        name: name.into(),
+        name: name.parse().unwrap(),
         backend: Backend::Nftables,
         platform: Platform::Proxmox,
         local_network: addresses.iter().map(|a| a.trunc()).collect(),
@@ -77,15 +77,15 @@ pub fn guest(id: u32, kind: GuestKind, node: &str, nics: &[(&str, [u8; 6], &[&st
         id,
         kind,
         name: None,
-        node: node.into(),
+        node: node.parse().unwrap(),
         nics: nics
             .iter()
             .enumerate()
             .map(|(i, (bridge, mac, addrs))| Nic {
                 index: i as u32,
-                name: format!("net{i}"),
-                ifname: format!("{prefix}{id}i{i}"),
-                bridge: bridge.to_string(),
+                name: format!("net{i}").parse().unwrap(),
+                ifname: format!("{prefix}{id}i{i}").parse().unwrap(),
+                bridge: bridge.parse().unwrap(),
                 mac: Some(*mac),
                 addresses: nets(addrs),
                 firewall: true,
@@ -117,7 +117,7 @@ pub fn guest(id: u32, kind: GuestKind, node: &str, nics: &[(&str, [u8; 6], &[&st
 pub fn site(nodes: Vec<Node>, guests: Vec<Guest>) -> Site {
     Site {
         sources: SourceMap::new(),
-        name: "test".into(),
+        name: "test".parse().unwrap(),
         cluster: ClusterOptions {
             enable: true,
             policy_in: Action::Drop,
@@ -134,9 +134,9 @@ pub fn site(nodes: Vec<Node>, guests: Vec<Guest>) -> Site {
         nodes,
         guests,
         sets: vec![IpSet {
-            name: "management".into(),
+            name: "management".parse().unwrap(),
             scope: SetScope::Cluster,
-            kernel_name: "management".into(),
+            kernel_name: "management".parse().unwrap(),
             entries: vec![],
             origin: Origin::auto("test"),
         }],
