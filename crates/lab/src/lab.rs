@@ -223,6 +223,22 @@ fn nodad(a: &IpNet) -> &'static str {
     }
 }
 
+/// Whether `gw` lies in one of the networks of `addrs`.
+fn on_link(addrs: &[IpNet], gw: &IpAddr) -> bool {
+    addrs.iter().any(|a| a.trunc().contains(gw))
+}
+
+/// ` onlink` for a gateway outside every network of the interface's
+/// addresses (a guest with 10.0.200.1/24 on a 192.0.2.0/24 bridge, normal
+/// for Proxmox containers): the kernel refuses such a nexthop otherwise.
+fn onlink(addrs: &[IpNet], gw: &IpAddr) -> &'static str {
+    if on_link(addrs, gw) {
+        ""
+    } else {
+        " onlink"
+    }
+}
+
 fn host_net(a: IpAddr) -> IpNet {
     IpNet::from(a)
 }
@@ -419,6 +435,12 @@ impl Lab {
         for (i, (b, nb)) in bridges.iter().zip(&n.bridges).enumerate() {
             let table = 100 + i;
             let nets: BTreeSet<IpNet> = nb.addresses.iter().map(|a| a.trunc()).collect();
+            // The guests' networks on the bridge are on-link too (a
+            // container with an address outside the node's network is
+            // still on the same wire).
+            for net in b.nets.iter().filter(|x| !nets.contains(x)) {
+                out_lines.push(format!("route add {net} dev {} table {table}", b.name));
+            }
             let mut defaults = BTreeSet::new();
             for net in nets {
                 let fam = Family::of(&net.addr());
@@ -508,25 +530,32 @@ impl Lab {
                     {
                         continue;
                     }
-                    let gw = match opts.guest_gateway {
-                        GuestGateway::Outside => bridges[bi]
-                            .outside
-                            .iter()
-                            .map(|a| a.addr())
-                            .find(|a| Family::of(a) == fam),
-                        GuestGateway::Node => n.bridges[bi]
-                            .addresses
-                            .iter()
-                            .map(|a| a.addr())
-                            .find(|a| Family::of(a) == fam),
+                    let candidates: Vec<IpAddr> = match opts.guest_gateway {
+                        GuestGateway::Outside => {
+                            bridges[bi].outside.iter().map(|a| a.addr()).collect()
+                        }
+                        GuestGateway::Node => {
+                            n.bridges[bi].addresses.iter().map(|a| a.addr()).collect()
+                        }
                     };
+                    // In the NIC's own network when there is one (the
+                    // outside machine has an address in each network of the
+                    // bridge), else any of the family, on-link.
+                    let of_fam = || candidates.iter().copied().filter(|a| Family::of(a) == fam);
+                    let gw = of_fam()
+                        .find(|a| on_link(&c.addresses, a))
+                        .or_else(|| of_fam().next());
                     if let Some(gw) = gw {
                         let any = if fam == Family::V4 {
                             "0.0.0.0/0"
                         } else {
                             "::/0"
                         };
-                        gl.push(format!("route add {any} via {gw} dev {}", c.name));
+                        gl.push(format!(
+                            "route add {any} via {gw} dev {}{}",
+                            c.name,
+                            onlink(&c.addresses, &gw)
+                        ));
                         defaults.insert(fam);
                     }
                 }
@@ -559,9 +588,10 @@ impl Lab {
                         if let (Some(via), true) = (via, has_fam) {
                             if !own.iter().any(|o| o.contains(&net.addr())) && routed.insert(net) {
                                 gl.push(format!(
-                                    "route add {net} via {} dev {}",
+                                    "route add {net} via {} dev {}{}",
                                     via.addr(),
-                                    c.name
+                                    c.name,
+                                    onlink(&c.addresses, &via.addr())
                                 ));
                             }
                         }
