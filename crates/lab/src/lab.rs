@@ -223,6 +223,11 @@ fn nodad(a: &IpNet) -> &'static str {
     }
 }
 
+/// The routing table (and rule priority) of a guest's NIC `netN`.
+fn nic_table(index: u32) -> u32 {
+    1000 + index
+}
+
 /// Whether `gw` lies in one of the networks of `addrs`.
 fn on_link(addrs: &[IpNet], gw: &IpAddr) -> bool {
     addrs.iter().any(|a| a.trunc().contains(gw))
@@ -500,6 +505,10 @@ impl Lab {
             let mut hl = Vec::new();
             let mut gl = Vec::new();
             let mut defaults = BTreeSet::new();
+            // Each NIC has a routing table of its own, chosen by the source
+            // address: a packet from `vm100i1` (net1's address) leaves by
+            // net1 even when net0 is on the same network.
+            let mut rules = Vec::new();
             for c in &g.nics {
                 let mac = c.mac.map(|m| {
                     format!(
@@ -524,10 +533,17 @@ impl Lab {
                     .iter()
                     .position(|b| b.name == c.bridge)
                     .expect("checked above");
+                let table = nic_table(c.index);
+                let mut nets = BTreeSet::new();
+                for a in &c.addresses {
+                    if nets.insert(a.trunc()) {
+                        gl.push(format!("route add {} dev {} table {table}", a.trunc(), c.name));
+                    }
+                    let f = if a.addr().is_ipv4() { "-4" } else { "-6" };
+                    rules.push([f.to_string(), a.addr().to_string(), table.to_string()]);
+                }
                 for fam in Family::both() {
-                    if defaults.contains(&fam)
-                        || !c.addresses.iter().any(|a| Family::of(&a.addr()) == fam)
-                    {
+                    if !c.addresses.iter().any(|a| Family::of(&a.addr()) == fam) {
                         continue;
                     }
                     let candidates: Vec<IpAddr> = match opts.guest_gateway {
@@ -551,12 +567,15 @@ impl Lab {
                         } else {
                             "::/0"
                         };
-                        gl.push(format!(
+                        let route = format!(
                             "route add {any} via {gw} dev {}{}",
                             c.name,
                             onlink(&c.addresses, &gw)
-                        ));
-                        defaults.insert(fam);
+                        );
+                        gl.push(format!("{route} table {table}"));
+                        if defaults.insert(fam) {
+                            gl.push(route);
+                        }
                     }
                 }
             }
@@ -586,13 +605,17 @@ impl Lab {
                             .find(|a| Family::of(&a.addr()) == fam);
                         let has_fam = c.addresses.iter().any(|a| Family::of(&a.addr()) == fam);
                         if let (Some(via), true) = (via, has_fam) {
-                            if !own.iter().any(|o| o.contains(&net.addr())) && routed.insert(net) {
-                                gl.push(format!(
+                            if !own.iter().any(|o| o.contains(&net.addr())) {
+                                let route = format!(
                                     "route add {net} via {} dev {}{}",
                                     via.addr(),
                                     c.name,
                                     onlink(&c.addresses, &via.addr())
-                                ));
+                                );
+                                gl.push(format!("{route} table {}", nic_table(c.index)));
+                                if routed.insert(net) {
+                                    gl.push(route);
+                                }
                             }
                         }
                     }
@@ -600,6 +623,12 @@ impl Lab {
             }
             host.ns.ip_batch(&hl)?;
             ns.ip_batch(&gl)?;
+            for [f, a, t] in &rules {
+                ns.exec(
+                    &["ip", f, "rule", "add", "from", a, "lookup", t, "priority", t],
+                    None,
+                )?;
+            }
             let member = Member {
                 ns,
                 ifaces: g
@@ -872,6 +901,32 @@ impl Lab {
             }
         };
         Netns::borrowed(ns).ip_batch(&[line])?;
+        if let Zone::Guest { .. } = zone {
+            // Sent from the NIC it was added to (see `nic_table`).
+            let index = ifaces
+                .first()
+                .and_then(|(i, _)| i.strip_prefix("net"))
+                .and_then(|i| i.parse::<u32>().ok());
+            if let Some(index) = index {
+                let t = nic_table(index).to_string();
+                let f = if addr.is_ipv4() { "-4" } else { "-6" };
+                Netns::borrowed(ns).exec(
+                    &[
+                        "ip",
+                        f,
+                        "rule",
+                        "add",
+                        "from",
+                        &addr.to_string(),
+                        "lookup",
+                        &t,
+                        "priority",
+                        &t,
+                    ],
+                    None,
+                )?;
+            }
+        }
         added.insert((ns.to_string(), addr));
         Ok(())
     }
