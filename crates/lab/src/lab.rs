@@ -103,6 +103,8 @@ pub struct Probe {
     pub sport: Option<u16>,
     /// ICMP type name or number; `None` = echo-request.
     pub icmp_type: Option<String>,
+    /// ICMP code; `None` = 0.
+    pub icmp_code: Option<u8>,
     /// Default: the from-zone's first address of `family`.
     pub source: Option<IpAddr>,
     /// Default: the to-zone's first address of `family`.
@@ -130,6 +132,7 @@ impl Probe {
             dport,
             sport: None,
             icmp_type: None,
+            icmp_code: None,
             source: None,
             dest: None,
             family,
@@ -145,6 +148,7 @@ impl Probe {
             dport: p.dport,
             sport: p.sport,
             icmp_type: p.icmp_type.clone(),
+            icmp_code: p.icmp_code,
             source: p.source,
             dest: p.dest,
             family: p.family,
@@ -1052,6 +1056,7 @@ impl Lab {
             sport: p.sport.unwrap_or(0),
             dport: p.dport.unwrap_or(0),
             icmp_type,
+            icmp_code: p.icmp_code.unwrap_or(0),
             id: ICMP_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
         Ok((sns, dns, spec))
