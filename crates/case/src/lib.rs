@@ -517,7 +517,10 @@ verdict = "accept"
         ))
         .unwrap();
         assert_eq!(c.packets[0].icmp_code, Some(1));
-        let e = parse(&format!("{base}proto = \"tcp\"\ndport = 1\nicmp_code = 1\n")).unwrap_err();
+        let e = parse(&format!(
+            "{base}proto = \"tcp\"\ndport = 1\nicmp_code = 1\n"
+        ))
+        .unwrap_err();
         assert!(e.message.contains("`icmp_code` on a tcp"), "{e}");
         assert!(parse(&format!("{base}proto = \"icmp\"\nicmp_code = 256\n")).is_err());
     }

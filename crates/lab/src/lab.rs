@@ -541,7 +541,11 @@ impl Lab {
                 let mut nets = BTreeSet::new();
                 for a in &c.addresses {
                     if nets.insert(a.trunc()) {
-                        gl.push(format!("route add {} dev {} table {table}", a.trunc(), c.name));
+                        gl.push(format!(
+                            "route add {} dev {} table {table}",
+                            a.trunc(),
+                            c.name
+                        ));
                     }
                     let f = if a.addr().is_ipv4() { "-4" } else { "-6" };
                     rules.push([f.to_string(), a.addr().to_string(), table.to_string()]);
@@ -629,7 +633,9 @@ impl Lab {
             ns.ip_batch(&gl)?;
             for [f, a, t] in &rules {
                 ns.exec(
-                    &["ip", f, "rule", "add", "from", a, "lookup", t, "priority", t],
+                    &[
+                        "ip", f, "rule", "add", "from", a, "lookup", t, "priority", t,
+                    ],
                     None,
                 )?;
             }
