@@ -83,6 +83,9 @@ pub struct Spec {
     pub icmp_code: u8,
     /// ICMP identifier (unique among the probes in flight in a namespace).
     pub id: u16,
+    /// The lab's only (not sent to the helper): the spoofed source the
+    /// sender's namespace writes into the packet instead of `src`.
+    pub spoof: Option<IpAddr>,
 }
 
 impl Spec {
@@ -118,6 +121,7 @@ impl Spec {
             icmp_type: f[5].parse().map_err(|_| bad("icmp type"))?,
             icmp_code: f[6].parse().map_err(|_| bad("icmp code"))?,
             id: f[7].parse().map_err(|_| bad("icmp id"))?,
+            spoof: None,
         })
     }
 }
@@ -722,6 +726,7 @@ mod tests {
             icmp_type: 0,
             icmp_code: 0,
             id: 7,
+            spoof: None,
         };
         assert_eq!(Spec::decode(&s.encode()).unwrap(), s);
         assert!(Spec::decode("tcp,1.2.3.4").is_err());

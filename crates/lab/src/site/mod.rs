@@ -1240,6 +1240,7 @@ fn resolve<'a>(st: &'a State, p: &SiteProbe, id: u16) -> Result<Resolved> {
             icmp_type: p.icmp_type.unwrap_or(if dst.is_ipv4() { 8 } else { 128 }),
             icmp_code: 0,
             id,
+            spoof: None,
         },
     })
 }
