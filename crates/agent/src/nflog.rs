@@ -1,11 +1,17 @@
 //! The firewall's log: packets the compiled ruleset logs through its nflog
-//! group (`log prefix ":VMID:CHAIN:LEVEL: ACTION: ORIGIN " group 0`, rate
-//! limited by the site's `log_ratelimit`) become structured log lines like
-//! Proxmox's firewall log, plus the rule's origin:
+//! group (prefix `:VMID:LEVEL:CHAIN: ACTION: ORIGIN `, pve-firewall's format
+//! plus the rule's origin, the same from both backends; rate limited by the
+//! site's `log_ratelimit`) become lines in pvefw-logger's format, so parsers
+//! written for `/var/log/pve-firewall.log` (fail2ban filters, dashboards)
+//! read them unchanged; the rule's origin comes last:
 //!
 //! ```text
-//! 0 6 host-in DROP: IN=veth0 OUT= SRC=10.1.0.2 DST=10.1.0.1 LEN=60 TTL=64 PROTO=TCP SPT=40000 DPT=111 SYN ORIGIN=cluster.fw:78
+//! 0 6 PVEFW-HOST-IN 07/Dec/2026:16:51:49 +0000 DROP: IN=veth0 MAC=.. SRC=10.1.0.2 DST=10.1.0.1 LEN=60 TOS=0x00 PREC=0x00 TTL=64 ID=4660 DF PROTO=TCP SPT=40000 DPT=111 SEQ=1 ACK=0 WINDOW=64240 SYN ORIGIN=cluster.fw:78
 //! ```
+//!
+//! `VMID LEVEL CHAIN TIME ZONE MSG`, then the interfaces and the packet as
+//! pvefw-logger prints them. The time is UTC (`+0000`); pvefw-logger prints
+//! the node's local time.
 //!
 //! [`decode`] and [`LogLine`] are pure (bytes of one netlink datagram in,
 //! records out); [`NflogReader`] is the thin shell around a
@@ -41,14 +47,16 @@ const NFULNL_COPY_PACKET: u8 = 2;
 pub struct LogLine {
     /// Kernel timestamp (seconds, microseconds) when the packet had one.
     pub time: Option<(u64, u32)>,
-    /// From the prefix: guest id (0 for the host), chain tag, syslog level,
-    /// verdict, and the rule's origin (`cluster.fw:78`, `auto:policy_in DROP`).
+    /// From the prefix: guest id (0 for the host), Proxmox's chain name,
+    /// syslog level, verdict (`DROP`, `policy DROP`), and the rule's origin
+    /// (`cluster.fw:78`, `auto:policy_in DROP`).
     pub vmid: String,
     pub chain: String,
     pub level: String,
     pub verdict: String,
     pub origin: String,
-    /// The prefix as the kernel gave it, when it is not rampart's.
+    /// The prefix as the kernel gave it, when it is not in pve-firewall's
+    /// format (another tool's).
     pub raw_prefix: Option<String>,
     pub family: u8,
     pub mark: Option<u32>,
@@ -59,13 +67,12 @@ pub struct LogLine {
     pub mac: Option<String>,
     pub src: Option<IpAddr>,
     pub dst: Option<IpAddr>,
-    pub len: Option<u16>,
-    pub ttl: Option<u8>,
     pub proto: Option<String>,
     pub spt: Option<u16>,
     pub dpt: Option<u16>,
-    /// TCP flags (`SYN ACK`...) or ICMP `TYPE=n CODE=n`.
-    pub extra: Option<String>,
+    /// The packet as pvefw-logger prints it, from `SRC=` on (each field
+    /// followed by a space).
+    pub packet: String,
 }
 
 fn be16(b: &[u8]) -> Option<u16> {
@@ -80,100 +87,193 @@ fn be64(b: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(b.get(..8)?.try_into().ok()?))
 }
 
-/// Split rampart's prefix `:VMID:CHAIN:LEVEL: ACTION: ORIGIN `.
+/// Split a pve-firewall prefix into (vmid, chain, level, verdict, origin).
 pub fn parse_prefix(p: &str) -> Option<(String, String, String, String, String)> {
-    let rest = p.strip_prefix(':')?;
-    let mut it = rest.splitn(4, ':');
-    let vmid = it.next()?;
-    let chain = it.next()?;
-    let level = it.next()?;
-    let tail = it.next()?.strip_prefix(' ')?;
-    let (verdict, origin) = match tail.split_once(": ") {
-        Some((v, o)) => (v, o.trim_end()),
-        None => (tail.trim_end().trim_end_matches(':'), ""),
-    };
-    if vmid.is_empty() || !vmid.bytes().all(|b| b.is_ascii_digit()) || verdict.is_empty() {
-        return None;
-    }
+    let x = rampart_types::fwlog::parse(p)?;
     Some((
-        vmid.into(),
-        chain.into(),
-        level.into(),
-        verdict.into(),
-        origin.into(),
+        x.vmid.to_string(),
+        x.chain,
+        x.level.to_string(),
+        x.verdict,
+        x.origin,
     ))
+}
+
+/// The transport header, as pvefw-logger prints it.
+fn decode_l4(l: &mut LogLine, proto: u8, v6: bool, h: &[u8]) {
+    let out = &mut l.packet;
+    let short = |out: &mut String, name: &str| {
+        let _ = write!(out, "PROTO={name} LEN={} INVALID=LEN ", h.len());
+    };
+    match proto {
+        6 => {
+            l.proto = Some("TCP".into());
+            if h.len() < 20 {
+                return short(out, "TCP");
+            }
+            let (sp, dp) = (be16(h).unwrap_or(0), be16(&h[2..]).unwrap_or(0));
+            (l.spt, l.dpt) = (Some(sp), Some(dp));
+            let _ = write!(
+                out,
+                "PROTO=TCP SPT={sp} DPT={dp} SEQ={} ACK={} WINDOW={} ",
+                be32(&h[4..]).unwrap_or(0),
+                be32(&h[8..]).unwrap_or(0),
+                be16(&h[14..]).unwrap_or(0)
+            );
+            let f = h[13];
+            for (bit, name) in [
+                (0x20, "URG"),
+                (0x10, "ACK"),
+                (0x08, "PSH"),
+                (0x04, "RST"),
+                (0x02, "SYN"),
+                (0x01, "FIN"),
+            ] {
+                if f & bit != 0 {
+                    let _ = write!(out, "{name} ");
+                }
+            }
+            if f & 0x20 != 0 {
+                let _ = write!(out, "URGP={} ", be16(&h[18..]).unwrap_or(0));
+            }
+        }
+        17 => {
+            l.proto = Some("UDP".into());
+            if h.len() < 8 {
+                return short(out, "UDP");
+            }
+            let (sp, dp) = (be16(h).unwrap_or(0), be16(&h[2..]).unwrap_or(0));
+            (l.spt, l.dpt) = (Some(sp), Some(dp));
+            let _ = write!(
+                out,
+                "PROTO=UDP SPT={sp} DPT={dp} LEN={} ",
+                be16(&h[4..]).unwrap_or(0)
+            );
+        }
+        1 | 58 => {
+            let name = if v6 { "ICMPV6" } else { "ICMP" };
+            l.proto = Some(name.into());
+            if h.len() < 8 {
+                return short(out, name);
+            }
+            let (ty, code) = (h[0], h[1]);
+            let _ = write!(out, "PROTO={name} TYPE={ty} CODE={code} ");
+            let echo = if v6 {
+                matches!(ty, 128 | 129)
+            } else {
+                matches!(ty, 0 | 8)
+            };
+            if echo {
+                let _ = write!(
+                    out,
+                    "ID={} SEQ={} ",
+                    be16(&h[4..]).unwrap_or(0),
+                    be16(&h[6..]).unwrap_or(0)
+                );
+            } else if !v6 && ty == 3 && code == 4 {
+                let _ = write!(out, "MTU={} ", be16(&h[6..]).unwrap_or(0));
+            } else if v6 && ty == 2 {
+                let _ = write!(out, "MTU={} ", be32(&h[4..]).unwrap_or(0));
+            }
+        }
+        132 => {
+            l.proto = Some("SCTP".into());
+            if h.len() < 12 {
+                return short(out, "SCTP");
+            }
+            let (sp, dp) = (be16(h).unwrap_or(0), be16(&h[2..]).unwrap_or(0));
+            (l.spt, l.dpt) = (Some(sp), Some(dp));
+            let _ = write!(out, "PROTO=SCTP SPT={sp} DPT={dp} ");
+        }
+        n => {
+            let name = match n {
+                2 => "IGMP".to_string(),
+                50 => "ESP".to_string(),
+                51 => "AH".to_string(),
+                n => n.to_string(),
+            };
+            let _ = write!(out, "PROTO={name} ");
+            l.proto = Some(name);
+        }
+    }
 }
 
 /// Fill the L3/L4 fields from the logged packet (starting at the IP header).
 fn decode_payload(l: &mut LogLine, p: &[u8]) {
     let Some(&first) = p.first() else { return };
-    let (proto, l4): (u8, &[u8]) = match first >> 4 {
-        4 if p.len() >= 20 => {
-            let ihl = usize::from(first & 15) * 4;
-            l.len = be16(&p[2..]);
-            l.ttl = Some(p[8]);
-            l.src = Some(IpAddr::V4(Ipv4Addr::new(p[12], p[13], p[14], p[15])));
-            l.dst = Some(IpAddr::V4(Ipv4Addr::new(p[16], p[17], p[18], p[19])));
-            let frag = be16(&p[6..]).unwrap_or(0) & 0x1fff;
-            if frag != 0 {
-                l.proto = Some(format!("{}", p[9]));
+    match first >> 4 {
+        4 => {
+            if p.len() < 20 {
+                let _ = write!(l.packet, "LEN={} INVALID=LEN ", p.len());
                 return;
             }
-            (p[9], p.get(ihl..).unwrap_or(&[]))
+            let ihl = usize::from(first & 15) * 4;
+            if p.len() <= ihl {
+                l.packet.push_str("INVALID=IHL ");
+                return;
+            }
+            let src = IpAddr::V4(Ipv4Addr::new(p[12], p[13], p[14], p[15]));
+            let dst = IpAddr::V4(Ipv4Addr::new(p[16], p[17], p[18], p[19]));
+            (l.src, l.dst) = (Some(src), Some(dst));
+            let off = be16(&p[6..]).unwrap_or(0);
+            let _ = write!(
+                l.packet,
+                "SRC={src} DST={dst} LEN={} TOS=0x{:02X} PREC=0x{:02X} TTL={} ID={} ",
+                be16(&p[2..]).unwrap_or(0),
+                p[1] & 0x1e,
+                p[1] & 0xe0,
+                p[8],
+                be16(&p[4..]).unwrap_or(0)
+            );
+            if off & 0x1fff != 0 {
+                let _ = write!(l.packet, "FRAG={} ", off & 0x1fff);
+            }
+            if off & 0x4000 != 0 {
+                l.packet.push_str("DF ");
+            }
+            if off & 0x2000 != 0 {
+                l.packet.push_str("MF ");
+            }
+            if off & 0x1fff != 0 {
+                // A later fragment: no transport header to read.
+                let _ = write!(l.packet, "PROTO={} ", p[9]);
+                l.proto = Some(p[9].to_string());
+                return;
+            }
+            decode_l4(l, p[9], false, &p[ihl..]);
         }
-        6 if p.len() >= 40 => {
-            l.len = be16(&p[4..]).map(|n| n.saturating_add(40));
-            l.ttl = Some(p[7]);
+        6 => {
+            if p.len() < 40 {
+                let _ = write!(l.packet, "LEN={} INVALID=LEN ", p.len());
+                return;
+            }
             let a: [u8; 16] = p[8..24].try_into().expect("16 bytes");
             let b: [u8; 16] = p[24..40].try_into().expect("16 bytes");
-            l.src = Some(IpAddr::V6(Ipv6Addr::from(a)));
-            l.dst = Some(IpAddr::V6(Ipv6Addr::from(b)));
-            // Skip hop-by-hop, routing and destination options headers.
+            let (src, dst) = (IpAddr::V6(Ipv6Addr::from(a)), IpAddr::V6(Ipv6Addr::from(b)));
+            (l.src, l.dst) = (Some(src), Some(dst));
+            let flow = be32(p).unwrap_or(0);
+            let _ = write!(
+                l.packet,
+                "SRC={src} DST={dst} LEN={} TC={} FLOWLBL={} HOPLIMIT={} ",
+                be16(&p[4..]).unwrap_or(0),
+                (flow >> 20) & 0xff,
+                flow & 0xfffff,
+                p[7]
+            );
+            // Extension headers: hop-by-hop, routing, destination options.
             let (mut nh, mut off) = (p[6], 40usize);
             while matches!(nh, 0 | 43 | 60) && off + 8 <= p.len() {
+                match nh {
+                    0 => l.packet.push_str("NEXTHDR=HOPOPTS "),
+                    60 => l.packet.push_str("NEXTHDR=DSTOPTS "),
+                    _ => {}
+                }
                 nh = p[off];
                 off += (usize::from(p[off + 1]) + 1) * 8;
             }
-            (nh, p.get(off..).unwrap_or(&[]))
+            decode_l4(l, nh, true, p.get(off..).unwrap_or(&[]));
         }
-        _ => return,
-    };
-    match proto {
-        6 => {
-            l.proto = Some("TCP".into());
-            l.spt = be16(l4);
-            l.dpt = l4.get(2..).and_then(be16);
-            if let Some(&f) = l4.get(13) {
-                let names = [
-                    (0x02, "SYN"),
-                    (0x10, "ACK"),
-                    (0x01, "FIN"),
-                    (0x04, "RST"),
-                    (0x08, "PSH"),
-                    (0x20, "URG"),
-                ];
-                let set: Vec<&str> = names
-                    .iter()
-                    .filter(|(b, _)| f & b != 0)
-                    .map(|(_, n)| *n)
-                    .collect();
-                if !set.is_empty() {
-                    l.extra = Some(set.join(" "));
-                }
-            }
-        }
-        17 => {
-            l.proto = Some("UDP".into());
-            l.spt = be16(l4);
-            l.dpt = l4.get(2..).and_then(be16);
-        }
-        1 | 58 => {
-            l.proto = Some(if proto == 1 { "ICMP" } else { "ICMPv6" }.into());
-            if l4.len() >= 2 {
-                l.extra = Some(format!("TYPE={} CODE={}", l4[0], l4[1]));
-            }
-        }
-        n => l.proto = Some(n.to_string()),
+        _ => {}
     }
 }
 
@@ -189,6 +289,7 @@ pub fn decode(buf: &[u8]) -> Vec<LogLine> {
             family: payload[0],
             ..LogLine::default()
         };
+        let mut packet = None;
         for (at, v) in netlink::attrs(&payload[4..]) {
             match at {
                 NFULA_PACKET_HDR => {}
@@ -215,7 +316,7 @@ pub fn decode(buf: &[u8]) -> Vec<LogLine> {
                         }
                     }
                 }
-                NFULA_PAYLOAD => decode_payload(&mut l, v),
+                NFULA_PAYLOAD => packet = Some(v),
                 NFULA_PREFIX => {
                     let s = String::from_utf8_lossy(v.split(|b| *b == 0).next().unwrap_or(&[]))
                         .into_owned();
@@ -233,60 +334,82 @@ pub fn decode(buf: &[u8]) -> Vec<LogLine> {
                 _ => {}
             }
         }
+        // Decoded last: the MAC comes before the packet in the line.
+        if let Some(p) = packet {
+            decode_payload(&mut l, p);
+        }
         out.push(l);
     }
     out
 }
 
 impl LogLine {
-    /// Proxmox-style text: `VMID LEVEL CHAIN VERDICT: IN=.. OUT=.. SRC=..
-    /// DST=.. ... PROTO=.. SPT=.. DPT=.. ORIGIN=..`, interface names given
-    /// by `ifname`.
-    pub fn render(&self, ifname: &dyn Fn(u32) -> String) -> String {
+    /// The line as pvefw-logger writes it: `VMID LEVEL CHAIN TIME ZONE MSG`
+    /// (`0 6 PVEFW-HOST-IN 07/Dec/2026:16:51:49 +0000 DROP: `), the
+    /// interfaces present (`IN=`, `OUT=`, `PHYSIN=`, `PHYSOUT=`, named by
+    /// `ifname`), `MAC=`, the packet, `mark=` when set; then rampart's
+    /// `ORIGIN=`. A prefix of another tool prints as `0 6 - TIME PREFIX`,
+    /// as pvefw-logger prints it. `now` (seconds) stands in for a packet
+    /// without a timestamp.
+    pub fn render(&self, ifname: &dyn Fn(u32) -> String, now: u64) -> String {
+        let time = pve_time(self.time.map_or(now, |t| t.0));
         let mut s = match &self.raw_prefix {
-            Some(p) => format!("- - - {}:", p.trim_end()),
+            Some(p) => format!("0 6 - {time} {p}"),
             None => format!(
-                "{} {} {} {}:",
+                "{} {} {} {time} {}: ",
                 self.vmid, self.level, self.chain, self.verdict
             ),
         };
-        let name = |i: Option<u32>| i.map(ifname).unwrap_or_default();
-        let _ = write!(s, " IN={} OUT={}", name(self.in_if), name(self.out_if));
-        if self.physin_if.is_some() {
-            let _ = write!(s, " PHYSIN={}", name(self.physin_if));
-        }
-        if self.physout_if.is_some() {
-            let _ = write!(s, " PHYSOUT={}", name(self.physout_if));
+        for (k, i) in [
+            ("IN", self.in_if),
+            ("OUT", self.out_if),
+            ("PHYSIN", self.physin_if),
+            ("PHYSOUT", self.physout_if),
+        ] {
+            if let Some(i) = i.filter(|i| *i > 0) {
+                let _ = write!(s, "{k}={} ", ifname(i));
+            }
         }
         if let Some(m) = &self.mac {
-            let _ = write!(s, " MAC={m}");
+            let _ = write!(s, "MAC={m} ");
         }
-        if let (Some(a), Some(b)) = (self.src, self.dst) {
-            let _ = write!(s, " SRC={a} DST={b}");
-        }
-        if let Some(n) = self.len {
-            let _ = write!(s, " LEN={n}");
-        }
-        if let Some(n) = self.ttl {
-            let _ = write!(s, " TTL={n}");
-        }
-        if let Some(p) = &self.proto {
-            let _ = write!(s, " PROTO={p}");
-        }
-        if let Some(p) = self.spt {
-            let _ = write!(s, " SPT={p}");
-        }
-        if let Some(p) = self.dpt {
-            let _ = write!(s, " DPT={p}");
-        }
-        if let Some(x) = &self.extra {
-            let _ = write!(s, " {x}");
+        s.push_str(&self.packet);
+        if let Some(m) = self.mark.filter(|m| *m != 0) {
+            let _ = write!(s, "mark={m} ");
         }
         if !self.origin.is_empty() {
-            let _ = write!(s, " ORIGIN={}", self.origin);
+            let _ = write!(s, "ORIGIN={}", self.origin);
         }
+        s.truncate(s.trim_end().len());
         s
     }
+}
+
+/// `07/Dec/2026:16:51:49 +0000` (pvefw-logger's `%d/%b/%Y:%H:%M:%S %z`),
+/// in UTC.
+pub fn pve_time(secs: u64) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{d:02}/{}/{y}:{:02}:{:02}:{:02} +0000",
+        MONTHS[(m - 1) as usize],
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }
 
 /// The group-bind and packet-mode requests for `group` (deliver each
@@ -447,7 +570,10 @@ pub fn run(
                     {
                         names.name(i);
                     }
-                    let text = l.render(&|i| names.known(i));
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    let text = l.render(&|i| names.known(i), now);
                     sink(&l, text);
                 }
             }
@@ -482,7 +608,7 @@ mod tests {
 
     /// One NFULNL_MSG_PACKET datagram, laid out as the kernel sends it (a
     /// TCP SYN from 10.1.0.2:40000 to 10.1.0.1:111 logged on input of
-    /// ifindex 2 by `:0:host-in:6: DROP: cluster.fw:78 `).
+    /// ifindex 2 by `:0:6:PVEFW-HOST-IN: DROP: cluster.fw:78 `).
     fn captured() -> Vec<u8> {
         let mut ip = vec![
             0x45, 0x00, 0x00, 0x3c, 0x12, 0x34, 0x40, 0x00, 0x40, 0x06, 0x00, 0x00, 10, 1, 0, 2,
@@ -494,7 +620,7 @@ mod tests {
         ip.extend_from_slice(&tcp);
         let attrs = [
             netlink::nla(NFULA_PACKET_HDR, &[0x08, 0x00, 1, 0]),
-            netlink::nla(NFULA_PREFIX, b":0:host-in:6: DROP: cluster.fw:78 \0"),
+            netlink::nla(NFULA_PREFIX, b":0:6:PVEFW-HOST-IN: DROP: cluster.fw:78 \0"),
             netlink::nla(NFULA_IFINDEX_INDEV, &2u32.to_be_bytes()),
             netlink::nla(
                 NFULA_HWADDR,
@@ -517,7 +643,7 @@ mod tests {
         let l = &lines[0];
         assert_eq!(
             (l.vmid.as_str(), l.chain.as_str(), l.level.as_str()),
-            ("0", "host-in", "6")
+            ("0", "PVEFW-HOST-IN", "6")
         );
         assert_eq!(
             (l.verdict.as_str(), l.origin.as_str()),
@@ -525,11 +651,12 @@ mod tests {
         );
         assert_eq!(l.time, Some((1_790_000_000, 250)));
         assert_eq!(l.mac.as_deref(), Some("bc:24:11:aa:bb:cc"));
-        let text = l.render(&|i| format!("eth{i}"));
+        let text = l.render(&|i| format!("eth{i}"), 0);
         assert_eq!(
             text,
-            "0 6 host-in DROP: IN=eth2 OUT= MAC=bc:24:11:aa:bb:cc SRC=10.1.0.2 DST=10.1.0.1 \
-             LEN=60 TTL=64 PROTO=TCP SPT=40000 DPT=111 SYN ORIGIN=cluster.fw:78"
+            "0 6 PVEFW-HOST-IN 21/Sep/2026:14:13:20 +0000 DROP: IN=eth2 MAC=bc:24:11:aa:bb:cc \
+             SRC=10.1.0.2 DST=10.1.0.1 LEN=60 TOS=0x00 PREC=0x00 TTL=64 ID=4660 DF PROTO=TCP \
+             SPT=40000 DPT=111 SEQ=1 ACK=0 WINDOW=64240 SYN ORIGIN=cluster.fw:78"
         );
     }
 
@@ -549,29 +676,48 @@ mod tests {
         let l = &decode(&m)[0];
         assert_eq!(l.raw_prefix.as_deref(), Some("someone else "));
         assert_eq!(
-            l.render(&|i| format!("if{i}")),
-            "- - - someone else: IN= OUT=if5 SRC=2001:db8::1 DST=2001:db8::2 LEN=48 TTL=63 PROTO=UDP SPT=53 DPT=5000"
+            l.render(&|i| format!("if{i}"), 86_400 * 366),
+            "0 6 - 02/Jan/1971:00:00:00 +0000 someone else OUT=if5 SRC=2001:db8::1 DST=2001:db8::2 \
+             LEN=8 TC=0 FLOWLBL=0 HOPLIMIT=63 PROTO=UDP SPT=53 DPT=5000 LEN=8"
         );
     }
 
     #[test]
     fn prefixes_with_and_without_origin() {
         assert_eq!(
-            parse_prefix(":100:tap100i0-in:6: ACCEPT: cluster.fw:52 via 100.fw:23 "),
+            parse_prefix(":100:6:tap100i0-IN: ACCEPT: cluster.fw:52 via 100.fw:23 "),
             Some((
                 "100".into(),
-                "tap100i0-in".into(),
+                "tap100i0-IN".into(),
                 "6".into(),
                 "ACCEPT".into(),
                 "cluster.fw:52 via 100.fw:23".into()
             ))
         );
         assert_eq!(
-            parse_prefix(":0:host-in:6: DROP: ").map(|p| p.4),
-            Some(String::new())
+            parse_prefix(":0:4:PVEFW-HOST-IN: policy DROP: ").map(|p| (p.3, p.4)),
+            Some(("policy DROP".into(), String::new()))
         );
         assert_eq!(parse_prefix("DROP "), None);
-        assert_eq!(parse_prefix(":x:c:6: DROP: "), None);
+        assert_eq!(parse_prefix(":x:6:c: DROP: "), None);
+    }
+
+    #[test]
+    fn icmp_and_dates() {
+        let mut l = LogLine::default();
+        let ip = [
+            0x45, 0, 0, 28, 0, 7, 0, 0, 64, 1, 0, 0, 192, 0, 2, 1, 192, 0, 2, 2, 8, 0, 0, 0, 0, 9,
+            0, 1,
+        ];
+        decode_payload(&mut l, &ip);
+        assert_eq!(
+            l.packet,
+            "SRC=192.0.2.1 DST=192.0.2.2 LEN=28 TOS=0x00 PREC=0x00 TTL=64 ID=7 PROTO=ICMP TYPE=8 \
+             CODE=0 ID=9 SEQ=1 "
+        );
+        assert_eq!(pve_time(0), "01/Jan/1970:00:00:00 +0000");
+        assert_eq!(pve_time(951_782_400), "29/Feb/2000:00:00:00 +0000");
+        assert_eq!(pve_time(1_790_000_000), "21/Sep/2026:14:13:20 +0000");
     }
 
     #[test]

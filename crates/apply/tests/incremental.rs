@@ -131,7 +131,7 @@ fn script(v: u32) -> String {
             "\t\t\t203.0.113.7,\n\t\t\t198.51.100.0/25,\n",
             "nic-b",
             "10.9.1.0-10.9.1.40",
-            "\t\ttcp dport 111 limit rate 1/second burst 5 packets log prefix \":0:host-in:6: DROP: \" group 0 comment \"cluster.fw:78\"\n",
+            "\t\ttcp dport 111 limit rate 1/second burst 5 packets log prefix \":0:6:PVEFW-HOST-IN: DROP: \" group 0 comment \"cluster.fw:78\"\n",
         ),
     };
     let mut mgmt = String::new();

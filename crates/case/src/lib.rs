@@ -135,6 +135,8 @@ pub struct Packet {
     pub sport: Option<u16>,
     /// `echo-request` unless given (icmp/icmpv6 only).
     pub icmp_type: Option<String>,
+    /// The ICMP code (icmp/icmpv6 only); 0 unless given.
+    pub icmp_code: Option<u8>,
     pub source: Option<IpAddr>,
     pub dest: Option<IpAddr>,
     pub family: Family,
@@ -204,6 +206,7 @@ struct RawPacket {
     dport: Option<u16>,
     sport: Option<u16>,
     icmp_type: Option<String>,
+    icmp_code: Option<u8>,
     source: Option<String>,
     dest: Option<String>,
     family: Option<String>,
@@ -296,6 +299,9 @@ pub fn parse(text: &str) -> Result<Case, CaseError> {
             if p.icmp_type.is_some() {
                 return Err(err(format!("`icmp_type` on a {proto} packet")));
             }
+            if p.icmp_code.is_some() {
+                return Err(err(format!("`icmp_code` on a {proto} packet")));
+            }
         } else if p.dport.is_some() || p.sport.is_some() {
             return Err(err(format!("ports on a {proto} packet")));
         }
@@ -331,6 +337,7 @@ pub fn parse(text: &str) -> Result<Case, CaseError> {
             dport: p.dport,
             sport: p.sport,
             icmp_type: p.icmp_type.map(|t| t.to_ascii_lowercase()),
+            icmp_code: p.icmp_code,
             source,
             dest,
             family,
@@ -500,6 +507,22 @@ verdict = "accept"
         ))
         .unwrap_err();
         assert!(e.message.contains("only guest senders"), "{e}");
+    }
+
+    #[test]
+    fn icmp_code() {
+        let base = "[[packet]]\nfrom = \"outside\"\nto = \"host\"\nverdict = \"DROP\"\n";
+        let c = parse(&format!(
+            "{base}proto = \"icmp\"\nicmp_type = \"destination-unreachable\"\nicmp_code = 1\n"
+        ))
+        .unwrap();
+        assert_eq!(c.packets[0].icmp_code, Some(1));
+        let e = parse(&format!(
+            "{base}proto = \"tcp\"\ndport = 1\nicmp_code = 1\n"
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("`icmp_code` on a tcp"), "{e}");
+        assert!(parse(&format!("{base}proto = \"icmp\"\nicmp_code = 256\n")).is_err());
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub struct LoadedCase {
     pub name: String,
     pub site: ir::Site,
     pub plan: rampart_nft::Plan,
+    /// The same node through the iptables backend (noflush mode, as
+    /// `rampart apply` loads it).
+    pub ipt: rampart_ipt::IptPlan,
     pub packets_toml: String,
     pub case: rampart_case::Case,
 }
@@ -73,10 +76,23 @@ pub fn load_case(dir: &Path) -> Result<LoadedCase> {
             d.render(&site.sources)
         )
     })?;
+    let ipt = rampart_ipt::compile_with_extras(
+        &site,
+        &node_name,
+        rampart_ipt::Mode::Noflush,
+        &wg.ipt_extras(&node_name),
+    )
+    .map_err(|d| {
+        anyhow::anyhow!(
+            "{name}: node `{node_name}` does not compile for iptables:\n{}",
+            d.render(&site.sources)
+        )
+    })?;
     Ok(LoadedCase {
         name,
         site,
         plan,
+        ipt,
         packets_toml,
         case,
     })
@@ -103,14 +119,50 @@ pub fn run_sim(c: &LoadedCase) -> Vec<Outcome> {
         .collect()
 }
 
-/// Every packet of a case through the real kernel.
-pub fn run_kernel(c: &LoadedCase, helper: rampart_lab::Helper) -> Result<Vec<Outcome>> {
+/// Load an iptables plan into a namespace as `rampart apply` does: the
+/// ipsets, both rule files with `--noflush`, then every hook checked with
+/// `-C` and inserted at the top when missing.
+pub fn load_ipt(ns: &rampart_lab::Netns, plan: &rampart_ipt::IptPlan) -> rampart_lab::Result<()> {
+    ns.exec(&["ipset", "restore"], Some(&plan.ipsets))?;
+    let noflush = plan.mode == rampart_ipt::Mode::Noflush;
+    for (prog, text) in [("iptables", &plan.v4), ("ip6tables", &plan.v6)] {
+        let restore = format!("{prog}-restore");
+        let mut argv = vec![restore.as_str()];
+        if noflush {
+            argv.push("--noflush");
+        }
+        ns.exec(&argv, Some(text))?;
+        for h in &plan.hooks {
+            let argv = |args: Vec<String>| -> Vec<String> {
+                std::iter::once(prog.to_string()).chain(args).collect()
+            };
+            let check = argv(h.check_args());
+            let check: Vec<&str> = check.iter().map(String::as_str).collect();
+            if ns.exec(&check, None).is_err() {
+                let ins = argv(h.insert_args());
+                let ins: Vec<&str> = ins.iter().map(String::as_str).collect();
+                ns.exec(&ins, None)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every packet of a case through the real kernel, with the ruleset of
+/// `backend` loaded into the lab's node.
+pub fn run_kernel(
+    c: &LoadedCase,
+    helper: rampart_lab::Helper,
+    backend: crate::compile::BackendArg,
+) -> Result<Vec<Outcome>> {
     let opts = rampart_lab::LabOptions::new(helper);
     let script = c.plan.script.clone();
-    let out =
-        rampart_lab::runner::run_case_kernel(&c.name, &c.packets_toml, &c.site, opts, &|lab| {
-            lab.load_nft(&script)
-        })
+    let ipt = c.ipt.clone();
+    let load = move |lab: &rampart_lab::Lab| match backend {
+        crate::compile::BackendArg::Nftables => lab.load_nft(&script),
+        crate::compile::BackendArg::Iptables => load_ipt(lab.host(), &ipt),
+    };
+    let out = rampart_lab::runner::run_case_kernel(&c.name, &c.packets_toml, &c.site, opts, &load)
         .map_err(|e| anyhow::anyhow!("{}: {e}", c.name))?;
     Ok(out)
 }
@@ -145,12 +197,32 @@ pub fn expand(args: &[PathBuf]) -> Result<Vec<PathBuf>> {
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
+    use std::io::{IsTerminal, Write};
     let mut outcomes = Vec::new();
     let mut broken = 0;
-    for dir in &expand(&a.cases)? {
+    let dirs = expand(&a.cases)?;
+    // The kernel takes a while per case: on a terminal, say how far it got.
+    let progress = a.kernel && std::io::stderr().is_terminal();
+    let show = |done: usize, name: &str| {
+        if progress {
+            let mut e = std::io::stderr().lock();
+            let _ = write!(e, "\r\x1b[2K[{done}/{}] {name}", dirs.len());
+            let _ = e.flush();
+        }
+    };
+    let clear = || {
+        if progress {
+            let mut e = std::io::stderr().lock();
+            let _ = write!(e, "\r\x1b[2K");
+            let _ = e.flush();
+        }
+    };
+    for (i, dir) in dirs.iter().enumerate() {
+        show(i, &dir.display().to_string());
         let case = match load_case(dir) {
             Ok(c) => c,
             Err(e) => {
+                clear();
                 eprintln!("error: {e:#}");
                 broken += 1;
                 continue;
@@ -159,9 +231,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
         let got = if a.kernel {
             let helper = rampart_lab::Helper::current_exe(&[rampart_lab::probe::HIDDEN_SUBCOMMAND])
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            match run_kernel(&case, helper) {
+            match run_kernel(&case, helper, a.backend) {
                 Ok(o) => o,
                 Err(e) => {
+                    clear();
                     eprintln!("error: {e:#}");
                     broken += 1;
                     continue;
@@ -171,12 +244,14 @@ pub fn run(a: Args) -> Result<ExitCode> {
             run_sim(&case)
         };
         if a.verbose {
+            clear();
             for o in &got {
                 println!("{o}");
             }
         }
         outcomes.extend(got);
     }
+    clear();
     print!("{}", rampart_case::summary(&outcomes));
     if broken > 0 {
         eprintln!("error: {broken} case(s) could not run");

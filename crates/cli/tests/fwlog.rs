@@ -28,12 +28,14 @@ fn ip(args: &[&str]) {
     );
 }
 
-fn write_site(p: &Path) {
+fn write_site(p: &Path, backend: &str) {
     std::fs::create_dir_all(p.join("firewall")).unwrap();
     std::fs::create_dir_all(p.join("nodes/hv1")).unwrap();
     std::fs::write(
         p.join("site.toml"),
-        "[[node]]\nname = \"hv1\"\nbridges = { vmbr0 = [\"192.0.2.10/24\"] }\n",
+        format!(
+            "[[node]]\nname = \"hv1\"\nbackend = \"{backend}\"\nbridges = {{ vmbr0 = [\"192.0.2.10/24\"] }}\n"
+        ),
     )
     .unwrap();
     std::fs::write(p.join("nodes/hv1/host.fw"), "[OPTIONS]\nenable: 1\n").unwrap();
@@ -45,17 +47,68 @@ fn write_site(p: &Path) {
     .unwrap();
 }
 
+/// A line as pvefw-logger writes it (`VMID LEVEL CHAIN TIME ZONE MSG ...`),
+/// the way a fail2ban filter or dashboard for /var/log/pve-firewall.log
+/// splits it.
+fn check_pve_format(line: &str, iface: &str) {
+    let at = line
+        .find("0 6 PVEFW-HOST-IN ")
+        .unwrap_or_else(|| panic!("no pvefw-logger line in: {line}"));
+    let msg = &line[at..];
+    let f: Vec<&str> = msg.split(' ').collect();
+    assert_eq!(&f[..3], ["0", "6", "PVEFW-HOST-IN"], "{msg}");
+    let t = f[3].as_bytes();
+    assert!(
+        t.len() == 20
+            && t[2] == b'/'
+            && t[6] == b'/'
+            && t[11] == b':'
+            && f[3][7..11].bytes().all(|b| b.is_ascii_digit()),
+        "time {:?} is not DD/Mon/YYYY:HH:MM:SS in: {msg}",
+        f[3]
+    );
+    assert_eq!(f[4], "+0000", "{msg}");
+    assert_eq!(f[5], "DROP:", "{msg}");
+    assert_eq!(f[6], format!("IN={iface}"), "{msg}");
+    // The fields a fail2ban filter picks, in pvefw-logger's order.
+    let order = [
+        "SRC=192.0.2.99 DST=192.0.2.10 LEN=",
+        " TTL=",
+        " PROTO=TCP SPT=",
+        " DPT=111 SEQ=",
+        " SYN",
+        " ORIGIN=cluster.fw:10",
+    ];
+    let mut from = 0;
+    for want in order {
+        let i = msg[from..]
+            .find(want)
+            .unwrap_or_else(|| panic!("{want:?} missing (or out of order) in: {msg}"));
+        from += i + want.len();
+    }
+}
+
 #[test]
 fn a_logged_drop_becomes_a_line_with_origin_and_addresses() {
+    logged_drop("nftables", "fwlog");
+}
+
+#[test]
+fn a_logged_drop_becomes_a_line_with_origin_and_addresses_iptables() {
+    logged_drop("iptables", "fwlogi");
+}
+
+fn logged_drop(backend: &str, tag: &str) {
     if !is_root() {
         eprintln!("skipped: needs root");
         return;
     }
-    let node = Ns::new("fwlog-node");
-    let peer = Ns::new("fwlog-peer");
+    let node = Ns::new(&format!("{tag}-node"));
+    let peer = Ns::new(&format!("{tag}-peer"));
+    let k = if backend == "iptables" { "i" } else { "n" };
     let (a, b) = (
-        format!("rfl{}a", std::process::id() % 100_000),
-        format!("rfl{}b", std::process::id() % 100_000),
+        format!("rfl{k}{}a", std::process::id() % 100_000),
+        format!("rfl{k}{}b", std::process::id() % 100_000),
     );
     ip(&[
         "-n", &node.0, "link", "add", &a, "type", "veth", "peer", "name", &b, "netns", &peer.0,
@@ -68,7 +121,7 @@ fn a_logged_drop_becomes_a_line_with_origin_and_addresses() {
 
     let tmp = tempfile::tempdir().unwrap();
     let site = tmp.path().join("site");
-    write_site(&site);
+    write_site(&site, backend);
     let state = tmp.path().join("state");
     let mut agent = Killed(
         Command::new(env!("CARGO_BIN_EXE_rampart"))
@@ -145,16 +198,7 @@ fn a_logged_drop_becomes_a_line_with_origin_and_addresses() {
             .stderr(Stdio::null())
             .status();
     });
-    for want in [
-        "0 6 host-in DROP:",
-        &format!("IN={a} "),
-        "SRC=192.0.2.99 DST=192.0.2.10",
-        "PROTO=TCP",
-        "DPT=111",
-        "SYN",
-    ] {
-        assert!(line.contains(want), "{want:?} missing in: {line}");
-    }
+    check_pve_format(&line, &a);
 }
 
 /// The same under journald: the entry carries the rule's origin, node and
@@ -182,7 +226,7 @@ fn under_journald_a_logged_drop_carries_rule_origin_and_node_fields() {
 
     let tmp = tempfile::tempdir().unwrap();
     let site = tmp.path().join("site");
-    write_site(&site);
+    write_site(&site, "nftables");
     let jdir = tmp.path().join("journal");
     std::fs::create_dir(&jdir).unwrap();
     let rx = std::os::unix::net::UnixDatagram::bind(jdir.join("socket")).unwrap();

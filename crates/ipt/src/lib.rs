@@ -99,6 +99,27 @@ pub struct IptPlan {
     pub modules: Vec<String>,
 }
 
+/// The guest (0 for the node) and Proxmox's name of one of rampart's
+/// chains, for the log prefix: `RAMPART-HOST-IN` -> `PVEFW-HOST-IN`,
+/// `RAMPART-tap100i0-IN` -> (100, `tap100i0-IN`).
+fn pve_log_chain(chain: &str) -> (u32, String) {
+    use rampart_types::fwlog;
+    let c = chain.strip_prefix(PREFIX).unwrap_or(chain);
+    match c {
+        "HOST-IN" => return (0, fwlog::HOST_IN.into()),
+        "HOST-OUT" => return (0, fwlog::HOST_OUT.into()),
+        "HOST-FWD" => return (0, fwlog::HOST_FORWARD.into()),
+        _ => {}
+    }
+    let vmid = ["tap", "veth"]
+        .iter()
+        .find_map(|k| c.strip_prefix(k))
+        .and_then(|r| r.split('i').next())
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0);
+    (vmid, c.to_string())
+}
+
 /// Compile in [`Mode::Noflush`].
 pub fn compile(site: &ir::Site, node: &str) -> Result<IptPlan, Diagnostics> {
     compile_with(site, node, Mode::Noflush)
@@ -470,10 +491,19 @@ impl<'a> Compiler<'a> {
         }
     }
 
-    fn log_target(&self, prefix: &str, level: LogLevel) -> String {
-        let mut p = format!("rampart {}: ", level.name());
-        p.push_str(prefix);
-        let p: String = p.chars().filter(|c| *c != '"').collect();
+    /// An NFLOG target with pve-firewall's prefix (`:VMID:LEVEL:CHAIN:
+    /// VERDICT: ORIGIN `, see `rampart_types::fwlog`) for a rule of
+    /// rampart's `chain`, named by Proxmox's chain.
+    fn log_target(&self, chain: &str, verdict: &str, origin: &str, level: LogLevel) -> String {
+        let (vmid, pve) = pve_log_chain(chain);
+        let p = rampart_types::fwlog::prefix(
+            vmid,
+            level.syslog().unwrap_or(6),
+            &pve,
+            verdict,
+            origin,
+            rampart_types::escape::IPT_LOG_PREFIX_MAX,
+        );
         format!(
             "NFLOG --nflog-group {NFLOG_GROUP} --nflog-prefix {}",
             rampart_types::escape::ipt_quoted(&p, rampart_types::escape::IPT_LOG_PREFIX_MAX)
@@ -649,7 +679,7 @@ impl<'a> Compiler<'a> {
             if r.log != LogLevel::Nolog {
                 let lim = self.limit();
                 let origin = r.origin.render(&self.site.sources);
-                let t = self.log_target(&format!("{origin} {}", r.action), r.log);
+                let t = self.log_target(chain, &r.action.to_string(), &origin, r.log);
                 self.push(chain, format!("{m}{lim}").trim(), &r.origin, &t);
             }
             self.push(chain, &m, &r.origin, &target);
@@ -659,7 +689,7 @@ impl<'a> Compiler<'a> {
     fn policy(&mut self, chain: &str, action: Action, log: LogLevel, what: &str, accept: &Accept) {
         if log != LogLevel::Nolog {
             let lim = self.limit();
-            let t = self.log_target(&format!("{chain} policy {action}"), log);
+            let t = self.log_target(chain, &format!("policy {action}"), what, log);
             self.auto(chain, lim.trim(), what, &t);
         }
         match action {

@@ -103,6 +103,8 @@ pub struct Probe {
     pub sport: Option<u16>,
     /// ICMP type name or number; `None` = echo-request.
     pub icmp_type: Option<String>,
+    /// ICMP code; `None` = 0.
+    pub icmp_code: Option<u8>,
     /// Default: the from-zone's first address of `family`.
     pub source: Option<IpAddr>,
     /// Default: the to-zone's first address of `family`.
@@ -130,6 +132,7 @@ impl Probe {
             dport,
             sport: None,
             icmp_type: None,
+            icmp_code: None,
             source: None,
             dest: None,
             family,
@@ -145,6 +148,7 @@ impl Probe {
             dport: p.dport,
             sport: p.sport,
             icmp_type: p.icmp_type.clone(),
+            icmp_code: p.icmp_code,
             source: p.source,
             dest: p.dest,
             family: p.family,
@@ -179,6 +183,178 @@ struct Bridge {
     nets: Vec<IpNet>,
     /// The outside machine's address in each network.
     outside: Vec<IpNet>,
+}
+
+const WATCH_TABLE: &str = "rampart_lab_watch";
+
+/// Reading a probe's verdict at the node instead of from an answer (a
+/// spoofed source the answer cannot reach): a counter where the packet
+/// arrives past the firewall (the target's namespace before anything else;
+/// the node's input after every other chain), and one on the node's own
+/// output for the reset or unreachable a REJECT sends to the source.
+/// Arrived: ACCEPT; answered by the node: REJECT; neither: DROP.
+struct Watch {
+    /// Namespace and chain (`pre` / `in`) where arrival is counted.
+    arrive_ns: String,
+    arrive_chain: &'static str,
+    arrive: String,
+    /// Counted on the node's output and at the sender: a REJECT of bridged
+    /// traffic goes back out of the port it came in by.
+    reject: String,
+    /// In the sender's output: the NIC's own source becomes the spoofed one.
+    rewrite: String,
+    sender_ns: String,
+    id: u16,
+}
+
+impl Watch {
+    fn new(lab: &Lab, sns: &str, dns: &str, s: &Spec) -> Watch {
+        let v4 = s.dst.is_ipv4();
+        let l3 = if v4 { "ip" } else { "ip6" };
+        let (l4, icmp) = match (s.proto, v4) {
+            (ProbeProto::Tcp, _) => ("tcp", ""),
+            (ProbeProto::Udp, _) => ("udp", ""),
+            (ProbeProto::Icmp, true) => ("icmp", "icmp"),
+            (ProbeProto::Icmp, false) => ("ipv6-icmp", "icmpv6"),
+        };
+        let src = s.spoof.unwrap_or(s.src);
+        let mut arrive = format!("{l3} saddr {src} {l3} daddr {} meta l4proto {l4}", s.dst);
+        let mut rewrite = format!("{l3} saddr {} meta l4proto {l4}", s.src);
+        let reject = match s.proto {
+            ProbeProto::Icmp => {
+                // The probe's identifier sits at bytes 4-5 of its header.
+                let m = format!(" {icmp} type {} @th,32,16 {}", s.icmp_type, s.id);
+                arrive.push_str(&m);
+                rewrite.push_str(&m);
+                format!("{l3} daddr {src} {icmp} type destination-unreachable")
+            }
+            ProbeProto::Tcp => {
+                let m = format!(" th sport {} th dport {}", s.sport, s.dport);
+                arrive.push_str(&m);
+                rewrite.push_str(&m);
+                format!(
+                    "{l3} daddr {src} tcp sport {} tcp dport {} tcp flags & rst == rst",
+                    s.dport, s.sport
+                )
+            }
+            ProbeProto::Udp => {
+                let m = format!(" th sport {} th dport {}", s.sport, s.dport);
+                arrive.push_str(&m);
+                rewrite.push_str(&m);
+                let unreach = if v4 { "icmp" } else { "icmpv6" };
+                format!("{l3} daddr {src} {unreach} type destination-unreachable")
+            }
+        };
+        let to_host = dns == lab.host.ns.name();
+        Watch {
+            arrive_ns: dns.to_string(),
+            arrive_chain: if to_host { "in" } else { "pre" },
+            arrive,
+            reject,
+            rewrite: format!("{rewrite} {l3} saddr set {src}"),
+            sender_ns: sns.to_string(),
+            id: s.id,
+        }
+    }
+
+    fn install(lab: &Lab, watched: &[(usize, Watch)]) -> Result<()> {
+        if watched.is_empty() {
+            return Ok(());
+        }
+        let mut per_ns: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (_, w) in watched {
+            per_ns.entry(w.arrive_ns.clone()).or_default().push(format!(
+                "add counter inet {WATCH_TABLE} a{id}\nadd rule inet {WATCH_TABLE} {} {} counter name a{id}",
+                w.arrive_chain,
+                w.arrive,
+                id = w.id
+            ));
+            per_ns
+                .entry(lab.host.ns.name().to_string())
+                .or_default()
+                .push(format!(
+                    "add counter inet {WATCH_TABLE} r{id}\nadd rule inet {WATCH_TABLE} out {} counter name r{id}",
+                    w.reject,
+                    id = w.id
+                ));
+            per_ns.entry(w.sender_ns.clone()).or_default().push(format!(
+                "add counter inet {WATCH_TABLE} s{id}\nadd rule inet {WATCH_TABLE} pre {} counter name s{id}\nadd rule inet {WATCH_TABLE} out {}",
+                w.reject,
+                w.rewrite,
+                id = w.id
+            ));
+        }
+        for (ns, lines) in per_ns {
+            let text = format!(
+                "add table inet {WATCH_TABLE}\n\
+                 add chain inet {WATCH_TABLE} pre {{ type filter hook prerouting priority -450; policy accept; }}\n\
+                 add chain inet {WATCH_TABLE} in {{ type filter hook input priority 1000; policy accept; }}\n\
+                 add chain inet {WATCH_TABLE} out {{ type filter hook output priority -1000; policy accept; }}\n\
+                 {}\n",
+                lines.join("\n")
+            );
+            Netns::borrowed(&ns).exec(&["nft", "-f", "-"], Some(&text))?;
+        }
+        Ok(())
+    }
+
+    /// Every watched probe's verdict; the tables are removed.
+    fn read(lab: &Lab, watched: &[(usize, Watch)]) -> Vec<(usize, Result<Observed>)> {
+        if watched.is_empty() {
+            return Vec::new();
+        }
+        let mut namespaces: BTreeSet<String> = watched
+            .iter()
+            .flat_map(|(_, w)| [w.arrive_ns.clone(), w.sender_ns.clone()])
+            .collect();
+        namespaces.insert(lab.host.ns.name().to_string());
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        let mut failed = None;
+        for ns in &namespaces {
+            let n = Netns::borrowed(ns);
+            match n.exec(
+                &["nft", "list", "counters", "table", "inet", WATCH_TABLE],
+                None,
+            ) {
+                Ok(text) => {
+                    let mut name = None;
+                    for line in text.lines().map(str::trim) {
+                        if let Some(rest) = line.strip_prefix("counter ") {
+                            name = rest.split_whitespace().next().map(str::to_string);
+                        } else if let (Some(nm), Some(rest)) =
+                            (&name, line.strip_prefix("packets "))
+                        {
+                            let k: u64 = rest
+                                .split_whitespace()
+                                .next()
+                                .and_then(|x| x.parse().ok())
+                                .unwrap_or(0);
+                            *counts.entry(nm.clone()).or_default() += k;
+                        }
+                    }
+                }
+                Err(e) => failed = Some(e),
+            }
+            let _ = n.exec(&["nft", "delete", "table", "inet", WATCH_TABLE], None);
+        }
+        watched
+            .iter()
+            .map(|(i, w)| {
+                if let Some(e) = &failed {
+                    return (*i, Err(e.clone()));
+                }
+                let got = |k: String| counts.get(&k).copied().unwrap_or(0) > 0;
+                let o = if got(format!("a{}", w.id)) {
+                    Observed::Accept
+                } else if got(format!("r{}", w.id)) || got(format!("s{}", w.id)) {
+                    Observed::Reject
+                } else {
+                    Observed::Drop
+                };
+                (*i, Ok(o))
+            })
+            .collect()
+    }
 }
 
 /// Loads a ruleset into a lab (typically into [`Lab::host`]).
@@ -220,6 +396,27 @@ fn nodad(a: &IpNet) -> &'static str {
         " nodad"
     } else {
         ""
+    }
+}
+
+/// The routing table (and rule priority) of a guest's NIC `netN`.
+fn nic_table(index: u32) -> u32 {
+    1000 + index
+}
+
+/// Whether `gw` lies in one of the networks of `addrs`.
+fn on_link(addrs: &[IpNet], gw: &IpAddr) -> bool {
+    addrs.iter().any(|a| a.trunc().contains(gw))
+}
+
+/// ` onlink` for a gateway outside every network of the interface's
+/// addresses (a guest with 10.0.200.1/24 on a 192.0.2.0/24 bridge, normal
+/// for Proxmox containers): the kernel refuses such a nexthop otherwise.
+fn onlink(addrs: &[IpNet], gw: &IpAddr) -> &'static str {
+    if on_link(addrs, gw) {
+        ""
+    } else {
+        " onlink"
     }
 }
 
@@ -419,6 +616,12 @@ impl Lab {
         for (i, (b, nb)) in bridges.iter().zip(&n.bridges).enumerate() {
             let table = 100 + i;
             let nets: BTreeSet<IpNet> = nb.addresses.iter().map(|a| a.trunc()).collect();
+            // The guests' networks on the bridge are on-link too (a
+            // container with an address outside the node's network is
+            // still on the same wire).
+            for net in b.nets.iter().filter(|x| !nets.contains(x)) {
+                out_lines.push(format!("route add {net} dev {} table {table}", b.name));
+            }
             let mut defaults = BTreeSet::new();
             for net in nets {
                 let fam = Family::of(&net.addr());
@@ -478,6 +681,10 @@ impl Lab {
             let mut hl = Vec::new();
             let mut gl = Vec::new();
             let mut defaults = BTreeSet::new();
+            // Each NIC has a routing table of its own, chosen by the source
+            // address: a packet from `vm100i1` (net1's address) leaves by
+            // net1 even when net0 is on the same network.
+            let mut rules = Vec::new();
             for c in &g.nics {
                 let mac = c.mac.map(|m| {
                     format!(
@@ -502,32 +709,53 @@ impl Lab {
                     .iter()
                     .position(|b| b.name == c.bridge)
                     .expect("checked above");
+                let table = nic_table(c.index);
+                let mut nets = BTreeSet::new();
+                for a in &c.addresses {
+                    if nets.insert(a.trunc()) {
+                        gl.push(format!(
+                            "route add {} dev {} table {table}",
+                            a.trunc(),
+                            c.name
+                        ));
+                    }
+                    let f = if a.addr().is_ipv4() { "-4" } else { "-6" };
+                    rules.push([f.to_string(), a.addr().to_string(), table.to_string()]);
+                }
                 for fam in Family::both() {
-                    if defaults.contains(&fam)
-                        || !c.addresses.iter().any(|a| Family::of(&a.addr()) == fam)
-                    {
+                    if !c.addresses.iter().any(|a| Family::of(&a.addr()) == fam) {
                         continue;
                     }
-                    let gw = match opts.guest_gateway {
-                        GuestGateway::Outside => bridges[bi]
-                            .outside
-                            .iter()
-                            .map(|a| a.addr())
-                            .find(|a| Family::of(a) == fam),
-                        GuestGateway::Node => n.bridges[bi]
-                            .addresses
-                            .iter()
-                            .map(|a| a.addr())
-                            .find(|a| Family::of(a) == fam),
+                    let candidates: Vec<IpAddr> = match opts.guest_gateway {
+                        GuestGateway::Outside => {
+                            bridges[bi].outside.iter().map(|a| a.addr()).collect()
+                        }
+                        GuestGateway::Node => {
+                            n.bridges[bi].addresses.iter().map(|a| a.addr()).collect()
+                        }
                     };
+                    // In the NIC's own network when there is one (the
+                    // outside machine has an address in each network of the
+                    // bridge), else any of the family, on-link.
+                    let of_fam = || candidates.iter().copied().filter(|a| Family::of(a) == fam);
+                    let gw = of_fam()
+                        .find(|a| on_link(&c.addresses, a))
+                        .or_else(|| of_fam().next());
                     if let Some(gw) = gw {
                         let any = if fam == Family::V4 {
                             "0.0.0.0/0"
                         } else {
                             "::/0"
                         };
-                        gl.push(format!("route add {any} via {gw} dev {}", c.name));
-                        defaults.insert(fam);
+                        let route = format!(
+                            "route add {any} via {gw} dev {}{}",
+                            c.name,
+                            onlink(&c.addresses, &gw)
+                        );
+                        gl.push(format!("{route} table {table}"));
+                        if defaults.insert(fam) {
+                            gl.push(route);
+                        }
                     }
                 }
             }
@@ -557,12 +785,17 @@ impl Lab {
                             .find(|a| Family::of(&a.addr()) == fam);
                         let has_fam = c.addresses.iter().any(|a| Family::of(&a.addr()) == fam);
                         if let (Some(via), true) = (via, has_fam) {
-                            if !own.iter().any(|o| o.contains(&net.addr())) && routed.insert(net) {
-                                gl.push(format!(
-                                    "route add {net} via {} dev {}",
+                            if !own.iter().any(|o| o.contains(&net.addr())) {
+                                let route = format!(
+                                    "route add {net} via {} dev {}{}",
                                     via.addr(),
-                                    c.name
-                                ));
+                                    c.name,
+                                    onlink(&c.addresses, &via.addr())
+                                );
+                                gl.push(format!("{route} table {}", nic_table(c.index)));
+                                if routed.insert(net) {
+                                    gl.push(route);
+                                }
                             }
                         }
                     }
@@ -570,6 +803,14 @@ impl Lab {
             }
             host.ns.ip_batch(&hl)?;
             ns.ip_batch(&gl)?;
+            for [f, a, t] in &rules {
+                ns.exec(
+                    &[
+                        "ip", f, "rule", "add", "from", a, "lookup", t, "priority", t,
+                    ],
+                    None,
+                )?;
+            }
             let member = Member {
                 ns,
                 ifaces: g
@@ -842,6 +1083,32 @@ impl Lab {
             }
         };
         Netns::borrowed(ns).ip_batch(&[line])?;
+        if let Zone::Guest { .. } = zone {
+            // Sent from the NIC it was added to (see `nic_table`).
+            let index = ifaces
+                .first()
+                .and_then(|(i, _)| i.strip_prefix("net"))
+                .and_then(|i| i.parse::<u32>().ok());
+            if let Some(index) = index {
+                let t = nic_table(index).to_string();
+                let f = if addr.is_ipv4() { "-4" } else { "-6" };
+                Netns::borrowed(ns).exec(
+                    &[
+                        "ip",
+                        f,
+                        "rule",
+                        "add",
+                        "from",
+                        &addr.to_string(),
+                        "lookup",
+                        &t,
+                        "priority",
+                        &t,
+                    ],
+                    None,
+                )?;
+            }
+        }
         added.insert((ns.to_string(), addr));
         Ok(())
     }
@@ -958,18 +1225,69 @@ impl Lab {
             }
             _ => {}
         }
-        self.ensure_addr(&p.from, &sns, &sif, src, self.owns(&sns, src))?;
+        // A source read at the firewall is not added to the sender (another
+        // machine that owns it would become unreachable from there): the
+        // probe is sent from the NIC's own address and the sender's
+        // namespace rewrites the source (see `Watch`).
+        let watched = self.reads_at_firewall(p, &sns, src);
+        let (src, spoof) = if watched {
+            let own = sdef.ok_or_else(|| {
+                Error::new(format!(
+                    "{} has no {} address to send from",
+                    p.from, p.family
+                ))
+            })?;
+            (own, Some(src))
+        } else {
+            (src, None)
+        };
+        self.ensure_addr(&p.from, &sns, &sif, src, watched || self.owns(&sns, src))?;
         self.ensure_addr(&p.to, &dns, &dif, dst, self.owns(&dns, dst))?;
+        // A watched TCP/UDP probe gets a source port of its own, so its
+        // counters tell it from another probe with the same addresses.
+        let id = ICMP_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let sport = match p.sport {
+            Some(sp) => sp,
+            None if watched && proto != ProbeProto::Icmp => 20000 + id % 10000,
+            None => 0,
+        };
         let spec = Spec {
             proto,
             src,
             dst,
-            sport: p.sport.unwrap_or(0),
+            sport,
             dport: p.dport.unwrap_or(0),
             icmp_type,
-            id: ICMP_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            icmp_code: p.icmp_code.unwrap_or(0),
+            id,
+            spoof,
         };
         Ok((sns, dns, spec))
+    }
+
+    /// A guest sending from an address it does not own, where no answer
+    /// can come back to it: outside every network of the sending NIC, or
+    /// an address another machine of the lab owns (the answer goes there).
+    fn reads_at_firewall(&self, p: &Probe, sns: &str, src: IpAddr) -> bool {
+        if p.source.is_none() || !matches!(p.from, Zone::Guest { .. }) || self.owns(sns, src) {
+            return false;
+        }
+        let Ok((_, _, sif)) = self.zone_info(&p.from, p.family) else {
+            return false;
+        };
+        let on_link = sif
+            .iter()
+            .any(|(_, nets)| nets.iter().any(|n| n.contains(&src)));
+        let elsewhere = self.host.addrs.contains(&src)
+            || self.outside.addrs.contains(&src)
+            || self.guests.values().any(|(_, m)| m.addrs.contains(&src))
+            || self
+                .nodes
+                .lock()
+                .unwrap()
+                .values()
+                .any(|m| m.addrs.contains(&src));
+        !on_link || elsewhere
     }
 
     fn helper(&self, ns: &str) -> Command {
@@ -1273,6 +1591,24 @@ impl Lab {
             let _ = stdin.flush();
             senders.push((child, Some(stdin), stdout, idx));
         }
+        // Spoofed sources the answer cannot come back to: the verdict is
+        // read at the node (see `Watch`).
+        let watched: Vec<(usize, Watch)> = if est_ok {
+            resolved
+                .iter()
+                .filter(|(_, st, _)| *st == State::New)
+                .filter(|(_, _, (_, _, s))| s.spoof.is_some())
+                .map(|(i, _, (sns, dns, s))| (*i, Watch::new(self, sns, dns, s)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let watching = Watch::install(self, &watched);
+        if let Err(e) = &watching {
+            for (i, _) in &watched {
+                results[*i] = Some(Err(e.clone()));
+            }
+        }
         if est_ok {
             let mut by_ns: BTreeMap<&str, Vec<(usize, &Spec)>> = BTreeMap::new();
             for (i, st, (sns, _, s)) in &resolved {
@@ -1308,6 +1644,13 @@ impl Lab {
             }
             drop(stdin);
             let _ = child.wait();
+        }
+        if watching.is_ok() {
+            for (i, o) in Watch::read(self, &watched) {
+                if matches!(results[i], Some(Ok(_)) | None) {
+                    results[i] = Some(o);
+                }
+            }
         }
         // Close the listeners; they report which ICMP probes arrived.
         let mut seen = BTreeSet::new();

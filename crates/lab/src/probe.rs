@@ -6,7 +6,8 @@
 //!   back) until its standard input closes.
 //! - `send --timeout-ms T SPEC…`: sends every probe at once (one thread
 //!   each) and prints one line per probe: `INDEX VERDICT DETAIL`.
-//!   A SPEC is `PROTO,SRC,DST,SPORT,DPORT,ICMPTYPE` (`SPORT` 0 = any).
+//!   A SPEC is `PROTO,SRC,DST,SPORT,DPORT,ICMPTYPE,ICMPCODE,ID` (`SPORT`
+//!   0 = any).
 //!   With `--hold`, TCP probes connect first, print `INDEX connected`, wait
 //!   for a line on standard input, then send data over the connection and
 //!   report whether the echo comes back (for established-flow probes).
@@ -78,8 +79,13 @@ pub struct Spec {
     pub dport: u16,
     /// ICMP type number (echo request: 8 / 128).
     pub icmp_type: u8,
+    /// ICMP code (0 for echo requests).
+    pub icmp_code: u8,
     /// ICMP identifier (unique among the probes in flight in a namespace).
     pub id: u16,
+    /// The lab's only (not sent to the helper): the spoofed source the
+    /// sender's namespace writes into the packet instead of `src`.
+    pub spoof: Option<IpAddr>,
 }
 
 impl Spec {
@@ -90,13 +96,13 @@ impl Spec {
             ProbeProto::Icmp => "icmp",
         };
         format!(
-            "{p},{},{},{},{},{},{}",
-            self.src, self.dst, self.sport, self.dport, self.icmp_type, self.id
+            "{p},{},{},{},{},{},{},{}",
+            self.src, self.dst, self.sport, self.dport, self.icmp_type, self.icmp_code, self.id
         )
     }
     pub fn decode(s: &str) -> Result<Spec, String> {
         let f: Vec<&str> = s.split(',').collect();
-        if f.len() != 7 {
+        if f.len() != 8 {
             return Err(format!("bad probe spec `{s}`"));
         }
         let proto = match f[0] {
@@ -113,7 +119,9 @@ impl Spec {
             sport: f[3].parse().map_err(|_| bad("sport"))?,
             dport: f[4].parse().map_err(|_| bad("dport"))?,
             icmp_type: f[5].parse().map_err(|_| bad("icmp type"))?,
-            id: f[6].parse().map_err(|_| bad("icmp id"))?,
+            icmp_code: f[6].parse().map_err(|_| bad("icmp code"))?,
+            id: f[7].parse().map_err(|_| bad("icmp id"))?,
+            spoof: None,
         })
     }
 }
@@ -571,7 +579,7 @@ fn icmp_exchange(
     let v4 = s.dst.is_ipv4();
     let id = s.id;
     let echo = if v4 { 8 } else { 128 };
-    let mut pkt = vec![s.icmp_type, 0, 0, 0];
+    let mut pkt = vec![s.icmp_type, s.icmp_code, 0, 0];
     pkt.extend_from_slice(&id.to_be_bytes());
     pkt.extend_from_slice(&seq.to_be_bytes());
     pkt.extend_from_slice(MARKER);
@@ -716,7 +724,9 @@ mod tests {
             sport: 0,
             dport: 53,
             icmp_type: 0,
+            icmp_code: 0,
             id: 7,
+            spoof: None,
         };
         assert_eq!(Spec::decode(&s.encode()).unwrap(), s);
         assert!(Spec::decode("tcp,1.2.3.4").is_err());

@@ -370,7 +370,7 @@ struct Ctx<'a> {
     /// Host rules name host interfaces: `iifname` for IN/FORWARD, `oifname` for OUT.
     host: bool,
     accept: &'a Verdict,
-    /// Log prefix: `0:host-in` / `100:tap100i0-in`.
+    /// Log prefix's VMID and chain: `0:PVEFW-HOST-IN` / `100:tap100i0-IN`.
     log_tag: &'a str,
 }
 
@@ -534,15 +534,16 @@ impl<'a> Cx<'a> {
         out
     }
 
-    /// `limit` + `log` statements of a logged rule. The prefix is Proxmox's
-    /// (`:VMID:CHAIN:LEVEL: ACTION: `) followed by the rule's origin, so a
-    /// log reader maps every line back to the line that produced it; cut to
-    /// nft's 127-byte prefix limit.
+    /// `limit` + `log` statements of a logged rule. The prefix is
+    /// pve-firewall's (`:VMID:LEVEL:CHAIN: ACTION: `, `policy ACTION: ` for a
+    /// policy; see `rampart_types::fwlog`) followed by the rule's origin, so
+    /// a log reader maps every line back to the line that produced it; cut
+    /// to nft's 127-byte prefix limit.
     fn log_stmts(
         &self,
         level: LogLevel,
         tag: &str,
-        action: Action,
+        verdict: &str,
         origin: &str,
     ) -> Option<Vec<Stmt>> {
         let sys = level.syslog()?;
@@ -555,15 +556,15 @@ impl<'a> Cx<'a> {
                 burst: rl.burst,
             }));
         }
-        let mut prefix = format!(":{tag}:{sys}: {action}: {origin}");
-        if prefix.len() > LOG_PREFIX_MAX - 1 {
-            let mut cut = LOG_PREFIX_MAX - 1;
-            while !prefix.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            prefix.truncate(cut);
-        }
-        prefix.push(' ');
+        let (vmid, chain) = tag.split_once(':').unwrap_or(("0", tag));
+        let prefix = rampart_types::fwlog::prefix(
+            vmid.parse().unwrap_or(0),
+            sys,
+            chain,
+            verdict,
+            origin,
+            LOG_PREFIX_MAX,
+        );
         v.push(Stmt::Log {
             prefix,
             group: NFLOG_GROUP,
@@ -583,7 +584,8 @@ impl<'a> Cx<'a> {
     fn user_rule(&mut self, r: &ir::Rule, ctx: Ctx, out: &mut Vec<Rule>) {
         let comment = self.origin(&r.origin);
         for ms in self.rule_matches(r, ctx) {
-            if let Some(stmts) = self.log_stmts(r.log, ctx.log_tag, r.action, &comment) {
+            if let Some(stmts) = self.log_stmts(r.log, ctx.log_tag, &r.action.to_string(), &comment)
+            {
                 out.push(Rule {
                     matches: ms.clone(),
                     stmts,
@@ -622,7 +624,7 @@ impl<'a> Cx<'a> {
                     .decides(Action::Accept),
             );
         }
-        if let Some(stmts) = self.log_stmts(level, ctx.log_tag, a, &comment) {
+        if let Some(stmts) = self.log_stmts(level, ctx.log_tag, &format!("policy {a}"), &comment) {
             out.push(Rule {
                 matches: vec![],
                 stmts,
@@ -793,8 +795,8 @@ impl<'a> Cx<'a> {
             for (mask, value) in bad {
                 if let Some(stmts) = self.log_stmts(
                     opts.tcp_flags_log_level,
-                    "0:tcp-flags",
-                    Action::Drop,
+                    "0:PVEFW-logflags",
+                    "DROP",
                     "auto:tcpflags",
                 ) {
                     tcpflags.rules.push(Rule {
@@ -831,17 +833,17 @@ impl<'a> Cx<'a> {
             let ctx_in = Ctx {
                 host: true,
                 accept: &accept_ret,
-                log_tag: "0:host-in",
+                log_tag: "0:PVEFW-HOST-IN",
             };
             let ctx_out = Ctx {
                 host: true,
                 accept: &accept_ret,
-                log_tag: "0:host-out",
+                log_tag: "0:PVEFW-HOST-OUT",
             };
             let ctx_fwd = Ctx {
                 host: true,
                 accept: &accept_ret,
-                log_tag: "0:host-forward",
+                log_tag: "0:PVEFW-HOST-FORWARD",
             };
             let mut r = Vec::new();
             self.blacklist(&mut r);
@@ -852,8 +854,8 @@ impl<'a> Cx<'a> {
                 ];
                 if let Some(stmts) = self.log_stmts(
                     opts.smurf_log_level,
-                    "0:smurfs",
-                    Action::Drop,
+                    "0:PVEFW-smurflog",
+                    "DROP",
                     "auto:nosmurfs",
                 ) {
                     r.push(Rule {
@@ -1476,8 +1478,16 @@ impl<'a> Cx<'a> {
 
     fn guest_chains(&mut self, g: &Guest, nic: &Nic) -> (Chain, Chain) {
         let o = &g.options;
-        let tag_in = format!("{}:{}-in", g.id, nic.ifname);
-        let tag_out = format!("{}:{}-out", g.id, nic.ifname);
+        let tag_in = format!(
+            "{}:{}",
+            g.id,
+            rampart_types::fwlog::nic_chain(&nic.ifname, false)
+        );
+        let tag_out = format!(
+            "{}:{}",
+            g.id,
+            rampart_types::fwlog::nic_chain(&nic.ifname, true)
+        );
         let queue;
         let accept_in = if o.ips {
             if !self.caps.nft_queue {

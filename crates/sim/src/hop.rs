@@ -109,8 +109,11 @@ pub fn simulate_hop(plan: &Plan, hop: &Hop) -> Trace {
         sport,
         dport,
         icmp_type,
+        icmp_code: icmp_type.map(|_| 0),
         tcp_flags,
         state: hop.state,
+        ct_invalid: hop.state == State::New
+            && icmp_type.is_some_and(|t| crate::packet::icmp_error(v6, t)),
         ether_saddr: match hop.ingress {
             Attach::Bridge { .. } => hop.ether_saddr.or(Some([0x02, 0, 0, 0, 0, 0x99])),
             _ => None,

@@ -63,6 +63,8 @@ pub struct Packet {
     pub dport: Option<u16>,
     /// Name or number (`echo-request`, `8`); default echo-request.
     pub icmp_type: Option<String>,
+    /// ICMP code; default 0.
+    pub icmp_code: Option<u8>,
     pub source: Option<IpAddr>,
     pub dest: Option<IpAddr>,
     pub family: Option<Family>,
@@ -95,6 +97,7 @@ impl From<&rampart_case::Packet> for Packet {
         s.source = p.source;
         s.dest = p.dest;
         s.icmp_type = p.icmp_type.clone();
+        s.icmp_code = p.icmp_code;
         s.source_mac = p.source_mac;
         s.family = Some(p.family);
         s.state = match p.state {
@@ -114,6 +117,7 @@ impl Packet {
             sport: None,
             dport: None,
             icmp_type: None,
+            icmp_code: None,
             source: None,
             dest: None,
             family: None,
@@ -178,8 +182,14 @@ pub struct Placed {
     pub sport: Option<u16>,
     pub dport: Option<u16>,
     pub icmp_type: Option<u8>,
+    /// ICMP code (0 unless the packet names one).
+    pub icmp_code: Option<u8>,
     pub tcp_flags: u8,
     pub state: State,
+    /// Conntrack finds no state for the packet: an ICMP error (unreachable,
+    /// time exceeded, ...) that quotes no connection it tracks. `ct state
+    /// invalid` matches it, nothing else of conntrack does.
+    pub ct_invalid: bool,
     pub ether_saddr: Option<[u8; 6]>,
     pub saddr_fib: Vec<FibType>,
     pub dest_broadcast_or_multicast: bool,
@@ -242,6 +252,16 @@ fn guest_end(
         mac: n.mac,
         guest_filtered_here: true,
     })
+}
+
+/// ICMP error messages: conntrack relates them to the connection they
+/// quote; a new one (quoting nothing it tracks) is invalid.
+pub(crate) fn icmp_error(v6: bool, ty: u8) -> bool {
+    if v6 {
+        matches!(ty, 1..=4)
+    } else {
+        matches!(ty, 3 | 4 | 5 | 11 | 12)
+    }
 }
 
 fn parse_icmp(v6: bool, s: &str) -> Option<u8> {
@@ -564,8 +584,10 @@ pub fn place(site: &ir::Site, plan: &Plan, p: &Packet) -> Result<Placed, String>
         sport,
         dport,
         icmp_type,
+        icmp_code: icmp_type.map(|_| p.icmp_code.unwrap_or(0)),
         tcp_flags,
         state: p.state,
+        ct_invalid: p.state == State::New && icmp_type.is_some_and(|t| icmp_error(v6, t)),
         ether_saddr: if from.host {
             None
         } else {

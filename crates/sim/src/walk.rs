@@ -437,8 +437,9 @@ impl<'a> Walker<'a> {
                             rampart_types::Family::V4
                         }
                     && p.icmp_type.is_some_and(|ty| types.contains(&ty))
-                    && code.is_none_or(|c| c == 0)
+                    && code.is_none_or(|c| p.icmp_code == Some(c))
             }
+            Match::Ct(states) if p.ct_invalid => states.contains(&CtState::Invalid),
             Match::Ct(states) => states.iter().any(|s| {
                 matches!(
                     (s, p.state),

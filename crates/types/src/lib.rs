@@ -15,6 +15,7 @@ pub mod codes;
 pub mod diag;
 pub mod escape;
 pub mod files;
+pub mod fwlog;
 pub mod names;
 pub mod net;
 pub mod span;

@@ -1238,7 +1238,9 @@ fn resolve<'a>(st: &'a State, p: &SiteProbe, id: u16) -> Result<Resolved> {
             sport: p.sport.unwrap_or(0),
             dport: p.dport.unwrap_or(0),
             icmp_type: p.icmp_type.unwrap_or(if dst.is_ipv4() { 8 } else { 128 }),
+            icmp_code: 0,
             id,
+            spoof: None,
         },
     })
 }
