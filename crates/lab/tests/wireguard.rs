@@ -111,7 +111,7 @@ fn two_namespaces_each_run_their_own_wg0() {
             "send",
             "--timeout-ms",
             "3000",
-            "icmp,10.9.0.1,10.9.0.2,0,0,8,1",
+            "icmp,10.9.0.1,10.9.0.2,0,0,8,0,1",
         ]),
         None,
     );
@@ -121,7 +121,7 @@ fn two_namespaces_each_run_their_own_wg0() {
             "send",
             "--timeout-ms",
             "3000",
-            "tcp,10.9.0.2,10.9.0.1,0,9,0,0",
+            "tcp,10.9.0.2,10.9.0.1,0,9,0,0,0",
         ]),
         None,
     );
