@@ -114,6 +114,7 @@ impl SiteBuilder {
                 nodes: vec![],
                 guests: vec![],
                 sets: vec![],
+                index: Default::default(),
             },
         }
     }

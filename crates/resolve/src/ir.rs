@@ -40,6 +40,26 @@ pub struct Site {
     pub guests: Vec<Guest>,
     /// All IP sets, indexed by [`SetId`].
     pub sets: Vec<IpSet>,
+    /// Node and guest positions by name and id, built on first lookup
+    /// (the simulator looks nodes up for every packet; a linear search
+    /// made the lock-out guard of N nodes cubic).
+    #[serde(skip)]
+    pub index: SiteIndex,
+}
+
+/// Lookup tables of a [`Site`], built lazily. Always equal to another
+/// (they are a cache of the site's own vectors); a lookup checks what it
+/// finds, so a site changed after a lookup falls back to a search.
+#[derive(Clone, Debug, Default)]
+pub struct SiteIndex {
+    nodes: std::sync::OnceLock<std::collections::HashMap<String, usize>>,
+    guests: std::sync::OnceLock<std::collections::HashMap<u32, usize>>,
+}
+
+impl PartialEq for SiteIndex {
+    fn eq(&self, _: &SiteIndex) -> bool {
+        true
+    }
 }
 
 impl Site {
@@ -47,10 +67,30 @@ impl Site {
         &self.sets[id.0 as usize]
     }
     pub fn node(&self, name: &str) -> Option<&Node> {
-        self.nodes.iter().find(|n| n.name == name)
+        let idx = self.index.nodes.get_or_init(|| {
+            let mut m = std::collections::HashMap::with_capacity(self.nodes.len());
+            for (i, n) in self.nodes.iter().enumerate() {
+                m.entry(n.name.to_string()).or_insert(i);
+            }
+            m
+        });
+        match idx.get(name).and_then(|&i| self.nodes.get(i)) {
+            Some(n) if n.name == name => Some(n),
+            _ => self.nodes.iter().find(|n| n.name == name),
+        }
     }
     pub fn guest(&self, id: u32) -> Option<&Guest> {
-        self.guests.iter().find(|g| g.id == id)
+        let idx = self.index.guests.get_or_init(|| {
+            let mut m = std::collections::HashMap::with_capacity(self.guests.len());
+            for (i, g) in self.guests.iter().enumerate() {
+                m.entry(g.id).or_insert(i);
+            }
+            m
+        });
+        match idx.get(&id).and_then(|&i| self.guests.get(i)) {
+            Some(g) if g.id == id => Some(g),
+            _ => self.guests.iter().find(|g| g.id == id),
+        }
     }
     pub fn guests_on<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a Guest> + 'a {
         self.guests.iter().filter(move |g| g.node == node)

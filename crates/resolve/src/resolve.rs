@@ -186,6 +186,7 @@ fn resolve_with(
         nodes: r.nodes,
         guests,
         sets: r.sets,
+        index: Default::default(),
     };
     (site, diags)
 }

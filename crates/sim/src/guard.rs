@@ -97,21 +97,24 @@ pub fn lockout_check(site: &ir::Site, plan: &Plan, node: &str) -> Diagnostics {
     let mut probes: Vec<(String, IpAddr, IpAddr, u16)> = Vec::new();
     let (_, cluster_udp, _) = rampart_nft::platform_ports(n.platform);
     if n.platform == ir::Platform::Proxmox {
+        // The node owning each address (first in site order), once: a
+        // search per peer entry made the guard of N nodes cubic.
+        let mut owner: std::collections::HashMap<IpAddr, &ir::Node> =
+            std::collections::HashMap::new();
+        for o in site.nodes.iter().filter(|o| o.name != n.name) {
+            for a in &o.addresses {
+                owner.entry(a.addr()).or_insert(o);
+            }
+        }
+        let mut probed_peers: std::collections::HashSet<&str> = std::collections::HashSet::new();
         for link in &n.firewall.corosync {
             let family = Family::of(&link.local);
             for e in site.set(link.peers).entries_of(family) {
                 let src = e.range.start;
-                let Some(other) = site
-                    .nodes
-                    .iter()
-                    .find(|o| o.name != n.name && o.addresses.iter().any(|a| a.addr() == src))
-                else {
+                let Some(other) = owner.get(&src).copied() else {
                     continue;
                 };
-                if !probes
-                    .iter()
-                    .any(|(o, _, _, _)| o.as_str() == other.name.as_str())
-                {
+                if probed_peers.insert(other.name.as_str()) {
                     probes.push((other.name.to_string(), src, link.local, 5405));
                 }
             }

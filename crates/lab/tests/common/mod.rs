@@ -140,6 +140,7 @@ pub fn site(nodes: Vec<Node>, guests: Vec<Guest>) -> Site {
             entries: vec![],
             origin: Origin::auto("test"),
         }],
+        index: Default::default(),
     }
 }
 
