@@ -87,7 +87,7 @@ struct Rig {
     node: Netns,
     client: Netns,
     site: PathBuf,
-    _tmp: tempfile::TempDir,
+    tmp: tempfile::TempDir,
     stop_agent: Signals,
     agent: Option<std::thread::JoinHandle<()>>,
     stop_monitor: Arc<AtomicBool>,
@@ -160,7 +160,7 @@ impl Rig {
             node,
             client,
             site,
-            _tmp: tmp,
+            tmp,
             stop_agent,
             agent: Some(agent),
             stop_monitor: Arc::new(AtomicBool::new(false)),
@@ -205,7 +205,7 @@ impl Rig {
     fn wait_for_revision(&self, r: usize) {
         let want = format!("udp dport {}", 30000 + r);
         let recorded = || {
-            rampart_apply::StateDir::open(self._tmp.path().join("state"))
+            rampart_apply::StateDir::open(self.tmp.path().join("state"))
                 .ok()
                 .and_then(|st| {
                     st.read_applied(rampart_apply::state::CURRENT)
